@@ -1,0 +1,39 @@
+//! wsgate: a WebSocket gateway for embedded Linux routers.
+//!
+//! Browsers and devices connect with `ws://`; wsgate performs the HTTP/1.1 upgrade and the
+//! RFC 6455 framing, and relays every connection to a local "websocket server": any program
+//! listening on a UNIX socket at `<docroot>/<name>`, where `<name>` is the URL path.
+//!
+//! # Layers, in data-flow order
+//!
+//! ```text
+//! listener ─accept→ slab slot ─┬─ http::handshake ─→ relay::route ─→ UNIX socket (connected before 101)
+//!                              └─ ws::session (client frames) ⇄ relay::codec (mode) ⇄ backend bytes
+//!                                 readiness + deadlines drive every step; event_loop only dispatches
+//! ```
+//!
+//! * [`http`] parses the upgrade request and writes the 101 or the error answer. Sans-IO.
+//! * [`ws`] is RFC 6455: frame headers, masking, UTF-8 validation, and the receive-side
+//!   session that turns client bytes into message chunks and control events. Sans-IO.
+//! * [`relay`] decides where a request goes (`route`, `acl`, `path`) and how messages map to
+//!   backend bytes in each relay mode (`codec`, `record`).
+//! * [`buffer`] holds the fixed buffer pool allocated at start-up, [`slab`] the fixed
+//!   connection table.
+//! * [`event_loop`] owns the sockets: one single-threaded mio loop that moves bytes between the
+//!   client and the backend of each connection, with backpressure and timers.
+//! * [`sys`] holds the only `unsafe` code (none yet) and the OS-level helpers.
+//!
+//! `http`, `ws` and `relay::codec` never see a socket, a clock or the slab. The event loop
+//! never parses bytes.
+#![deny(unsafe_code)]
+
+pub mod buffer;
+pub mod cli;
+pub mod config;
+pub mod event_loop;
+pub mod http;
+pub mod logging;
+pub mod relay;
+pub mod slab;
+pub mod sys;
+pub mod ws;

@@ -1,0 +1,12 @@
+//! Where a request goes, and how WebSocket messages map to backend bytes.
+//!
+//! * [`path`]: percent-decoding and the syntactic checks on the URL path.
+//! * [`acl`]: ouistiti's allow / deny / denylast matcher.
+//! * [`route`]: path → `<docroot>/<path>` UNIX socket, connected without leaving the docroot.
+//! * [`record`]: the `framed` mode's record header.
+//! * [`codec`]: the relay modes (`stream`, `lines`, `framed`, `seqpacket`).
+pub mod acl;
+pub mod codec;
+pub mod path;
+pub mod record;
+pub mod route;

@@ -1,0 +1,3 @@
+//! OS-level helpers: privilege drop and listening UNIX sockets for the sample backends.
+pub mod listen;
+pub mod user;
