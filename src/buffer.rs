@@ -1,1 +1,180 @@
-//! (in progress)
+//! Fixed-size byte buffers and the pool that owns them, allocated once at start-up.
+//!
+//! A connection takes a buffer from the pool when bytes have to wait somewhere and gives it
+//! back as soon as it is empty, so an idle connection pins no buffer, and the buffers in use
+//! stay the same few (the free list is LIFO: a recently used, already resident buffer is handed
+//! out first; buffers never used are never touched, so they cost address space, not RSS).
+
+/// A byte queue over a fixed slice: bytes are appended at `end` and consumed from `start`.
+#[derive(Debug)]
+pub struct Buf {
+    data: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl Buf {
+    /// The queued bytes.
+    #[must_use]
+    pub fn readable(&self) -> &[u8] {
+        self.data.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// The queued bytes, mutable (unmasking happens in place).
+    pub fn readable_mut(&mut self) -> &mut [u8] {
+        self.data.get_mut(self.start..self.end).unwrap_or_default()
+    }
+
+    /// Number of queued bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// No queued bytes.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Total size.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Bytes that can still be appended (after compaction).
+    #[must_use]
+    pub fn free(&self) -> usize {
+        self.capacity() - self.len()
+    }
+
+    /// Drops `n` bytes from the front (clamped to what is queued).
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// The free space at the back, compacted first so that it is all of [`free`](Self::free).
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        self.data.get_mut(self.end..).unwrap_or_default()
+    }
+
+    /// Marks `n` bytes written into [`spare`](Self::spare) as queued (clamped to the capacity).
+    pub fn commit(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.data.len());
+    }
+
+    /// Appends all of `bytes`, or nothing when they do not fit.
+    #[must_use]
+    pub fn append(&mut self, bytes: &[u8]) -> bool {
+        let Some(dst) = self.spare().get_mut(..bytes.len()) else { return false };
+        dst.copy_from_slice(bytes);
+        self.commit(bytes.len());
+        true
+    }
+
+    /// The last `n` queued bytes, for patching a header written earlier.
+    pub fn tail_mut(&mut self, n: usize) -> Option<&mut [u8]> {
+        let from = self.end.checked_sub(n)?;
+        if from < self.start {
+            return None;
+        }
+        self.data.get_mut(from..self.end)
+    }
+}
+
+/// The start-up allocation of every buffer the gateway will ever use.
+#[derive(Debug)]
+pub struct BufPool {
+    free: Vec<Box<[u8]>>,
+    size: usize,
+    capacity: usize,
+}
+
+impl BufPool {
+    /// Allocates `count` buffers of `size` bytes.
+    #[must_use]
+    pub fn new(count: usize, size: usize) -> Self {
+        let mut free = Vec::with_capacity(count);
+        for _ in 0..count {
+            free.push(vec![0u8; size].into_boxed_slice());
+        }
+        Self { free, size, capacity: count }
+    }
+
+    /// Takes a buffer, `None` when all are in use.
+    pub fn take(&mut self) -> Option<Buf> {
+        self.free.pop().map(|data| Buf { data, start: 0, end: 0 })
+    }
+
+    /// Returns a buffer. Never grows the free list past its start-up capacity.
+    pub fn put(&mut self, buf: Buf) {
+        if self.free.len() < self.capacity {
+            self.free.push(buf.data);
+        }
+    }
+
+    /// Gives `slot`'s buffer back when it is empty.
+    pub fn release_if_empty(&mut self, slot: &mut Option<Buf>) {
+        if slot.as_ref().is_some_and(Buf::is_empty) {
+            if let Some(b) = slot.take() {
+                self.put(b);
+            }
+        }
+    }
+
+    /// Makes sure `slot` holds a buffer; `false` when the pool is empty.
+    pub fn ensure(&mut self, slot: &mut Option<Buf>) -> bool {
+        if slot.is_none() {
+            *slot = self.take();
+        }
+        slot.is_some()
+    }
+
+    /// Size of every buffer.
+    #[must_use]
+    pub fn buf_size(&self) -> usize {
+        self.size
+    }
+
+    /// Buffers not in use.
+    #[must_use]
+    pub fn available(&self) -> usize {
+        self.free.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn queue_compacts_and_refuses_overflow() {
+        let mut pool = BufPool::new(1, 8);
+        let mut b = pool.take().unwrap();
+        assert!(pool.take().is_none());
+        assert!(b.append(b"abcdef"));
+        b.consume(4);
+        assert_eq!(b.readable(), b"ef");
+        assert_eq!(b.free(), 6);
+        assert!(b.append(b"123456"));
+        assert_eq!(b.readable(), b"ef123456");
+        assert!(!b.append(b"x"));
+        b.tail_mut(2).unwrap().copy_from_slice(b"XY");
+        assert_eq!(b.readable(), b"ef1234XY");
+        b.consume(100);
+        assert!(b.is_empty());
+        pool.put(b);
+        assert_eq!(pool.available(), 1);
+    }
+}

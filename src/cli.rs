@@ -1,1 +1,133 @@
-//! (in progress)
+//! The gateway's command line: flags only, no policy. It turns into a [`Config`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+use crate::config::{parse_bytes, parse_duration, Config, ConfigError, EndpointMode};
+use crate::relay::acl::AccessList;
+use crate::relay::codec::{DataType, Mode};
+
+/// wsgate: WebSocket gateway relaying ws:// clients to UNIX-socket backends at DOCROOT/<path>.
+#[derive(FromArgs, Debug)]
+pub struct Args {
+    /// address to listen on (default 0.0.0.0)
+    #[argh(option, short = 'a', default = "String::from(\"0.0.0.0\")")]
+    pub addr: String,
+    /// TCP port (default 8080; 0 picks a free one)
+    #[argh(option, short = 'p', default = "8080")]
+    pub port: u16,
+    /// directory of the backend sockets (default /var/run/websocket)
+    #[argh(option, short = 'R', default = "PathBuf::from(\"/var/run/websocket\")")]
+    pub docroot: PathBuf,
+    /// relay mode: stream (default), lines, framed, seqpacket; or NAME=MODE for one endpoint
+    /// (repeatable)
+    #[argh(option, short = 'm')]
+    pub mode: Vec<String>,
+    /// frame type of backend data in stream, lines and seqpacket modes: text (default), binary,
+    /// auto
+    #[argh(option, short = 't', default = "String::from(\"text\")")]
+    pub r#type: String,
+    /// most concurrent WebSocket connections (default 64)
+    #[argh(option, short = 'c', default = "crate::config::DEFAULT_MAX_CONNECTIONS")]
+    pub max_connections: u32,
+    /// allowed endpoints, ouistiti pattern list (default "*")
+    #[argh(option, default = "String::from(\"*\")")]
+    pub allow: String,
+    /// denied endpoints, ouistiti pattern list (default "")
+    #[argh(option, default = "String::new()")]
+    pub deny: String,
+    /// evaluate deny after allow
+    #[argh(switch)]
+    pub denylast: bool,
+    /// size of each relay buffer, e.g. 16K (default 16K)
+    #[argh(option, default = "String::from(\"16K\")")]
+    pub buffer_size: String,
+    /// largest client message, e.g. 1M (default 1M)
+    #[argh(option, default = "String::from(\"1M\")")]
+    pub max_message: String,
+    /// ping after this much client silence, 0 disables (default 30s)
+    #[argh(option, default = "String::from(\"30s\")")]
+    pub ping_interval: String,
+    /// close when a ping is unanswered this long (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub pong_timeout: String,
+    /// time allowed for the upgrade request (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub handshake_timeout: String,
+    /// close after this much silence both ways, 0 disables (default 0)
+    #[argh(option, default = "String::from(\"0\")")]
+    pub idle_timeout: String,
+    /// time allowed for the closing handshake (default 5s)
+    #[argh(option, default = "String::from(\"5s\")")]
+    pub close_timeout: String,
+    /// more log output (repeatable)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
+    /// only errors and warnings
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
+}
+
+fn optional(d: std::time::Duration) -> Option<std::time::Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+impl Args {
+    /// Builds and validates the configuration.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the flag.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let err = |flag: &str, e: String| ConfigError(format!("{flag}: {e}"));
+        let ip: IpAddr =
+            self.addr.parse().map_err(|_| err("-a", format!("bad address {:?}", self.addr)))?;
+        let mut mode = Mode::Stream;
+        let mut endpoint_modes = Vec::new();
+        for m in &self.mode {
+            match m.split_once('=') {
+                Some((name, mo)) => endpoint_modes.push(EndpointMode {
+                    name: name.trim_start_matches('/').to_owned(),
+                    mode: mo.parse().map_err(|e| err("-m", e))?,
+                }),
+                None => mode = m.parse().map_err(|e| err("-m", e))?,
+            }
+        }
+        let data_type: DataType = self.r#type.parse().map_err(|e| err("-t", e))?;
+        let buffer_size = parse_bytes(&self.buffer_size).map_err(|e| err("--buffer-size", e))?;
+        let config = Config {
+            listen: SocketAddr::new(ip, self.port),
+            docroot: self.docroot,
+            mode,
+            endpoint_modes,
+            data_type,
+            access: AccessList { allow: self.allow, deny: self.deny, denylast: self.denylast },
+            max_connections: self.max_connections,
+            buffer_size: usize::try_from(buffer_size)
+                .map_err(|_| err("--buffer-size", "too large".into()))?,
+            max_message: parse_bytes(&self.max_message).map_err(|e| err("--max-message", e))?,
+            handshake_timeout: parse_duration(&self.handshake_timeout)
+                .map_err(|e| err("--handshake-timeout", e))?,
+            ping_interval: optional(
+                parse_duration(&self.ping_interval).map_err(|e| err("--ping-interval", e))?,
+            ),
+            pong_timeout: parse_duration(&self.pong_timeout)
+                .map_err(|e| err("--pong-timeout", e))?,
+            idle_timeout: optional(
+                parse_duration(&self.idle_timeout).map_err(|e| err("--idle-timeout", e))?,
+            ),
+            close_timeout: parse_duration(&self.close_timeout)
+                .map_err(|e| err("--close-timeout", e))?,
+            verbosity: if self.quiet {
+                0
+            } else if self.verbose {
+                2
+            } else {
+                1
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}

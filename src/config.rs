@@ -1,1 +1,219 @@
-//! (in progress)
+//! The validated configuration: every limit the gateway enforces, with its default.
+//!
+//! [`crate::cli`] (and, later, the config file) produce a [`Config`]; nothing else decides
+//! policy. Defaults are sized for the smallest router we target (32 MB of RAM).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::relay::acl::AccessList;
+use crate::relay::codec::{DataType, Mode};
+
+/// Concurrent WebSocket connections (handshakes included) when nothing else is said.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
+/// Largest slab we accept: the slot index must fit the token layout (see `event_loop::token`).
+pub const MAX_CONNECTIONS: u32 = 32_767;
+/// Size of each relay buffer. Four per busy connection, none per idle one.
+pub const DEFAULT_BUFFER_SIZE: usize = 16 * 1024;
+/// Smallest buffer that still holds a control frame, a record header and some payload.
+pub const MIN_BUFFER_SIZE: usize = 1024;
+/// Largest buffer we accept.
+pub const MAX_BUFFER_SIZE: usize = 16 * 1024 * 1024;
+/// Largest client message (sum of its fragments); bigger ones get close 1009. Large messages
+/// stream through the fixed buffers, so this is policy, not memory.
+pub const DEFAULT_MAX_MESSAGE: u64 = 1024 * 1024;
+/// Time allowed from accept to a complete upgrade request (slowloris).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Silence from the client after which the gateway pings it.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Time a ping may go unanswered before the connection is closed.
+pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for the closing handshake and for flushing a refusal.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A per-endpoint relay mode override (`-m NAME=MODE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointMode {
+    /// The endpoint name (URL path without its leading '/').
+    pub name: String,
+    /// Its mode.
+    pub mode: Mode,
+}
+
+/// Everything the event loop needs to know.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory holding the backend sockets.
+    pub docroot: PathBuf,
+    /// Relay mode for endpoints without an override.
+    pub mode: Mode,
+    /// Per-endpoint overrides.
+    pub endpoint_modes: Vec<EndpointMode>,
+    /// Frame type of backend data in stream, lines and seqpacket modes.
+    pub data_type: DataType,
+    /// allow / deny / denylast.
+    pub access: AccessList,
+    /// Slab capacity for WebSocket connections.
+    pub max_connections: u32,
+    /// Size of each buffer.
+    pub buffer_size: usize,
+    /// Largest client message.
+    pub max_message: u64,
+    /// Handshake deadline.
+    pub handshake_timeout: Duration,
+    /// Ping after this much client silence; `None` disables pings.
+    pub ping_interval: Option<Duration>,
+    /// Close when a ping is not answered within this.
+    pub pong_timeout: Duration,
+    /// Close after this much silence both ways; `None` disables.
+    pub idle_timeout: Option<Duration>,
+    /// Closing-handshake and refusal-flush deadline.
+    pub close_timeout: Duration,
+    /// Log level: 0 errors and warnings, 1 connection lines, 2 debug.
+    pub verbosity: u8,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            docroot: PathBuf::from("/var/run/websocket"),
+            mode: Mode::Stream,
+            endpoint_modes: Vec::new(),
+            data_type: DataType::Text,
+            access: AccessList::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            max_message: DEFAULT_MAX_MESSAGE,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            ping_interval: Some(DEFAULT_PING_INTERVAL),
+            pong_timeout: DEFAULT_PONG_TIMEOUT,
+            idle_timeout: None,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            verbosity: 1,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Config {
+    /// Checks the limits against each other.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS {
+            return Err(ConfigError(format!(
+                "max connections must be 1..={MAX_CONNECTIONS}, not {}",
+                self.max_connections
+            )));
+        }
+        if !(MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&self.buffer_size) {
+            return Err(ConfigError(format!(
+                "buffer size must be {MIN_BUFFER_SIZE}..={MAX_BUFFER_SIZE} bytes, not {}",
+                self.buffer_size
+            )));
+        }
+        if self.max_message == 0 {
+            return Err(ConfigError("max message size must not be 0".into()));
+        }
+        if self.handshake_timeout.is_zero() || self.close_timeout.is_zero() {
+            return Err(ConfigError("handshake and close timeouts must not be 0".into()));
+        }
+        if self.ping_interval.is_some() && self.pong_timeout.is_zero() {
+            return Err(ConfigError("pong timeout must not be 0 when pings are on".into()));
+        }
+        Ok(())
+    }
+
+    /// The relay mode configured for endpoint `name`.
+    #[must_use]
+    pub fn mode_for(&self, name: &str) -> Mode {
+        self.endpoint_modes.iter().find(|e| e.name == name).map_or(self.mode, |e| e.mode)
+    }
+
+    /// Slots kept beyond `max_connections` to answer 503 politely while full.
+    #[must_use]
+    pub fn overflow_slots(&self) -> u32 {
+        (self.max_connections / 8).clamp(2, 64)
+    }
+}
+
+/// Parses "500ms", "10s", "2m", "1h" or plain seconds.
+///
+/// # Errors
+/// A message naming the bad value.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m, h)")),
+    };
+    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
+        return Err(format!("duration {s:?} out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a byte count with an optional K or M suffix (KiB, MiB).
+///
+/// # Errors
+/// A message naming the bad value.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (s.get(..i).unwrap_or_default(), 1024),
+        Some((i, 'M' | 'm')) => (s.get(..i).unwrap_or_default(), 1024 * 1024),
+        Some((i, 'G' | 'g')) => (s.get(..i).unwrap_or_default(), 1024 * 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("bad byte count {s:?}"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("byte count {s:?} too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert_eq!(parse_bytes("16K").unwrap(), 16384);
+        assert_eq!(parse_bytes("32M").unwrap(), 32 << 20);
+        assert_eq!(parse_bytes("100").unwrap(), 100);
+        assert!(parse_bytes("K").is_err());
+        assert!(parse_bytes("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn defaults_validate() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let c = Config { buffer_size: 10, ..Config::default() };
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,1 +1,853 @@
-fn main() {}
+//! `websocket_echo`: the sample websocket server for wsgate. It listens on a UNIX socket at
+//! `<docroot>/<name>` and sends every message back to the client that sent it.
+//!
+//! This program owns the echo semantics of each relay mode and its own event loop: one
+//! single-threaded mio `Poll`, up to [`MAX_CLIENTS`] clients, each with one fixed buffer of
+//! [`BUF_LEN`] bytes allocated when it connects and reused for every message. Bytes are echoed
+//! from that buffer in place, so a client whose peer stops reading fills it and is then not
+//! read from until the echo drains (backpressure instead of unbounded queues).
+//!
+//! * `stream`, `lines`: bytes come back exactly as they were sent.
+//! * `framed`: the record headers of [`wsgate::relay::record`] are followed so that a close
+//!   record can be answered and a malformed stream dropped; data records are echoed verbatim,
+//!   however large, streaming through the buffer.
+//! * `seqpacket`: each packet comes back as one packet.
+//!
+//! SIGTERM and SIGINT arrive through a signalfd in the same loop; the socket file is removed on
+//! the way out.
+use argh::FromArgs;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{self, MsgFlags};
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use wsgate::relay::record::{self, RecordError, RecordHeader, HEADER_LEN};
+use wsgate::sys::listen::{self, SocketKind};
+use wsgate::sys::user;
+
+/// Prints one line to stderr, prefixed with the program name. A failed write is ignored:
+/// `eprintln!` would panic when stderr is a closed pipe, and a log line is not worth the
+/// process.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "websocket_echo: {}", format_args!($($arg)*));
+    }};
+}
+
+/// Most clients served at once; further connections wait in the listen backlog until one
+/// leaves.
+const MAX_CLIENTS: usize = 256;
+/// Each client's echo buffer. 64 KiB also bounds a `seqpacket` message.
+const BUF_LEN: usize = 64 * 1024;
+/// Reads plus writes one client may do per loop turn before the others get theirs: a client
+/// that keeps both directions busy would otherwise hold the loop forever, since with
+/// edge-triggered readiness we drain every socket until it would block.
+const TURN_BUDGET: usize = 16;
+const LISTENER: Token = Token(MAX_CLIENTS);
+const SIGNALS: Token = Token(MAX_CLIENTS + 1);
+
+/// Sample websocket server for wsgate: echoes every message back to its sender.
+#[derive(FromArgs, Debug)]
+struct Args {
+    /// directory of the sockets, the gateway's docroot (default /var/run/websocket); created
+    /// with mode 0755 if missing
+    #[argh(option, short = 'R', default = "PathBuf::from(\"/var/run/websocket\")")]
+    root: PathBuf,
+    /// socket name, which is the URL path (default "echo"); a single name, no '/'
+    #[argh(option, short = 'n', default = "String::from(\"echo\")")]
+    name: String,
+    /// user to run as: the socket is created owned by that user, then privileges are dropped
+    #[argh(option, short = 'u')]
+    user: Option<String>,
+    /// relay mode: stream (default), lines, framed or seqpacket
+    #[argh(option, short = 'm', default = "Mode::Stream")]
+    mode: Mode,
+    /// listen backlog (default 64)
+    #[argh(option, short = 'b', default = "64")]
+    backlog: i32,
+    /// print a line per client connect and disconnect
+    #[argh(switch, short = 'v')]
+    verbose: bool,
+}
+
+/// The relay mode, which decides the socket type and what one "message" is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Stream,
+    Lines,
+    Framed,
+    SeqPacket,
+}
+
+impl core::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stream" => Ok(Self::Stream),
+            "lines" => Ok(Self::Lines),
+            "framed" => Ok(Self::Framed),
+            "seqpacket" => Ok(Self::SeqPacket),
+            other => {
+                Err(format!("unknown mode {other:?} (expected stream, lines, framed or seqpacket)"))
+            }
+        }
+    }
+}
+
+impl core::fmt::Display for Mode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Stream => "stream",
+            Self::Lines => "lines",
+            Self::Framed => "framed",
+            Self::SeqPacket => "seqpacket",
+        })
+    }
+}
+
+impl Mode {
+    fn socket_kind(self) -> SocketKind {
+        match self {
+            Self::SeqPacket => SocketKind::SeqPacket,
+            Self::Stream | Self::Lines | Self::Framed => SocketKind::Stream,
+        }
+    }
+}
+
+/// A start-up or event-loop failure: the process exits with status 1 and this message.
+#[derive(Debug)]
+struct Fatal {
+    what: &'static str,
+    detail: String,
+}
+
+impl Fatal {
+    fn new(what: &'static str, detail: impl core::fmt::Display) -> Self {
+        Self { what, detail: detail.to_string() }
+    }
+}
+
+impl core::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: {}", self.what, self.detail)
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            say!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), Fatal> {
+    check_name(&args.name)?;
+    let account = match &args.user {
+        Some(name) => Some(user::lookup(name).map_err(|e| Fatal::new("-u", e))?),
+        None => None,
+    };
+
+    // Block the signals before anything exists that they should clean up: from now on they
+    // wait in the signalfd instead of killing the process with the socket file left behind.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.thread_block().map_err(|e| Fatal::new("sigprocmask", e))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| Fatal::new("signalfd", e))?;
+
+    make_docroot(&args.root)?;
+    let path = args.root.join(&args.name);
+    let owner = account.as_ref().map(|a| (a.uid, a.gid));
+    let fd = listen::listen_unix(&path, args.mode.socket_kind(), args.backlog, owner)
+        .map_err(|e| Fatal::new("listen", e))?;
+    let _socket_file = SocketFile::new(&path)?;
+
+    if let Some(account) = &account {
+        user::drop_privileges(account).map_err(|e| Fatal::new("-u", e))?;
+    }
+
+    let listener = match args.mode.socket_kind() {
+        SocketKind::Stream => Listener::Stream(mio::net::UnixListener::from_std(
+            std::os::unix::net::UnixListener::from(fd),
+        )),
+        // std's listener only wraps the fd; its accept works on any socket type and is the one
+        // safe way to turn an accepted fd into an `OwnedFd`.
+        SocketKind::SeqPacket => Listener::Packet(std::os::unix::net::UnixListener::from(fd)),
+    };
+
+    let mut server = Server::new(listener, args.mode, args.verbose)?;
+    server
+        .poll
+        .registry()
+        .register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)
+        .map_err(|e| Fatal::new("poll", e))?;
+    say!("listening on {} ({})", path.display(), args.mode);
+
+    let signal = server.serve(&signals)?;
+    if args.verbose {
+        say!("{signal}, exiting");
+    }
+    Ok(())
+}
+
+/// The socket name is one path component: the gateway maps the URL path to `<docroot>/<name>`
+/// and a name reaching elsewhere would put the socket outside the docroot.
+fn check_name(name: &str) -> Result<(), Fatal> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(Fatal::new("-n", format!("{name:?} is not a single file name")));
+    }
+    Ok(())
+}
+
+fn make_docroot(root: &Path) -> Result<(), Fatal> {
+    match std::fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Fatal::new("-R", format!("{} is not a directory", root.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(root)
+            .map_err(|e| Fatal::new("-R", format!("{}: {e}", root.display()))),
+        Err(e) => Err(Fatal::new("-R", format!("{}: {e}", root.display()))),
+    }
+}
+
+/// The socket file we created, removed when dropped, on every way out of `run`.
+///
+/// Only the very file we bound is removed (same device and inode), never one that somebody put
+/// at the path later.
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl SocketFile {
+    fn new(path: &Path) -> Result<Self, Fatal> {
+        let meta = std::fs::symlink_metadata(path)
+            .map_err(|e| Fatal::new("stat", format!("{}: {e}", path.display())))?;
+        Ok(Self { path: path.to_owned(), id: (meta.dev(), meta.ino()) })
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if (meta.dev(), meta.ino()) == self.id => {
+                if let Err(e) = std::fs::remove_file(&self.path) {
+                    // Typical after -u: the docroot belongs to root. The next start finds
+                    // the dead socket and replaces it.
+                    say!("cannot remove {}: {e}", self.path.display());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Listener {
+    Stream(mio::net::UnixListener),
+    Packet(std::os::unix::net::UnixListener),
+}
+
+impl Listener {
+    fn accept(&self) -> std::io::Result<Sock> {
+        match self {
+            Self::Stream(l) => l.accept().map(|(s, _)| Sock::Stream(s)),
+            Self::Packet(l) => {
+                let (s, _) = l.accept()?;
+                // std accepts with SOCK_CLOEXEC only; the loop needs non-blocking sockets.
+                s.set_nonblocking(true)?;
+                Ok(Sock::Packet(OwnedFd::from(s)))
+            }
+        }
+    }
+
+    fn register(&mut self, registry: &Registry) -> std::io::Result<()> {
+        match self {
+            Self::Stream(l) => registry.register(l, LISTENER, Interest::READABLE),
+            Self::Packet(l) => {
+                registry.register(&mut SourceFd(&l.as_raw_fd()), LISTENER, Interest::READABLE)
+            }
+        }
+    }
+}
+
+/// A client connection: mio's stream for byte streams, a plain fd for SEQPACKET (which mio
+/// has no type for).
+#[derive(Debug)]
+enum Sock {
+    Stream(mio::net::UnixStream),
+    Packet(OwnedFd),
+}
+
+impl Sock {
+    fn raw(&self) -> RawFd {
+        match self {
+            Self::Stream(s) => s.as_raw_fd(),
+            Self::Packet(fd) => fd.as_raw_fd(),
+        }
+    }
+
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> std::io::Result<()> {
+        match self {
+            Self::Stream(s) => registry.register(s, token, interest),
+            Self::Packet(fd) => registry.register(&mut SourceFd(&fd.as_raw_fd()), token, interest),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> std::io::Result<()> {
+        match self {
+            Self::Stream(s) => registry.reregister(s, token, interest),
+            Self::Packet(fd) => {
+                registry.reregister(&mut SourceFd(&fd.as_raw_fd()), token, interest)
+            }
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> std::io::Result<()> {
+        match self {
+            Self::Stream(s) => registry.deregister(s),
+            Self::Packet(fd) => registry.deregister(&mut SourceFd(&fd.as_raw_fd())),
+        }
+    }
+
+    /// Reads into `buf`; `Ok(0)` is end of stream. A SEQPACKET read takes exactly one packet
+    /// and fails with [`Gone::Truncated`] when it did not fit.
+    fn read(&self, buf: &mut [u8]) -> Result<Option<usize>, Gone> {
+        match self {
+            Self::Stream(s) => match (&*s).read(buf) {
+                Ok(n) => Ok(Some(n)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Err(Gone::Reset),
+                Err(e) => Err(Gone::Io("read", e)),
+            },
+            // MSG_TRUNC makes Linux return the packet's real length, so a packet longer than
+            // the buffer shows instead of being cut silently.
+            Self::Packet(fd) => match socket::recv(fd.as_raw_fd(), buf, MsgFlags::MSG_TRUNC) {
+                Ok(n) if n > buf.len() => Err(Gone::Truncated(n)),
+                Ok(n) => Ok(Some(n)),
+                Err(Errno::EAGAIN | Errno::EINTR) => Ok(None),
+                Err(Errno::ECONNRESET) => Err(Gone::Reset),
+                Err(e) => Err(Gone::Io("recv", e.into())),
+            },
+        }
+    }
+
+    /// Writes from `buf` without raising SIGPIPE; `None` when the socket would block.
+    fn write(&self, buf: &[u8]) -> Result<Option<usize>, Gone> {
+        match socket::send(self.raw(), buf, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => Ok(Some(n)),
+            Err(Errno::EAGAIN | Errno::EINTR) => Ok(None),
+            Err(Errno::EPIPE | Errno::ECONNRESET) => Err(Gone::Reset),
+            Err(e) => Err(Gone::Io("send", e.into())),
+        }
+    }
+}
+
+/// Why a client connection ended.
+#[derive(Debug)]
+enum Gone {
+    /// The client finished sending and got all its echoes.
+    Done,
+    /// The close record was answered.
+    Closed,
+    /// The client went away before reading its echoes.
+    Reset,
+    /// A `seqpacket` message of this many bytes did not fit the buffer.
+    Truncated(usize),
+    /// A malformed `framed` record stream.
+    Malformed(FrameError),
+    /// Any other socket error.
+    Io(&'static str, std::io::Error),
+}
+
+impl core::fmt::Display for Gone {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Done => f.write_str("end of stream"),
+            Self::Closed => f.write_str("close record answered"),
+            Self::Reset => f.write_str("connection reset"),
+            Self::Truncated(n) => {
+                write!(f, "packet of {n} bytes is larger than the {BUF_LEN}-byte buffer")
+            }
+            Self::Malformed(e) => write!(f, "malformed record: {e}"),
+            Self::Io(op, e) => write!(f, "{op}: {e}"),
+        }
+    }
+}
+
+/// A broken `framed` record stream: the header itself or the message sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FrameError {
+    Header(RecordError),
+    /// A continuation record with no message started.
+    StrayContinuation,
+    /// A text or binary record while a message is still open.
+    NestedMessage,
+}
+
+impl core::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Header(e) => e.fmt(f),
+            Self::StrayContinuation => f.write_str("continuation record outside a message"),
+            Self::NestedMessage => f.write_str("new message before the previous one ended"),
+        }
+    }
+}
+
+/// Follows the record structure of a `framed` byte stream as it passes through, without
+/// holding any of it: only a split header is kept, in 5 bytes.
+#[derive(Debug, Default)]
+struct Framer {
+    header: [u8; HEADER_LEN],
+    header_len: usize,
+    payload_left: u32,
+    in_message: bool,
+    in_close: bool,
+}
+
+impl Framer {
+    /// Walks newly read bytes. Returns the offset just past a close record when one ends in
+    /// `data` (what follows it is never echoed).
+    fn scan(&mut self, data: &[u8]) -> Result<Option<usize>, FrameError> {
+        let mut pos = 0;
+        loop {
+            if self.payload_left > 0 {
+                let rest = data.len().saturating_sub(pos);
+                let take = rest.min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
+                pos += take;
+                // `take` is at most `payload_left`, a u32.
+                self.payload_left -= u32::try_from(take).unwrap_or(self.payload_left);
+                if self.payload_left > 0 {
+                    return Ok(None);
+                }
+            }
+            if self.in_close {
+                return Ok(Some(pos));
+            }
+            let rest = data.get(pos..).unwrap_or_default();
+            if rest.is_empty() {
+                return Ok(None);
+            }
+            let slots = self.header.iter_mut().skip(self.header_len);
+            let copied = slots.zip(rest).map(|(dst, src)| *dst = *src).count();
+            self.header_len += copied;
+            pos += copied;
+            if self.header_len < HEADER_LEN {
+                return Ok(None);
+            }
+            self.header_len = 0;
+            let Some(header) = RecordHeader::parse(&self.header).map_err(FrameError::Header)?
+            else {
+                // Unreachable: all 5 bytes are there. Treat as needing more, never panic.
+                return Ok(None);
+            };
+            match header.opcode {
+                record::OP_CLOSE => self.in_close = true,
+                record::OP_CONTINUATION if !self.in_message => {
+                    return Err(FrameError::StrayContinuation)
+                }
+                record::OP_TEXT | record::OP_BINARY if self.in_message => {
+                    return Err(FrameError::NestedMessage)
+                }
+                _ => self.in_message = !header.fin,
+            }
+            self.payload_left = header.len;
+        }
+    }
+}
+
+/// What a client's turn ended with, when it did not end the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Turn {
+    /// Both directions would block (or are not wanted): wait for readiness.
+    Blocked,
+    /// The turn budget ran out with work left: run again without waiting for readiness.
+    MoreWork,
+}
+
+#[derive(Debug)]
+struct Client {
+    sock: Sock,
+    /// The echo buffer; `buf[start..end]` is read but not yet echoed.
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// The client sent end of stream.
+    eof: bool,
+    /// A close record was read: echo up to it, then close.
+    closing: bool,
+    framer: Framer,
+    /// What the socket is registered for now.
+    interest: Interest,
+    /// Waiting in the run-again list.
+    queued: bool,
+}
+
+impl Client {
+    fn new(sock: Sock) -> Self {
+        Self {
+            sock,
+            buf: vec![0u8; BUF_LEN].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            eof: false,
+            closing: false,
+            framer: Framer::default(),
+            interest: Interest::READABLE,
+            queued: false,
+        }
+    }
+
+    fn pending(&self) -> bool {
+        self.start < self.end
+    }
+
+    fn wants_read(&self, mode: Mode) -> bool {
+        if self.eof || self.closing {
+            return false;
+        }
+        match mode {
+            // Packets are echoed one at a time: the buffer holds exactly one.
+            Mode::SeqPacket => !self.pending(),
+            // Room at the tail, or at the front once the tail is moved there.
+            Mode::Stream | Mode::Lines | Mode::Framed => self.end - self.start < self.buf.len(),
+        }
+    }
+
+    /// Echoes what can be echoed and reads what fits, until both would block or the budget is
+    /// spent.
+    fn run(&mut self, mode: Mode) -> Result<Turn, Gone> {
+        for _ in 0..TURN_BUDGET {
+            let mut progress = false;
+            if self.pending() {
+                let out = self.buf.get(self.start..self.end).unwrap_or_default();
+                if let Some(n) = self.sock.write(out)? {
+                    self.start += n;
+                    progress = n > 0;
+                    if self.start == self.end {
+                        (self.start, self.end) = (0, 0);
+                    }
+                }
+            }
+            if !self.pending() {
+                if self.closing {
+                    return Err(Gone::Closed);
+                }
+                if self.eof {
+                    return Err(Gone::Done);
+                }
+            }
+            if self.wants_read(mode) {
+                if self.end == self.buf.len() {
+                    self.buf.copy_within(self.start..self.end, 0);
+                    (self.start, self.end) = (0, self.end - self.start);
+                }
+                let space = self.buf.get_mut(self.end..).unwrap_or_default();
+                if let Some(n) = self.sock.read(space)? {
+                    progress = true;
+                    if n == 0 {
+                        self.eof = true;
+                    } else {
+                        self.take(mode, n)?;
+                    }
+                }
+            }
+            if !progress {
+                return Ok(Turn::Blocked);
+            }
+        }
+        Ok(Turn::MoreWork)
+    }
+
+    /// Accepts `n` newly read bytes at `buf[end..]` into the echo queue.
+    fn take(&mut self, mode: Mode, n: usize) -> Result<(), Gone> {
+        let new = self.buf.get(self.end..self.end + n).unwrap_or_default();
+        if mode == Mode::Framed {
+            if let Some(close_end) = self.framer.scan(new).map_err(Gone::Malformed)? {
+                // The close answer is the last thing the client gets.
+                self.end += close_end;
+                self.closing = true;
+                return Ok(());
+            }
+        }
+        self.end += n;
+        Ok(())
+    }
+
+    /// The readiness the client waits for, `None` when it waits for nothing.
+    fn wanted(&self, mode: Mode) -> Option<Interest> {
+        let read = self.wants_read(mode).then_some(Interest::READABLE);
+        let write = self.pending().then_some(Interest::WRITABLE);
+        match (read, write) {
+            (Some(r), Some(w)) => Some(r | w),
+            (r, w) => r.or(w),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Server {
+    poll: Poll,
+    listener: Listener,
+    mode: Mode,
+    verbose: bool,
+    clients: Vec<Option<Client>>,
+    /// Clients whose budget ran out, to run on the next turn; `spare` is its swap partner so
+    /// that neither is reallocated in the loop.
+    again: Vec<usize>,
+    spare: Vec<usize>,
+    /// The table was full when a connection was pending: accept again once a client leaves.
+    accept_blocked: bool,
+}
+
+impl Server {
+    fn new(mut listener: Listener, mode: Mode, verbose: bool) -> Result<Self, Fatal> {
+        let poll = Poll::new().map_err(|e| Fatal::new("poll", e))?;
+        listener.register(poll.registry()).map_err(|e| Fatal::new("poll", e))?;
+        Ok(Self {
+            poll,
+            listener,
+            mode,
+            verbose,
+            clients: (0..MAX_CLIENTS).map(|_| None).collect(),
+            again: Vec::with_capacity(MAX_CLIENTS),
+            spare: Vec::with_capacity(MAX_CLIENTS),
+            accept_blocked: false,
+        })
+    }
+
+    /// Runs until SIGTERM or SIGINT; returns the signal's name.
+    fn serve(&mut self, signals: &SignalFd) -> Result<&'static str, Fatal> {
+        let mut events = Events::with_capacity(MAX_CLIENTS);
+        loop {
+            let timeout = (!self.again.is_empty()).then_some(Duration::ZERO);
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Fatal::new("poll", e)),
+            }
+            core::mem::swap(&mut self.again, &mut self.spare);
+            for event in &events {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    SIGNALS => {
+                        if let Some(name) = take_signal(signals)? {
+                            return Ok(name);
+                        }
+                    }
+                    Token(idx) => self.service(idx),
+                }
+            }
+            while let Some(idx) = self.spare.pop() {
+                self.service(idx);
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let Some(idx) = self.clients.iter().position(Option::is_none) else {
+                self.accept_blocked = true;
+                return;
+            };
+            let mut sock = match self.listener.accept() {
+                Ok(sock) => sock,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.accept_blocked = false;
+                    return;
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::Interrupted
+                        || e.kind() == std::io::ErrorKind::ConnectionAborted =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    // Out of descriptors or memory: retry when a client leaves and frees some.
+                    say!("accept: {e}");
+                    self.accept_blocked = true;
+                    return;
+                }
+            };
+            if let Err(e) = sock.register(self.poll.registry(), Token(idx), Interest::READABLE) {
+                say!("poll register: {e}");
+                continue;
+            }
+            if self.verbose {
+                say!("client {idx} connected");
+            }
+            if let Some(slot) = self.clients.get_mut(idx) {
+                *slot = Some(Client::new(sock));
+            }
+        }
+    }
+
+    /// Gives client `idx` its turn; a stale index (the client already left) is ignored.
+    fn service(&mut self, idx: usize) {
+        let mode = self.mode;
+        let Some(slot) = self.clients.get_mut(idx) else { return };
+        let Some(client) = slot.as_mut() else { return };
+        client.queued = false;
+        let gone = match client.run(mode) {
+            Ok(turn) => {
+                if turn == Turn::MoreWork {
+                    client.queued = true;
+                    self.again.push(idx);
+                }
+                match client.wanted(mode) {
+                    Some(want) if want == client.interest => return,
+                    Some(want) => {
+                        match client.sock.reregister(self.poll.registry(), Token(idx), want) {
+                            Ok(()) => {
+                                client.interest = want;
+                                return;
+                            }
+                            Err(e) => Gone::Io("poll reregister", e),
+                        }
+                    }
+                    // Nothing left to wait for: `run` ends such clients, this is a safety net.
+                    None => Gone::Done,
+                }
+            }
+            Err(gone) => gone,
+        };
+        if let Some(mut client) = slot.take() {
+            let _ = client.sock.deregister(self.poll.registry());
+        }
+        match gone {
+            Gone::Malformed(_) | Gone::Truncated(_) | Gone::Io(..) => {
+                say!("client {idx}: {gone}; closing");
+            }
+            Gone::Done | Gone::Closed | Gone::Reset => {
+                if self.verbose {
+                    say!("client {idx} disconnected ({gone})");
+                }
+            }
+        }
+        if self.accept_blocked {
+            self.accept_all();
+        }
+    }
+}
+
+/// Drains the signalfd; the name of the last stop signal read, if any.
+fn take_signal(signals: &SignalFd) -> Result<Option<&'static str>, Fatal> {
+    let mut got = None;
+    loop {
+        match signals.read_signal() {
+            Ok(Some(info)) => {
+                got = Some(match i32::try_from(info.ssi_signo) {
+                    Ok(n) if n == Signal::SIGINT as i32 => "SIGINT",
+                    _ => "SIGTERM",
+                });
+            }
+            Ok(None) | Err(Errno::EAGAIN) => return Ok(got),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(Fatal::new("signalfd", e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    use super::*;
+
+    fn rec(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).unwrap();
+        let mut v = RecordHeader { fin, opcode, len }.to_bytes().to_vec();
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn framer_follows_records_split_at_every_byte() {
+        let mut stream = rec(false, record::OP_TEXT, b"hello ");
+        stream.extend(rec(true, record::OP_CONTINUATION, b"world"));
+        stream.extend(rec(true, record::OP_BINARY, b""));
+        let close_at = stream.len() + HEADER_LEN + 2;
+        stream.extend(rec(true, record::OP_CLOSE, &1000u16.to_be_bytes()));
+        stream.extend(b"trailing junk");
+        for chunk in 1..=stream.len() {
+            let mut framer = Framer::default();
+            let mut seen = 0;
+            let mut found = None;
+            for piece in stream.chunks(chunk) {
+                if let Some(end) = framer.scan(piece).unwrap() {
+                    found = Some(seen + end);
+                    break;
+                }
+                seen += piece.len();
+            }
+            assert_eq!(found, Some(close_at), "chunk size {chunk}");
+        }
+    }
+
+    #[test]
+    fn framer_rejects_bad_sequences() {
+        let mut framer = Framer::default();
+        assert_eq!(
+            framer.scan(&rec(true, record::OP_CONTINUATION, b"x")),
+            Err(FrameError::StrayContinuation)
+        );
+        let mut framer = Framer::default();
+        let mut two = rec(false, record::OP_TEXT, b"a");
+        two.extend(rec(true, record::OP_BINARY, b"b"));
+        assert_eq!(framer.scan(&two), Err(FrameError::NestedMessage));
+        let mut framer = Framer::default();
+        assert!(matches!(framer.scan(&[0x83, 0, 0, 0, 0]), Err(FrameError::Header(_))));
+    }
+
+    #[test]
+    fn close_may_come_inside_a_message() {
+        let mut framer = Framer::default();
+        let mut s = rec(false, record::OP_BINARY, b"part");
+        s.extend(rec(true, record::OP_CLOSE, b""));
+        assert_eq!(framer.scan(&s), Ok(Some(s.len())));
+    }
+
+    #[test]
+    fn names_are_single_components() {
+        assert!(check_name("echo").is_ok());
+        for bad in ["", ".", "..", "a/b", "/abs", "nul\0"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn modes_parse() {
+        for m in ["stream", "lines", "framed", "seqpacket"] {
+            assert_eq!(m.parse::<Mode>().unwrap().to_string(), m);
+        }
+        assert!("udp".parse::<Mode>().is_err());
+    }
+}

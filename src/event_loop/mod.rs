@@ -1,1 +1,344 @@
-//! (in progress)
+//! The single-threaded poll loop: accepts clients, dispatches readiness to connections, fires
+//! timers, and tears connections down. It never parses bytes.
+//!
+//! Everything it uses is allocated in [`Server::bind`]: the slab, the buffer pool, the event
+//! list and the retry queue. Per batch it: (1) records readiness and drives each connection
+//! that got an event, (2) accepts waiting clients, (3) drives connections that yielded with
+//! work left, (4) fires due timers. A connection that is done is removed at once; its slot's
+//! generation changes, so later events of the same batch for it are ignored.
+
+pub mod conn;
+pub mod token;
+
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use self::conn::{Connection, Ctx, Verdict};
+use self::token::{Side, LISTENER};
+use crate::buffer::BufPool;
+use crate::config::Config;
+use crate::log;
+use crate::logging::{INFO, WARN};
+use crate::relay::route::Docroot;
+use crate::slab::{Key, Slab};
+
+/// Token of the waker used by [`Handle::stop`].
+const WAKER: Token = Token(usize::MAX - 2);
+/// Events taken per `poll`.
+const EVENTS: usize = 256;
+/// Buffers per connection slot: one per direction and side.
+const BUFFERS_PER_CONNECTION: usize = 4;
+
+/// Stops a running server from another thread.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Handle {
+    /// Asks the loop to return.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// A startup failure.
+#[derive(Debug)]
+pub enum StartError {
+    /// The docroot cannot be opened.
+    Docroot(std::path::PathBuf, nix::errno::Errno),
+    /// Binding or polling failed.
+    Io(&'static str, std::io::Error),
+}
+
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Docroot(p, e) => write!(f, "docroot {}: {e}", p.display()),
+            Self::Io(what, e) => write!(f, "{what}: {e}"),
+        }
+    }
+}
+
+/// The gateway: listener, connections, buffers.
+#[derive(Debug)]
+pub struct Server {
+    poll: Poll,
+    events: Events,
+    listener: TcpListener,
+    conns: Slab<Connection>,
+    pool: BufPool,
+    config: Config,
+    docroot: Docroot,
+    again: Vec<Key>,
+    next_wake: Option<Instant>,
+    accept_paused: bool,
+    active: usize,
+    handle: Handle,
+}
+
+impl Server {
+    /// Binds the listener and allocates everything.
+    ///
+    /// # Errors
+    /// [`StartError`].
+    pub fn bind(config: Config) -> Result<Self, StartError> {
+        let docroot = Docroot::open(&config.docroot)
+            .map_err(|e| StartError::Docroot(config.docroot.clone(), e))?;
+        let poll = Poll::new().map_err(|e| StartError::Io("epoll", e))?;
+        let mut listener =
+            TcpListener::bind(config.listen).map_err(|e| StartError::Io("bind", e))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(|e| StartError::Io("register", e))?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Io("waker", e))?;
+        let slots = config.max_connections + config.overflow_slots();
+        let pool = BufPool::new(slots as usize * BUFFERS_PER_CONNECTION, config.buffer_size);
+        Ok(Self {
+            poll,
+            events: Events::with_capacity(EVENTS),
+            listener,
+            conns: Slab::with_capacity(slots),
+            pool,
+            again: Vec::with_capacity(slots as usize),
+            next_wake: None,
+            accept_paused: false,
+            active: 0,
+            handle: Handle { waker: Arc::new(waker), stop: Arc::new(AtomicBool::new(false)) },
+            config,
+            docroot,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    ///
+    /// # Errors
+    /// The `getsockname` error.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle that stops [`Self::run`].
+    #[must_use]
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Live connections (including those answering 503).
+    #[must_use]
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Runs until [`Handle::stop`].
+    ///
+    /// # Errors
+    /// A `poll` failure other than `EINTR`.
+    pub fn run(&mut self) -> std::io::Result<()> {
+        loop {
+            let timeout = if self.again.is_empty() {
+                self.next_wake.map(|w| w.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if self.handle.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            let mut accept = false;
+            // Index loop: `self.events` is borrowed only per item, so connections can be driven.
+            for i in 0..EVENTS {
+                let Some((tok, readable, writable)) = self.events.iter().nth(i).map(|e| {
+                    (
+                        e.token(),
+                        e.is_readable() || e.is_read_closed() || e.is_error(),
+                        e.is_writable() || e.is_write_closed() || e.is_error(),
+                    )
+                }) else {
+                    break;
+                };
+                match tok {
+                    LISTENER => accept = true,
+                    WAKER => {}
+                    t => {
+                        if let Some((key, side)) = token::decode(t) {
+                            self.on_event(key, side, readable, writable, now);
+                        }
+                    }
+                }
+            }
+            if accept || self.accept_paused {
+                self.accept(now);
+            }
+            self.retry(now);
+            if self.next_wake.is_some_and(|w| w <= now) {
+                self.fire_timers(now);
+            }
+        }
+    }
+
+    fn ctx(&mut self, now: Instant) -> (Ctx<'_>, &mut Slab<Connection>) {
+        (
+            Ctx {
+                pool: &mut self.pool,
+                config: &self.config,
+                docroot: &self.docroot,
+                registry: self.poll.registry(),
+                now,
+            },
+            &mut self.conns,
+        )
+    }
+
+    fn on_event(&mut self, key: Key, side: Side, readable: bool, writable: bool, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        c.on_event(side, readable, writable);
+        self.drive(key, now);
+    }
+
+    fn drive(&mut self, key: Key, now: Instant) {
+        let (mut cx, conns) = self.ctx(now);
+        let Some(c) = conns.get_mut(key) else { return };
+        let verdict = c.drive(&mut cx);
+        let deadline = c.next_deadline();
+        match verdict {
+            Verdict::Continue => {}
+            Verdict::Again => {
+                if !c.queued {
+                    c.queued = true;
+                    self.again.push(key);
+                }
+            }
+            Verdict::Done => {
+                self.close(key, now);
+                return;
+            }
+        }
+        if let Some(d) = deadline {
+            self.next_wake = Some(self.next_wake.map_or(d, |w| w.min(d)));
+        }
+    }
+
+    fn close(&mut self, key: Key, now: Instant) {
+        let registry = self.poll.registry();
+        let Some(mut c) = self.conns.remove(key) else { return };
+        c.deregister(registry);
+        c.release(&mut self.pool);
+        if !c.overflow {
+            self.active = self.active.saturating_sub(1);
+        }
+        let s = c.stats;
+        let secs = now.duration_since(c.opened).as_secs_f32();
+        match c.reason() {
+            Some(conn::Reason::Refused(..)) | None => {
+                log!(INFO, "conn={key} peer={} close /{} {} ({secs:.1}s)", c.peer, c.name, DisplayReason(c.reason()));
+            }
+            Some(r) => log!(
+                INFO,
+                "conn={key} peer={} close /{} {r}; client in {} out {} bytes, {} msgs up, {} frames down ({secs:.1}s)",
+                c.peer,
+                c.name,
+                s.client_in,
+                s.client_out,
+                s.msgs_up,
+                s.frames_down
+            ),
+        }
+        drop(c);
+        if self.accept_paused {
+            self.accept(now);
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        loop {
+            if self.conns.len() >= self.conns.capacity() {
+                self.accept_paused = true;
+                return;
+            }
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    self.accept_paused = false;
+                    let _ = stream.set_nodelay(true);
+                    let overflow = self.active >= self.config.max_connections as usize;
+                    let (mut cx, conns) = self.ctx(now);
+                    match conns.try_insert_with(|key| {
+                        Connection::accept(key, stream, peer, &mut cx, overflow)
+                    }) {
+                        Some(Ok(key)) => {
+                            if !overflow {
+                                self.active += 1;
+                            }
+                            self.drive(key, now);
+                        }
+                        Some(Err(e)) => log!(WARN, "peer={peer} accept: {e}"),
+                        None => {}
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.accept_paused = false;
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: stop accepting until a connection closes.
+                    log!(WARN, "accept: {e}");
+                    self.accept_paused = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn retry(&mut self, now: Instant) {
+        let n = self.again.len();
+        for i in 0..n {
+            let Some(&key) = self.again.get(i) else { break };
+            if let Some(c) = self.conns.get_mut(key) {
+                c.queued = false;
+            }
+            self.drive(key, now);
+        }
+        self.again.drain(..n);
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        self.next_wake = None;
+        for index in 0..self.conns.capacity() {
+            let Some(key) = self.conns.key_at(index) else { continue };
+            let (mut cx, conns) = self.ctx(now);
+            let Some(c) = conns.get_mut(key) else { continue };
+            let due = c.next_deadline().is_some_and(|d| d <= now);
+            if due && c.on_timers(&mut cx) {
+                self.drive(key, now);
+            } else if let Some(d) = c.next_deadline() {
+                self.next_wake = Some(self.next_wake.map_or(d, |w| w.min(d)));
+            }
+        }
+    }
+}
+
+struct DisplayReason(Option<conn::Reason>);
+
+impl core::fmt::Display for DisplayReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match &self.0 {
+            Some(r) => write!(f, "{r}"),
+            None => f.write_str("closed"),
+        }
+    }
+}

@@ -1,1 +1,157 @@
-//! (in progress)
+//! Path → backend: finds `<docroot>/<name>` and connects to it, without leaving the docroot.
+//!
+//! The decoded, checked path (see [`super::path`]) is walked one segment at a time from a
+//! descriptor of the docroot opened at start-up, with `O_NOFOLLOW`: a symlink anywhere on the
+//! way is refused, so nothing outside the docroot can be reached through one, and a docroot
+//! renamed or replaced after start-up cannot redirect us. The last segment must be a socket
+//! (checked with `fstatat(AT_SYMLINK_NOFOLLOW)`). `connect()` takes a path, not a descriptor, so
+//! the gateway `fchdir`s into the directory that holds the socket, connects to the bare name,
+//! and `fchdir`s back (the loop is single-threaded; this also sidesteps the 108-byte `sun_path`
+//! limit for deep docroots, as ouistiti does).
+//!
+//! One backend connection per client, made before the 101 is sent. A `SOCK_SEQPACKET` backend
+//! is detected by the kernel's `EPROTOTYPE` answer to a stream connect, and retried as one.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{open, openat, OFlag};
+use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+use nix::sys::stat::{fstatat, Mode as FileMode, SFlag};
+use nix::unistd::fchdir;
+
+/// Why no backend could be reached; each maps to an HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// No such file, or a directory on the way is missing: 404.
+    NotFound,
+    /// The name exists but is not a socket: 404.
+    NotSocket,
+    /// A symlink on the way: 404 (refused, so that nothing outside the docroot is reachable).
+    Symlink,
+    /// Nobody listens on the socket: 502.
+    Refused,
+    /// The backend's listen queue is full: 503.
+    Busy,
+    /// Any other error: 502.
+    Other(Errno),
+}
+
+impl RouteError {
+    /// The HTTP status that answers it.
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NotFound | Self::NotSocket | Self::Symlink => 404,
+            Self::Busy => 503,
+            Self::Refused | Self::Other(_) => 502,
+        }
+    }
+}
+
+impl core::fmt::Display for RouteError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NotFound => f.write_str("no such backend"),
+            Self::NotSocket => f.write_str("not a socket"),
+            Self::Symlink => f.write_str("symlink refused"),
+            Self::Refused => f.write_str("backend refused the connection"),
+            Self::Busy => f.write_str("backend busy (listen queue full)"),
+            Self::Other(e) => write!(f, "backend connect failed: {e}"),
+        }
+    }
+}
+
+/// A connected backend socket (non-blocking, close-on-exec).
+#[derive(Debug)]
+pub struct Backend {
+    /// The socket.
+    pub fd: OwnedFd,
+    /// It is a `SOCK_SEQPACKET` socket.
+    pub seqpacket: bool,
+}
+
+/// The docroot, opened once.
+#[derive(Debug)]
+pub struct Docroot {
+    dir: OwnedFd,
+    home: OwnedFd,
+}
+
+impl Docroot {
+    /// Opens `path` (a directory) and remembers the current directory to come back to.
+    ///
+    /// # Errors
+    /// The `open` error.
+    pub fn open(path: &Path) -> Result<Self, Errno> {
+        let dir =
+            open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, FileMode::empty())?;
+        let home =
+            open(".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, FileMode::empty())?;
+        Ok(Self { dir, home })
+    }
+
+    /// Connects to the socket named `name` (a checked path without its leading '/').
+    ///
+    /// # Errors
+    /// [`RouteError`].
+    pub fn connect(&self, name: &str) -> Result<Backend, RouteError> {
+        let mut segments = name.split('/');
+        let Some(mut last) = segments.next() else { return Err(RouteError::NotFound) };
+        let mut opened: Option<OwnedFd> = None;
+        for next in segments {
+            let at = opened.as_ref().map_or(self.dir.as_fd(), AsFd::as_fd);
+            let fd = openat(
+                at,
+                last,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                FileMode::empty(),
+            )
+            .map_err(walk_error)?;
+            opened = Some(fd);
+            last = next;
+        }
+        let at = opened.as_ref().map_or(self.dir.as_fd(), AsFd::as_fd);
+        let st = fstatat(at, last, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).map_err(walk_error)?;
+        let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+        if kind == SFlag::S_IFLNK {
+            return Err(RouteError::Symlink);
+        }
+        if kind != SFlag::S_IFSOCK {
+            return Err(RouteError::NotSocket);
+        }
+        fchdir(at).map_err(RouteError::Other)?;
+        let result = connect_here(last);
+        // Coming back cannot reasonably fail (the descriptor is ours); if it did, the next
+        // connect still works because every path we use is relative to a descriptor.
+        let _ = fchdir(self.home.as_fd());
+        result
+    }
+}
+
+fn walk_error(e: Errno) -> RouteError {
+    match e {
+        Errno::ENOENT | Errno::ENOTDIR => RouteError::NotFound,
+        Errno::ELOOP => RouteError::Symlink,
+        other => RouteError::Other(other),
+    }
+}
+
+fn connect_here(name: &str) -> Result<Backend, RouteError> {
+    let addr = UnixAddr::new(name).map_err(RouteError::Other)?;
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    for (ty, seqpacket) in [(SockType::Stream, false), (SockType::SeqPacket, true)] {
+        let fd = socket(AddressFamily::Unix, ty, flags, None).map_err(RouteError::Other)?;
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => return Ok(Backend { fd, seqpacket }),
+            // The socket exists but is of the other type.
+            Err(Errno::EPROTOTYPE) if !seqpacket => {}
+            Err(Errno::ECONNREFUSED) => return Err(RouteError::Refused),
+            Err(Errno::EAGAIN) => return Err(RouteError::Busy),
+            Err(Errno::ENOENT) => return Err(RouteError::NotFound),
+            Err(e) => return Err(RouteError::Other(e)),
+        }
+    }
+    Err(RouteError::Other(Errno::EPROTOTYPE))
+}

@@ -1,0 +1,1117 @@
+//! One connection: a client TCP socket, its backend socket, four optional buffers, the
+//! WebSocket session and the relay codec, moved through its lifecycle by [`Connection::drive`].
+//!
+//! Lifecycle (see `doc/lifecycle.md`):
+//!
+//! ```text
+//! Handshake ─101─→ Open ─client close / protocol error / timeout─→ Flushing ─→ Linger ─→ done
+//!     │              └─backend EOF or close record─→ Closing ─client close─→ Flushing
+//!     └─refusal (4xx/5xx)─→ Flushing          client vanished (Open) ─→ Draining ─→ done
+//! ```
+//!
+//! * `Flushing`: the last bytes for the client (a close frame or an HTTP refusal) go out; then
+//!   the write side is shut down (the server closes the TCP connection first, RFC 6455 §7.1.1).
+//! * `Linger`: read and discard until the client closes too, so that unread input cannot turn
+//!   our close into a reset that destroys the close frame in flight.
+//! * `Draining`: the client is gone; what it sent before still reaches the backend.
+//!
+//! I/O is driven by readiness flags (mio is edge-triggered): a flag is set by an event and
+//! cleared only by `WouldBlock`, so a side that was not read because a buffer was full is read
+//! again as soon as the buffer drains, without a new event. Interest in `WRITABLE` is
+//! registered only while bytes wait for a socket that said `WouldBlock`.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
+use mio::{Interest, Registry};
+use nix::errno::Errno;
+use nix::sys::socket::{recv, send, shutdown, MsgFlags};
+
+use super::token::{self, Side};
+use crate::buffer::{Buf, BufPool};
+use crate::config::Config;
+use crate::http::handshake;
+use crate::relay::codec::{self, Downlink, DownlinkError, Mode, Uplink, UplinkError, CONTROL_ROOM};
+use crate::relay::path;
+use crate::relay::route::{Backend, Docroot, RouteError};
+use crate::slab::Key;
+use crate::ws::frame::{close_code, OpCode, MAX_SERVER_HEADER_LEN};
+use crate::ws::session::{Control, Event, ProtocolError, Session};
+
+/// Rounds of I/O per drive before yielding to other connections.
+const MAX_ROUNDS: u32 = 16;
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the upgrade request.
+    Handshake,
+    /// Relaying.
+    Open,
+    /// We sent a close frame and wait for the client's.
+    Closing,
+    /// Last bytes to the client, then shut down its write side.
+    Flushing,
+    /// Write side shut; discarding input until the client closes.
+    Linger,
+    /// The client is gone; flushing to the backend.
+    Draining,
+}
+
+/// Why a connection ended (the close log line says it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The handshake was refused with this status.
+    Refused(u16, Refusal),
+    /// The client sent a close frame.
+    ClientClose(Option<u16>),
+    /// The client broke RFC 6455.
+    Protocol(ProtocolError),
+    /// The client sent something the mode cannot carry.
+    Uplink(UplinkError),
+    /// The backend closed its socket.
+    BackendEof,
+    /// The backend sent a close record.
+    BackendClose(u16),
+    /// The backend broke the mode's rules.
+    BackendProtocol(DownlinkError),
+    /// A backend packet larger than the buffer.
+    BackendPacketTooBig,
+    /// A socket error on the backend.
+    BackendError(Errno),
+    /// The client closed TCP without a close frame.
+    ClientGone,
+    /// A socket error on the client.
+    ClientError(ErrorKind),
+    /// No complete upgrade request in time.
+    HandshakeTimeout,
+    /// A ping went unanswered.
+    PingTimeout,
+    /// No traffic either way for the idle timeout.
+    IdleTimeout,
+    /// The closing handshake did not finish in time.
+    CloseTimeout,
+}
+
+/// What a refusal was about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A malformed or unacceptable request.
+    Request(handshake::HandshakeError),
+    /// A bad path.
+    Path(path::PathError),
+    /// allow / deny.
+    Denied,
+    /// No backend.
+    Route(RouteError),
+    /// `seqpacket` configured, stream socket found.
+    ModeMismatch,
+    /// Request head too large.
+    TooLarge,
+    /// All slots busy.
+    Full,
+}
+
+impl core::fmt::Display for Reason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Refused(status, r) => {
+                write!(f, "refused {status}: ")?;
+                match r {
+                    Refusal::Request(e) => write!(f, "{e}"),
+                    Refusal::Path(e) => write!(f, "{e}"),
+                    Refusal::Denied => f.write_str("denied by allow/deny"),
+                    Refusal::Route(e) => write!(f, "{e}"),
+                    Refusal::ModeMismatch => f.write_str("seqpacket mode but a stream socket"),
+                    Refusal::TooLarge => f.write_str("request head too large"),
+                    Refusal::Full => f.write_str("all connection slots busy"),
+                }
+            }
+            Self::ClientClose(Some(c)) => write!(f, "client closed ({c})"),
+            Self::ClientClose(None) => f.write_str("client closed"),
+            Self::Protocol(e) => write!(f, "protocol error ({}): {e}", e.close_code()),
+            Self::Uplink(UplinkError::NewlineInMessage) => {
+                f.write_str("newline in a lines-mode message (1003)")
+            }
+            Self::BackendEof => f.write_str("backend closed"),
+            Self::BackendClose(c) => write!(f, "backend sent close ({c})"),
+            Self::BackendProtocol(e) => write!(f, "{e} (1011)"),
+            Self::BackendPacketTooBig => {
+                f.write_str("backend packet larger than the buffer (1011)")
+            }
+            Self::BackendError(e) => write!(f, "backend error: {e} (1011)"),
+            Self::ClientGone => f.write_str("client went away without a close frame"),
+            Self::ClientError(k) => write!(f, "client error: {k}"),
+            Self::HandshakeTimeout => f.write_str("handshake timeout"),
+            Self::PingTimeout => f.write_str("ping timeout (1011)"),
+            Self::IdleTimeout => f.write_str("idle timeout (1001)"),
+            Self::CloseTimeout => f.write_str("closing handshake timeout"),
+        }
+    }
+}
+
+/// What the loop should do after a drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Wait for events or timers.
+    Continue,
+    /// Work is left although no new event will come: drive again soon.
+    Again,
+    /// Tear down and free the slot.
+    Done,
+}
+
+/// What a drive needs from the server.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// Buffers.
+    pub pool: &'a mut BufPool,
+    /// Limits and policy.
+    pub config: &'a Config,
+    /// Where backends live.
+    pub docroot: &'a Docroot,
+    /// For registering the backend and changing interest.
+    pub registry: &'a Registry,
+    /// The loop's clock for this batch.
+    pub now: Instant,
+}
+
+#[derive(Debug)]
+struct BackendSock {
+    sock: Backend,
+    readable: bool,
+    writable: bool,
+    eof: bool,
+    /// Shut down and drop once `to_backend` is flushed.
+    finish: bool,
+    wants_write: bool,
+}
+
+/// Byte and message counters for the close log line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Bytes read from the client.
+    pub client_in: u64,
+    /// Bytes written to the client.
+    pub client_out: u64,
+    /// Messages relayed client → backend.
+    pub msgs_up: u64,
+    /// Frames relayed backend → client.
+    pub frames_down: u64,
+}
+
+/// A WebSocket connection and its backend.
+#[derive(Debug)]
+pub struct Connection {
+    key: Key,
+    client: TcpStream,
+    /// Client address.
+    pub peer: SocketAddr,
+    backend: Option<BackendSock>,
+    phase: Phase,
+    session: Session,
+    uplink: Uplink,
+    downlink: Downlink,
+    from_client: Option<Buf>,
+    to_backend: Option<Buf>,
+    from_backend: Option<Buf>,
+    to_client: Option<Buf>,
+    client_readable: bool,
+    client_writable: bool,
+    client_eof: bool,
+    client_wants_write: bool,
+    close_sent: bool,
+    reason: Option<Reason>,
+    deadline: Option<Instant>,
+    ping_at: Option<Instant>,
+    pong_deadline: Option<Instant>,
+    last_rx: Instant,
+    last_activity: Instant,
+    /// The endpoint name, for logs (truncated).
+    pub name: heapless::String<64>,
+    /// The relay mode chosen at the handshake.
+    pub mode: Mode,
+    /// Counters.
+    pub stats: Stats,
+    /// Opened at.
+    pub opened: Instant,
+    /// Holds an overflow slot (answered 503).
+    pub overflow: bool,
+    /// Already queued for another drive.
+    pub queued: bool,
+}
+
+impl Connection {
+    /// A freshly accepted client, registered for reading.
+    ///
+    /// # Errors
+    /// The registration error.
+    pub fn accept(
+        key: Key,
+        mut client: TcpStream,
+        peer: SocketAddr,
+        cx: &mut Ctx<'_>,
+        overflow: bool,
+    ) -> std::io::Result<Self> {
+        cx.registry.register(&mut client, token::encode(key, Side::Client), Interest::READABLE)?;
+        let mut c = Self {
+            key,
+            client,
+            peer,
+            backend: None,
+            phase: Phase::Handshake,
+            session: Session::new(cx.config.max_message),
+            uplink: Uplink::new(Mode::Stream),
+            downlink: Downlink::new(Mode::Stream, cx.config.data_type),
+            from_client: None,
+            to_backend: None,
+            from_backend: None,
+            to_client: None,
+            client_readable: true,
+            client_writable: true,
+            client_eof: false,
+            client_wants_write: false,
+            close_sent: false,
+            reason: None,
+            deadline: Some(cx.now + cx.config.handshake_timeout),
+            ping_at: None,
+            pong_deadline: None,
+            last_rx: cx.now,
+            last_activity: cx.now,
+            name: heapless::String::new(),
+            mode: Mode::Stream,
+            stats: Stats::default(),
+            opened: cx.now,
+            overflow,
+            queued: false,
+        };
+        if overflow {
+            c.refuse(cx, 503, Refusal::Full);
+        }
+        Ok(c)
+    }
+
+    /// The slab key.
+    #[must_use]
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// Why it ended (or is ending).
+    #[must_use]
+    pub fn reason(&self) -> Option<Reason> {
+        self.reason
+    }
+
+    /// Current phase.
+    #[must_use]
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Records an event's readiness.
+    pub fn on_event(&mut self, side: Side, readable: bool, writable: bool) {
+        match side {
+            Side::Client => {
+                self.client_readable |= readable;
+                self.client_writable |= writable;
+            }
+            Side::Backend => {
+                if let Some(b) = self.backend.as_mut() {
+                    b.readable |= readable;
+                    b.writable |= writable;
+                }
+            }
+        }
+    }
+
+    /// Deregisters both sockets (the loop calls it before dropping the connection).
+    pub fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.client);
+        if let Some(b) = &self.backend {
+            let _ = registry.deregister(&mut SourceFd(&b.sock.fd.as_raw_fd()));
+        }
+    }
+
+    /// Gives every buffer back.
+    pub fn release(&mut self, pool: &mut BufPool) {
+        for slot in [
+            &mut self.from_client,
+            &mut self.to_backend,
+            &mut self.from_backend,
+            &mut self.to_client,
+        ] {
+            if let Some(b) = slot.take() {
+                pool.put(b);
+            }
+        }
+    }
+
+    /// The earliest timer.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [self.deadline, self.ping_at, self.pong_deadline].into_iter().flatten().min()
+    }
+
+    fn set_reason(&mut self, r: Reason) {
+        if self.reason.is_none() {
+            self.reason = Some(r);
+        }
+    }
+
+    /// Fires the timers that are due. Returns `true` when the connection should be driven.
+    pub fn on_timers(&mut self, cx: &mut Ctx<'_>) -> bool {
+        let now = cx.now;
+        if self.deadline.is_some_and(|d| d <= now) {
+            self.deadline = None;
+            let r = match self.phase {
+                Phase::Handshake => Reason::HandshakeTimeout,
+                _ => Reason::CloseTimeout,
+            };
+            self.set_reason(r);
+            self.phase = Phase::Linger;
+            self.client_eof = true;
+            return true;
+        }
+        if self.phase != Phase::Open {
+            return false;
+        }
+        if self.pong_deadline.is_some_and(|d| d <= now) {
+            self.pong_deadline = None;
+            self.fail(cx, Reason::PingTimeout, close_code::INTERNAL_ERROR);
+            return true;
+        }
+        if let Some(idle) = cx.config.idle_timeout {
+            if now.duration_since(self.last_activity) >= idle {
+                self.set_reason(Reason::IdleTimeout);
+                self.start_close(cx, close_code::GOING_AWAY);
+                return true;
+            }
+        }
+        if self.ping_at.is_some_and(|d| d <= now) {
+            self.ping_at = None;
+            if let Some(interval) = cx.config.ping_interval {
+                if now.duration_since(self.last_rx) >= interval {
+                    if cx.pool.ensure(&mut self.to_client) {
+                        if let Some(out) = self.to_client.as_mut() {
+                            if codec::emit(out, true, OpCode::Ping, b"wsgate") {
+                                self.pong_deadline = Some(now + cx.config.pong_timeout);
+                            }
+                        }
+                    }
+                    if self.pong_deadline.is_none() {
+                        // No room now: try again shortly.
+                        self.ping_at = Some(now + interval / 4);
+                    }
+                } else {
+                    self.ping_at = Some(self.last_rx + interval);
+                }
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Moves bytes until nothing more can move, then updates interest.
+    pub fn drive(&mut self, cx: &mut Ctx<'_>) -> Verdict {
+        let mut rounds = 0;
+        loop {
+            let mut progress = self.read_client(cx);
+            progress |= self.process_client(cx);
+            progress |= self.write_backend(cx);
+            progress |= self.read_backend(cx);
+            progress |= self.process_backend(cx);
+            progress |= self.write_client(cx);
+            progress |= self.advance(cx);
+            if self.is_done() {
+                return Verdict::Done;
+            }
+            if !progress {
+                break;
+            }
+            rounds += 1;
+            if rounds >= MAX_ROUNDS {
+                self.release_empty(cx.pool);
+                self.update_interest(cx.registry);
+                return Verdict::Again;
+            }
+        }
+        self.release_empty(cx.pool);
+        self.update_interest(cx.registry);
+        Verdict::Continue
+    }
+
+    fn is_done(&self) -> bool {
+        match self.phase {
+            Phase::Linger => self.client_eof,
+            Phase::Draining => self.backend.is_none(),
+            _ => false,
+        }
+    }
+
+    fn release_empty(&mut self, pool: &mut BufPool) {
+        for slot in [
+            &mut self.from_client,
+            &mut self.to_backend,
+            &mut self.from_backend,
+            &mut self.to_client,
+        ] {
+            pool.release_if_empty(slot);
+        }
+    }
+
+    fn update_interest(&mut self, registry: &Registry) {
+        let want = self.to_client.as_ref().is_some_and(|b| !b.is_empty()) && !self.client_writable;
+        if want != self.client_wants_write {
+            let interest =
+                if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            if registry
+                .reregister(&mut self.client, token::encode(self.key, Side::Client), interest)
+                .is_ok()
+            {
+                self.client_wants_write = want;
+            }
+        }
+        let pending = self.to_backend.as_ref().is_some_and(|b| !b.is_empty());
+        if let Some(b) = self.backend.as_mut() {
+            let want = pending && !b.writable;
+            if want != b.wants_write {
+                let interest =
+                    if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+                let fd = b.sock.fd.as_raw_fd();
+                if registry
+                    .reregister(
+                        &mut SourceFd(&fd),
+                        token::encode(self.key, Side::Backend),
+                        interest,
+                    )
+                    .is_ok()
+                {
+                    b.wants_write = want;
+                }
+            }
+        }
+    }
+
+    /// Phase changes that depend on buffers having drained.
+    fn advance(&mut self, cx: &mut Ctx<'_>) -> bool {
+        let to_client_empty = self.to_client.as_ref().is_none_or(Buf::is_empty);
+        match self.phase {
+            Phase::Open if self.client_eof => {
+                self.set_reason(Reason::ClientGone);
+                self.enter_draining(cx);
+                true
+            }
+            Phase::Flushing if self.client_eof => {
+                self.phase = Phase::Linger;
+                true
+            }
+            Phase::Flushing if to_client_empty => {
+                let _ = self.client.shutdown(Shutdown::Write);
+                self.phase = Phase::Linger;
+                true
+            }
+            Phase::Closing if self.client_eof => {
+                self.phase = Phase::Linger;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn enter_draining(&mut self, cx: &mut Ctx<'_>) {
+        self.phase = Phase::Draining;
+        self.deadline = Some(cx.now + cx.config.close_timeout);
+        if let Some(b) = self.backend.as_mut() {
+            b.finish = true;
+        }
+        self.finish_backend_if_flushed(cx);
+    }
+
+    /// Queues an HTTP refusal and heads for `Flushing`.
+    fn refuse(&mut self, cx: &mut Ctx<'_>, status: u16, why: Refusal) {
+        self.set_reason(Reason::Refused(status, why));
+        if cx.pool.ensure(&mut self.to_client) {
+            if let Some(out) = self.to_client.as_mut() {
+                if let Some(n) = handshake::write_error(out.spare(), status) {
+                    out.commit(n);
+                }
+            }
+        }
+        self.phase = Phase::Flushing;
+        self.deadline = Some(cx.now + cx.config.close_timeout);
+    }
+
+    /// Queues a close frame to the client (once).
+    fn send_close(&mut self, cx: &mut Ctx<'_>, code: Option<u16>) {
+        if self.close_sent {
+            return;
+        }
+        self.close_sent = true;
+        if cx.pool.ensure(&mut self.to_client) {
+            if let Some(out) = self.to_client.as_mut() {
+                let _ = codec::emit_close(out, code);
+            }
+        }
+    }
+
+    /// Fails the connection: close `code` now, then shut down (§7.1.7).
+    fn fail(&mut self, cx: &mut Ctx<'_>, why: Reason, code: u16) {
+        self.set_reason(why);
+        self.send_close(cx, Some(code));
+        self.phase = Phase::Flushing;
+        self.deadline = Some(cx.now + cx.config.close_timeout);
+        if let Some(b) = self.backend.as_mut() {
+            b.finish = true;
+        }
+        self.finish_backend_if_flushed(cx);
+    }
+
+    /// Starts the closing handshake from our side and waits for the client's close.
+    fn start_close(&mut self, cx: &mut Ctx<'_>, code: u16) {
+        self.send_close(cx, Some(code));
+        self.phase = Phase::Closing;
+        self.deadline = Some(cx.now + cx.config.close_timeout);
+        if let Some(b) = self.backend.as_mut() {
+            b.finish = true;
+        }
+        self.finish_backend_if_flushed(cx);
+    }
+
+    fn finish_backend_if_flushed(&mut self, cx: &mut Ctx<'_>) {
+        let flushed = self.to_backend.as_ref().is_none_or(Buf::is_empty);
+        let done = self.backend.as_ref().is_some_and(|b| b.finish && (flushed || b.eof));
+        if done {
+            if let Some(b) = self.backend.take() {
+                // The client is done sending (§7.1.1 counterpart): tell the backend with EOF.
+                let _ = shutdown(b.sock.fd.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+                let _ = cx.registry.deregister(&mut SourceFd(&b.sock.fd.as_raw_fd()));
+            }
+        }
+    }
+
+    fn read_client(&mut self, cx: &mut Ctx<'_>) -> bool {
+        if !self.client_readable || self.client_eof || self.phase == Phase::Draining {
+            return false;
+        }
+        if !cx.pool.ensure(&mut self.from_client) {
+            return false;
+        }
+        let Some(buf) = self.from_client.as_mut() else { return false };
+        if buf.free() == 0 {
+            return false;
+        }
+        match (&self.client).read(buf.spare()) {
+            Ok(0) => {
+                self.client_eof = true;
+                true
+            }
+            Ok(n) => {
+                buf.commit(n);
+                self.stats.client_in += n as u64;
+                self.last_rx = cx.now;
+                if matches!(self.phase, Phase::Linger | Phase::Flushing) {
+                    // Nobody will read it: keep the buffer free for the next read.
+                    buf.consume(n);
+                }
+                true
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                self.client_readable = false;
+                false
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => true,
+            Err(e) => {
+                self.set_reason(Reason::ClientError(e.kind()));
+                self.client_eof = true;
+                true
+            }
+        }
+    }
+
+    fn write_client(&mut self, cx: &mut Ctx<'_>) -> bool {
+        if !self.client_writable || self.phase == Phase::Draining || self.phase == Phase::Linger {
+            return false;
+        }
+        let Some(buf) = self.to_client.as_mut() else { return false };
+        if buf.is_empty() {
+            return false;
+        }
+        match (&self.client).write(buf.readable()) {
+            Ok(n) => {
+                buf.consume(n);
+                self.stats.client_out += n as u64;
+                n > 0
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                self.client_writable = false;
+                false
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => true,
+            Err(e) => {
+                self.set_reason(Reason::ClientError(e.kind()));
+                self.client_eof = true;
+                if let Some(b) = self.to_client.as_mut() {
+                    b.consume(b.len());
+                }
+                if self.phase == Phase::Open || self.phase == Phase::Closing {
+                    self.enter_draining(cx);
+                } else {
+                    self.phase = Phase::Linger;
+                }
+                true
+            }
+        }
+    }
+
+    fn write_backend(&mut self, cx: &mut Ctx<'_>) -> bool {
+        let (Some(b), Some(out)) = (self.backend.as_mut(), self.to_backend.as_mut()) else {
+            return false;
+        };
+        if !b.writable || out.is_empty() {
+            return false;
+        }
+        let fd = b.sock.fd.as_raw_fd();
+        let mut progress = false;
+        let result = if b.sock.seqpacket {
+            let mut r = Ok(());
+            while let Some((end, range)) = Uplink::next_packet(out) {
+                match send(
+                    fd,
+                    out.readable().get(range).unwrap_or_default(),
+                    MsgFlags::MSG_NOSIGNAL,
+                ) {
+                    Ok(_) => {
+                        out.consume(end);
+                        progress = true;
+                    }
+                    Err(e) => {
+                        r = Err(e);
+                        break;
+                    }
+                }
+            }
+            r
+        } else {
+            match send(fd, out.readable(), MsgFlags::MSG_NOSIGNAL) {
+                Ok(n) => {
+                    out.consume(n);
+                    progress = n > 0;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(Errno::EAGAIN) => b.writable = false,
+            Err(Errno::EINTR) => progress = true,
+            Err(e) => {
+                // The backend is gone: what was queued for it is lost; say so to the client.
+                out.consume(out.len());
+                b.eof = true;
+                if self.phase == Phase::Open {
+                    self.fail(cx, Reason::BackendError(e), close_code::INTERNAL_ERROR);
+                }
+                progress = true;
+            }
+        }
+        self.finish_backend_if_flushed(cx);
+        progress
+    }
+
+    fn read_backend(&mut self, cx: &mut Ctx<'_>) -> bool {
+        if self.phase != Phase::Open {
+            return false;
+        }
+        let Some(b) = self.backend.as_mut() else { return false };
+        if !b.readable || b.eof {
+            return false;
+        }
+        if !cx.pool.ensure(&mut self.from_backend) {
+            return false;
+        }
+        let Some(buf) = self.from_backend.as_mut() else { return false };
+        let fd = b.sock.fd.as_raw_fd();
+        let result = if b.sock.seqpacket {
+            // One packet at a time, and only into an empty buffer, leaving room for the frame
+            // header in the client buffer of the same size.
+            if !buf.is_empty() {
+                return false;
+            }
+            let limit = buf.capacity().saturating_sub(MAX_SERVER_HEADER_LEN);
+            let spare = buf.spare();
+            let spare = spare.get_mut(..limit).unwrap_or_default();
+            match recv(fd, spare, MsgFlags::MSG_TRUNC) {
+                Ok(n) if n > limit => {
+                    b.eof = true;
+                    self.fail(cx, Reason::BackendPacketTooBig, close_code::INTERNAL_ERROR);
+                    return true;
+                }
+                other => other,
+            }
+        } else {
+            if buf.free() == 0 {
+                return false;
+            }
+            recv(fd, buf.spare(), MsgFlags::empty())
+        };
+        match result {
+            Ok(0) => {
+                b.eof = true;
+                true
+            }
+            Ok(n) => {
+                buf.commit(n);
+                self.last_activity = cx.now;
+                true
+            }
+            Err(Errno::EAGAIN) => {
+                b.readable = false;
+                false
+            }
+            Err(Errno::EINTR) => true,
+            Err(e) => {
+                b.eof = true;
+                self.set_reason(Reason::BackendError(e));
+                true
+            }
+        }
+    }
+
+    fn process_backend(&mut self, cx: &mut Ctx<'_>) -> bool {
+        if self.phase != Phase::Open || self.close_sent {
+            return false;
+        }
+        let Some(b) = self.backend.as_ref() else { return false };
+        let eof = b.eof;
+        let has_input = self.from_backend.as_ref().is_some_and(|x| !x.is_empty());
+        if !has_input {
+            if eof {
+                // Everything the backend sent has gone to the client.
+                let code = if self.downlink.in_message()
+                    || matches!(self.reason, Some(Reason::BackendError(_)))
+                {
+                    close_code::INTERNAL_ERROR
+                } else {
+                    close_code::NORMAL
+                };
+                self.set_reason(Reason::BackendEof);
+                self.start_close(cx, code);
+                return true;
+            }
+            return false;
+        }
+        if !cx.pool.ensure(&mut self.to_client) {
+            return false;
+        }
+        let (Some(input), Some(out)) = (self.from_backend.as_mut(), self.to_client.as_mut()) else {
+            return false;
+        };
+        let before = input.len();
+        match self.downlink.pump(input, out, eof) {
+            Ok(report) => {
+                self.stats.frames_down += u64::from(report.frames);
+                if report.demoted_to_binary {
+                    crate::log!(
+                        crate::logging::WARN,
+                        "conn={} peer={} backend data is not UTF-8: sent as binary",
+                        self.key,
+                        self.peer
+                    );
+                }
+                if let Some((code, reason_len)) = report.close {
+                    if out.free() < 2 + 125 {
+                        return false;
+                    }
+                    let reason = Downlink::close_reason(input, reason_len);
+                    let mut payload = [0u8; 125];
+                    let [hi, lo] = code.to_be_bytes();
+                    let n = 2 + reason.len();
+                    if let Some(p) = payload.get_mut(..n) {
+                        if let Some((h, rest)) = p.split_first_chunk_mut::<2>() {
+                            *h = [hi, lo];
+                            rest.copy_from_slice(reason);
+                        }
+                    }
+                    let _ =
+                        codec::emit(out, true, OpCode::Close, payload.get(..n).unwrap_or_default());
+                    input.consume(crate::relay::record::HEADER_LEN + n);
+                    self.close_sent = true;
+                    self.set_reason(Reason::BackendClose(code));
+                    self.phase = Phase::Closing;
+                    self.deadline = Some(cx.now + cx.config.close_timeout);
+                    if let Some(b) = self.backend.as_mut() {
+                        b.finish = true;
+                    }
+                    self.finish_backend_if_flushed(cx);
+                    return true;
+                }
+                report.frames > 0 || input.len() != before
+            }
+            Err(e) => {
+                self.fail(cx, Reason::BackendProtocol(e), close_code::INTERNAL_ERROR);
+                true
+            }
+        }
+    }
+
+    fn process_client(&mut self, cx: &mut Ctx<'_>) -> bool {
+        match self.phase {
+            Phase::Handshake => self.process_handshake(cx),
+            Phase::Open | Phase::Closing => self.process_frames(cx),
+            _ => false,
+        }
+    }
+
+    fn process_frames(&mut self, cx: &mut Ctx<'_>) -> bool {
+        let mut progress = false;
+        loop {
+            if self.from_client.as_ref().is_none_or(Buf::is_empty) {
+                return progress;
+            }
+            if !cx.pool.ensure(&mut self.to_client) {
+                return progress;
+            }
+            let forwarding =
+                self.phase == Phase::Open && self.backend.as_ref().is_some_and(|b| !b.finish);
+            if forwarding && !cx.pool.ensure(&mut self.to_backend) {
+                return progress;
+            }
+            let (Some(input), Some(to_client)) =
+                (self.from_client.as_mut(), self.to_client.as_mut())
+            else {
+                return progress;
+            };
+            if to_client.free() < CONTROL_ROOM {
+                return progress;
+            }
+            let max_data = match (forwarding, self.to_backend.as_ref()) {
+                (true, Some(tb)) if tb.free() < CONTROL_ROOM => return progress,
+                (true, Some(tb)) => self.uplink.room(tb).saturating_sub(CONTROL_ROOM),
+                // Not forwarding (closing): data is read and dropped.
+                _ => usize::MAX,
+            };
+            let (n, event) = match self.session.decode(input.readable_mut(), max_data) {
+                Ok(x) => x,
+                Err(e) => {
+                    if let Some(i) = self.from_client.as_mut() {
+                        i.consume(i.len());
+                    }
+                    self.fail(cx, Reason::Protocol(e), e.close_code());
+                    return true;
+                }
+            };
+            let mut close: Option<(Option<u16>, Control)> = None;
+            match event {
+                Some(Event::Data { kind, start, fin, len }) => {
+                    self.last_activity = cx.now;
+                    if forwarding {
+                        let payload = input.readable().get(n - len..n).unwrap_or_default();
+                        if let Some(tb) = self.to_backend.as_mut() {
+                            if let Err(e) = self.uplink.put(tb, kind, start, fin, payload) {
+                                input.consume(input.len());
+                                self.fail(cx, Reason::Uplink(e), close_code::UNSUPPORTED_DATA);
+                                return true;
+                            }
+                        }
+                        if fin {
+                            self.stats.msgs_up += 1;
+                        }
+                    }
+                }
+                Some(Event::Ping(p)) => {
+                    if !self.close_sent {
+                        let _ = codec::emit(to_client, true, OpCode::Pong, p.as_slice());
+                    }
+                }
+                Some(Event::Pong(_)) => {
+                    self.pong_deadline = None;
+                    if let Some(interval) = cx.config.ping_interval {
+                        self.ping_at = Some(cx.now + interval);
+                    }
+                }
+                Some(Event::Close { code, reason }) => close = Some((code, reason)),
+                None => {}
+            }
+            input.consume(n);
+            if let Some((code, reason)) = close {
+                self.set_reason(Reason::ClientClose(code));
+                // §5.5.1: echo the status code; empty close gets an empty answer.
+                self.send_close(cx, code);
+                if let (Some(tb), true) = (self.to_backend.as_mut(), forwarding) {
+                    self.uplink.close(tb, code, reason.as_slice());
+                }
+                if let Some(b) = self.backend.as_mut() {
+                    b.finish = true;
+                }
+                self.finish_backend_if_flushed(cx);
+                self.phase = Phase::Flushing;
+                self.deadline = Some(cx.now + cx.config.close_timeout);
+                return true;
+            }
+            if n == 0 && event.is_none() {
+                return progress;
+            }
+            progress = true;
+        }
+    }
+
+    fn process_handshake(&mut self, cx: &mut Ctx<'_>) -> bool {
+        // Taken out while the request (which borrows it) is examined, put back after.
+        let Some(mut input) = self.from_client.take() else { return false };
+        let progress = self.handshake_with(cx, &mut input);
+        self.from_client = Some(input);
+        progress
+    }
+
+    fn handshake_with(&mut self, cx: &mut Ctx<'_>, input: &mut Buf) -> bool {
+        if input.is_empty() {
+            return false;
+        }
+        let (req, consumed) = match handshake::parse(input.readable()) {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                if input.free() == 0 {
+                    self.refuse(cx, 431, Refusal::TooLarge);
+                    return true;
+                }
+                return false;
+            }
+            Err(e) => {
+                self.refuse(cx, e.status(), Refusal::Request(e));
+                return true;
+            }
+        };
+        let mut decoded_buf = [0u8; path::MAX_PATH];
+        let decoded = match path::decode(req.path, &mut decoded_buf) {
+            Ok(d) => d,
+            Err(e) => {
+                let status = e.status();
+                self.refuse(cx, status, Refusal::Path(e));
+                return true;
+            }
+        };
+        let _ = self.name.push_str(truncate(decoded.trim_start_matches('/'), 64));
+        if !cx.config.access.permits(decoded) {
+            self.refuse(cx, 403, Refusal::Denied);
+            return true;
+        }
+        let protocol: Option<&str> = match req.protocols.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        };
+        let name = decoded.trim_start_matches('/');
+        let mut endpoint = name;
+        let backend = match cx.docroot.connect(name) {
+            Ok(b) => b,
+            Err(RouteError::NotFound) if protocol.is_some() => {
+                // ouistiti's fallback: the one offered subprotocol names the socket. It must be a
+                // single safe segment, and pass allow/deny as a path of its own.
+                let token = protocol.unwrap_or_default();
+                let mut fallback = heapless::String::<{ path::MAX_PATH }>::new();
+                let safe = !matches!(token, "." | "..") && !token.contains('/');
+                if !safe || fallback.push('/').is_err() || fallback.push_str(token).is_err() {
+                    self.refuse(cx, 404, Refusal::Route(RouteError::NotFound));
+                    return true;
+                }
+                if !cx.config.access.permits(&fallback) {
+                    self.refuse(cx, 403, Refusal::Denied);
+                    return true;
+                }
+                match cx.docroot.connect(token) {
+                    Ok(b) => {
+                        endpoint = token;
+                        b
+                    }
+                    Err(e) => {
+                        self.refuse(cx, e.status(), Refusal::Route(e));
+                        return true;
+                    }
+                }
+            }
+            Err(e) => {
+                self.refuse(cx, e.status(), Refusal::Route(e));
+                return true;
+            }
+        };
+        let configured = cx.config.mode_for(endpoint);
+        let mode = if backend.seqpacket { Mode::SeqPacket } else { configured };
+        if mode == Mode::SeqPacket && !backend.seqpacket {
+            self.refuse(cx, 502, Refusal::ModeMismatch);
+            return true;
+        }
+        if !cx.pool.ensure(&mut self.to_client) {
+            self.refuse(cx, 503, Refusal::Full);
+            return true;
+        }
+        let Some(out) = self.to_client.as_mut() else { return false };
+        let Some(n) = handshake::write_switching(out.spare(), &req.accept, protocol) else {
+            self.refuse(cx, 500, Refusal::TooLarge);
+            return true;
+        };
+        out.commit(n);
+        self.name.clear();
+        let _ = self.name.push_str(truncate(endpoint, 64));
+        let fd = backend.fd.as_raw_fd();
+        if let Err(e) = cx.registry.register(
+            &mut SourceFd(&fd),
+            token::encode(self.key, Side::Backend),
+            Interest::READABLE,
+        ) {
+            self.refuse(
+                cx,
+                500,
+                Refusal::Route(RouteError::Other(Errno::from_raw(e.raw_os_error().unwrap_or(0)))),
+            );
+            return true;
+        }
+        self.backend = Some(BackendSock {
+            sock: backend,
+            readable: true,
+            writable: true,
+            eof: false,
+            finish: false,
+            wants_write: false,
+        });
+        self.mode = mode;
+        self.uplink = Uplink::new(mode);
+        self.downlink = Downlink::new(mode, cx.config.data_type);
+        let limit = self
+            .uplink
+            .max_message(cx.pool.buf_size())
+            .map_or(cx.config.max_message, |m| m.min(cx.config.max_message));
+        self.session.set_max_message(limit);
+        self.phase = Phase::Open;
+        self.deadline = None;
+        self.last_rx = cx.now;
+        self.last_activity = cx.now;
+        self.ping_at = cx.config.ping_interval.map(|i| cx.now + i);
+        crate::log!(
+            crate::logging::INFO,
+            "conn={} peer={} open /{} mode={}",
+            self.key,
+            self.peer,
+            self.name,
+            self.mode
+        );
+        drop(req);
+        input.consume(consumed);
+        true
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}

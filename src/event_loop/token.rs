@@ -1,0 +1,68 @@
+//! mio tokens: which connection, which side, and which generation of the slot.
+//!
+//! Layout (fits 32-bit `usize`, as on MIPS and ARM routers):
+//!
+//! ```text
+//!  bit 31..17   16..1         0
+//!  generation   slot index    side (0 client, 1 backend)
+//! ```
+//!
+//! Slot indexes stay below 2^15 (config `MAX_CONNECTIONS`), so bit 16 of a connection token is
+//! always 0; the reserved tokens at the top of the range have it set and can never collide.
+
+use mio::Token;
+
+use crate::slab::{Key, GEN_MASK};
+
+/// The listening socket.
+pub const LISTENER: Token = Token(usize::MAX);
+/// The signal descriptor.
+pub const SIGNALS: Token = Token(usize::MAX - 1);
+
+/// Which socket of a connection an event is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The WebSocket client.
+    Client,
+    /// The UNIX-socket backend.
+    Backend,
+}
+
+/// The token for `key`'s `side`.
+#[must_use]
+pub fn encode(key: Key, side: Side) -> Token {
+    let s = usize::from(side == Side::Backend);
+    Token(((key.gen & GEN_MASK) as usize) << 17 | (key.index as usize & 0x7fff) << 1 | s)
+}
+
+/// The connection and side of a token; `None` for reserved tokens.
+#[must_use]
+pub fn decode(t: Token) -> Option<(Key, Side)> {
+    let v = t.0;
+    if v & (1 << 16) != 0 {
+        return None;
+    }
+    let side = if v & 1 == 0 { Side::Client } else { Side::Backend };
+    let index = ((v >> 1) & 0x7fff) as u32;
+    let gen = ((v >> 17) as u32) & GEN_MASK;
+    Some((Key { index, gen }, side))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_reserved() {
+        for (index, gen) in [(0, 0), (1, 1), (32_766, GEN_MASK), (12_345, 777)] {
+            let k = Key { index, gen };
+            for side in [Side::Client, Side::Backend] {
+                let t = encode(k, side);
+                assert!(t.0 <= u32::MAX as usize);
+                assert_eq!(decode(t), Some((k, side)));
+            }
+        }
+        assert_eq!(decode(LISTENER), None);
+        assert_eq!(decode(SIGNALS), None);
+    }
+}

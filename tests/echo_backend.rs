@@ -1,0 +1,256 @@
+//! End-to-end checks of the `websocket_echo` sample backend: the built binary is started in a
+//! temporary docroot and driven by 20 concurrent clients per relay mode.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::Duration;
+use wsgate::relay::record::{RecordHeader, OP_BINARY, OP_CLOSE, OP_CONTINUATION};
+
+const CLIENTS: usize = 20;
+
+/// A running `websocket_echo` in its own temporary docroot.
+struct Backend {
+    child: Child,
+    /// Kept open so that the backend's stderr never becomes a broken pipe.
+    _stderr: BufReader<ChildStderr>,
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl Backend {
+    fn start(tag: &str, mode: &str, extra: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!("wsgate-echo-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // The docroot itself is created by the backend.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_websocket_echo"))
+            .args(["-R", dir.to_str().unwrap(), "-n", "echo", "-m", mode])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let path = dir.join("echo");
+        assert_eq!(
+            line.trim_end(),
+            format!("websocket_echo: listening on {} ({mode})", path.display())
+        );
+        Self { child, _stderr: stderr, dir, path }
+    }
+
+    /// SIGTERM: the backend must exit 0 and take its socket file with it.
+    fn stop(mut self) {
+        kill(Pid::from_raw(i32::try_from(self.child.id()).unwrap()), Signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+        assert!(!self.path.exists(), "socket file left behind");
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Deterministic bytes that differ per client, so that crossed wires show.
+fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    (0..len).map(|i| (i.wrapping_mul(31).wrapping_add(seed * 7) % 251) as u8).collect()
+}
+
+fn timeouts(s: &UnixStream) {
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+}
+
+/// Sends `out` from a second thread while reading `want` bytes back, then expects EOF.
+fn exchange(stream: UnixStream, out: &[u8], want: usize, half_close: bool) -> Vec<u8> {
+    timeouts(&stream);
+    let mut reader = stream.try_clone().unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut writer = &stream;
+            writer.write_all(out).unwrap();
+            if half_close {
+                stream.shutdown(std::net::Shutdown::Write).unwrap();
+            }
+        });
+        let mut back = vec![0u8; want];
+        reader.read_exact(&mut back).unwrap();
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{} bytes after the echo", rest.len());
+        back
+    })
+}
+
+#[test]
+fn stream_echo_with_concurrent_clients() {
+    let backend = Backend::start("stream", "stream", &[]);
+    std::thread::scope(|scope| {
+        for c in 0..CLIENTS {
+            let path = &backend.path;
+            scope.spawn(move || {
+                // Several times the 64 KiB buffer, so the echo has to stream.
+                let data = pattern(300_000 + c, c);
+                let back = exchange(UnixStream::connect(path).unwrap(), &data, data.len(), true);
+                assert!(back == data, "client {c}: echo differs");
+            });
+        }
+    });
+    backend.stop();
+}
+
+fn record(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap();
+    let mut v = RecordHeader { fin, opcode, len }.to_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+#[test]
+fn framed_echo_of_split_megabyte_and_close() {
+    let backend = Backend::start("framed", "framed", &[]);
+    std::thread::scope(|scope| {
+        for c in 0..CLIENTS {
+            let path = &backend.path;
+            scope.spawn(move || {
+                // One 1 MiB binary message in records of uneven sizes, a 1-byte one among them.
+                let message = pattern(1 << 20, c);
+                let cuts = [0, 1, 70_000, 70_001, 400_000, 900_000, 1 << 20];
+                let mut out = Vec::new();
+                for (i, w) in cuts.windows(2).enumerate() {
+                    let op = if i == 0 { OP_BINARY } else { OP_CONTINUATION };
+                    let fin = w[1] == message.len();
+                    out.extend(record(fin, op, &message[w[0]..w[1]]));
+                }
+                let mut close = 1000u16.to_be_bytes().to_vec();
+                close.extend_from_slice(b"bye");
+                out.extend(record(true, OP_CLOSE, &close));
+                let echoed = out.len();
+                // Whatever follows the close record is never answered.
+                out.extend(record(true, OP_BINARY, b"after close"));
+                let stream = UnixStream::connect(path).unwrap();
+                let back = exchange(stream, &out, echoed, false);
+                assert!(back == out[..echoed], "client {c}: echo differs");
+            });
+        }
+    });
+    backend.stop();
+}
+
+#[test]
+fn framed_malformed_record_closes_the_connection() {
+    let backend = Backend::start("malformed", "framed", &[]);
+    let stream = UnixStream::connect(&backend.path).unwrap();
+    timeouts(&stream);
+    (&stream).write_all(&[0x83, 0, 0, 0, 0]).unwrap();
+    let mut rest = Vec::new();
+    (&stream).read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    // The backend itself carries on.
+    let data = b"still here".to_vec();
+    let ok = record(true, OP_BINARY, &data);
+    let back = exchange(UnixStream::connect(&backend.path).unwrap(), &ok, ok.len(), true);
+    assert_eq!(back, ok);
+    backend.stop();
+}
+
+fn seqpacket_connect(path: &std::path::Path) -> OwnedFd {
+    let fd = socket::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None)
+        .unwrap();
+    socket::connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
+    let tv = nix::sys::time::TimeVal::new(20, 0);
+    socket::setsockopt(&fd, socket::sockopt::ReceiveTimeout, &tv).unwrap();
+    fd
+}
+
+#[test]
+fn seqpacket_echo_keeps_packets_whole() {
+    let backend = Backend::start("seqpacket", "seqpacket", &[]);
+    std::thread::scope(|scope| {
+        for c in 0..CLIENTS {
+            let path = &backend.path;
+            scope.spawn(move || {
+                let fd = seqpacket_connect(path);
+                let mut back = vec![0u8; 70_000];
+                for (i, len) in [1, 5, 1000, 65_536, 4096, 2].into_iter().enumerate() {
+                    let packet = pattern(len, c * 10 + i);
+                    let sent = socket::send(fd.as_raw_fd(), &packet, MsgFlags::MSG_NOSIGNAL);
+                    assert_eq!(sent.unwrap(), len);
+                    let n = socket::recv(fd.as_raw_fd(), &mut back, MsgFlags::empty()).unwrap();
+                    assert!(back[..n] == packet[..], "client {c}: packet {i} differs");
+                }
+                // Closing our end is EOF for the backend; it closes too.
+                socket::shutdown(fd.as_raw_fd(), socket::Shutdown::Write).unwrap();
+                let n = socket::recv(fd.as_raw_fd(), &mut back, MsgFlags::empty()).unwrap();
+                assert_eq!(n, 0);
+            });
+        }
+    });
+    // A packet larger than the 64 KiB buffer is refused by closing, not cut.
+    let fd = seqpacket_connect(&backend.path);
+    socket::send(fd.as_raw_fd(), &pattern(70_000, 1), MsgFlags::MSG_NOSIGNAL).unwrap();
+    let mut back = vec![0u8; 16];
+    assert_eq!(socket::recv(fd.as_raw_fd(), &mut back, MsgFlags::empty()).unwrap(), 0);
+    backend.stop();
+}
+
+#[test]
+fn second_instance_is_refused_and_stale_socket_replaced() {
+    let backend = Backend::start("twice", "stream", &[]);
+    let dir = backend.dir.clone();
+    let out = Command::new(env!("CARGO_BIN_EXE_websocket_echo"))
+        .args(["-R", dir.to_str().unwrap(), "-n", "echo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("address in use"));
+    drop(backend);
+
+    // A dead socket file left at the path (as after kill -9) is replaced.
+    std::fs::create_dir_all(&dir).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(dir.join("echo")).unwrap());
+    let backend = Backend::start("twice", "stream", &[]);
+    let back = exchange(UnixStream::connect(&backend.path).unwrap(), b"again", 5, true);
+    assert_eq!(back, b"again");
+    backend.stop();
+}
+
+#[test]
+fn user_option_drops_privileges_for_real() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        eprintln!("skipped: no user nobody");
+        return;
+    };
+    let backend = Backend::start("user", "stream", &["-u", "nobody"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", backend.child.id())).unwrap();
+    let ids = |key: &str| -> Vec<u32> {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect()
+    };
+    assert_eq!(ids("Uid:"), vec![nobody.uid.as_raw(); 4]);
+    assert_eq!(ids("Gid:"), vec![nobody.gid.as_raw(); 4]);
+    assert!(!ids("Groups:").contains(&0));
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(&backend.path).unwrap();
+    assert_eq!(meta.uid(), nobody.uid.as_raw());
+    let back = exchange(UnixStream::connect(&backend.path).unwrap(), b"hi", 2, true);
+    assert_eq!(back, b"hi");
+    // No stop(): the unprivileged backend cannot unlink in a root-owned docroot; Drop cleans up.
+}
