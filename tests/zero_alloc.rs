@@ -1,0 +1,143 @@
+//! Issue 2, acceptance 2: no heap allocation in the gateway while established connections
+//! relay 10,000 messages of mixed sizes, 1 MiB fragmented ones included.
+//!
+//! A counting global allocator counts only on the gateway's thread (a thread-local switch);
+//! the clients run on other threads and the echo backend in its own process.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unsafe_code
+)]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+
+use common::{noise, spawn_echo, Client, TempDir};
+use wsgate::config::Config;
+use wsgate::event_loop::Server;
+use wsgate::relay::codec::Mode;
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static GATEWAY_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+fn note() {
+    if GATEWAY_THREAD.try_with(Cell::get).unwrap_or(false) {
+        ALLOCS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+// SAFETY: forwards to the system allocator unchanged; counting touches only an atomic and a
+// const-initialised thread-local, neither of which allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const CLIENTS: usize = 8;
+const MESSAGES_PER_CLIENT: usize = 1250;
+
+#[test]
+fn relaying_allocates_nothing() {
+    let dir = TempDir::new("alloc");
+    let _echo = spawn_echo(&dir.0, "echo", "framed", &[]);
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        docroot: dir.0.clone(),
+        mode: Mode::Framed,
+        max_message: 4 << 20,
+        verbosity: 0,
+        ..Config::default()
+    };
+    // The server is built on its own thread so that its start-up allocations are counted too:
+    // that shows the counter sees the gateway thread.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let gateway = std::thread::spawn(move || {
+        GATEWAY_THREAD.with(|g| g.set(true));
+        let mut server = Server::bind(config).unwrap();
+        tx.send((server.local_addr().unwrap(), server.handle())).unwrap();
+        server.run().unwrap();
+    });
+    let (addr, handle) = rx.recv().unwrap();
+
+    // Connect and exchange one message each, so that every path has run once.
+    let established = Arc::new(Barrier::new(CLIENTS + 1));
+    let measured = Arc::new(Barrier::new(CLIENTS + 1));
+    let done = Arc::new(Barrier::new(CLIENTS + 1));
+    let mut threads = Vec::new();
+    for c in 0..CLIENTS {
+        let (established, measured, done) = (established.clone(), measured.clone(), done.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut ws = Client::connect(addr, "/echo");
+            ws.send(1, b"warm-up", 1000);
+            assert_eq!(ws.recv(), (1, b"warm-up".to_vec()));
+            established.wait();
+            measured.wait();
+            let mut relayed = 0;
+            for m in 0..MESSAGES_PER_CLIENT {
+                let seed = (c * MESSAGES_PER_CLIENT + m) as u64;
+                let (opcode, payload, frag) = match m % 125 {
+                    // A 1 MiB binary message in 64 KiB fragments, 10 per client.
+                    0 => (2, noise(seed, 1 << 20), 64 << 10),
+                    // Text, sizes around the 7/16/64-bit length boundaries.
+                    k if k % 3 == 0 => (
+                        1,
+                        vec![b'a' + (k % 26) as u8; [0, 125, 126, 65535, 65536, 3000][k % 6]],
+                        1 << 20,
+                    ),
+                    // Binary of mixed sizes, fragmented in odd sizes.
+                    k => (2, noise(seed, (k * 997) % 40_000), 1 + (k * 131) % 9000),
+                };
+                ws.send(opcode, &payload, frag);
+                let (op, echoed) = ws.recv();
+                assert_eq!(op, opcode);
+                assert!(
+                    echoed == payload,
+                    "client {c} message {m}: {} vs {} bytes",
+                    echoed.len(),
+                    payload.len()
+                );
+                relayed += 1;
+            }
+            done.wait();
+            relayed
+        }));
+    }
+    established.wait();
+    let before = ALLOCS.load(Ordering::SeqCst);
+    measured.wait();
+    done.wait();
+    let after = ALLOCS.load(Ordering::SeqCst);
+    let relayed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    handle.stop();
+    gateway.join().unwrap();
+    assert_eq!(relayed, CLIENTS * MESSAGES_PER_CLIENT);
+    assert!(before > 0, "the counter works: start-up allocated");
+    assert_eq!(after - before, 0, "gateway allocations while relaying {relayed} messages");
+}
