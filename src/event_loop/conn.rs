@@ -924,11 +924,11 @@ impl Connection {
                         }
                     }
                 }
-                Some(Event::Ping(p)) => {
-                    if !self.close_sent {
-                        let _ = codec::emit(to_client, true, OpCode::Pong, p.as_slice());
-                    }
+                // §5.5.3: no pong after our close frame.
+                Some(Event::Ping(p)) if !self.close_sent => {
+                    let _ = codec::emit(to_client, true, OpCode::Pong, p.as_slice());
                 }
+                Some(Event::Ping(_)) => {}
                 Some(Event::Pong(_)) => {
                     self.pong_deadline = None;
                     if let Some(interval) = cx.config.ping_interval {

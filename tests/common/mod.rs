@@ -3,6 +3,7 @@
 //! (masked frames, fragmentation) over a real TCP socket.
 #![allow(
     dead_code,
+    unreachable_pub,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,

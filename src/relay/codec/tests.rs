@@ -141,7 +141,7 @@ fn lines_longer_than_the_buffer_go_as_fragments() {
     d.pump(&mut input, &mut out, false).unwrap();
     d.pump(&mut input, &mut out, false).unwrap();
     let f = frames(&out);
-    assert_eq!(f.last().unwrap().0, true);
+    assert!(f.last().unwrap().0);
     assert!(f.iter().all(|x| x.1 == 0));
 }
 
