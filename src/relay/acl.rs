@@ -9,12 +9,11 @@
 //! * A pattern string is a comma-separated list of alternatives; the first alternative that
 //!   matches wins. An empty string never matches, and neither does an empty alternative
 //!   (`"a,,b"` is `"a,b"`).
-//! * Without a leading `^` an alternative is unanchored at the start: the matcher skips
-//!   haystack bytes until the first pattern byte matches, then compares literally, without
-//!   backtracking: `abc` does not match `ababc` (the comparison starts at the first `a`).
+//! * Without a leading `^` an alternative is unanchored at the start: it may match anywhere
+//!   in the haystack (`abc` matches `ababc`). ouistiti's matcher does not backtrack and would
+//!   miss that; see [`matches_one`] for why wsgate does not copy it.
 //! * With a leading `^` the match starts at the first byte of the haystack.
-//! * `*` matches any run of bytes, possibly empty: after it the matcher skips again until the
-//!   next pattern byte matches.
+//! * `*` matches any run of bytes, possibly empty.
 //! * There is no implicit end anchor: the match succeeds as soon as the pattern is used up. A
 //!   trailing `$` requires the haystack to end there. A `$` anywhere else is a literal.
 //! * Matching is case-sensitive and byte-wise (UTF-8 stays UTF-8: a lead byte never equals a
@@ -43,40 +42,53 @@ pub fn matches(patterns: &str, haystack: &str) -> bool {
         .any(|alt| !alt.is_empty() && matches_one(alt.as_bytes(), haystack.as_bytes()))
 }
 
-/// Matches one non-empty alternative.
+/// Matches one non-empty alternative: a glob over the whole haystack, where an unanchored
+/// start acts as a leading `*` and a missing `$` as a trailing `*`.
+///
+/// ouistiti's own matcher does not backtrack (after a partial match it gives up on that
+/// position), so `deny = "internal/*"` there misses `/api/internal/x`. That is a bug, and one
+/// that lets requests through a deny list: wsgate backtracks, so a pattern matches wherever
+/// a reader of the pattern would expect it to.
 fn matches_one(pattern: &[u8], haystack: &[u8]) -> bool {
-    // Leading '^': anchored at the start; otherwise skip until the first pattern byte.
-    let (mut skipping, pattern) = match pattern.split_first() {
+    let (lead, core) = match pattern.split_first() {
         Some((b'^', rest)) => (false, rest),
         _ => (true, pattern),
     };
-    // Trailing '$': the haystack must end where the pattern does.
-    let (pattern, anchored_end) = match pattern.split_last() {
-        Some((b'$', rest)) => (rest, true),
-        _ => (pattern, false),
+    let (core, trail) = match core.split_last() {
+        Some((b'$', rest)) => (rest, false),
+        _ => (core, true),
     };
-    let mut hay = haystack;
-    for &p in pattern {
-        if p == b'*' {
-            skipping = true;
-            continue;
+    // The virtual pattern is `[*] core [*]`; `at(i)` reads it without building it.
+    let len = core.len() + usize::from(lead) + usize::from(trail);
+    let at = |i: usize| -> u8 {
+        if lead && i == 0 || trail && i + 1 == len {
+            return b'*';
         }
-        if skipping {
-            // Skip to the first occurrence of `p`; there is no retry at a later one.
-            let Some(at) = hay.iter().position(|&h| h == p) else {
-                return false;
-            };
-            hay = hay.get(at + 1..).unwrap_or_default();
-            skipping = false;
+        core.get(i - usize::from(lead)).copied().unwrap_or(b'*')
+    };
+    // Classic wildcard matching with one backtrack point: linear in practice, O(n·m) at worst
+    // (paths are at most 256 bytes, patterns short).
+    let (mut pi, mut hi) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while let Some(&h) = haystack.get(hi) {
+        if pi < len && at(pi) == b'*' {
+            star = Some((pi, hi));
+            pi += 1;
+        } else if pi < len && at(pi) == h {
+            pi += 1;
+            hi += 1;
+        } else if let Some((sp, sh)) = star {
+            pi = sp + 1;
+            hi = sh + 1;
+            star = Some((sp, sh + 1));
         } else {
-            match hay.split_first() {
-                Some((&h, rest)) if h == p => hay = rest,
-                _ => return false,
-            }
+            return false;
         }
     }
-    // A pattern that ends in '*' (or is only a skip) swallows whatever is left.
-    !anchored_end || skipping || hay.is_empty()
+    while pi < len && at(pi) == b'*' {
+        pi += 1;
+    }
+    pi == len
 }
 
 /// The allow / deny / denylast settings of one route.
@@ -135,12 +147,11 @@ mod tests {
     }
 
     #[test]
-    fn no_backtracking() {
-        assert!(!matches("abc", "ababc"));
-        assert!(!matches("echo", "/eecho"));
+    fn backtracks_where_ouistiti_did_not() {
+        assert!(matches("abc", "ababc"));
+        assert!(matches("echo", "/eecho"));
         assert!(!matches("abc", "abxbc"));
-        // Nor after a '*'.
-        assert!(!matches("a*bc", "abxbc"));
+        assert!(matches("a*bc", "abxbc"));
         assert!(matches("a*bc", "axxbc"));
     }
 
@@ -166,9 +177,8 @@ mod tests {
         assert!(matches("internal/*", "/internal/x"));
         assert!(matches("internal/*", "/x/internal/y"));
         assert!(!matches("internal/*", "/internal"));
-        // "skip until the next pattern byte" stops at the first '/', with no retry.
         assert!(matches("^*/b", "/b"));
-        assert!(!matches("^*/b", "/a/b"));
+        assert!(matches("^*/b", "/a/b"));
         assert!(matches("**", "/a"));
     }
 
@@ -266,8 +276,8 @@ mod tests {
         assert!(!a.permits("/a/internal/x"));
         assert!(a.permits("/internal"));
         assert!(a.permits("/echo"));
-        // No backtracking: the skip stops at the 'i' of "api", and "internal/" does not follow.
-        assert!(a.permits("/api/internal/x"));
+        // ouistiti would let this through (its skip stops at the 'i' of "api"); wsgate denies.
+        assert!(!a.permits("/api/internal/x"));
         // denylast: allow "*" is checked first and accepts.
         let a = acl("*", "internal/*", true);
         assert!(a.permits("/internal/x"));
@@ -276,39 +286,25 @@ mod tests {
         assert!(a.permits("/internal/echo"));
         assert!(!a.permits("/internal/x"));
         assert!(a.permits("/chat"));
-        // No backtracking: "echo" skips to the first 'e', the one in "internal", and fails.
+        // allow "echo" matches "/internal/echo" and is checked before the last deny.
         let a = acl("echo", "internal/*", true);
-        assert!(!a.permits("/internal/echo"));
+        assert!(a.permits("/internal/echo"));
     }
 
-    /// A plain reading of the pattern language, written apart from `matches_one`.
+    /// A plain recursive reading of the pattern language, written apart from `matches_one`.
     fn reference(alt: &str, hay: &str) -> bool {
+        fn glob(p: &[u8], h: &[u8]) -> bool {
+            match p.split_first() {
+                None => h.is_empty(),
+                Some((b'*', rest)) => (0..=h.len()).any(|i| glob(rest, &h[i..])),
+                Some((c, rest)) => h.first() == Some(c) && glob(rest, &h[1..]),
+            }
+        }
         let (anchored, body) = alt.strip_prefix('^').map_or((false, alt), |b| (true, b));
         let (body, end) = body.strip_suffix('$').map_or((body, false), |b| (b, true));
-        // Split the body into literal runs at '*'. Each run after a skip starts at the first
-        // occurrence of its first byte; the rest of the run must follow literally.
-        let mut pos = 0;
-        let mut skip = !anchored;
-        for (i, run) in body.split('*').enumerate() {
-            if i > 0 {
-                skip = true;
-            }
-            let Some(first) = run.bytes().next() else {
-                continue;
-            };
-            if skip {
-                match hay.as_bytes()[pos..].iter().position(|&b| b == first) {
-                    Some(at) => pos += at,
-                    None => return false,
-                }
-                skip = false;
-            }
-            if !hay.as_bytes()[pos..].starts_with(run.as_bytes()) {
-                return false;
-            }
-            pos += run.len();
-        }
-        !end || skip || pos == hay.len()
+        let pattern =
+            format!("{}{body}{}", if anchored { "" } else { "*" }, if end { "" } else { "*" });
+        glob(pattern.as_bytes(), hay.as_bytes())
     }
 
     #[test]
