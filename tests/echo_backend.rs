@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
-use wsgate::relay::record::{RecordHeader, OP_BINARY, OP_CLOSE, OP_CONTINUATION};
+use wsgate::relay::record::{RecordHeader, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_TEXT};
 
 const CLIENTS: usize = 20;
 
@@ -19,7 +19,7 @@ const CLIENTS: usize = 20;
 struct Backend {
     child: Child,
     /// Kept open so that the backend's stderr never becomes a broken pipe.
-    _stderr: BufReader<ChildStderr>,
+    stderr: BufReader<ChildStderr>,
     dir: PathBuf,
     path: PathBuf,
 }
@@ -44,7 +44,14 @@ impl Backend {
             line.trim_end(),
             format!("websocket_echo: listening on {} ({mode})", path.display())
         );
-        Self { child, _stderr: stderr, dir, path }
+        Self { child, stderr, dir, path }
+    }
+
+    /// The backend's next log line.
+    fn log_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stderr.read_line(&mut line).unwrap();
+        line
     }
 
     /// SIGTERM: the backend must exit 0 and take its socket file with it.
@@ -121,7 +128,8 @@ fn record(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn framed_echo_of_split_megabyte_and_close() {
-    let backend = Backend::start("framed", "framed", &[]);
+    // 1 MiB of payload plus 6 headers is over the default limit of 1 MiB.
+    let backend = Backend::start("framed", "framed", &["-M", "2M"]);
     std::thread::scope(|scope| {
         for c in 0..CLIENTS {
             let path = &backend.path;
@@ -147,6 +155,105 @@ fn framed_echo_of_split_megabyte_and_close() {
             });
         }
     });
+    backend.stop();
+}
+
+/// Reads until end of stream; a reset after the data counts as the end too (the backend
+/// closes without reading the rest of an oversized message).
+fn read_to_close(mut stream: &UnixStream) -> Vec<u8> {
+    let mut back = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return back,
+            Ok(n) => back.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return back,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+const CLOSE_TOO_BIG: [u8; 7] = [0x88, 0, 0, 0, 2, 0x03, 0xf1];
+
+#[test]
+fn framed_whole_message_is_read_before_its_echo() {
+    // Like kosoku: each client writes everything before it reads anything back. A backend
+    // that echoed while the message still arrives would fill the socket buffers both ways and
+    // the write would time out.
+    let backend = Backend::start("whole", "framed", &["-M", "32M"]);
+    std::thread::scope(|scope| {
+        for c in 0..3 {
+            let path = &backend.path;
+            scope.spawn(move || {
+                const RECORD: usize = 1 << 20;
+                let message = pattern(20 * RECORD, c);
+                let mut out = Vec::with_capacity(message.len() + 1024);
+                for (i, part) in message.chunks(RECORD).enumerate() {
+                    let op = if i == 0 { OP_BINARY } else { OP_CONTINUATION };
+                    out.extend(record((i + 1) * RECORD == message.len(), op, part));
+                }
+                // A second, small message and a close record, written before the first echo
+                // is read: they are answered after it, in order.
+                out.extend(record(true, OP_TEXT, b"and a small one"));
+                out.extend(record(true, OP_CLOSE, &1000u16.to_be_bytes()));
+                let stream = UnixStream::connect(path).unwrap();
+                timeouts(&stream);
+                (&stream).write_all(&out).unwrap();
+                let back = read_to_close(&stream);
+                assert_eq!(back.len(), out.len(), "client {c}");
+                assert!(back == out, "client {c}: echo differs");
+            });
+        }
+    });
+    backend.stop();
+}
+
+#[test]
+fn framed_message_over_the_limit_gets_close_1009() {
+    let mut backend = Backend::start("limit", "framed", &["-M", "1K"]);
+    // Exactly 1024 bytes with its header: echoed.
+    let fits = record(true, OP_BINARY, &pattern(1024 - 5, 1));
+    // 605 + 505 bytes in two records: the second header takes it over the limit.
+    let mut over = record(false, OP_TEXT, &[b'a'; 600]);
+    over.extend(record(true, OP_CONTINUATION, &[b'b'; 500]));
+    let stream = UnixStream::connect(&backend.path).unwrap();
+    timeouts(&stream);
+    (&stream).write_all(&fits).unwrap();
+    let mut back = vec![0u8; fits.len()];
+    (&stream).read_exact(&mut back).unwrap();
+    assert_eq!(back, fits);
+    (&stream).write_all(&over).unwrap();
+    assert_eq!(read_to_close(&stream), CLOSE_TOO_BIG);
+    let log = backend.log_line();
+    assert!(log.contains("1110 bytes") && log.contains("close 1009"), "{log}");
+
+    // A close record inside an unfinished message: everything before it comes back.
+    let mut partial = record(false, OP_BINARY, b"unfinished");
+    partial.extend(record(true, OP_CLOSE, b""));
+    let back =
+        exchange(UnixStream::connect(&backend.path).unwrap(), &partial, partial.len(), false);
+    assert_eq!(back, partial);
+    backend.stop();
+
+    // The default limit is 1 MiB, headers included; the answer comes before the payload is
+    // read, while the client is still writing.
+    let mut backend = Backend::start("limit-default", "framed", &[]);
+    let big = record(true, OP_BINARY, &pattern(1 << 20, 2));
+    let stream = UnixStream::connect(&backend.path).unwrap();
+    timeouts(&stream);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // Fails with EPIPE or a reset once the backend has closed: expected.
+            let _ = (&stream).write_all(&big);
+        });
+        assert_eq!(read_to_close(&stream), CLOSE_TOO_BIG);
+    });
+    let log = backend.log_line();
+    assert!(log.contains("1048581 bytes") && log.contains("1048576-byte limit"), "{log}");
+    // The backend carries on.
+    let ok = record(true, OP_BINARY, b"still here");
+    let back = exchange(UnixStream::connect(&backend.path).unwrap(), &ok, ok.len(), true);
+    assert_eq!(back, ok);
     backend.stop();
 }
 

@@ -66,7 +66,7 @@ const MESSAGES_PER_CLIENT: usize = 1250;
 #[test]
 fn relaying_allocates_nothing() {
     let dir = TempDir::new("alloc");
-    let _echo = spawn_echo(&dir.0, "echo", "framed", &[]);
+    let _echo = spawn_echo(&dir.0, "echo", "framed", &["-M", "4M"]);
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         docroot: dir.0.clone(),

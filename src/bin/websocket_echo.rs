@@ -3,14 +3,21 @@
 //!
 //! This program owns the echo semantics of each relay mode and its own event loop: one
 //! single-threaded mio `Poll`, up to [`MAX_CLIENTS`] clients, each with one fixed buffer of
-//! [`BUF_LEN`] bytes allocated when it connects and reused for every message. Bytes are echoed
-//! from that buffer in place, so a client whose peer stops reading fills it and is then not
-//! read from until the echo drains (backpressure instead of unbounded queues).
+//! [`BUF_LEN`] bytes allocated when it connects and reused for every message. A client whose
+//! peer stops reading fills that buffer and is then not read from until its echo drains
+//! (backpressure instead of unbounded queues).
 //!
-//! * `stream`, `lines`: bytes come back exactly as they were sent.
-//! * `framed`: the record headers of [`wsgate::relay::record`] are followed so that a close
-//!   record can be answered and a malformed stream dropped; data records are echoed verbatim,
-//!   however large, streaming through the buffer.
+//! * `stream`, `lines`: bytes come back exactly as they were sent, streaming through the
+//!   buffer.
+//! * `framed`: like a WebSocket echo server, a whole message is read before it is echoed. The
+//!   records of [`wsgate::relay::record`] are collected verbatim (headers and payloads, as they
+//!   came) in a per-client message buffer until the record with `F` completes the message;
+//!   then all of those bytes are echoed, and the client is read from again (into the fixed
+//!   buffer only) once the echo is written. A message bigger than `-M` bytes, headers
+//!   included, is answered with close 1009 and the connection closed; a close record is
+//!   answered once everything before it is echoed. The message buffer is allocated on the
+//!   first message, grows as needed up to the limit, is kept for the next message and freed
+//!   when the client leaves. A malformed record stream is dropped.
 //! * `seqpacket`: each packet comes back as one packet.
 //!
 //! SIGTERM and SIGINT arrive through a signalfd in the same loop; the socket file is removed on
@@ -47,6 +54,10 @@ macro_rules! say {
 const MAX_CLIENTS: usize = 256;
 /// Each client's echo buffer. 64 KiB also bounds a `seqpacket` message.
 const BUF_LEN: usize = 64 * 1024;
+/// The first allocation of a `framed` message buffer; it doubles from there, up to the limit.
+const MSG_MIN_CAP: usize = 64 * 1024;
+/// The `framed` answer to a message over the `-M` limit: close 1009, "message too big".
+const CLOSE_TOO_BIG: [u8; HEADER_LEN + 2] = [0x88, 0, 0, 0, 2, 0x03, 0xf1];
 /// Reads plus writes one client may do per loop turn before the others get theirs: a client
 /// that keeps both directions busy would otherwise hold the loop forever, since with
 /// edge-triggered readiness we drain every socket until it would block.
@@ -73,6 +84,10 @@ struct Args {
     /// listen backlog (default 64)
     #[argh(option, short = 'b', default = "64")]
     backlog: i32,
+    /// framed mode: largest message, record headers included, in bytes or with a K or M
+    /// suffix (default 1M); a bigger one is answered with close 1009
+    #[argh(option, short = 'M', default = "ByteSize(1 << 20)")]
+    max_message: ByteSize,
     /// print a line per client connect and disconnect
     #[argh(switch, short = 'v')]
     verbose: bool,
@@ -120,6 +135,28 @@ impl Mode {
             Self::SeqPacket => SocketKind::SeqPacket,
             Self::Stream | Self::Lines | Self::Framed => SocketKind::Stream,
         }
+    }
+}
+
+/// A byte count given as a plain integer or with a `K` (KiB) or `M` (MiB) suffix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ByteSize(usize);
+
+impl core::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (digits, unit) = if let Some(d) = s.strip_suffix(['K', 'k']) {
+            (d, 1 << 10)
+        } else if let Some(d) = s.strip_suffix(['M', 'm']) {
+            (d, 1 << 20)
+        } else {
+            (s, 1)
+        };
+        let bad =
+            || format!("{s:?} is not a positive byte count (an integer, optionally with K or M)");
+        let n: usize = digits.parse().map_err(|_| bad())?;
+        n.checked_mul(unit).filter(|&b| b > 0).map(Self).ok_or_else(bad)
     }
 }
 
@@ -189,7 +226,7 @@ fn run(args: &Args) -> Result<(), Fatal> {
         SocketKind::SeqPacket => Listener::Packet(std::os::unix::net::UnixListener::from(fd)),
     };
 
-    let mut server = Server::new(listener, args.mode, args.verbose)?;
+    let mut server = Server::new(listener, args.mode, args.max_message.0, args.verbose)?;
     server
         .poll
         .registry()
@@ -378,6 +415,10 @@ enum Gone {
     Done,
     /// The close record was answered.
     Closed,
+    /// A `framed` message grew past the `-M` limit; close 1009 was answered.
+    TooBig { size: usize, limit: usize },
+    /// The buffer for a `framed` message of this many bytes could not be allocated.
+    NoMemory(usize),
     /// The client went away before reading its echoes.
     Reset,
     /// A `seqpacket` message of this many bytes did not fit the buffer.
@@ -393,6 +434,12 @@ impl core::fmt::Display for Gone {
         match self {
             Self::Done => f.write_str("end of stream"),
             Self::Closed => f.write_str("close record answered"),
+            Self::TooBig { size, limit } => write!(
+                f,
+                "message of {size} bytes or more exceeds the {limit}-byte limit (-M), answered \
+                 with close 1009"
+            ),
+            Self::NoMemory(n) => write!(f, "cannot allocate {n} bytes for a message"),
             Self::Reset => f.write_str("connection reset"),
             Self::Truncated(n) => {
                 write!(f, "packet of {n} bytes is larger than the {BUF_LEN}-byte buffer")
@@ -423,6 +470,17 @@ impl core::fmt::Display for FrameError {
     }
 }
 
+/// Where [`Framer::scan`] stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Boundary {
+    /// The last record of a message ended.
+    Message,
+    /// A close record ended (nothing after it is echoed).
+    Close,
+    /// A record header took the message to this many bytes, over the limit.
+    TooBig(usize),
+}
+
 /// Follows the record structure of a `framed` byte stream as it passes through, without
 /// holding any of it: only a split header is kept, in 5 bytes.
 #[derive(Debug, Default)]
@@ -431,13 +489,20 @@ struct Framer {
     header_len: usize,
     payload_left: u32,
     in_message: bool,
+    /// The record being read is a close record.
     in_close: bool,
+    /// The record being read is the last of its message.
+    last: bool,
+    /// Bytes of the current message, headers included, as its headers so far declare.
+    msg_bytes: usize,
 }
 
 impl Framer {
-    /// Walks newly read bytes. Returns the offset just past a close record when one ends in
-    /// `data` (what follows it is never echoed).
-    fn scan(&mut self, data: &[u8]) -> Result<Option<usize>, FrameError> {
+    /// Walks newly read bytes up to the first boundary in them: returns the offset just past
+    /// it, or `None` when all of `data` belongs to a message that goes on. A message's size
+    /// is checked against `limit` at each record header, so `TooBig` comes before the payload
+    /// that would not fit.
+    fn scan(&mut self, data: &[u8], limit: usize) -> Result<Option<(usize, Boundary)>, FrameError> {
         let mut pos = 0;
         loop {
             if self.payload_left > 0 {
@@ -451,7 +516,12 @@ impl Framer {
                 }
             }
             if self.in_close {
-                return Ok(Some(pos));
+                return Ok(Some((pos, Boundary::Close)));
+            }
+            if self.last {
+                self.last = false;
+                self.msg_bytes = 0;
+                return Ok(Some((pos, Boundary::Message)));
             }
             let rest = data.get(pos..).unwrap_or_default();
             if rest.is_empty() {
@@ -478,7 +548,15 @@ impl Framer {
                 record::OP_TEXT | record::OP_BINARY if self.in_message => {
                     return Err(FrameError::NestedMessage)
                 }
-                _ => self.in_message = !header.fin,
+                _ => {
+                    self.in_message = !header.fin;
+                    self.last = header.fin;
+                    let len = usize::try_from(header.len).unwrap_or(usize::MAX);
+                    self.msg_bytes = self.msg_bytes.saturating_add(len).saturating_add(HEADER_LEN);
+                    if self.msg_bytes > limit {
+                        return Ok(Some((pos, Boundary::TooBig(self.msg_bytes))));
+                    }
+                }
             }
             self.payload_left = header.len;
         }
@@ -494,17 +572,33 @@ enum Turn {
     MoreWork,
 }
 
+/// How a `framed` connection ends once its echo buffer is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Finish {
+    /// A close record was echoed.
+    Close,
+    /// A message of this many bytes was over the limit; close 1009 was sent.
+    TooBig(usize),
+}
+
 #[derive(Debug)]
 struct Client {
     sock: Sock,
-    /// The echo buffer; `buf[start..end]` is read but not yet echoed.
+    /// The read buffer; `buf[start..end]` is read but not yet echoed (`stream`, `lines`,
+    /// `seqpacket`) or not yet taken into the message (`framed`).
     buf: Box<[u8]>,
     start: usize,
     end: usize,
     /// The client sent end of stream.
     eof: bool,
-    /// A close record was read: echo up to it, then close.
-    closing: bool,
+    /// `framed`: the records of the message read so far, verbatim; empty (and unallocated)
+    /// until the first message. Its capacity is kept for the next message.
+    msg: Vec<u8>,
+    /// `framed`: `msg` is complete and `msg[sent..]` is still to be echoed.
+    echo: bool,
+    sent: usize,
+    /// `framed`: end the connection once the echo is written.
+    finish: Option<Finish>,
     framer: Framer,
     /// What the socket is registered for now.
     interest: Interest,
@@ -520,35 +614,66 @@ impl Client {
             start: 0,
             end: 0,
             eof: false,
-            closing: false,
+            msg: Vec::new(),
+            echo: false,
+            sent: 0,
+            finish: None,
             framer: Framer::default(),
             interest: Interest::READABLE,
             queued: false,
         }
     }
 
-    fn pending(&self) -> bool {
-        self.start < self.end
+    /// Bytes are waiting to be echoed.
+    fn pending(&self, mode: Mode) -> bool {
+        match mode {
+            Mode::Framed => self.echo,
+            Mode::Stream | Mode::Lines | Mode::SeqPacket => self.start < self.end,
+        }
     }
 
     fn wants_read(&self, mode: Mode) -> bool {
-        if self.eof || self.closing {
+        if self.eof || self.finish.is_some() {
             return false;
         }
         match mode {
             // Packets are echoed one at a time: the buffer holds exactly one.
-            Mode::SeqPacket => !self.pending(),
-            // Room at the tail, or at the front once the tail is moved there.
+            Mode::SeqPacket => !self.pending(mode),
+            // Room at the tail, or at the front once the tail is moved there. In `framed` mode
+            // the buffer is only filled while an echo is written; otherwise every read is
+            // taken into the message at once.
             Mode::Stream | Mode::Lines | Mode::Framed => self.end - self.start < self.buf.len(),
         }
     }
 
-    /// Echoes what can be echoed and reads what fits, until both would block or the budget is
-    /// spent.
-    fn run(&mut self, mode: Mode) -> Result<Turn, Gone> {
+    /// One read into the free part of the buffer; whether anything (data or EOF) came.
+    fn read_some(&mut self) -> Result<bool, Gone> {
+        if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        let space = self.buf.get_mut(self.end..).unwrap_or_default();
+        match self.sock.read(space)? {
+            Some(0) => self.eof = true,
+            Some(n) => self.end += n,
+            None => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Gives the client its turn: until both directions would block or the budget is spent.
+    fn run(&mut self, mode: Mode, max_message: usize) -> Result<Turn, Gone> {
+        match mode {
+            Mode::Framed => self.run_framed(max_message),
+            Mode::Stream | Mode::Lines | Mode::SeqPacket => self.run_stream(mode),
+        }
+    }
+
+    /// Echoes what can be echoed and reads what fits.
+    fn run_stream(&mut self, mode: Mode) -> Result<Turn, Gone> {
         for _ in 0..TURN_BUDGET {
             let mut progress = false;
-            if self.pending() {
+            if self.pending(mode) {
                 let out = self.buf.get(self.start..self.end).unwrap_or_default();
                 if let Some(n) = self.sock.write(out)? {
                     self.start += n;
@@ -558,28 +683,11 @@ impl Client {
                     }
                 }
             }
-            if !self.pending() {
-                if self.closing {
-                    return Err(Gone::Closed);
-                }
-                if self.eof {
-                    return Err(Gone::Done);
-                }
+            if !self.pending(mode) && self.eof {
+                return Err(Gone::Done);
             }
             if self.wants_read(mode) {
-                if self.end == self.buf.len() {
-                    self.buf.copy_within(self.start..self.end, 0);
-                    (self.start, self.end) = (0, self.end - self.start);
-                }
-                let space = self.buf.get_mut(self.end..).unwrap_or_default();
-                if let Some(n) = self.sock.read(space)? {
-                    progress = true;
-                    if n == 0 {
-                        self.eof = true;
-                    } else {
-                        self.take(mode, n)?;
-                    }
-                }
+                progress |= self.read_some()?;
             }
             if !progress {
                 return Ok(Turn::Blocked);
@@ -588,25 +696,87 @@ impl Client {
         Ok(Turn::MoreWork)
     }
 
-    /// Accepts `n` newly read bytes at `buf[end..]` into the echo queue.
-    fn take(&mut self, mode: Mode, n: usize) -> Result<(), Gone> {
-        let new = self.buf.get(self.end..self.end + n).unwrap_or_default();
-        if mode == Mode::Framed {
-            if let Some(close_end) = self.framer.scan(new).map_err(Gone::Malformed)? {
-                // The close answer is the last thing the client gets.
-                self.end += close_end;
-                self.closing = true;
-                return Ok(());
+    /// Reads, takes the read bytes into the message and echoes complete messages. Every
+    /// read is collected in the same round, so a turn never ends with a full buffer and no
+    /// echo to write.
+    fn run_framed(&mut self, max_message: usize) -> Result<Turn, Gone> {
+        for _ in 0..TURN_BUDGET {
+            let mut progress = false;
+            if self.wants_read(Mode::Framed) {
+                progress = self.read_some()?;
+            }
+            progress |= self.collect(max_message)?;
+            if self.echo {
+                let out = self.msg.get(self.sent..).unwrap_or_default();
+                if let Some(n) = self.sock.write(out)? {
+                    self.sent += n;
+                    progress |= n > 0;
+                }
+                if self.sent >= self.msg.len() {
+                    // Keep the capacity for the next message.
+                    self.msg.clear();
+                    (self.echo, self.sent) = (false, 0);
+                    match self.finish {
+                        Some(Finish::Close) => return Err(Gone::Closed),
+                        Some(Finish::TooBig(size)) => {
+                            return Err(Gone::TooBig { size, limit: max_message })
+                        }
+                        None => {}
+                    }
+                }
+            }
+            // At end of stream an unfinished message is dropped: it never was a message.
+            if !self.echo && self.eof && self.start == self.end {
+                return Err(Gone::Done);
+            }
+            if !progress {
+                return Ok(Turn::Blocked);
             }
         }
-        self.end += n;
-        Ok(())
+        Ok(Turn::MoreWork)
+    }
+
+    /// Unless an echo is being written, moves the read bytes into the message, up to the
+    /// first boundary: the end of a message or a close record starts the echo, an oversized
+    /// message is replaced by close 1009. Whether anything was taken.
+    fn collect(&mut self, max_message: usize) -> Result<bool, Gone> {
+        if self.echo || self.start == self.end {
+            return Ok(false);
+        }
+        let data = self.buf.get(self.start..self.end).unwrap_or_default();
+        let found = self.framer.scan(data, max_message).map_err(Gone::Malformed)?;
+        match found {
+            Some((_, Boundary::TooBig(size))) => {
+                // What is left of the input is never answered.
+                self.msg.clear();
+                grow(&mut self.msg, &CLOSE_TOO_BIG, max_message)?;
+                (self.start, self.end) = (0, 0);
+                self.finish = Some(Finish::TooBig(size));
+                self.echo = true;
+            }
+            Some((at, boundary)) => {
+                grow(&mut self.msg, data.get(..at).unwrap_or_default(), max_message)?;
+                self.start += at;
+                if boundary == Boundary::Close {
+                    self.finish = Some(Finish::Close);
+                }
+                self.echo = true;
+            }
+            None => {
+                grow(&mut self.msg, data, max_message)?;
+                self.start = self.end;
+            }
+        }
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+        Ok(true)
     }
 
     /// The readiness the client waits for, `None` when it waits for nothing.
     fn wanted(&self, mode: Mode) -> Option<Interest> {
         let read = self.wants_read(mode).then_some(Interest::READABLE);
-        let write = self.pending().then_some(Interest::WRITABLE);
+        let write = self.pending(mode).then_some(Interest::WRITABLE);
         match (read, write) {
             (Some(r), Some(w)) => Some(r | w),
             (r, w) => r.or(w),
@@ -614,11 +784,31 @@ impl Client {
     }
 }
 
+/// Appends `data` to a `framed` message buffer. Capacity doubles from [`MSG_MIN_CAP`] but is
+/// capped at what `max_message` needs (a message plus a close record, at most one read more),
+/// and an allocation failure ends the client instead of the process.
+fn grow(msg: &mut Vec<u8>, data: &[u8], max_message: usize) -> Result<(), Gone> {
+    let need = msg.len().saturating_add(data.len());
+    if need > msg.capacity() {
+        let cap = msg
+            .capacity()
+            .saturating_mul(2)
+            .max(MSG_MIN_CAP)
+            .min(max_message.saturating_add(HEADER_LEN + record::MAX_CLOSE_PAYLOAD))
+            .max(need);
+        msg.try_reserve_exact(cap - msg.len()).map_err(|_| Gone::NoMemory(cap))?;
+    }
+    msg.extend_from_slice(data);
+    Ok(())
+}
+
 #[derive(Debug)]
 struct Server {
     poll: Poll,
     listener: Listener,
     mode: Mode,
+    /// `-M`: the largest `framed` message.
+    max_message: usize,
     verbose: bool,
     clients: Vec<Option<Client>>,
     /// Clients whose budget ran out, to run on the next turn; `spare` is its swap partner so
@@ -630,13 +820,19 @@ struct Server {
 }
 
 impl Server {
-    fn new(mut listener: Listener, mode: Mode, verbose: bool) -> Result<Self, Fatal> {
+    fn new(
+        mut listener: Listener,
+        mode: Mode,
+        max_message: usize,
+        verbose: bool,
+    ) -> Result<Self, Fatal> {
         let poll = Poll::new().map_err(|e| Fatal::new("poll", e))?;
         listener.register(poll.registry()).map_err(|e| Fatal::new("poll", e))?;
         Ok(Self {
             poll,
             listener,
             mode,
+            max_message,
             verbose,
             clients: (0..MAX_CLIENTS).map(|_| None).collect(),
             again: Vec::with_capacity(MAX_CLIENTS),
@@ -713,11 +909,11 @@ impl Server {
 
     /// Gives client `idx` its turn; a stale index (the client already left) is ignored.
     fn service(&mut self, idx: usize) {
-        let mode = self.mode;
+        let (mode, max_message) = (self.mode, self.max_message);
         let Some(slot) = self.clients.get_mut(idx) else { return };
         let Some(client) = slot.as_mut() else { return };
         client.queued = false;
-        let gone = match client.run(mode) {
+        let gone = match client.run(mode, max_message) {
             Ok(turn) => {
                 if turn == Turn::MoreWork {
                     client.queued = true;
@@ -744,7 +940,11 @@ impl Server {
             let _ = client.sock.deregister(self.poll.registry());
         }
         match gone {
-            Gone::Malformed(_) | Gone::Truncated(_) | Gone::Io(..) => {
+            Gone::TooBig { .. }
+            | Gone::NoMemory(_)
+            | Gone::Malformed(_)
+            | Gone::Truncated(_)
+            | Gone::Io(..) => {
                 say!("client {idx}: {gone}; closing");
             }
             Gone::Done | Gone::Closed | Gone::Reset => {
@@ -789,42 +989,103 @@ mod tests {
         v
     }
 
+    const NO_LIMIT: usize = usize::MAX;
+
+    /// Every boundary in `stream` fed in pieces of `chunk` bytes, as absolute offsets; stops
+    /// at the first close or oversized message.
+    fn boundaries(stream: &[u8], chunk: usize, limit: usize) -> Vec<(usize, Boundary)> {
+        let mut framer = Framer::default();
+        let mut found = Vec::new();
+        let mut seen = 0;
+        for piece in stream.chunks(chunk) {
+            let mut piece = piece;
+            while let Some((at, b)) = framer.scan(piece, limit).unwrap() {
+                found.push((seen + at, b));
+                if b != Boundary::Message {
+                    return found;
+                }
+                piece = &piece[at..];
+                seen += at;
+            }
+            seen += piece.len();
+        }
+        found
+    }
+
     #[test]
     fn framer_follows_records_split_at_every_byte() {
         let mut stream = rec(false, record::OP_TEXT, b"hello ");
         stream.extend(rec(true, record::OP_CONTINUATION, b"world"));
+        let first_end = stream.len();
         stream.extend(rec(true, record::OP_BINARY, b""));
+        let second_end = stream.len();
         let close_at = stream.len() + HEADER_LEN + 2;
         stream.extend(rec(true, record::OP_CLOSE, &1000u16.to_be_bytes()));
         stream.extend(b"trailing junk");
+        let want = vec![
+            (first_end, Boundary::Message),
+            (second_end, Boundary::Message),
+            (close_at, Boundary::Close),
+        ];
         for chunk in 1..=stream.len() {
-            let mut framer = Framer::default();
-            let mut seen = 0;
-            let mut found = None;
-            for piece in stream.chunks(chunk) {
-                if let Some(end) = framer.scan(piece).unwrap() {
-                    found = Some(seen + end);
-                    break;
-                }
-                seen += piece.len();
-            }
-            assert_eq!(found, Some(close_at), "chunk size {chunk}");
+            assert_eq!(boundaries(&stream, chunk, NO_LIMIT), want, "chunk size {chunk}");
         }
+    }
+
+    #[test]
+    fn framer_checks_the_limit_per_message_headers_included() {
+        // 3 + 5 and 2 + 5 bytes: 15 in all.
+        let mut stream = rec(false, record::OP_BINARY, b"abc");
+        stream.extend(rec(true, record::OP_CONTINUATION, b"de"));
+        let end = stream.len();
+        for chunk in 1..=stream.len() {
+            assert_eq!(boundaries(&stream, chunk, 15), vec![(end, Boundary::Message)]);
+            // Over by one: found at the second header, before its payload.
+            assert_eq!(boundaries(&stream, chunk, 14), vec![(13, Boundary::TooBig(15))]);
+        }
+        // The count starts again with each message.
+        let mut two = stream.clone();
+        two.extend(&stream);
+        let got = boundaries(&two, 4, 15);
+        assert_eq!(got, vec![(end, Boundary::Message), (2 * end, Boundary::Message)]);
+    }
+
+    #[test]
+    fn byte_sizes_parse() {
+        assert_eq!("1".parse(), Ok(ByteSize(1)));
+        assert_eq!("1000".parse(), Ok(ByteSize(1000)));
+        assert_eq!("64K".parse(), Ok(ByteSize(64 << 10)));
+        assert_eq!("32M".parse(), Ok(ByteSize(32 << 20)));
+        assert_eq!("2m".parse(), Ok(ByteSize(2 << 20)));
+        for bad in ["", "M", "0", "0K", "-1", "1G", "1.5M", "1 M", "99999999999999999999M"] {
+            assert!(bad.parse::<ByteSize>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn message_buffer_capacity_stays_within_the_limit() {
+        let limit = 200_000;
+        let mut msg = Vec::new();
+        while msg.len() + 1000 <= limit {
+            grow(&mut msg, &[7; 1000], limit).unwrap();
+            assert!(msg.capacity() <= limit + HEADER_LEN + record::MAX_CLOSE_PAYLOAD);
+        }
+        assert!(msg.capacity() >= MSG_MIN_CAP);
     }
 
     #[test]
     fn framer_rejects_bad_sequences() {
         let mut framer = Framer::default();
         assert_eq!(
-            framer.scan(&rec(true, record::OP_CONTINUATION, b"x")),
+            framer.scan(&rec(true, record::OP_CONTINUATION, b"x"), NO_LIMIT),
             Err(FrameError::StrayContinuation)
         );
         let mut framer = Framer::default();
         let mut two = rec(false, record::OP_TEXT, b"a");
         two.extend(rec(true, record::OP_BINARY, b"b"));
-        assert_eq!(framer.scan(&two), Err(FrameError::NestedMessage));
+        assert_eq!(framer.scan(&two, NO_LIMIT), Err(FrameError::NestedMessage));
         let mut framer = Framer::default();
-        assert!(matches!(framer.scan(&[0x83, 0, 0, 0, 0]), Err(FrameError::Header(_))));
+        assert!(matches!(framer.scan(&[0x83, 0, 0, 0, 0], NO_LIMIT), Err(FrameError::Header(_))));
     }
 
     #[test]
@@ -832,7 +1093,7 @@ mod tests {
         let mut framer = Framer::default();
         let mut s = rec(false, record::OP_BINARY, b"part");
         s.extend(rec(true, record::OP_CLOSE, b""));
-        assert_eq!(framer.scan(&s), Ok(Some(s.len())));
+        assert_eq!(framer.scan(&s, NO_LIMIT), Ok(Some((s.len(), Boundary::Close))));
     }
 
     #[test]
