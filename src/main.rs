@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use wsgate::cli::Args;
 use wsgate::event_loop::Server;
 use wsgate::logging;
+use wsgate::sys::signals::Signals;
 
 fn main() -> ExitCode {
     let args: Args = argh::from_env();
@@ -16,6 +17,14 @@ fn main() -> ExitCode {
         }
     };
     logging::set_level(config.verbosity);
+    // Before any thread exists, so that the signal mask is everyone's.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("wsgate: signals: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let mut server = match Server::bind(config) {
         Ok(s) => s,
         Err(e) => {
@@ -23,6 +32,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = server.watch_signals(signals) {
+        eprintln!("wsgate: signals: {e}");
+        return ExitCode::from(1);
+    }
     match server.local_addr() {
         Ok(addr) => eprintln!("wsgate: listening on {addr}"),
         Err(e) => eprintln!("wsgate: listening (address unknown: {e})"),

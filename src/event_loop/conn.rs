@@ -95,6 +95,8 @@ pub enum Reason {
     IdleTimeout,
     /// The closing handshake did not finish in time.
     CloseTimeout,
+    /// The gateway is shutting down.
+    Shutdown,
 }
 
 /// What a refusal was about.
@@ -150,6 +152,7 @@ impl core::fmt::Display for Reason {
             Self::PingTimeout => f.write_str("ping timeout (1011)"),
             Self::IdleTimeout => f.write_str("idle timeout (1001)"),
             Self::CloseTimeout => f.write_str("closing handshake timeout"),
+            Self::Shutdown => f.write_str("gateway shutting down (1001)"),
         }
     }
 }
@@ -360,6 +363,22 @@ impl Connection {
     fn set_reason(&mut self, r: Reason) {
         if self.reason.is_none() {
             self.reason = Some(r);
+        }
+    }
+
+    /// Starts closing for a gateway shutdown: close 1001 to open connections, drop handshakes.
+    pub fn shutdown(&mut self, cx: &mut Ctx<'_>) {
+        match self.phase {
+            Phase::Handshake => {
+                self.set_reason(Reason::Shutdown);
+                self.phase = Phase::Linger;
+                self.client_eof = true;
+            }
+            Phase::Open => {
+                self.set_reason(Reason::Shutdown);
+                self.start_close(cx, close_code::GOING_AWAY);
+            }
+            _ => {}
         }
     }
 

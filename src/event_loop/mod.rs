@@ -20,13 +20,14 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use self::conn::{Connection, Ctx, Verdict};
-use self::token::{Side, LISTENER};
+use self::token::{Side, LISTENER, SIGNALS};
 use crate::buffer::BufPool;
 use crate::config::Config;
 use crate::log;
 use crate::logging::{INFO, WARN};
 use crate::relay::route::Docroot;
 use crate::slab::{Key, Slab};
+use crate::sys::signals::{Request, Signals};
 
 /// Token of the waker used by [`Handle::stop`].
 const WAKER: Token = Token(usize::MAX - 2);
@@ -83,6 +84,10 @@ pub struct Server {
     accept_paused: bool,
     active: usize,
     handle: Handle,
+    signals: Option<Signals>,
+    /// Set by SIGTERM/SIGINT: no more accepts; return once every connection has closed, or at
+    /// this instant.
+    draining: Option<Instant>,
 }
 
 impl Server {
@@ -113,6 +118,8 @@ impl Server {
             accept_paused: false,
             active: 0,
             handle: Handle { waker: Arc::new(waker), stop: Arc::new(AtomicBool::new(false)) },
+            signals: None,
+            draining: None,
             config,
             docroot,
         })
@@ -130,6 +137,20 @@ impl Server {
     #[must_use]
     pub fn handle(&self) -> Handle {
         self.handle.clone()
+    }
+
+    /// Takes SIGTERM/SIGINT (graceful stop) and SIGHUP (reload) from `signals`.
+    ///
+    /// # Errors
+    /// The registration error.
+    pub fn watch_signals(&mut self, signals: Signals) -> std::io::Result<()> {
+        self.poll.registry().register(
+            &mut mio::unix::SourceFd(&signals.raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
+        self.signals = Some(signals);
+        Ok(())
     }
 
     /// Live connections (including those answering 503).
@@ -174,6 +195,7 @@ impl Server {
                 match tok {
                     LISTENER => accept = true,
                     WAKER => {}
+                    SIGNALS => self.on_signals(now),
                     t => {
                         if let Some((key, side)) = token::decode(t) {
                             self.on_event(key, side, readable, writable, now);
@@ -181,12 +203,63 @@ impl Server {
                     }
                 }
             }
-            if accept || self.accept_paused {
+            if (accept || self.accept_paused) && self.draining.is_none() {
                 self.accept(now);
             }
             self.retry(now);
             if self.next_wake.is_some_and(|w| w <= now) {
                 self.fire_timers(now);
+            }
+            if let Some(deadline) = self.draining {
+                if self.conns.is_empty() {
+                    log!(INFO, "all connections closed; exiting");
+                    return Ok(());
+                }
+                if now >= deadline {
+                    log!(WARN, "shutdown timeout: dropping {} connection(s)", self.conns.len());
+                    for index in 0..self.conns.capacity() {
+                        if let Some(key) = self.conns.key_at(index) {
+                            self.close(key, now);
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn on_signals(&mut self, now: Instant) {
+        let request = match self.signals.as_ref().map(Signals::take) {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                log!(WARN, "signalfd: {e}");
+                None
+            }
+            None => None,
+        };
+        match request {
+            Some(Request::Stop(name)) if self.draining.is_none() => {
+                log!(
+                    INFO,
+                    "{name}: closing {} connection(s) with 1001, no new ones",
+                    self.conns.len()
+                );
+                let _ = self.poll.registry().deregister(&mut self.listener);
+                let deadline = now + self.config.close_timeout + Duration::from_secs(1);
+                self.draining = Some(deadline);
+                self.next_wake = Some(self.next_wake.map_or(deadline, |w| w.min(deadline)));
+                for index in 0..self.conns.capacity() {
+                    let Some(key) = self.conns.key_at(index) else { continue };
+                    let (mut cx, conns) = self.ctx(now);
+                    if let Some(c) = conns.get_mut(key) {
+                        c.shutdown(&mut cx);
+                    }
+                    self.drive(key, now);
+                }
+            }
+            Some(Request::Stop(_)) | None => {}
+            Some(Request::Reload) => {
+                log!(WARN, "SIGHUP: no configuration file to reload (started without -f)")
             }
         }
     }
