@@ -38,6 +38,10 @@ pub struct Args {
     /// denied endpoints, ouistiti pattern list (default "")
     #[argh(option, default = "String::new()")]
     pub deny: String,
+    /// accepted Origin headers: "same" (default: none, or the same host:port as Host), "*", or
+    /// a comma-separated list of origins or hosts
+    #[argh(option, default = "String::from(\"same\")")]
+    pub origin: String,
     /// evaluate deny after allow
     #[argh(switch)]
     pub denylast: bool,
@@ -103,6 +107,7 @@ impl Args {
             endpoint_modes,
             data_type,
             access: AccessList { allow: self.allow, deny: self.deny, denylast: self.denylast },
+            origin: crate::http::origin::OriginPolicy::parse(&self.origin),
             max_connections: self.max_connections,
             buffer_size: usize::try_from(buffer_size)
                 .map_err(|_| err("--buffer-size", "too large".into()))?,

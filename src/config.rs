@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::http::origin::OriginPolicy;
 use crate::relay::acl::AccessList;
 use crate::relay::codec::{DataType, Mode};
 
@@ -56,6 +57,8 @@ pub struct Config {
     pub data_type: DataType,
     /// allow / deny / denylast.
     pub access: AccessList,
+    /// Which `Origin` headers are accepted.
+    pub origin: OriginPolicy,
     /// Slab capacity for WebSocket connections.
     pub max_connections: u32,
     /// Size of each buffer.
@@ -85,6 +88,7 @@ impl Default for Config {
             endpoint_modes: Vec::new(),
             data_type: DataType::Text,
             access: AccessList::default(),
+            origin: OriginPolicy::SameHost,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             buffer_size: DEFAULT_BUFFER_SIZE,
             max_message: DEFAULT_MAX_MESSAGE,

@@ -108,6 +108,8 @@ pub enum Refusal {
     Path(path::PathError),
     /// allow / deny.
     Denied,
+    /// Origin policy.
+    Origin,
     /// No backend.
     Route(RouteError),
     /// `seqpacket` configured, stream socket found.
@@ -127,6 +129,7 @@ impl core::fmt::Display for Reason {
                     Refusal::Request(e) => write!(f, "{e}"),
                     Refusal::Path(e) => write!(f, "{e}"),
                     Refusal::Denied => f.write_str("denied by allow/deny"),
+                    Refusal::Origin => f.write_str("Origin not allowed"),
                     Refusal::Route(e) => write!(f, "{e}"),
                     Refusal::ModeMismatch => f.write_str("seqpacket mode but a stream socket"),
                     Refusal::TooLarge => f.write_str("request head too large"),
@@ -1006,6 +1009,18 @@ impl Connection {
                 return true;
             }
         };
+        if !cx.config.origin.permits(req.origin, req.host, false) {
+            crate::log!(
+                crate::logging::WARN,
+                "conn={} peer={} Origin {:?} refused for Host {:?}",
+                self.key,
+                self.peer,
+                req.origin.unwrap_or_default(),
+                req.host
+            );
+            self.refuse(cx, 403, Refusal::Origin);
+            return true;
+        }
         let mut decoded_buf = [0u8; path::MAX_PATH];
         let decoded = match path::decode(req.path, &mut decoded_buf) {
             Ok(d) => d,
