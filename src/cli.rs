@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
-use crate::config::{parse_bytes, parse_duration, Config, ConfigError, EndpointMode};
+use crate::config::{parse_bytes, parse_duration, Config, ConfigError, EndpointMode, Site};
 use crate::relay::acl::AccessList;
 use crate::relay::codec::{DataType, Mode};
 
@@ -100,7 +100,7 @@ impl Args {
         }
         let data_type: DataType = self.r#type.parse().map_err(|e| err("-t", e))?;
         let buffer_size = parse_bytes(&self.buffer_size).map_err(|e| err("--buffer-size", e))?;
-        let config = Config {
+        let site = Site {
             listen: SocketAddr::new(ip, self.port),
             docroot: self.docroot,
             mode,
@@ -109,8 +109,6 @@ impl Args {
             access: AccessList { allow: self.allow, deny: self.deny, denylast: self.denylast },
             origin: crate::http::origin::OriginPolicy::parse(&self.origin),
             max_connections: self.max_connections,
-            buffer_size: usize::try_from(buffer_size)
-                .map_err(|_| err("--buffer-size", "too large".into()))?,
             max_message: parse_bytes(&self.max_message).map_err(|e| err("--max-message", e))?,
             handshake_timeout: parse_duration(&self.handshake_timeout)
                 .map_err(|e| err("--handshake-timeout", e))?,
@@ -124,6 +122,11 @@ impl Args {
             ),
             close_timeout: parse_duration(&self.close_timeout)
                 .map_err(|e| err("--close-timeout", e))?,
+        };
+        let config = Config {
+            sites: vec![site],
+            buffer_size: usize::try_from(buffer_size)
+                .map_err(|_| err("--buffer-size", "too large".into()))?,
             verbosity: if self.quiet {
                 0
             } else if self.verbose {

@@ -42,9 +42,70 @@ pub struct EndpointMode {
     pub mode: Mode,
 }
 
-/// Everything the event loop needs to know.
+/// The whole service: its listeners (sites) and what they share.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// One listener each, with its own policy and limits.
+    pub sites: Vec<Site>,
+    /// Size of each relay buffer (shared pool).
+    pub buffer_size: usize,
+    /// Log level: 0 errors and warnings, 1 connection lines, 2 debug.
+    pub verbosity: u8,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { sites: vec![Site::default()], buffer_size: DEFAULT_BUFFER_SIZE, verbosity: 1 }
+    }
+}
+
+impl Config {
+    /// A service with one site.
+    #[must_use]
+    pub fn single(site: Site) -> Self {
+        Self { sites: vec![site], ..Self::default() }
+    }
+
+    /// Checks every site and what they share.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sites.is_empty() {
+            return Err(ConfigError("no listener configured".into()));
+        }
+        if self.sites.len() > MAX_SITES {
+            return Err(ConfigError(format!("at most {MAX_SITES} listeners")));
+        }
+        if !(MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&self.buffer_size) {
+            return Err(ConfigError(format!(
+                "buffer size must be {MIN_BUFFER_SIZE}..={MAX_BUFFER_SIZE} bytes, not {}",
+                self.buffer_size
+            )));
+        }
+        let mut total = 0u32;
+        for (i, site) in self.sites.iter().enumerate() {
+            site.validate()?;
+            if self.sites.iter().take(i).any(|o| o.listen == site.listen) {
+                return Err(ConfigError(format!("two listeners on {}", site.listen)));
+            }
+            total = total.saturating_add(site.max_connections + site.overflow_slots());
+        }
+        if total > MAX_CONNECTIONS {
+            return Err(ConfigError(format!(
+                "at most {MAX_CONNECTIONS} connections in all, not {total}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Most listeners in one service.
+pub const MAX_SITES: usize = 8;
+
+/// One listener: where it listens and what its connections may do.
+#[derive(Clone, Debug)]
+pub struct Site {
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Directory holding the backend sockets.
@@ -59,10 +120,8 @@ pub struct Config {
     pub access: AccessList,
     /// Which `Origin` headers are accepted.
     pub origin: OriginPolicy,
-    /// Slab capacity for WebSocket connections.
+    /// This site's share of the connection slab.
     pub max_connections: u32,
-    /// Size of each buffer.
-    pub buffer_size: usize,
     /// Largest client message.
     pub max_message: u64,
     /// Handshake deadline.
@@ -75,11 +134,9 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Closing-handshake and refusal-flush deadline.
     pub close_timeout: Duration,
-    /// Log level: 0 errors and warnings, 1 connection lines, 2 debug.
-    pub verbosity: u8,
 }
 
-impl Default for Config {
+impl Default for Site {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
@@ -90,14 +147,12 @@ impl Default for Config {
             access: AccessList::default(),
             origin: OriginPolicy::SameHost,
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            buffer_size: DEFAULT_BUFFER_SIZE,
             max_message: DEFAULT_MAX_MESSAGE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             ping_interval: Some(DEFAULT_PING_INTERVAL),
             pong_timeout: DEFAULT_PONG_TIMEOUT,
             idle_timeout: None,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
-            verbosity: 1,
         }
     }
 }
@@ -112,7 +167,7 @@ impl core::fmt::Display for ConfigError {
     }
 }
 
-impl Config {
+impl Site {
     /// Checks the limits against each other.
     ///
     /// # Errors
@@ -122,12 +177,6 @@ impl Config {
             return Err(ConfigError(format!(
                 "max connections must be 1..={MAX_CONNECTIONS}, not {}",
                 self.max_connections
-            )));
-        }
-        if !(MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&self.buffer_size) {
-            return Err(ConfigError(format!(
-                "buffer size must be {MIN_BUFFER_SIZE}..={MAX_BUFFER_SIZE} bytes, not {}",
-                self.buffer_size
             )));
         }
         if self.max_message == 0 {
@@ -219,5 +268,9 @@ mod tests {
         assert_eq!(Config::default().validate(), Ok(()));
         let c = Config { buffer_size: 10, ..Config::default() };
         assert!(c.validate().is_err());
+        let twice = Config { sites: vec![Site::default(), Site::default()], ..Config::default() };
+        assert!(twice.validate().is_err());
+        let huge = Site { max_connections: MAX_CONNECTIONS, ..Site::default() };
+        assert!(Config::single(huge).validate().is_err());
     }
 }

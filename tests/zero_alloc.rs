@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 
 use common::{noise, spawn_echo, Client, TempDir};
-use wsgate::config::Config;
+use wsgate::config::{Config, Site};
 use wsgate::event_loop::Server;
 use wsgate::relay::codec::Mode;
 
@@ -67,14 +67,14 @@ const MESSAGES_PER_CLIENT: usize = 1250;
 fn relaying_allocates_nothing() {
     let dir = TempDir::new("alloc");
     let _echo = spawn_echo(&dir.0, "echo", "framed", &["-M", "4M"]);
-    let config = Config {
+    let site = Site {
         listen: "127.0.0.1:0".parse().unwrap(),
         docroot: dir.0.clone(),
         mode: Mode::Framed,
         max_message: 4 << 20,
-        verbosity: 0,
-        ..Config::default()
+        ..Site::default()
     };
+    let config = Config { verbosity: 0, ..Config::single(site) };
     // The server is built on its own thread so that its start-up allocations are counted too:
     // that shows the counter sees the gateway thread.
     let (tx, rx) = std::sync::mpsc::channel();

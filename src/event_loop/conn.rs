@@ -33,7 +33,7 @@ use nix::sys::socket::{recv, send, shutdown, MsgFlags};
 
 use super::token::{self, Side};
 use crate::buffer::{Buf, BufPool};
-use crate::config::Config;
+use crate::config::Site;
 use crate::http::handshake;
 use crate::relay::codec::{self, Downlink, DownlinkError, Mode, Uplink, UplinkError, CONTROL_ROOM};
 use crate::relay::path;
@@ -176,8 +176,8 @@ pub enum Verdict {
 pub struct Ctx<'a> {
     /// Buffers.
     pub pool: &'a mut BufPool,
-    /// Limits and policy.
-    pub config: &'a Config,
+    /// The site's limits and policy.
+    pub site: &'a Site,
     /// Where backends live.
     pub docroot: &'a Docroot,
     /// For registering the backend and changing interest.
@@ -249,6 +249,8 @@ pub struct Connection {
     pub overflow: bool,
     /// Already queued for another drive.
     pub queued: bool,
+    /// Index of the site (listener) that accepted it.
+    pub site: usize,
 }
 
 impl Connection {
@@ -261,6 +263,7 @@ impl Connection {
         mut client: TcpStream,
         peer: SocketAddr,
         cx: &mut Ctx<'_>,
+        site: usize,
         overflow: bool,
     ) -> std::io::Result<Self> {
         cx.registry.register(&mut client, token::encode(key, Side::Client), Interest::READABLE)?;
@@ -270,9 +273,9 @@ impl Connection {
             peer,
             backend: None,
             phase: Phase::Handshake,
-            session: Session::new(cx.config.max_message),
+            session: Session::new(cx.site.max_message),
             uplink: Uplink::new(Mode::Stream),
-            downlink: Downlink::new(Mode::Stream, cx.config.data_type),
+            downlink: Downlink::new(Mode::Stream, cx.site.data_type),
             from_client: None,
             to_backend: None,
             from_backend: None,
@@ -283,7 +286,7 @@ impl Connection {
             client_wants_write: false,
             close_sent: false,
             reason: None,
-            deadline: Some(cx.now + cx.config.handshake_timeout),
+            deadline: Some(cx.now + cx.site.handshake_timeout),
             ping_at: None,
             pong_deadline: None,
             last_rx: cx.now,
@@ -294,6 +297,7 @@ impl Connection {
             opened: cx.now,
             overflow,
             queued: false,
+            site,
         };
         if overflow {
             c.refuse(cx, 503, Refusal::Full);
@@ -407,7 +411,7 @@ impl Connection {
             self.fail(cx, Reason::PingTimeout, close_code::INTERNAL_ERROR);
             return true;
         }
-        if let Some(idle) = cx.config.idle_timeout {
+        if let Some(idle) = cx.site.idle_timeout {
             if now.duration_since(self.last_activity) >= idle {
                 self.set_reason(Reason::IdleTimeout);
                 self.start_close(cx, close_code::GOING_AWAY);
@@ -416,12 +420,12 @@ impl Connection {
         }
         if self.ping_at.is_some_and(|d| d <= now) {
             self.ping_at = None;
-            if let Some(interval) = cx.config.ping_interval {
+            if let Some(interval) = cx.site.ping_interval {
                 if now.duration_since(self.last_rx) >= interval {
                     if cx.pool.ensure(&mut self.to_client) {
                         if let Some(out) = self.to_client.as_mut() {
                             if codec::emit(out, true, OpCode::Ping, b"wsgate") {
-                                self.pong_deadline = Some(now + cx.config.pong_timeout);
+                                self.pong_deadline = Some(now + cx.site.pong_timeout);
                             }
                         }
                     }
@@ -547,7 +551,7 @@ impl Connection {
 
     fn enter_draining(&mut self, cx: &mut Ctx<'_>) {
         self.phase = Phase::Draining;
-        self.deadline = Some(cx.now + cx.config.close_timeout);
+        self.deadline = Some(cx.now + cx.site.close_timeout);
         if let Some(b) = self.backend.as_mut() {
             b.finish = true;
         }
@@ -565,7 +569,7 @@ impl Connection {
             }
         }
         self.phase = Phase::Flushing;
-        self.deadline = Some(cx.now + cx.config.close_timeout);
+        self.deadline = Some(cx.now + cx.site.close_timeout);
     }
 
     /// Queues a close frame to the client (once).
@@ -586,7 +590,7 @@ impl Connection {
         self.set_reason(why);
         self.send_close(cx, Some(code));
         self.phase = Phase::Flushing;
-        self.deadline = Some(cx.now + cx.config.close_timeout);
+        self.deadline = Some(cx.now + cx.site.close_timeout);
         if let Some(b) = self.backend.as_mut() {
             b.finish = true;
         }
@@ -597,7 +601,7 @@ impl Connection {
     fn start_close(&mut self, cx: &mut Ctx<'_>, code: u16) {
         self.send_close(cx, Some(code));
         self.phase = Phase::Closing;
-        self.deadline = Some(cx.now + cx.config.close_timeout);
+        self.deadline = Some(cx.now + cx.site.close_timeout);
         if let Some(b) = self.backend.as_mut() {
             b.finish = true;
         }
@@ -866,7 +870,7 @@ impl Connection {
                     self.close_sent = true;
                     self.set_reason(Reason::BackendClose(code));
                     self.phase = Phase::Closing;
-                    self.deadline = Some(cx.now + cx.config.close_timeout);
+                    self.deadline = Some(cx.now + cx.site.close_timeout);
                     if let Some(b) = self.backend.as_mut() {
                         b.finish = true;
                     }
@@ -953,7 +957,7 @@ impl Connection {
                 Some(Event::Ping(_)) => {}
                 Some(Event::Pong(_)) => {
                     self.pong_deadline = None;
-                    if let Some(interval) = cx.config.ping_interval {
+                    if let Some(interval) = cx.site.ping_interval {
                         self.ping_at = Some(cx.now + interval);
                     }
                 }
@@ -973,7 +977,7 @@ impl Connection {
                 }
                 self.finish_backend_if_flushed(cx);
                 self.phase = Phase::Flushing;
-                self.deadline = Some(cx.now + cx.config.close_timeout);
+                self.deadline = Some(cx.now + cx.site.close_timeout);
                 return true;
             }
             if n == 0 && event.is_none() {
@@ -1009,7 +1013,7 @@ impl Connection {
                 return true;
             }
         };
-        if !cx.config.origin.permits(req.origin, req.host, false) {
+        if !cx.site.origin.permits(req.origin, req.host, false) {
             crate::log!(
                 crate::logging::WARN,
                 "conn={} peer={} Origin {:?} refused for Host {:?}",
@@ -1031,7 +1035,7 @@ impl Connection {
             }
         };
         let _ = self.name.push_str(truncate(decoded.trim_start_matches('/'), 64));
-        if !cx.config.access.permits(decoded) {
+        if !cx.site.access.permits(decoded) {
             self.refuse(cx, 403, Refusal::Denied);
             return true;
         }
@@ -1053,7 +1057,7 @@ impl Connection {
                     self.refuse(cx, 404, Refusal::Route(RouteError::NotFound));
                     return true;
                 }
-                if !cx.config.access.permits(&fallback) {
+                if !cx.site.access.permits(&fallback) {
                     self.refuse(cx, 403, Refusal::Denied);
                     return true;
                 }
@@ -1073,7 +1077,7 @@ impl Connection {
                 return true;
             }
         };
-        let configured = cx.config.mode_for(endpoint);
+        let configured = cx.site.mode_for(endpoint);
         let mode = if backend.seqpacket { Mode::SeqPacket } else { configured };
         if mode == Mode::SeqPacket && !backend.seqpacket {
             self.refuse(cx, 502, Refusal::ModeMismatch);
@@ -1114,17 +1118,17 @@ impl Connection {
         });
         self.mode = mode;
         self.uplink = Uplink::new(mode);
-        self.downlink = Downlink::new(mode, cx.config.data_type);
+        self.downlink = Downlink::new(mode, cx.site.data_type);
         let limit = self
             .uplink
             .max_message(cx.pool.buf_size())
-            .map_or(cx.config.max_message, |m| m.min(cx.config.max_message));
+            .map_or(cx.site.max_message, |m| m.min(cx.site.max_message));
         self.session.set_max_message(limit);
         self.phase = Phase::Open;
         self.deadline = None;
         self.last_rx = cx.now;
         self.last_activity = cx.now;
-        self.ping_at = cx.config.ping_interval.map(|i| cx.now + i);
+        self.ping_at = cx.site.ping_interval.map(|i| cx.now + i);
         crate::log!(
             crate::logging::INFO,
             "conn={} peer={} open /{} mode={}",

@@ -20,7 +20,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use self::conn::{Connection, Ctx, Verdict};
-use self::token::{Side, LISTENER, SIGNALS};
+use self::token::{Side, SIGNALS};
 use crate::buffer::BufPool;
 use crate::config::Config;
 use crate::log;
@@ -69,20 +69,28 @@ impl core::fmt::Display for StartError {
     }
 }
 
-/// The gateway: listener, connections, buffers.
+/// One site's listening socket and its state.
+#[derive(Debug)]
+struct Listener {
+    socket: TcpListener,
+    docroot: Docroot,
+    /// Connections of this site that are not answering 503.
+    active: usize,
+    /// Stopped accepting because the slab or the process was full.
+    paused: bool,
+}
+
+/// The gateway: listeners, connections, buffers.
 #[derive(Debug)]
 pub struct Server {
     poll: Poll,
     events: Events,
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     conns: Slab<Connection>,
     pool: BufPool,
     config: Config,
-    docroot: Docroot,
     again: Vec<Key>,
     next_wake: Option<Instant>,
-    accept_paused: bool,
-    active: usize,
     handle: Handle,
     signals: Option<Signals>,
     /// Set by SIGTERM/SIGINT: no more accepts; return once every connection has closed, or at
@@ -96,41 +104,48 @@ impl Server {
     /// # Errors
     /// [`StartError`].
     pub fn bind(config: Config) -> Result<Self, StartError> {
-        let docroot = Docroot::open(&config.docroot)
-            .map_err(|e| StartError::Docroot(config.docroot.clone(), e))?;
         let poll = Poll::new().map_err(|e| StartError::Io("epoll", e))?;
-        let mut listener =
-            TcpListener::bind(config.listen).map_err(|e| StartError::Io("bind", e))?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(|e| StartError::Io("register", e))?;
+        let mut listeners = Vec::with_capacity(config.sites.len());
+        let mut slots = 0;
+        for (i, site) in config.sites.iter().enumerate() {
+            let docroot = Docroot::open(&site.docroot)
+                .map_err(|e| StartError::Docroot(site.docroot.clone(), e))?;
+            let mut socket =
+                TcpListener::bind(site.listen).map_err(|e| StartError::Io("bind", e))?;
+            poll.registry()
+                .register(&mut socket, token::listener(i), Interest::READABLE)
+                .map_err(|e| StartError::Io("register", e))?;
+            listeners.push(Listener { socket, docroot, active: 0, paused: false });
+            slots += site.max_connections + site.overflow_slots();
+        }
         let waker = Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Io("waker", e))?;
-        let slots = config.max_connections + config.overflow_slots();
         let pool = BufPool::new(slots as usize * BUFFERS_PER_CONNECTION, config.buffer_size);
         Ok(Self {
             poll,
             events: Events::with_capacity(EVENTS),
-            listener,
+            listeners,
             conns: Slab::with_capacity(slots),
             pool,
             again: Vec::with_capacity(slots as usize),
             next_wake: None,
-            accept_paused: false,
-            active: 0,
             handle: Handle { waker: Arc::new(waker), stop: Arc::new(AtomicBool::new(false)) },
             signals: None,
             draining: None,
             config,
-            docroot,
         })
     }
 
-    /// The bound address (useful with port 0).
+    /// The bound address of the first listener (useful with port 0).
     ///
     /// # Errors
     /// The `getsockname` error.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.local_addrs().next().unwrap_or_else(|| Err(ErrorKind::NotFound.into()))
+    }
+
+    /// The bound addresses of all listeners, in site order.
+    pub fn local_addrs(&self) -> impl Iterator<Item = std::io::Result<SocketAddr>> + '_ {
+        self.listeners.iter().map(|l| l.socket.local_addr())
     }
 
     /// A handle that stops [`Self::run`].
@@ -180,7 +195,7 @@ impl Server {
                 return Ok(());
             }
             let now = Instant::now();
-            let mut accept = false;
+            let mut accept = 0u32;
             // Index loop: `self.events` is borrowed only per item, so connections can be driven.
             for i in 0..EVENTS {
                 let Some((tok, readable, writable)) = self.events.iter().nth(i).map(|e| {
@@ -193,18 +208,23 @@ impl Server {
                     break;
                 };
                 match tok {
-                    LISTENER => accept = true,
                     WAKER => {}
                     SIGNALS => self.on_signals(now),
                     t => {
-                        if let Some((key, side)) = token::decode(t) {
+                        if let Some(i) = token::listener_index(t) {
+                            accept |= 1 << i;
+                        } else if let Some((key, side)) = token::decode(t) {
                             self.on_event(key, side, readable, writable, now);
                         }
                     }
                 }
             }
-            if (accept || self.accept_paused) && self.draining.is_none() {
-                self.accept(now);
+            if self.draining.is_none() {
+                for i in 0..self.listeners.len() {
+                    if accept & (1 << i) != 0 || self.listeners.get(i).is_some_and(|l| l.paused) {
+                        self.accept(i, now);
+                    }
+                }
             }
             self.retry(now);
             if self.next_wake.is_some_and(|w| w <= now) {
@@ -244,13 +264,18 @@ impl Server {
                     "{name}: closing {} connection(s) with 1001, no new ones",
                     self.conns.len()
                 );
-                let _ = self.poll.registry().deregister(&mut self.listener);
-                let deadline = now + self.config.close_timeout + Duration::from_secs(1);
+                for l in &mut self.listeners {
+                    let _ = self.poll.registry().deregister(&mut l.socket);
+                }
+                let grace =
+                    self.config.sites.iter().map(|s| s.close_timeout).max().unwrap_or_default();
+                let deadline = now + grace + Duration::from_secs(1);
                 self.draining = Some(deadline);
                 self.next_wake = Some(self.next_wake.map_or(deadline, |w| w.min(deadline)));
                 for index in 0..self.conns.capacity() {
                     let Some(key) = self.conns.key_at(index) else { continue };
-                    let (mut cx, conns) = self.ctx(now);
+                    let Some(site) = self.conns.get_mut(key).map(|c| c.site) else { continue };
+                    let Some((mut cx, conns)) = self.ctx(site, now) else { continue };
                     if let Some(c) = conns.get_mut(key) {
                         c.shutdown(&mut cx);
                     }
@@ -264,17 +289,16 @@ impl Server {
         }
     }
 
-    fn ctx(&mut self, now: Instant) -> (Ctx<'_>, &mut Slab<Connection>) {
-        (
-            Ctx {
-                pool: &mut self.pool,
-                config: &self.config,
-                docroot: &self.docroot,
-                registry: self.poll.registry(),
-                now,
-            },
-            &mut self.conns,
-        )
+    /// What a drive of a connection of site `site` needs, and the slab.
+    fn ctx(&mut self, site: usize, now: Instant) -> Option<(Ctx<'_>, &mut Slab<Connection>)> {
+        let cx = Ctx {
+            pool: &mut self.pool,
+            site: self.config.sites.get(site)?,
+            docroot: &self.listeners.get(site)?.docroot,
+            registry: self.poll.registry(),
+            now,
+        };
+        Some((cx, &mut self.conns))
     }
 
     fn on_event(&mut self, key: Key, side: Side, readable: bool, writable: bool, now: Instant) {
@@ -284,7 +308,8 @@ impl Server {
     }
 
     fn drive(&mut self, key: Key, now: Instant) {
-        let (mut cx, conns) = self.ctx(now);
+        let Some(site) = self.conns.get_mut(key).map(|c| c.site) else { return };
+        let Some((mut cx, conns)) = self.ctx(site, now) else { return };
         let Some(c) = conns.get_mut(key) else { return };
         let verdict = c.drive(&mut cx);
         let deadline = c.next_deadline();
@@ -311,8 +336,11 @@ impl Server {
         let Some(mut c) = self.conns.remove(key) else { return };
         c.deregister(registry);
         c.release(&mut self.pool);
-        if !c.overflow {
-            self.active = self.active.saturating_sub(1);
+        let site = c.site;
+        if let Some(l) = self.listeners.get_mut(site) {
+            if !c.overflow {
+                l.active = l.active.saturating_sub(1);
+            }
         }
         let s = c.stats;
         let secs = now.duration_since(c.opened).as_secs_f32();
@@ -332,29 +360,38 @@ impl Server {
             ),
         }
         drop(c);
-        if self.accept_paused {
-            self.accept(now);
+        if self.draining.is_none() {
+            for i in 0..self.listeners.len() {
+                if self.listeners.get(i).is_some_and(|l| l.paused) {
+                    self.accept(i, now);
+                }
+            }
         }
     }
 
-    fn accept(&mut self, now: Instant) {
+    fn accept(&mut self, site: usize, now: Instant) {
         loop {
-            if self.conns.len() >= self.conns.capacity() {
-                self.accept_paused = true;
+            let full = self.conns.len() >= self.conns.capacity();
+            let Some(l) = self.listeners.get_mut(site) else { return };
+            if full {
+                l.paused = true;
                 return;
             }
-            match self.listener.accept() {
+            match l.socket.accept() {
                 Ok((stream, peer)) => {
-                    self.accept_paused = false;
+                    l.paused = false;
                     let _ = stream.set_nodelay(true);
-                    let overflow = self.active >= self.config.max_connections as usize;
-                    let (mut cx, conns) = self.ctx(now);
+                    let max = self.config.sites.get(site).map_or(0, |s| s.max_connections);
+                    let overflow = l.active >= max as usize;
+                    let Some((mut cx, conns)) = self.ctx(site, now) else { return };
                     match conns.try_insert_with(|key| {
-                        Connection::accept(key, stream, peer, &mut cx, overflow)
+                        Connection::accept(key, stream, peer, &mut cx, site, overflow)
                     }) {
                         Some(Ok(key)) => {
                             if !overflow {
-                                self.active += 1;
+                                if let Some(l) = self.listeners.get_mut(site) {
+                                    l.active += 1;
+                                }
                             }
                             self.drive(key, now);
                         }
@@ -363,14 +400,14 @@ impl Server {
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.accept_paused = false;
+                    l.paused = false;
                     return;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     // EMFILE and friends: stop accepting until a connection closes.
                     log!(WARN, "accept: {e}");
-                    self.accept_paused = true;
+                    l.paused = true;
                     return;
                 }
             }
@@ -393,7 +430,8 @@ impl Server {
         self.next_wake = None;
         for index in 0..self.conns.capacity() {
             let Some(key) = self.conns.key_at(index) else { continue };
-            let (mut cx, conns) = self.ctx(now);
+            let Some(site) = self.conns.get_mut(key).map(|c| c.site) else { continue };
+            let Some((mut cx, conns)) = self.ctx(site, now) else { continue };
             let Some(c) = conns.get_mut(key) else { continue };
             let due = c.next_deadline().is_some_and(|d| d <= now);
             if due && c.on_timers(&mut cx) {

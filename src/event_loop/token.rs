@@ -14,10 +14,25 @@ use mio::Token;
 
 use crate::slab::{Key, GEN_MASK};
 
-/// The listening socket.
-pub const LISTENER: Token = Token(usize::MAX);
 /// The signal descriptor.
 pub const SIGNALS: Token = Token(usize::MAX - 1);
+/// First listener token; listener `i` is `LISTENER_BASE - i`.
+const LISTENER_BASE: usize = usize::MAX - 16;
+/// Most listeners.
+const MAX_LISTENERS: usize = 64;
+
+/// The token of listener `i`.
+#[must_use]
+pub fn listener(i: usize) -> Token {
+    Token(LISTENER_BASE - i.min(MAX_LISTENERS - 1))
+}
+
+/// The listener index of a listener token.
+#[must_use]
+pub fn listener_index(t: Token) -> Option<usize> {
+    let i = LISTENER_BASE.checked_sub(t.0)?;
+    (i < MAX_LISTENERS).then_some(i)
+}
 
 /// Which socket of a connection an event is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +77,10 @@ mod tests {
                 assert_eq!(decode(t), Some((k, side)));
             }
         }
-        assert_eq!(decode(LISTENER), None);
+        assert_eq!(decode(listener(0)), None);
+        assert_eq!(decode(listener(7)), None);
+        assert_eq!(listener_index(listener(7)), Some(7));
+        assert_eq!(listener_index(SIGNALS), None);
         assert_eq!(decode(SIGNALS), None);
     }
 }
