@@ -12,6 +12,13 @@ use crate::relay::codec::{DataType, Mode};
 /// wsgate: WebSocket gateway relaying ws:// clients to UNIX-socket backends at DOCROOT/<path>.
 #[derive(FromArgs, Debug)]
 pub struct Args {
+    /// ouistiti configuration file (libconfig syntax); its servers replace -a/-p/-R and the
+    /// policy flags
+    #[argh(option, short = 'f')]
+    pub config: Option<PathBuf>,
+    /// validate the configuration, print the effective one, and exit
+    #[argh(switch)]
+    pub check: bool,
     /// address to listen on (default 0.0.0.0)
     #[argh(option, short = 'a', default = "String::from(\"0.0.0.0\")")]
     pub addr: String,

@@ -30,8 +30,10 @@
 pub mod buffer;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod event_loop;
 pub mod http;
+pub mod libconfig;
 pub mod logging;
 pub mod relay;
 pub mod slab;

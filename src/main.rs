@@ -1,19 +1,59 @@
-//! The gateway binary: command line → config → logging → event loop; errors → exit codes.
+//! The gateway binary: command line (and config file) → config → logging → event loop;
+//! errors → exit codes (2: configuration, 1: start-up or run-time failure).
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use wsgate::cli::Args;
-use wsgate::event_loop::Server;
+use wsgate::config::Config;
+use wsgate::config_file;
+use wsgate::event_loop::{Reloader, Server};
 use wsgate::logging;
 use wsgate::sys::signals::Signals;
 
+/// Loads `path` on top of `base`; warnings go to stderr.
+fn load(path: &Path, base: &Config) -> Result<(Config, config_file::ServiceConfig), String> {
+    let (service, mut warnings) = config_file::load(path).map_err(|e| e.to_string())?;
+    let (config, more) =
+        config_file::to_runtime(path, &service, base).map_err(|e| e.to_string())?;
+    warnings.extend(more);
+    for w in &warnings {
+        eprintln!("wsgate: warning: {w}");
+    }
+    Ok((config, service))
+}
+
 fn main() -> ExitCode {
     let args: Args = argh::from_env();
-    let config = match args.into_config() {
+    let (file, check): (Option<PathBuf>, bool) = (args.config.clone(), args.check);
+    let base = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wsgate: {e}");
             return ExitCode::from(2);
+        }
+    };
+    let config = match &file {
+        Some(path) => match load(path, &base) {
+            Ok((config, service)) => {
+                if check {
+                    print!("{}", config_file::render(&service));
+                    println!("# {}: ok", path.display());
+                    return ExitCode::SUCCESS;
+                }
+                config
+            }
+            Err(e) => {
+                eprintln!("wsgate: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => {
+            if check {
+                println!("{base:#?}");
+                return ExitCode::SUCCESS;
+            }
+            base.clone()
         }
     };
     logging::set_level(config.verbosity);
@@ -36,9 +76,14 @@ fn main() -> ExitCode {
         eprintln!("wsgate: signals: {e}");
         return ExitCode::from(1);
     }
-    match server.local_addr() {
-        Ok(addr) => eprintln!("wsgate: listening on {addr}"),
-        Err(e) => eprintln!("wsgate: listening (address unknown: {e})"),
+    if let Some(path) = file {
+        server.set_reloader(Reloader(Box::new(move || load(&path, &base).map(|(c, _)| c))));
+    }
+    for addr in server.local_addrs() {
+        match addr {
+            Ok(addr) => eprintln!("wsgate: listening on {addr}"),
+            Err(e) => eprintln!("wsgate: listening (address unknown: {e})"),
+        }
     }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,

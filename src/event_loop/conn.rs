@@ -251,6 +251,8 @@ pub struct Connection {
     pub queued: bool,
     /// Index of the site (listener) that accepted it.
     pub site: usize,
+    /// The site's idle timeout, copied at the handshake (timers are computed without the site).
+    idle: Option<std::time::Duration>,
 }
 
 impl Connection {
@@ -298,6 +300,7 @@ impl Connection {
             overflow,
             queued: false,
             site,
+            idle: None,
         };
         if overflow {
             c.refuse(cx, 503, Refusal::Full);
@@ -364,7 +367,11 @@ impl Connection {
     /// The earliest timer.
     #[must_use]
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.deadline, self.ping_at, self.pong_deadline].into_iter().flatten().min()
+        let idle = match (self.phase, self.idle) {
+            (Phase::Open, Some(d)) => Some(self.last_activity + d),
+            _ => None,
+        };
+        [self.deadline, self.ping_at, self.pong_deadline, idle].into_iter().flatten().min()
     }
 
     fn set_reason(&mut self, r: Reason) {
@@ -1129,6 +1136,7 @@ impl Connection {
         self.last_rx = cx.now;
         self.last_activity = cx.now;
         self.ping_at = cx.site.ping_interval.map(|i| cx.now + i);
+        self.idle = cx.site.idle_timeout;
         crate::log!(
             crate::logging::INFO,
             "conn={} peer={} open /{} mode={}",

@@ -69,6 +69,15 @@ impl core::fmt::Display for StartError {
     }
 }
 
+/// Produces a fresh configuration on SIGHUP.
+pub struct Reloader(pub Box<dyn FnMut() -> Result<Config, String>>);
+
+impl core::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Reloader")
+    }
+}
+
 /// One site's listening socket and its state.
 #[derive(Debug)]
 struct Listener {
@@ -93,6 +102,7 @@ pub struct Server {
     next_wake: Option<Instant>,
     handle: Handle,
     signals: Option<Signals>,
+    reloader: Option<Reloader>,
     /// Set by SIGTERM/SIGINT: no more accepts; return once every connection has closed, or at
     /// this instant.
     draining: Option<Instant>,
@@ -130,6 +140,7 @@ impl Server {
             next_wake: None,
             handle: Handle { waker: Arc::new(waker), stop: Arc::new(AtomicBool::new(false)) },
             signals: None,
+            reloader: None,
             draining: None,
             config,
         })
@@ -165,6 +176,41 @@ impl Server {
             Interest::READABLE,
         )?;
         self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// What SIGHUP runs to get the new configuration.
+    pub fn set_reloader(&mut self, reloader: Reloader) {
+        self.reloader = Some(reloader);
+    }
+
+    /// Applies a reloaded configuration: new policy and limits for the same listeners. Open
+    /// connections keep running. A configuration that changes the listeners, or whose docroot
+    /// cannot be opened, is refused whole and the old one stays.
+    ///
+    /// # Errors
+    /// Why it was refused.
+    pub fn apply(&mut self, new: Config) -> Result<(), String> {
+        let same = new.sites.len() == self.config.sites.len()
+            && new.sites.iter().zip(&self.config.sites).all(|(a, b)| a.listen == b.listen);
+        if !same {
+            return Err(
+                "the listeners changed (addresses or count): restart wsgate for that".into()
+            );
+        }
+        let mut docroots = Vec::with_capacity(new.sites.len());
+        for site in &new.sites {
+            docroots.push(
+                Docroot::open(&site.docroot)
+                    .map_err(|e| format!("docroot {}: {e}", site.docroot.display()))?,
+            );
+        }
+        for (l, d) in self.listeners.iter_mut().zip(docroots) {
+            l.docroot = d;
+        }
+        crate::logging::set_level(new.verbosity);
+        let buffer_size = self.config.buffer_size;
+        self.config = Config { buffer_size, ..new };
         Ok(())
     }
 
@@ -284,7 +330,16 @@ impl Server {
             }
             Some(Request::Stop(_)) | None => {}
             Some(Request::Reload) => {
-                log!(WARN, "SIGHUP: no configuration file to reload (started without -f)")
+                let Some(reloader) = self.reloader.as_mut() else {
+                    log!(WARN, "SIGHUP: no configuration file to reload (started without -f)");
+                    return;
+                };
+                match (reloader.0)().and_then(|c| self.apply(c)) {
+                    Ok(()) => log!(INFO, "SIGHUP: configuration reloaded; open connections kept"),
+                    Err(e) => {
+                        log!(WARN, "SIGHUP: new configuration refused, the old one stays: {e}")
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Runs the Autobahn|Testsuite fuzzing client (kosoku) through wsgate and compares the verdicts.
+
+    scripts/autobahn.py --mode {framed,stream,seqpacket} [--cases GLOB ...] [--update]
+
+Starts `websocket_echo -m MODE` (framed: `-M 32M`) and `wsgate -m MODE --max-message 32M` (binaries from
+$WSGATE_BIN / $WSGATE_ECHO_BIN, default target/release/), runs cases 1.* .. 10.* (12.* and 13.*,
+the compression cases, are excluded; in stream and seqpacket modes so are the four echo cases of
+8 MiB and more that kosoku deadlocks on, see LARGE) against ws://127.0.0.1:<port>/echo with 4 cases at a time,
+writes reports/autobahn-<mode>.json ({case: [behavior, behaviorClose]}) plus a details file,
+prints the tally per verdict and compares with tests/autobahn/expected-<mode>.json. Any
+difference fails (exit 1). --update rewrites the expected file instead (merging when --cases
+selects a subset). In framed mode a case whose behavior or behaviorClose is FAILED, UNCLEAN,
+WRONG CODE or ERROR (no verdict) fails regardless of the expected file.
+
+Cases run in groups (1.1.*, 1.2.*, 2.*, ...), each in a worker process with a time limit
+(--group-timeout, default 120 s) under an overall limit (--deadline, default 900 s), so a case
+that hangs the gateway costs one group, not the run: its cases get the verdict ERROR and the
+group is named in the output.
+
+Builds nothing. Exit status: 0 all as expected, 1 differences, 2 could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import fnmatch
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "py"))
+
+import harness  # noqa: E402
+
+MODES = ("framed", "stream", "seqpacket")
+DEFAULT_CASES = [f"{major}.*" for major in range(1, 11)]
+EXCLUDE = ["12.*", "13.*"]
+# kosoku 0.1.0 does not read while it writes a message, so an echo that streamed a large message
+# back while it was still arriving would deadlock with it once the kernel buffers on the way are
+# full (~8 MiB on loopback). websocket_echo in framed mode reads whole messages (up to -M) before
+# echoing, as a WebSocket echo server does; in stream and seqpacket modes it cannot (no message
+# boundaries, or one buffer), so those four cases are left out there (--include-large adds them).
+LARGE = ["9.1.5", "9.1.6", "9.2.5", "9.2.6"]
+BAD = {"FAILED", "UNCLEAN", "WRONG CODE", "ERROR"}
+CONCURRENCY = 4
+WORKERS: list[subprocess.Popen] = []  # killed if we are stopped
+
+
+def known_case_ids() -> list[str]:
+    from kosoku.cases import CASES  # the case index kosoku runs from
+
+    return list(CASES)
+
+
+def select_cases(patterns: list[str], exclude: list[str]) -> tuple[list[str], list[str]]:
+    """(patterns that match at least one case, matching case ids). kosoku refuses a pattern that
+    matches nothing (there is no 8.* in the suite), so those are dropped here."""
+    ids = known_case_ids()
+    keep, selected = [], []
+    for p in patterns:
+        hits = [c for c in ids if fnmatch.fnmatchcase(c, p)]
+        if hits:
+            keep.append(p)
+            selected.extend(h for h in hits if h not in selected)
+    selected = [c for c in selected if not any(fnmatch.fnmatchcase(c, x) for x in exclude)]
+    return keep, selected
+
+
+def sort_key(case_id: str):
+    return [int(p) for p in case_id.split(".")]
+
+
+def write_summary(reports: Path, mode: str, passed: int, failed: int) -> None:
+    (reports / f"autobahn-{mode}.summary.json").write_text(
+        json.dumps({"mode": mode, "passed": passed, "failed": failed}) + "\n"
+    )
+
+
+async def run_cases(url: str, cases: list[str]):
+    from kosoku import FailureError, run_fuzzingclient
+
+    try:
+        return await run_fuzzingclient(url, cases, None, concurrency=CONCURRENCY)
+    except FailureError as failure:  # some case did not pass: the results are still there
+        return failure.results
+
+
+def worker(url: str, cases: list[str]) -> int:
+    """Runs `cases` and prints one JSON object per result on stdout."""
+    for r in asyncio.run(run_cases(url, cases)):
+        print(json.dumps({
+            "case": r.case_id,
+            "behavior": r.behavior.value,
+            "behaviorClose": r.behavior_close.value,
+            "passed": r.passed,
+            "result": r.result,
+            "resultClose": r.result_close,
+            "remoteCloseCode": r.remote_close_code,
+            "duration_ms": r.duration,
+            "description": r.description,
+        }), flush=True)
+    # kosoku 0.1.0 sometimes aborts (SIGABRT) while the interpreter shuts down, after every
+    # result is out: leave without the shutdown.
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def group_of(case_id: str) -> str:
+    parts = case_id.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 else parts[0]
+
+
+def run_groups(url: str, selected: list[str], group_timeout: float, deadline: float,
+               log=print) -> dict[str, dict]:
+    """Runs the cases group by group in worker processes; a group that overruns is killed and
+    its cases get no verdict (ERROR)."""
+    groups: dict[str, list[str]] = {}
+    for c in selected:
+        groups.setdefault(group_of(c), []).append(c)
+    details: dict[str, dict] = {}
+    end = time.monotonic() + deadline
+    for name, cases in groups.items():
+        left = end - time.monotonic()
+        if left <= 1:
+            log(f"  group {name}: not run, the overall deadline ({deadline:.0f}s) has passed")
+            for c in cases:
+                details[c] = {"behavior": "ERROR", "behaviorClose": "ERROR", "result": "not run (deadline)"}
+            continue
+        limit = min(group_timeout, left)
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", url, *cases],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        WORKERS.append(proc)
+        try:
+            out, err = proc.communicate(timeout=limit)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            timed_out = True
+        for line in out.splitlines():
+            try:
+                d = json.loads(line)
+            except ValueError:
+                continue
+            details[d.pop("case")] = d
+        missing = [c for c in cases if c not in details]
+        took = time.monotonic() - t0
+        if timed_out:
+            log(f"  group {name}: TIMED OUT after {took:.0f}s; no verdict for {' '.join(missing)}")
+        elif missing:
+            tail = err.strip().splitlines()[-3:]
+            log(f"  group {name}: worker exit {proc.returncode}; no verdict for {' '.join(missing)}: {tail}")
+        for c in missing:
+            details[c] = {"behavior": "ERROR", "behaviorClose": "ERROR",
+                          "result": "timed out" if timed_out else "no result reported"}
+    return details
+
+
+def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == "--worker":
+        return worker(sys.argv[2], sys.argv[3:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mode", required=True, choices=MODES)
+    ap.add_argument("--cases", nargs="+", metavar="GLOB", help="case ids or globs (default 1.* .. 10.*)")
+    ap.add_argument("--update", action="store_true", help="rewrite tests/autobahn/expected-<mode>.json")
+    ap.add_argument("--reports", default=str(ROOT / "reports"), help="report directory")
+    ap.add_argument("--include-large", action="store_true",
+                    help=f"also run {' '.join(LARGE)} (kosoku deadlocks on them, see LARGE)")
+    ap.add_argument("--group-timeout", type=float, default=120, help="seconds per case group")
+    ap.add_argument("--deadline", type=float, default=900, help="seconds for the whole run")
+    args = ap.parse_args()
+    # a SIGTERM (e.g. from `timeout`) still stops the servers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    mode = args.mode
+
+    _, selected = select_cases(args.cases or DEFAULT_CASES, EXCLUDE + ([] if args.include_large or args.mode == "framed" else LARGE))
+    if not selected:
+        print(f"autobahn: no case matches {args.cases}", file=sys.stderr)
+        return 2
+
+    reports = Path(args.reports)
+    reports.mkdir(parents=True, exist_ok=True)
+    expected_path = ROOT / "tests" / "autobahn" / f"expected-{mode}.json"
+
+    work = Path(tempfile.mkdtemp(prefix="wsab-", dir="/tmp"))
+    docroot = work / "www"
+    docroot.mkdir()
+    echo = gw = None
+    try:
+        try:
+            echo = harness.EchoBackend(
+                docroot, name="echo", mode=mode, extra=("-M", "32M") if mode == "framed" else ()
+            )
+            gw = harness.Gateway(docroot, m=mode, max_message="32M")
+        except (OSError, TimeoutError, RuntimeError) as e:
+            print(f"autobahn[{mode}]: could not start the servers: {e}", file=sys.stderr)
+            write_summary(reports, mode, 0, 1)
+            return 2
+        url = gw.url("/echo")
+        print(f"autobahn[{mode}]: {len(selected)} cases against {url} (concurrency {CONCURRENCY})", flush=True)
+        t0 = time.monotonic()
+        details = run_groups(url, selected, args.group_timeout, args.deadline,
+                             log=lambda m: print(m, flush=True))
+        took = time.monotonic() - t0
+        gateway_alive = gw.alive()
+    finally:
+        for w in WORKERS:
+            if w.poll() is None:
+                os.killpg(w.pid, signal.SIGKILL)
+        for child in (gw, echo):
+            if child is not None:
+                child.stop()
+        if gw is not None:
+            (reports / f"autobahn-{mode}-wsgate.log").write_text(gw.log_text() + "\n")
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+    actual = {c: [d["behavior"], d["behaviorClose"]] for c, d in details.items()}
+    actual = dict(sorted(actual.items(), key=lambda kv: sort_key(kv[0])))
+
+    (reports / f"autobahn-{mode}.json").write_text(json.dumps(actual, indent=1) + "\n")
+    (reports / f"autobahn-{mode}-details.json").write_text(
+        json.dumps(dict(sorted(details.items(), key=lambda kv: sort_key(kv[0]))), indent=1) + "\n"
+    )
+
+    print(f"autobahn[{mode}]: {len(actual)} cases in {took:.1f}s")
+    for label, idx in (("behavior", 0), ("behaviorClose", 1)):
+        tally = collections.Counter(v[idx] for v in actual.values())
+        print(f"  {label:14} " + ", ".join(f"{k}: {n}" for k, n in sorted(tally.items())))
+
+    bad_cases: set[str] = set()
+    if not gateway_alive:
+        print(f"autobahn[{mode}]: wsgate died during the run (see reports/autobahn-{mode}-wsgate.log)")
+        bad_cases.add("wsgate-died")
+    if mode == "framed":
+        for case_id, (beh, close) in actual.items():
+            if beh in BAD or close in BAD:
+                bad_cases.add(case_id)
+                d = details[case_id]
+                print(f"  NOT ALLOWED in framed mode: {case_id} {beh}/{close}: {d.get('result')} | "
+                      f"{d.get('resultClose', '')}")
+
+    differing: set[str] = set()
+    if args.update:
+        merged = {}
+        if expected_path.exists() and args.cases:
+            merged = json.loads(expected_path.read_text())
+        merged.update(actual)
+        merged = dict(sorted(merged.items(), key=lambda kv: sort_key(kv[0])))
+        expected_path.parent.mkdir(parents=True, exist_ok=True)
+        expected_path.write_text(json.dumps(merged, indent=1) + "\n")
+        print(f"autobahn[{mode}]: wrote {expected_path.relative_to(ROOT)} ({len(merged)} cases)")
+    elif not expected_path.exists():
+        print(f"autobahn[{mode}]: {expected_path.relative_to(ROOT)} does not exist; review "
+              f"reports/autobahn-{mode}.json and run scripts/autobahn.py --mode {mode} --update")
+        differing.update(actual)
+    else:
+        expected = json.loads(expected_path.read_text())
+        for case_id in selected:
+            want = expected.get(case_id)
+            got = actual[case_id]
+            if want is None:
+                differing.add(case_id)
+                print(f"  {case_id}: not in the expected file; got {got[0]}/{got[1]}")
+            elif list(want) != got:
+                differing.add(case_id)
+                d = details[case_id]
+                print(f"  {case_id}: expected {want[0]}/{want[1]}, got {got[0]}/{got[1]}: "
+                      f"{d.get('result')} | {d.get('resultClose', '')}")
+        if not args.cases:
+            for case_id in sorted(set(expected) - set(actual), key=sort_key):
+                differing.add(case_id)
+                print(f"  {case_id}: expected {expected[case_id]}, but the case did not run")
+
+    died = "wsgate-died" in bad_cases
+    failed = differing | (bad_cases - {"wsgate-died"})
+    n_failed = len(failed) + int(died)
+    n_passed = len(set(actual) - failed)
+    write_summary(reports, mode, n_passed, n_failed)
+    if n_failed:
+        print(f"autobahn[{mode}]: FAILED ({n_passed} as expected, {n_failed} not)")
+        return 1
+    print(f"autobahn[{mode}]: ok ({n_passed} cases as expected)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

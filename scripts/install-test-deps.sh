@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end tests need. Idempotent: a second run installs nothing.
+#
+#   * Debian packages: procps, and python3-venv when `python3 -m venv` does not work.
+#   * .venv in the repo root with the pinned Python packages of tests/py/requirements.txt
+#     (websockets: the real client; pytest; kosoku: the Autobahn|Testsuite runner).
+#   * checks that cargo, rustfmt and clippy are there (they cannot be installed from here).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+REQS="tests/py/requirements.txt"
+VENV="$ROOT/.venv"
+PY="${PYTHON:-python3}"
+
+log() { printf 'install-test-deps: %s\n' "$*"; }
+
+# ---- Debian packages -------------------------------------------------------------------
+missing=()
+command -v ps >/dev/null 2>&1 || missing+=(procps)
+command -v "$PY" >/dev/null 2>&1 || missing+=(python3)
+
+venv_ok() {
+    local tmp
+    tmp="$(mktemp -d)"
+    if "$PY" -m venv "$tmp/v" >/dev/null 2>&1 && [ -x "$tmp/v/bin/pip" ]; then
+        rm -rf "$tmp"
+        return 0
+    fi
+    rm -rf "$tmp"
+    return 1
+}
+if [ ! -x "$VENV/bin/python" ] && command -v "$PY" >/dev/null 2>&1 && ! venv_ok; then
+    missing+=(python3-venv python3-pip)
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        SUDO=sudo
+    else
+        SUDO=
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # A Debian python3 may now be the one that has venv.
+    if ! venv_ok && [ -x /usr/bin/python3 ]; then
+        PY=/usr/bin/python3
+    fi
+fi
+
+# ---- Python venv -------------------------------------------------------------------------
+if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    log "removing a broken .venv"
+    rm -rf "$VENV"
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating .venv with $("$PY" --version 2>&1)"
+    "$PY" -m venv "$VENV"
+fi
+if "$VENV/bin/python" - "$REQS" <<'EOF'
+import sys
+from importlib import metadata
+ok = True
+for line in open(sys.argv[1]):
+    line = line.split("#", 1)[0].strip()
+    if not line:
+        continue
+    name, _, version = line.partition("==")
+    try:
+        ok &= metadata.version(name) == version
+    except metadata.PackageNotFoundError:
+        ok = False
+sys.exit(0 if ok else 1)
+EOF
+then
+    log "python packages already installed ($(grep -v '^#' "$REQS" | tr '\n' ' '))"
+else
+    log "pip installing $REQS into .venv"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQS"
+fi
+
+# ---- Rust toolchain ----------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    log "ERROR: cargo not found on PATH."
+    log "Install a Rust toolchain (>= 1.85) with rustup: https://rustup.rs"
+    log "  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --component rustfmt,clippy"
+    log "then: source \$HOME/.cargo/env"
+    exit 1
+fi
+for sub in fmt clippy; do
+    if ! cargo "$sub" --version >/dev/null 2>&1; then
+        log "ERROR: 'cargo $sub' is missing: rustup component add $([ $sub = fmt ] && echo rustfmt || echo clippy)"
+        exit 1
+    fi
+done
+log "ok: $(cargo --version), $("$VENV/bin/python" --version)"

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, build, Rust tests, end-to-end tests, Autobahn.
+# Stops at the first failing step. Ends with a line "N passed, N failed" counting the pytest
+# tests and the Autobahn cases (when those steps ran).
+#
+#   scripts/test.sh                     everything
+#   SKIP_AUTOBAHN=1 scripts/test.sh     without the Autobahn runs
+#   PYTEST_ARGS="-k relay" scripts/test.sh
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+REPORTS="$ROOT/reports"
+mkdir -p "$REPORTS"
+rm -f "$REPORTS"/pytest.xml "$REPORTS"/autobahn-*.summary.json
+PY="$ROOT/.venv/bin/python"
+STEP=""
+START=$(date +%s)
+
+step() {
+    STEP="$1"
+    printf '\n==> [%s] %s\n' "$(( $(date +%s) - START ))s" "$STEP"
+}
+
+summary() {
+    # pytest junit xml + autobahn summaries -> "N passed, N failed"
+    [ -x "$PY" ] || return 0
+    "$PY" - "$REPORTS" <<'EOF' || true
+import json, sys, glob, os
+import xml.etree.ElementTree as ET
+reports = sys.argv[1]
+passed = failed = 0
+ran = False
+xml = os.path.join(reports, "pytest.xml")
+if os.path.exists(xml):
+    ran = True
+    for suite in ET.parse(xml).getroot().iter("testsuite"):
+        tests = int(suite.get("tests", 0))
+        bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        skipped = int(suite.get("skipped", 0))
+        passed += tests - bad - skipped
+        failed += bad
+for path in sorted(glob.glob(os.path.join(reports, "autobahn-*.summary.json"))):
+    ran = True
+    s = json.load(open(path))
+    print(f"autobahn {s['mode']}: {s['passed']} cases as expected, {s['failed']} not")
+    passed += s["passed"]
+    failed += s["failed"]
+if ran:
+    print(f"{passed} passed, {failed} failed")
+EOF
+}
+
+on_exit() {
+    rc=$?
+    echo
+    if [ "$rc" -ne 0 ]; then
+        echo "scripts/test.sh: FAILED at step: $STEP (exit $rc)"
+    else
+        echo "scripts/test.sh: all steps passed in $(( $(date +%s) - START ))s"
+    fi
+    summary
+    exit "$rc"
+}
+trap on_exit EXIT
+
+step "install test dependencies"
+bash scripts/install-test-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo build --release --bins"
+cargo build --release --bins
+
+step "cargo test --release"
+cargo test --release
+
+export WSGATE_BIN="$ROOT/target/release/wsgate"
+export WSGATE_ECHO_BIN="$ROOT/target/release/websocket_echo"
+
+step "pytest tests/py"
+# shellcheck disable=SC2086
+timeout 1500 "$PY" -m pytest tests/py -q -rfE --junitxml="$REPORTS/pytest.xml" ${PYTEST_ARGS:-}
+
+if [ -z "${SKIP_AUTOBAHN:-}" ]; then
+    for mode in framed stream seqpacket; do
+        step "autobahn ($mode)"
+        timeout 900 "$PY" scripts/autobahn.py --mode "$mode"
+    done
+fi
