@@ -49,6 +49,12 @@ pub struct Args {
     /// a comma-separated list of origins or hosts
     #[argh(option, default = "String::from(\"same\")")]
     pub origin: String,
+    /// send the backend a connection context (peer, path, query, ...) before any payload
+    #[argh(switch)]
+    pub context: bool,
+    /// a request header to include in the context (repeatable; implies --context)
+    #[argh(option)]
+    pub context_header: Vec<String>,
     /// evaluate deny after allow
     #[argh(switch)]
     pub denylast: bool,
@@ -115,6 +121,8 @@ impl Args {
             data_type,
             access: AccessList { allow: self.allow, deny: self.deny, denylast: self.denylast },
             origin: crate::http::origin::OriginPolicy::parse(&self.origin),
+            context: (self.context || !self.context_header.is_empty())
+                .then_some(self.context_header),
             max_connections: self.max_connections,
             max_message: parse_bytes(&self.max_message).map_err(|e| err("--max-message", e))?,
             handshake_timeout: parse_duration(&self.handshake_timeout)

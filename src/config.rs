@@ -120,6 +120,9 @@ pub struct Site {
     pub access: AccessList,
     /// Which `Origin` headers are accepted.
     pub origin: OriginPolicy,
+    /// Connection context for the backend: `None` off, otherwise the extra request headers to
+    /// include (see `relay::context`).
+    pub context: Option<Vec<String>>,
     /// This site's share of the connection slab.
     pub max_connections: u32,
     /// Largest client message.
@@ -146,6 +149,7 @@ impl Default for Site {
             data_type: DataType::Text,
             access: AccessList::default(),
             origin: OriginPolicy::SameHost,
+            context: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_message: DEFAULT_MAX_MESSAGE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,

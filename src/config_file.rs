@@ -1127,6 +1127,7 @@ pub fn to_runtime(
             data_type: ws.data_type,
             access: ws.access.clone(),
             origin,
+            context: ws.context.then(Vec::new),
             max_connections: server.maxclients,
             max_message: ws.max_message.unwrap_or(defaults.max_message),
             handshake_timeout: ws.handshake_timeout.unwrap_or(defaults.handshake_timeout),

@@ -458,6 +458,9 @@ enum FrameError {
     StrayContinuation,
     /// A text or binary record while a message is still open.
     NestedMessage,
+    /// A connection-context record: the echo does not take one (run the gateway without
+    /// `--context` for this endpoint).
+    Context,
 }
 
 impl core::fmt::Display for FrameError {
@@ -466,6 +469,9 @@ impl core::fmt::Display for FrameError {
             Self::Header(e) => e.fmt(f),
             Self::StrayContinuation => f.write_str("continuation record outside a message"),
             Self::NestedMessage => f.write_str("new message before the previous one ended"),
+            Self::Context => {
+                f.write_str("a connection-context record: websocket_echo takes none (no --context)")
+            }
         }
     }
 }
@@ -542,6 +548,7 @@ impl Framer {
             };
             match header.opcode {
                 record::OP_CLOSE => self.in_close = true,
+                record::OP_CONTEXT => return Err(FrameError::Context),
                 record::OP_CONTINUATION if !self.in_message => {
                     return Err(FrameError::StrayContinuation)
                 }
@@ -1085,7 +1092,9 @@ mod tests {
         two.extend(rec(true, record::OP_BINARY, b"b"));
         assert_eq!(framer.scan(&two, NO_LIMIT), Err(FrameError::NestedMessage));
         let mut framer = Framer::default();
-        assert!(matches!(framer.scan(&[0x83, 0, 0, 0, 0], NO_LIMIT), Err(FrameError::Header(_))));
+        assert!(matches!(framer.scan(&[0x84, 0, 0, 0, 0], NO_LIMIT), Err(FrameError::Header(_))));
+        let mut framer = Framer::default();
+        assert_eq!(framer.scan(&[0x83, 0, 0, 0, 0], NO_LIMIT), Err(FrameError::Context));
     }
 
     #[test]

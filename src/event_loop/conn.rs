@@ -1115,6 +1115,32 @@ impl Connection {
             );
             return true;
         }
+        if let Some(headers) = &cx.site.context {
+            let head = input.readable().get(..consumed).unwrap_or_default();
+            let info = crate::relay::context::Info {
+                peer: self.peer,
+                server_port: cx.site.listen.port(),
+                path: req.path,
+                query: req.query,
+                endpoint,
+                host: req.host,
+                origin: req.origin,
+                protocol,
+                tls: false,
+            };
+            let written = cx.pool.ensure(&mut self.to_backend)
+                && self
+                    .to_backend
+                    .as_mut()
+                    .is_some_and(|tb| crate::relay::context::write(tb, mode, &info, head, headers));
+            if !written {
+                if let Some(o) = self.to_client.as_mut() {
+                    o.consume(o.len());
+                }
+                self.refuse(cx, 431, Refusal::TooLarge);
+                return true;
+            }
+        }
         self.backend = Some(BackendSock {
             sock: backend,
             readable: true,

@@ -113,11 +113,11 @@ impl Server {
     ///
     /// # Errors
     /// [`StartError`].
-    pub fn bind(config: Config) -> Result<Self, StartError> {
+    pub fn bind(mut config: Config) -> Result<Self, StartError> {
         let poll = Poll::new().map_err(|e| StartError::Io("epoll", e))?;
         let mut listeners = Vec::with_capacity(config.sites.len());
         let mut slots = 0;
-        for (i, site) in config.sites.iter().enumerate() {
+        for (i, site) in config.sites.iter_mut().enumerate() {
             let docroot = Docroot::open(&site.docroot)
                 .map_err(|e| StartError::Docroot(site.docroot.clone(), e))?;
             let mut socket =
@@ -125,6 +125,10 @@ impl Server {
             poll.registry()
                 .register(&mut socket, token::listener(i), Interest::READABLE)
                 .map_err(|e| StartError::Io("register", e))?;
+            // With port 0 the kernel picked one: the site says which from now on.
+            if let Ok(bound) = socket.local_addr() {
+                site.listen = bound;
+            }
             listeners.push(Listener { socket, docroot, active: 0, paused: false });
             slots += site.max_connections + site.overflow_slots();
         }

@@ -172,6 +172,18 @@ fn is_token(s: &[u8]) -> bool {
         })
 }
 
+/// Calls `f(name, value)` for each header of a complete request head (already accepted by
+/// [`parse`]); values are trimmed. Used to copy selected headers into the connection context.
+pub fn for_each_header(head: &[u8], mut f: impl FnMut(&str, &[u8])) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if let Ok(httparse::Status::Complete(_)) = req.parse(head) {
+        for h in req.headers.iter() {
+            f(h.name, trim_ows(h.value));
+        }
+    }
+}
+
 /// Parses a WebSocket upgrade request head at the front of `buf`.
 ///
 /// Returns the request and the length of its head; bytes after the head (a client that does

@@ -484,7 +484,9 @@ impl Downlink {
                     return Ok(());
                 }
                 let start_kind = match (h.opcode, self.message) {
-                    (record::OP_CONTINUATION, None) => return Err(DownlinkError::RecordSequence),
+                    (record::OP_CONTINUATION, None) | (record::OP_CONTEXT, _) => {
+                        return Err(DownlinkError::RecordSequence)
+                    }
                     (record::OP_TEXT | record::OP_BINARY, Some(_)) => {
                         return Err(DownlinkError::RecordSequence)
                     }

@@ -7,6 +7,7 @@
 //! * [`codec`]: the relay modes (`stream`, `lines`, `framed`, `seqpacket`).
 pub mod acl;
 pub mod codec;
+pub mod context;
 pub mod path;
 pub mod record;
 pub mod route;

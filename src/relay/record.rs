@@ -16,6 +16,8 @@
 //!   opcode 0; the last one has `F` set. A message may be split into any number of records at any
 //!   byte (the gateway cuts where its buffers do), so a backend must not assume one record per
 //!   message, only that `F` marks the end.
+//! * A context record (opcode `0x3`, gateway → backend only, `F` set) is the first record of a
+//!   connection whose endpoint has `context` on: `NAME=value` lines, see [`super::context`].
 //! * A close record has `F` set and a payload of nothing, or a 2-byte big-endian status code
 //!   followed by at most 123 bytes of UTF-8 reason (RFC 6455 §5.5.1).
 //! * Bits 4–6 are zero; other opcodes are reserved, and a record using them is a protocol error.
@@ -37,6 +39,8 @@ pub const OP_TEXT: u8 = 0x1;
 pub const OP_BINARY: u8 = 0x2;
 /// Close.
 pub const OP_CLOSE: u8 = 0x8;
+/// Connection context (gateway → backend only).
+pub const OP_CONTEXT: u8 = 0x3;
 
 /// A parsed record header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +96,7 @@ impl RecordHeader {
                     return Err(RecordError::BadClose);
                 }
             }
+            OP_CONTEXT if fin => {}
             other => return Err(RecordError::ReservedOpcode(other)),
         }
         Ok(Some(Self { fin, opcode, len }))
@@ -129,7 +134,8 @@ mod tests {
     #[test]
     fn broken_rules_are_named() {
         assert_eq!(RecordHeader::parse(&[0xc1, 0, 0, 0, 0]), Err(RecordError::ReservedBits(0xc1)));
-        assert_eq!(RecordHeader::parse(&[0x83, 0, 0, 0, 0]), Err(RecordError::ReservedOpcode(3)));
+        assert_eq!(RecordHeader::parse(&[0x03, 0, 0, 0, 0]), Err(RecordError::ReservedOpcode(3)));
+        assert_eq!(RecordHeader::parse(&[0x84, 0, 0, 0, 0]), Err(RecordError::ReservedOpcode(4)));
         assert_eq!(RecordHeader::parse(&[0x89, 0, 0, 0, 0]), Err(RecordError::ReservedOpcode(9)));
         assert_eq!(RecordHeader::parse(&[0x08, 0, 0, 0, 2]), Err(RecordError::BadClose));
         assert_eq!(RecordHeader::parse(&[0x88, 0, 0, 0, 1]), Err(RecordError::BadClose));

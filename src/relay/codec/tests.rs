@@ -181,9 +181,11 @@ fn framed_downlink_errors() {
     assert_eq!(check(b"\x81\0\0", true), Err(DownlinkError::Truncated));
     assert_eq!(check(b"\x81\0\0\0\x01\xff", false), Err(DownlinkError::InvalidUtf8));
     assert_eq!(
-        check(b"\x83\0\0\0\0", false),
-        Err(DownlinkError::Record(RecordError::ReservedOpcode(3)))
+        check(b"\x84\0\0\0\0", false),
+        Err(DownlinkError::Record(RecordError::ReservedOpcode(4)))
     );
+    // Context records only go to the backend.
+    assert_eq!(check(b"\x83\0\0\0\0", false), Err(DownlinkError::RecordSequence));
     assert!(check(b"\x81\0\0\0\x64abc", false).is_ok());
 }
 
