@@ -28,6 +28,9 @@ pub struct Args {
     /// directory of the backend sockets (default /var/run/websocket)
     #[argh(option, short = 'R', default = "PathBuf::from(\"/var/run/websocket\")")]
     pub docroot: PathBuf,
+    /// directory of static pages served for requests without Upgrade (none by default)
+    #[argh(option)]
+    pub htdocs: Option<PathBuf>,
     /// relay mode: stream (default), lines, framed, seqpacket; or NAME=MODE for one endpoint
     /// (repeatable)
     #[argh(option, short = 'm')]
@@ -121,6 +124,12 @@ impl Args {
             data_type,
             access: AccessList { allow: self.allow, deny: self.deny, denylast: self.denylast },
             origin: crate::http::origin::OriginPolicy::parse(&self.origin),
+            document: self.htdocs.map(|root| crate::config::Document {
+                root,
+                default_page: "index.html".into(),
+                access: AccessList::default(),
+            }),
+            keepalive: crate::config::DEFAULT_KEEPALIVE,
             context: (self.context || !self.context_header.is_empty())
                 .then_some(self.context_header),
             max_connections: self.max_connections,

@@ -33,6 +33,20 @@ pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for the closing handshake and for flushing a refusal.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Static pages of a site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Document {
+    /// Directory of the pages.
+    pub root: PathBuf,
+    /// Served for a directory (default `index.html`).
+    pub default_page: String,
+    /// allow / deny on the page path.
+    pub access: AccessList,
+}
+
+/// Time an idle keep-alive HTTP connection stays open between requests.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
+
 /// A per-endpoint relay mode override (`-m NAME=MODE`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointMode {
@@ -120,6 +134,10 @@ pub struct Site {
     pub access: AccessList,
     /// Which `Origin` headers are accepted.
     pub origin: OriginPolicy,
+    /// Static pages, when configured: requests without `Upgrade` are served from there.
+    pub document: Option<Document>,
+    /// Keep-alive between static requests; zero closes after each response.
+    pub keepalive: Duration,
     /// Connection context for the backend: `None` off, otherwise the extra request headers to
     /// include (see `relay::context`).
     pub context: Option<Vec<String>>,
@@ -150,6 +168,8 @@ impl Default for Site {
             access: AccessList::default(),
             origin: OriginPolicy::SameHost,
             context: None,
+            document: None,
+            keepalive: DEFAULT_KEEPALIVE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_message: DEFAULT_MAX_MESSAGE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,

@@ -1128,6 +1128,12 @@ pub fn to_runtime(
             access: ws.access.clone(),
             origin,
             context: ws.context.then(Vec::new),
+            document: server.document.as_ref().map(|d| crate::config::Document {
+                root: d.docroot.clone(),
+                default_page: d.defaultpage.clone(),
+                access: d.access.clone(),
+            }),
+            keepalive: server.keepalive_timeout,
             max_connections: server.maxclients,
             max_message: ws.max_message.unwrap_or(defaults.max_message),
             handshake_timeout: ws.handshake_timeout.unwrap_or(defaults.handshake_timeout),

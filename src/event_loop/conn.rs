@@ -34,7 +34,7 @@ use nix::sys::socket::{recv, send, shutdown, MsgFlags};
 use super::token::{self, Side};
 use crate::buffer::{Buf, BufPool};
 use crate::config::Site;
-use crate::http::handshake;
+use crate::http::{handshake, static_files};
 use crate::relay::codec::{self, Downlink, DownlinkError, Mode, Uplink, UplinkError, CONTROL_ROOM};
 use crate::relay::path;
 use crate::relay::route::{Backend, Docroot, RouteError};
@@ -60,6 +60,8 @@ pub enum Phase {
     Linger,
     /// The client is gone; flushing to the backend.
     Draining,
+    /// Streaming a static file to the client.
+    File,
 }
 
 /// Why a connection ended (the close log line says it).
@@ -180,6 +182,8 @@ pub struct Ctx<'a> {
     pub site: &'a Site,
     /// Where backends live.
     pub docroot: &'a Docroot,
+    /// Where static pages live, when the site has them.
+    pub htdocs: Option<&'a Docroot>,
     /// For registering the backend and changing interest.
     pub registry: &'a Registry,
     /// The loop's clock for this batch.
@@ -253,6 +257,10 @@ pub struct Connection {
     pub site: usize,
     /// The site's idle timeout, copied at the handshake (timers are computed without the site).
     idle: Option<std::time::Duration>,
+    /// The static file being sent and the bytes left.
+    file: Option<(std::fs::File, u64)>,
+    /// Keep the HTTP connection for another request after this response.
+    keep_alive: bool,
 }
 
 impl Connection {
@@ -301,6 +309,8 @@ impl Connection {
             queued: false,
             site,
             idle: None,
+            file: None,
+            keep_alive: false,
         };
         if overflow {
             c.refuse(cx, 503, Refusal::Full);
@@ -458,6 +468,7 @@ impl Connection {
             progress |= self.write_backend(cx);
             progress |= self.read_backend(cx);
             progress |= self.process_backend(cx);
+            progress |= self.pump_file(cx);
             progress |= self.write_client(cx);
             progress |= self.advance(cx);
             if self.is_done() {
@@ -994,6 +1005,115 @@ impl Connection {
         }
     }
 
+    /// Answers a static page request for `name` (decoded, no leading '/', "" for the root).
+    fn serve_file(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        name: &str,
+        head_only: bool,
+        keep_alive: bool,
+    ) -> bool {
+        let (Some(htdocs), Some(doc)) = (cx.htdocs, cx.site.document.as_ref()) else {
+            return false;
+        };
+        let mut haystack = heapless::String::<{ path::MAX_PATH + 1 }>::new();
+        let _ = haystack.push('/');
+        let _ = haystack.push_str(name);
+        if !doc.access.permits(&haystack) {
+            self.refuse(cx, 403, Refusal::Denied);
+            return true;
+        }
+        let file = match htdocs.open_file(name, &doc.default_page) {
+            Ok(f) => f,
+            Err(RouteError::NotSocket) => {
+                self.refuse(cx, 403, Refusal::Route(RouteError::NotSocket));
+                return true;
+            }
+            Err(e) => {
+                self.refuse(cx, 404, Refusal::Route(e));
+                return true;
+            }
+        };
+        if !cx.pool.ensure(&mut self.to_client) {
+            self.refuse(cx, 503, Refusal::Full);
+            return true;
+        }
+        let Some(out) = self.to_client.as_mut() else { return false };
+        let keep_alive = keep_alive && !cx.site.keepalive.is_zero();
+        // The MIME type follows the name served; a directory gets its default page's.
+        let mime_name = if name.is_empty() || file_is_dir_name(name) {
+            doc.default_page.as_str()
+        } else {
+            name
+        };
+        let mime = static_files::mime_type(mime_name);
+        let Some(n) = static_files::write_ok(out.spare(), mime, file.len, keep_alive) else {
+            self.refuse(cx, 500, Refusal::TooLarge);
+            return true;
+        };
+        out.commit(n);
+        self.keep_alive = keep_alive;
+        self.stats.frames_down += 1;
+        if head_only || file.len == 0 {
+            self.finish_response(cx);
+        } else {
+            self.file = Some((file.file, file.len));
+            self.phase = Phase::File;
+            self.deadline = Some(cx.now + cx.site.handshake_timeout.max(cx.site.close_timeout));
+        }
+        true
+    }
+
+    /// After a static response: wait for the next request, or close.
+    fn finish_response(&mut self, cx: &mut Ctx<'_>) {
+        self.file = None;
+        self.name.clear();
+        if self.keep_alive && !self.client_eof {
+            self.phase = Phase::Handshake;
+            self.deadline = Some(cx.now + cx.site.keepalive);
+        } else {
+            self.phase = Phase::Flushing;
+            self.deadline = Some(cx.now + cx.site.close_timeout);
+        }
+    }
+
+    /// Moves file bytes into the client buffer while there is room.
+    fn pump_file(&mut self, cx: &mut Ctx<'_>) -> bool {
+        if self.phase != Phase::File || !cx.pool.ensure(&mut self.to_client) {
+            return false;
+        }
+        let (Some((file, left)), Some(out)) = (self.file.as_mut(), self.to_client.as_mut()) else {
+            return false;
+        };
+        if out.free() == 0 {
+            return false;
+        }
+        let spare = out.spare();
+        let want = spare.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+        let Some(dst) = spare.get_mut(..want) else { return false };
+        match file.read(dst) {
+            Ok(0) | Err(_) => {
+                // The file shrank or failed under us: the promised length cannot be met, so the
+                // connection must end here (RFC 9112 §6.3).
+                self.keep_alive = false;
+                self.finish_response(cx);
+            }
+            Ok(n) => {
+                out.commit(n);
+                *left -= n as u64;
+                if *left == 0 {
+                    self.finish_response(cx);
+                }
+                // Sending a page is activity: push the deadline.
+                if self.phase == Phase::File {
+                    self.deadline =
+                        Some(cx.now + cx.site.close_timeout.max(cx.site.handshake_timeout));
+                }
+            }
+        }
+        true
+    }
+
     fn process_handshake(&mut self, cx: &mut Ctx<'_>) -> bool {
         // Taken out while the request (which borrows it) is examined, put back after.
         let Some(mut input) = self.from_client.take() else { return false };
@@ -1005,6 +1125,38 @@ impl Connection {
     fn handshake_with(&mut self, cx: &mut Ctx<'_>, input: &mut Buf) -> bool {
         if input.is_empty() {
             return false;
+        }
+        if cx.htdocs.is_some() {
+            match static_files::parse(input.readable()) {
+                Ok(Some(req)) if !req.upgrade => {
+                    let (head_only, keep_alive, head_len) =
+                        (req.head_only, req.keep_alive, req.head_len);
+                    let mut decoded_buf = [0u8; path::MAX_PATH];
+                    let name = match path::decode(req.path, &mut decoded_buf) {
+                        Ok(d) => d.trim_start_matches('/'),
+                        Err(path::PathError::Empty) => "",
+                        Err(e) => {
+                            let status = e.status();
+                            self.refuse(cx, status, Refusal::Path(e));
+                            return true;
+                        }
+                    };
+                    let _ = self.name.push_str(truncate(name, 64));
+                    let served = self.serve_file(cx, name, head_only, keep_alive);
+                    input.consume(head_len);
+                    return served;
+                }
+                Err(static_files::FileRequestError::Method) => {
+                    self.refuse(
+                        cx,
+                        405,
+                        Refusal::Request(handshake::HandshakeError::MethodNotAllowed),
+                    );
+                    return true;
+                }
+                // Incomplete, malformed, or an upgrade: the handshake parser decides.
+                _ => {}
+            }
         }
         let (req, consumed) = match handshake::parse(input.readable()) {
             Ok(Some(x)) => x,
@@ -1175,6 +1327,12 @@ impl Connection {
         input.consume(consumed);
         true
     }
+}
+
+/// Does `name` end like a directory request ("a/")? Decoded paths never do (empty segments are
+/// refused), so only the root maps to the default page's type.
+fn file_is_dir_name(name: &str) -> bool {
+    name.ends_with('/')
 }
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -83,6 +83,7 @@ impl core::fmt::Debug for Reloader {
 struct Listener {
     socket: TcpListener,
     docroot: Docroot,
+    htdocs: Option<Docroot>,
     /// Connections of this site that are not answering 503.
     active: usize,
     /// Stopped accepting because the slab or the process was full.
@@ -129,7 +130,13 @@ impl Server {
             if let Ok(bound) = socket.local_addr() {
                 site.listen = bound;
             }
-            listeners.push(Listener { socket, docroot, active: 0, paused: false });
+            let htdocs = match &site.document {
+                Some(d) => Some(
+                    Docroot::open(&d.root).map_err(|e| StartError::Docroot(d.root.clone(), e))?,
+                ),
+                None => None,
+            };
+            listeners.push(Listener { socket, docroot, htdocs, active: 0, paused: false });
             slots += site.max_connections + site.overflow_slots();
         }
         let waker = Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Io("waker", e))?;
@@ -204,13 +211,20 @@ impl Server {
         }
         let mut docroots = Vec::with_capacity(new.sites.len());
         for site in &new.sites {
-            docroots.push(
-                Docroot::open(&site.docroot)
-                    .map_err(|e| format!("docroot {}: {e}", site.docroot.display()))?,
-            );
+            let ws = Docroot::open(&site.docroot)
+                .map_err(|e| format!("docroot {}: {e}", site.docroot.display()))?;
+            let htdocs = match &site.document {
+                Some(d) => Some(
+                    Docroot::open(&d.root)
+                        .map_err(|e| format!("document {}: {e}", d.root.display()))?,
+                ),
+                None => None,
+            };
+            docroots.push((ws, htdocs));
         }
-        for (l, d) in self.listeners.iter_mut().zip(docroots) {
-            l.docroot = d;
+        for (l, (ws, htdocs)) in self.listeners.iter_mut().zip(docroots) {
+            l.docroot = ws;
+            l.htdocs = htdocs;
         }
         crate::logging::set_level(new.verbosity);
         let buffer_size = self.config.buffer_size;
@@ -354,6 +368,7 @@ impl Server {
             pool: &mut self.pool,
             site: self.config.sites.get(site)?,
             docroot: &self.listeners.get(site)?.docroot,
+            htdocs: self.listeners.get(site)?.htdocs.as_ref(),
             registry: self.poll.registry(),
             now,
         };

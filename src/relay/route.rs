@@ -130,6 +130,52 @@ impl Docroot {
     }
 }
 
+/// A regular file opened under a docroot, for static pages.
+#[derive(Debug)]
+pub struct StaticFile {
+    /// The open file.
+    pub file: std::fs::File,
+    /// Its size.
+    pub len: u64,
+}
+
+impl Docroot {
+    /// Opens the regular file `name` (a checked path without its leading '/'; empty for the
+    /// root), or `default_page` inside it when it is a directory. Same walk as
+    /// [`Docroot::connect`]: no symlinks anywhere, nothing outside the docroot.
+    ///
+    /// # Errors
+    /// [`RouteError::NotFound`], [`RouteError::Symlink`], or [`RouteError::NotSocket`] for
+    /// "exists but is not a regular file" (a directory without a default page, a device, ...).
+    pub fn open_file(&self, name: &str, default_page: &str) -> Result<StaticFile, RouteError> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        let mut current: Option<OwnedFd> = None;
+        for segment in name.split('/').filter(|s| !s.is_empty()) {
+            let at = current.as_ref().map_or(self.dir.as_fd(), AsFd::as_fd);
+            current = Some(openat(at, segment, flags, FileMode::empty()).map_err(walk_error)?);
+        }
+        let fd = match current {
+            Some(fd) => fd,
+            None => openat(self.dir.as_fd(), ".", flags, FileMode::empty()).map_err(walk_error)?,
+        };
+        let mut file = std::fs::File::from(fd);
+        let mut meta = file.metadata().map_err(|_| RouteError::NotFound)?;
+        if meta.is_dir() {
+            if default_page.is_empty() || default_page.contains('/') {
+                return Err(RouteError::NotSocket);
+            }
+            let page =
+                openat(file.as_fd(), default_page, flags, FileMode::empty()).map_err(walk_error)?;
+            file = std::fs::File::from(page);
+            meta = file.metadata().map_err(|_| RouteError::NotFound)?;
+        }
+        if !meta.is_file() {
+            return Err(RouteError::NotSocket);
+        }
+        Ok(StaticFile { file, len: meta.len() })
+    }
+}
+
 fn walk_error(e: Errno) -> RouteError {
     match e {
         Errno::ENOENT | Errno::ENOTDIR => RouteError::NotFound,
