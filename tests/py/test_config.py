@@ -27,6 +27,8 @@ servers = ({{
     hostname = "a.local";
     addr = "127.0.0.1";
     port = {p4};
+    keepalivetimeout = 5;
+    document = {{ docroot = "{docroot}/../htdocs"; defaultpage = "index.html"; deny = "^/private"; }};
     websocket = {{ docroot = "{docroot}"; allow = "*"; denylast = true; mode = "framed"; }};
 }},{{
     addr = "::1";
@@ -39,6 +41,10 @@ servers = ({{
 
 @pytest.fixture
 def two_servers(tmp_path, docroot):
+    htdocs = docroot.parent / "htdocs"
+    (htdocs / "private").mkdir(parents=True, exist_ok=True)
+    (htdocs / "index.html").write_text("<p>ui</p>")
+    (htdocs / "private" / "x.txt").write_text("no")
     echo = Child([echo_bin(), "-R", str(docroot), "-n", "echo", "-m", "framed"], "echo")
     deadline = time.monotonic() + 5
     while not (docroot / "echo").exists():
@@ -70,6 +76,13 @@ def test_two_listeners_routing_and_acl(two_servers, ws):
         ws(f"ws://[::1]:{p6}/echo")
     assert refused.value.response.status_code == 403
     assert raw_handshake(p4, "/missing")[0] == 404
+    # Static pages of the first server, with its document deny list.
+    import urllib.request, urllib.error
+    page = urllib.request.urlopen(f"http://127.0.0.1:{p4}/", timeout=5)
+    assert page.status == 200 and page.read() == b"<p>ui</p>"
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(f"http://127.0.0.1:{p4}/private/x.txt", timeout=5)
+    assert denied.value.code == 403
     # The unknown module was a warning naming file and line, not an error.
     assert f"{conf}:" in g.log_text() and "unknown_module" in g.log_text()
 
