@@ -30,7 +30,7 @@
 //!               mode = "direct" is read as options = "direct" (warning)
 //!     modes     = { endpoint = "mode"; ... }
 //!     type      text | binary | auto (default text)
-//!     origin    "a,b" or [ "a", "b" ]; "*" accepts any; absent: not checked
+//!     origin    "a,b" or [ "a", "b" ]; "*" accepts any; absent: none, or the same host:port as Host (see http::origin)
 //!     ping_interval_ms, idle_timeout_ms   0..; 0 turns it off; absent: wsgate's default
 //!     pong_timeout_ms, handshake_timeout_ms   1..; absent: wsgate's default
 //!     max_message  bytes, an integer or a string like "1M"; absent: wsgate's default
@@ -1045,7 +1045,9 @@ pub fn render(cfg: &ServiceConfig) -> String {
                     let items: Vec<String> = list.iter().map(|s| quote(s)).collect();
                     o.set("origin", &format!("[ {} ]", items.join(", ")));
                 }
-                None => o.line("# origin: not checked"),
+                None => o.line(
+                    r#"# origin = "same"; (the default: no Origin, or the same host:port as Host)"#,
+                ),
             }
             o.millis("ping_interval_ms", w.ping_interval, &ms(DEFAULT_PING_INTERVAL).to_string());
             o.millis("pong_timeout_ms", w.pong_timeout, &ms(DEFAULT_PONG_TIMEOUT).to_string());
