@@ -88,6 +88,25 @@ pub struct Args {
     /// only errors and warnings
     #[argh(switch, short = 'q')]
     pub quiet: bool,
+    /// run as USER after binding the listeners (real, effective and saved ids; needs root)
+    #[argh(option, short = 'u')]
+    pub user: Option<String>,
+    /// append log lines to FILE (created 0640) instead of stderr
+    #[argh(option, short = 'L')]
+    pub log_file: Option<PathBuf>,
+    /// log to syslog (/dev/log, or $WSGATE_SYSLOG_SOCKET), facility daemon
+    #[argh(switch)]
+    pub syslog: bool,
+    /// write the pid to FILE after start-up; removed at exit
+    #[argh(option)]
+    pub pid_file: Option<PathBuf>,
+    /// a script, or a directory of executable scripts run in name order, to run with "start"
+    /// before binding and with "stop" (in reverse order) at exit, as root
+    #[argh(option)]
+    pub init_d: Option<PathBuf>,
+    /// most connection log lines per second, bursts of 50 (default 20; 0: no limit)
+    #[argh(option, default = "crate::logging::DEFAULT_RATE")]
+    pub log_rate: u32,
 }
 
 fn optional(d: std::time::Duration) -> Option<std::time::Duration> {

@@ -11,6 +11,7 @@
 //!
 //! ```text
 //! user, log-file (log_file), pid-file (pid_file), init_d : strings
+//! syslog : boolean, default false (log to the syslog socket, see [`crate::logging`])
 //! config_d : a directory whose *.conf files (in name order) each add servers, or one file;
 //!            relative to the file that names it; a missing one is a warning
 //! servers (server) = ( { ... }, ... )   at most 8 in all, config_d included
@@ -120,6 +121,8 @@ pub struct ServiceConfig {
     pub init_d: Option<PathBuf>,
     /// PID file (`pid-file`).
     pub pid_file: Option<PathBuf>,
+    /// Log to syslog (`syslog = true;`).
+    pub syslog: bool,
     /// The servers, main file first, then `config_d` files in name order.
     pub servers: Vec<ServerConfig>,
 }
@@ -294,6 +297,7 @@ fn from_document(doc: &Document) -> Result<(ServiceConfig, Vec<Warning>), Config
                 "log-file" | "log_file" => cfg.log_file = Some(r.path(s)?),
                 "pid-file" | "pid_file" => cfg.pid_file = Some(r.path(s)?),
                 "init_d" => cfg.init_d = Some(r.path(s)?),
+                "syslog" => cfg.syslog = r.boolean(s)?,
                 "config_d" => config_d = Some((s, r.path(s)?)),
                 "servers" | "server" => r.servers(s, &mut servers)?,
                 n if TOP_IGNORED.contains(&n) => r.ignored(s),
@@ -981,6 +985,9 @@ pub fn render(cfg: &ServiceConfig) -> String {
     if let Some(p) = &cfg.init_d {
         o.set("init_d", &path_str(p));
     }
+    if cfg.syslog {
+        o.set("syslog", "true");
+    }
     o.line("servers = (");
     o.indent += 1;
     let count = cfg.servers.len();
@@ -1312,7 +1319,7 @@ mod tests {
     #[test]
     fn render_round_trips() {
         let (c, _) = load_text(
-            "user = \"u\\\"q\"; pid-file = \"/run/p\"; log-file = \"/l\"; init_d = \"/i\";
+            "user = \"u\\\"q\"; pid-file = \"/run/p\"; log-file = \"/l\"; init_d = \"/i\"; syslog = true;
              servers = ({ addr = \"::1\"; port = 8080; maxclients = 5; keepalivetimeout = 7;
                document = { docroot = \"/d\"; defaultpage = \"x.html\"; allow = \"a\"; deny = \"b\"; denylast = true; options = \"dirlisting\"; };
                websocket = { docroot = \"/w\"; options = \"direct\"; modes = { e = \"framed\"; }; origin = \"*\"; max_message = 9; idle_timeout_ms = 0; }; },

@@ -21,7 +21,8 @@
 //!   connection table.
 //! * [`event_loop`] owns the sockets: one single-threaded mio loop that moves bytes between the
 //!   client and the backend of each connection, with backpressure and timers.
-//! * [`sys`] holds the only `unsafe` code (none yet) and the OS-level helpers.
+//! * [`sys`] holds the only `unsafe` code (`fork`) and the OS-level helpers; [`service`] is the
+//!   daemon around the loop: init.d scripts, privilege drop, log sinks, pid file.
 //!
 //! `http`, `ws` and `relay::codec` never see a socket, a clock or the slab. The event loop
 //! never parses bytes.
@@ -36,6 +37,7 @@ pub mod http;
 pub mod libconfig;
 pub mod logging;
 pub mod relay;
+pub mod service;
 pub mod slab;
 pub mod sys;
 pub mod ws;

@@ -1,31 +1,38 @@
-//! The gateway binary: command line (and config file) → config → logging → event loop;
-//! errors → exit codes (2: configuration, 1: start-up or run-time failure).
+//! The gateway binary: command line (and config file) → config → logging → service (init.d
+//! scripts, listeners, privilege drop, event loop; see [`wsgate::service`]); errors → exit
+//! codes (2: configuration, 1: start-up or run-time failure).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use wsgate::cli::Args;
 use wsgate::config::Config;
-use wsgate::config_file;
-use wsgate::event_loop::{Reloader, Server};
-use wsgate::logging;
+use wsgate::config_file::{self, ServiceConfig, Warning};
+use wsgate::event_loop::Reloader;
+use wsgate::logging::{self, WARN};
+use wsgate::service::{self, Service, Settings};
 use wsgate::sys::signals::Signals;
 
-/// Loads `path` on top of `base`; warnings go to stderr.
-fn load(path: &Path, base: &Config) -> Result<(Config, config_file::ServiceConfig), String> {
+/// Loads `path` on top of `base`, with the file's warnings.
+fn load(path: &Path, base: &Config) -> Result<(Config, ServiceConfig, Vec<Warning>), String> {
     let (service, mut warnings) = config_file::load(path).map_err(|e| e.to_string())?;
     let (config, more) =
         config_file::to_runtime(path, &service, base).map_err(|e| e.to_string())?;
     warnings.extend(more);
-    for w in &warnings {
-        eprintln!("wsgate: warning: {w}");
-    }
-    Ok((config, service))
+    Ok((config, service, warnings))
 }
 
 fn main() -> ExitCode {
-    let args: Args = argh::from_env();
+    let mut args: Args = argh::from_env();
     let (file, check): (Option<PathBuf>, bool) = (args.config.clone(), args.check);
+    let cli = Settings {
+        user: args.user.take(),
+        log_file: args.log_file.take(),
+        syslog: args.syslog,
+        pid_file: args.pid_file.take(),
+        init_d: args.init_d.take(),
+    };
+    let log_rate = args.log_rate;
     let base = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -33,15 +40,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match &file {
+    let (config, service_config, warnings) = match &file {
         Some(path) => match load(path, &base) {
-            Ok((config, service)) => {
+            Ok((config, service, warnings)) => {
                 if check {
+                    for w in &warnings {
+                        eprintln!("wsgate: warning: {w}");
+                    }
                     print!("{}", config_file::render(&service));
                     println!("# {}: ok", path.display());
                     return ExitCode::SUCCESS;
                 }
-                config
+                (config, service, warnings)
             }
             Err(e) => {
                 eprintln!("wsgate: {e}");
@@ -53,43 +63,45 @@ fn main() -> ExitCode {
                 println!("{base:#?}");
                 return ExitCode::SUCCESS;
             }
-            base.clone()
+            (base.clone(), ServiceConfig::default(), Vec::new())
         }
     };
+    let settings = Settings::merge(&service_config, cli);
     logging::set_level(config.verbosity);
-    // Before any thread exists, so that the signal mask is everyone's.
+    logging::set_rate(log_rate);
+    // As root, before anything starts: the log file, the syslog socket, the account.
+    if let Err(e) = service::open_logs(&settings) {
+        eprintln!("wsgate: {e}");
+        return ExitCode::from(1);
+    }
+    for w in &warnings {
+        logging::announce(WARN, format_args!("warning: {w}"));
+    }
+    // Before any thread or child exists, so that the signal mask is everyone's (children get
+    // a clean mask from `Command`).
     let signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("wsgate: signals: {e}");
+            logging::announce(WARN, format_args!("signals: {e}"));
             return ExitCode::from(1);
         }
     };
-    let mut server = match Server::bind(config) {
+    let service = match Service::prepare(&settings) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("wsgate: {e}");
+            logging::announce(WARN, format_args!("{e}"));
             return ExitCode::from(1);
         }
     };
-    if let Err(e) = server.watch_signals(signals) {
-        eprintln!("wsgate: signals: {e}");
-        return ExitCode::from(1);
-    }
-    if let Some(path) = file {
-        server.set_reloader(Reloader(Box::new(move || load(&path, &base).map(|(c, _)| c))));
-    }
-    for addr in server.local_addrs() {
-        match addr {
-            Ok(addr) => eprintln!("wsgate: listening on {addr}"),
-            Err(e) => eprintln!("wsgate: listening (address unknown: {e})"),
-        }
-    }
-    match server.run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("wsgate: poll: {e}");
-            ExitCode::from(1)
-        }
-    }
+    let reloader = file.map(|path| {
+        Reloader(Box::new(move || {
+            load(&path, &base).map(|(c, _, warnings)| {
+                for w in &warnings {
+                    wsgate::log!(WARN, "warning: {w}");
+                }
+                c
+            })
+        }))
+    });
+    ExitCode::from(service.run(config, signals, reloader))
 }
