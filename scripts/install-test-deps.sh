@@ -18,6 +18,8 @@ log() { printf 'install-test-deps: %s\n' "$*"; }
 # ---- Debian packages -------------------------------------------------------------------
 missing=()
 command -v ps >/dev/null 2>&1 || missing+=(procps)
+# The TLS tests make RSA, PKCS#1 and SEC1 keys with the openssl command.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v "$PY" >/dev/null 2>&1 || missing+=(python3)
 
 venv_ok() {

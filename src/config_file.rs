@@ -1109,15 +1109,27 @@ pub fn to_runtime(
             });
             continue;
         };
-        if server.tls.is_some() {
+        if let Some(files) = &server.tls {
+            // The certificate and key are checked now, so a typo shows at start-up (and with
+            // --check); the listener itself waits for wss:// support rather than serve plain
+            // ws:// on a port the configuration meant for TLS.
+            if let Err(e) = crate::tls::load(&crate::tls::TlsFiles::from(files)) {
+                return Err(ConfigFileError {
+                    file: file.to_path_buf(),
+                    line: server.line,
+                    col: 1,
+                    message: format!("tls: {e}"),
+                });
+            }
             warnings.push(Warning {
                 file: file.to_path_buf(),
                 line: server.line,
                 message: format!(
-                    "server on port {}: TLS is not implemented yet; this listener serves plain ws://",
+                    "server on port {}: TLS (wss://) is not served yet; this listener is skipped",
                     server.port
                 ),
             });
+            continue;
         }
         let ip = server.addr.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
         let origin = match &ws.origin {

@@ -40,4 +40,5 @@ pub mod relay;
 pub mod service;
 pub mod slab;
 pub mod sys;
+pub mod tls;
 pub mod ws;

@@ -22,7 +22,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -35,7 +35,9 @@ use super::token::{self, Side};
 use crate::buffer::{Buf, BufPool};
 use crate::config::Site;
 use crate::http::{handshake, static_files};
-use crate::relay::codec::{self, Downlink, DownlinkError, Mode, Uplink, UplinkError, CONTROL_ROOM};
+use crate::relay::codec::{
+    self, DataType, Downlink, DownlinkError, Mode, Uplink, UplinkError, CONTROL_ROOM,
+};
 use crate::relay::path;
 use crate::relay::route::{Backend, Docroot, RouteError};
 use crate::slab::Key;
@@ -198,6 +200,9 @@ struct BackendSock {
     eof: bool,
     /// Shut down and drop once `to_backend` is flushed.
     finish: bool,
+    /// The kernel said the peer shut down (EPOLLRDHUP): on a SOCK_SEQPACKET socket this is how
+    /// a zero-length read means EOF rather than an empty packet.
+    read_closed: bool,
     wants_write: bool,
 }
 
@@ -337,7 +342,7 @@ impl Connection {
     }
 
     /// Records an event's readiness.
-    pub fn on_event(&mut self, side: Side, readable: bool, writable: bool) {
+    pub fn on_event(&mut self, side: Side, readable: bool, writable: bool, read_closed: bool) {
         match side {
             Side::Client => {
                 self.client_readable |= readable;
@@ -347,6 +352,7 @@ impl Connection {
                 if let Some(b) = self.backend.as_mut() {
                     b.readable |= readable;
                     b.writable |= writable;
+                    b.read_closed |= read_closed;
                 }
             }
         }
@@ -784,7 +790,12 @@ impl Connection {
         let result = if b.sock.seqpacket {
             // One packet at a time, and only into an empty buffer, leaving room for the frame
             // header in the client buffer of the same size.
-            if !buf.is_empty() {
+            let room = if cx.pool.ensure(&mut self.to_client) {
+                self.to_client.as_ref().map_or(0, Buf::free)
+            } else {
+                0
+            };
+            if !buf.is_empty() || room < MAX_SERVER_HEADER_LEN {
                 return false;
             }
             let limit = buf.capacity().saturating_sub(MAX_SERVER_HEADER_LEN);
@@ -805,6 +816,20 @@ impl Connection {
             recv(fd, buf.spare(), MsgFlags::empty())
         };
         match result {
+            Ok(0) if b.sock.seqpacket && !b.read_closed && !peer_hung_up(b.sock.fd.as_fd()) => {
+                // A zero-length packet, not EOF: an empty message.
+                self.last_activity = cx.now;
+                let kind = match cx.site.data_type {
+                    DataType::Binary => OpCode::Binary,
+                    DataType::Text | DataType::Auto => OpCode::Text,
+                };
+                if let Some(out) = self.to_client.as_mut() {
+                    if codec::emit(out, true, kind, &[]) {
+                        self.stats.frames_down += 1;
+                    }
+                }
+                true
+            }
             Ok(0) => {
                 b.eof = true;
                 true
@@ -1299,6 +1324,7 @@ impl Connection {
             writable: true,
             eof: false,
             finish: false,
+            read_closed: false,
             wants_write: false,
         });
         self.mode = mode;
@@ -1333,6 +1359,21 @@ impl Connection {
 /// refused), so only the root maps to the default page's type.
 fn file_is_dir_name(name: &str) -> bool {
     name.ends_with('/')
+}
+
+/// Has the peer of `fd` shut down its writing side? (poll with no wait, `POLLRDHUP`.)
+fn peer_hung_up(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    // nix has no name for POLLRDHUP; the bit is Linux's.
+    let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
+    let mut fds = [PollFd::new(fd, rdhup)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(n) if n > 0 => fds
+            .first()
+            .and_then(PollFd::revents)
+            .is_some_and(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR)),
+        _ => false,
+    }
 }
 
 fn truncate(s: &str, max: usize) -> &str {

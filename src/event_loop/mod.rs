@@ -69,6 +69,15 @@ impl core::fmt::Display for StartError {
     }
 }
 
+/// One event of a batch, copied out of mio's list.
+#[derive(Clone, Copy, Debug)]
+struct Readiness {
+    token: Token,
+    readable: bool,
+    writable: bool,
+    read_closed: bool,
+}
+
 /// Produces a fresh configuration on SIGHUP.
 pub struct Reloader(pub Box<dyn FnMut() -> Result<Config, String>>);
 
@@ -95,6 +104,7 @@ struct Listener {
 pub struct Server {
     poll: Poll,
     events: Events,
+    batch: Vec<Readiness>,
     listeners: Vec<Listener>,
     conns: Slab<Connection>,
     pool: BufPool,
@@ -144,6 +154,7 @@ impl Server {
         Ok(Self {
             poll,
             events: Events::with_capacity(EVENTS),
+            batch: Vec::with_capacity(EVENTS),
             listeners,
             conns: Slab::with_capacity(slots),
             pool,
@@ -260,15 +271,19 @@ impl Server {
             }
             let now = Instant::now();
             let mut accept = 0u32;
-            // Index loop: `self.events` is borrowed only per item, so connections can be driven.
-            for i in 0..EVENTS {
-                let Some((tok, readable, writable)) = self.events.iter().nth(i).map(|e| {
-                    (
-                        e.token(),
-                        e.is_readable() || e.is_read_closed() || e.is_error(),
-                        e.is_writable() || e.is_write_closed() || e.is_error(),
-                    )
-                }) else {
+            // Copied out first (into a start-up allocation), so that connections can be driven
+            // while the batch is walked.
+            self.batch.clear();
+            self.batch.extend(self.events.iter().map(|e| Readiness {
+                token: e.token(),
+                readable: e.is_readable() || e.is_read_closed() || e.is_error(),
+                writable: e.is_writable() || e.is_write_closed() || e.is_error(),
+                read_closed: e.is_read_closed(),
+            }));
+            for i in 0..self.batch.len() {
+                let Some(&Readiness { token: tok, readable, writable, read_closed }) =
+                    self.batch.get(i)
+                else {
                     break;
                 };
                 match tok {
@@ -278,7 +293,7 @@ impl Server {
                         if let Some(i) = token::listener_index(t) {
                             accept |= 1 << i;
                         } else if let Some((key, side)) = token::decode(t) {
-                            self.on_event(key, side, readable, writable, now);
+                            self.on_event(key, side, readable, writable, read_closed, now);
                         }
                     }
                 }
@@ -375,9 +390,17 @@ impl Server {
         Some((cx, &mut self.conns))
     }
 
-    fn on_event(&mut self, key: Key, side: Side, readable: bool, writable: bool, now: Instant) {
+    fn on_event(
+        &mut self,
+        key: Key,
+        side: Side,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+        now: Instant,
+    ) {
         let Some(c) = self.conns.get_mut(key) else { return };
-        c.on_event(side, readable, writable);
+        c.on_event(side, readable, writable, read_closed);
         self.drive(key, now);
     }
 

@@ -125,7 +125,11 @@ impl Uplink {
     /// The largest message this mode can carry with buffers of `buf_size` bytes.
     #[must_use]
     pub fn max_message(&self, buf_size: usize) -> Option<u64> {
-        (self.mode == Mode::SeqPacket).then(|| buf_size.saturating_sub(record::HEADER_LEN) as u64)
+        // The message must fit with its header, and still leave the control room the caller
+        // keeps free twice over (once to decode at all, once inside `room`), so that the frame
+        // header that would make it too big is always read and answered with 1009.
+        (self.mode == Mode::SeqPacket)
+            .then(|| buf_size.saturating_sub(record::HEADER_LEN + 2 * CONTROL_ROOM) as u64)
     }
 
     /// Appends one piece of a client message. The caller passed at most [`Self::room`] bytes.

@@ -369,3 +369,44 @@ def test_seqpacket_invalid_utf8_goes_binary(seqpacket):
     c, s = seqpacket
     s.send(b"\xff\x00")
     assert c.recv(timeout=5) == b"\xff\x00"
+
+
+def test_seqpacket_empty_packet_is_an_empty_message(seqpacket):
+    """An empty packet is a message (one message = one packet), not the end of the stream."""
+    c, s = seqpacket
+    s.send(b"")
+    s.send(b"after")
+    assert c.recv(timeout=5) == ""
+    assert c.recv(timeout=5) == "after"
+
+
+@pytest.mark.parametrize("fragment", [1024, 64])
+def test_seqpacket_message_too_big_1009(py_backend, gateway, raw, fragment):
+    """A seqpacket message must fit in a buffer (--buffer-size): a bigger one fails with 1009,
+    also when it arrives in small fragments."""
+    from harness import OP_BINARY as B, OP_CONT as C
+
+    b = py_backend("sp", kind=socket.SOCK_SEQPACKET)
+    g = gateway(buffer_size="16K", max_message="1M")
+    c = raw(g.port, "/sp")
+    b.accept()
+    t0 = time.monotonic()
+    for i in range(64 * 1024 // fragment):  # 64 KiB in fragments
+        try:
+            c.send_frame(B if i == 0 else C, b"f" * fragment, fin=False)
+        except OSError:
+            break
+    close, _ = c.wait_close(timeout=5)
+    assert close is not None, "no close frame within 5 s"
+    assert close.close_code == 1009, close
+    assert time.monotonic() - t0 < 3
+
+
+def test_seqpacket_unfragmented_message_too_big_1009(py_backend, gateway, raw):
+    b = py_backend("sp", kind=socket.SOCK_SEQPACKET)
+    g = gateway(buffer_size="16K", max_message="1M")
+    c = raw(g.port, "/sp")
+    b.accept()
+    c.send_frame(OP_BINARY, b"x" * 20000)
+    close, _ = c.wait_close(timeout=5)
+    assert close is not None and close.close_code == 1009, close
