@@ -266,6 +266,8 @@ pub struct Connection {
     file: Option<(std::fs::File, u64)>,
     /// Keep the HTTP connection for another request after this response.
     keep_alive: bool,
+    /// `sendfile` failed with "not supported" once: copy pages through the buffer.
+    no_sendfile: bool,
 }
 
 impl Connection {
@@ -316,6 +318,7 @@ impl Connection {
             idle: None,
             file: None,
             keep_alive: false,
+            no_sendfile: false,
         };
         if overflow {
             c.refuse(cx, 503, Refusal::Full);
@@ -515,7 +518,9 @@ impl Connection {
     }
 
     fn update_interest(&mut self, registry: &Registry) {
-        let want = self.to_client.as_ref().is_some_and(|b| !b.is_empty()) && !self.client_writable;
+        let pending = self.to_client.as_ref().is_some_and(|b| !b.is_empty())
+            || (self.phase == Phase::File && self.file.is_some());
+        let want = pending && !self.client_writable;
         if want != self.client_wants_write {
             let interest =
                 if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
@@ -1104,7 +1109,14 @@ impl Connection {
 
     /// Moves file bytes into the client buffer while there is room.
     fn pump_file(&mut self, cx: &mut Ctx<'_>) -> bool {
-        if self.phase != Phase::File || !cx.pool.ensure(&mut self.to_client) {
+        if self.phase != Phase::File {
+            return false;
+        }
+        // Plain HTTP: once the head is out, the kernel copies the file to the socket itself.
+        if self.to_client.as_ref().is_none_or(Buf::is_empty) && !self.no_sendfile {
+            return self.send_file(cx);
+        }
+        if !cx.pool.ensure(&mut self.to_client) {
             return false;
         }
         let (Some((file, left)), Some(out)) = (self.file.as_mut(), self.to_client.as_mut()) else {
@@ -1134,6 +1146,45 @@ impl Connection {
                     self.deadline =
                         Some(cx.now + cx.site.close_timeout.max(cx.site.handshake_timeout));
                 }
+            }
+        }
+        true
+    }
+
+    /// `sendfile(2)` from the page to the client socket, without a user-space copy.
+    fn send_file(&mut self, cx: &mut Ctx<'_>) -> bool {
+        if !self.client_writable {
+            return false;
+        }
+        let Some((file, left)) = self.file.as_mut() else { return false };
+        let count = usize::try_from(*left).unwrap_or(usize::MAX).min(1 << 20);
+        match nix::sys::sendfile::sendfile(self.client.as_fd(), file.as_fd(), None, count) {
+            Ok(0) => {
+                // The file shrank under us: the promised length cannot be met (RFC 9112 §6.3).
+                self.keep_alive = false;
+                self.finish_response(cx);
+            }
+            Ok(n) => {
+                *left -= n as u64;
+                self.stats.client_out += n as u64;
+                if *left == 0 {
+                    self.finish_response(cx);
+                } else {
+                    self.deadline =
+                        Some(cx.now + cx.site.close_timeout.max(cx.site.handshake_timeout));
+                }
+            }
+            Err(Errno::EAGAIN) => {
+                self.client_writable = false;
+                return false;
+            }
+            Err(Errno::EINTR) => {}
+            // A file system without sendfile support: copy through the buffer instead.
+            Err(Errno::EINVAL | Errno::ENOSYS) => self.no_sendfile = true,
+            Err(e) => {
+                self.set_reason(Reason::ClientError(std::io::Error::from(e).kind()));
+                self.client_eof = true;
+                self.phase = Phase::Linger;
             }
         }
         true
