@@ -1131,6 +1131,14 @@ pub fn to_runtime(
             });
             continue;
         }
+        if server.document.as_ref().is_some_and(|d| d.dirlisting) {
+            warnings.push(Warning {
+                file: file.to_path_buf(),
+                line: server.line,
+                message: "document: directory listings are not generated (\"dirlisting\" ignored)"
+                    .into(),
+            });
+        }
         let ip = server.addr.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
         let origin = match &ws.origin {
             None => OriginPolicy::SameHost,
