@@ -11,52 +11,17 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::counting::{Counting, ALLOCS, COUNTING};
 use common::TempDir;
 use wsgate::log;
 use wsgate::logging::{self, INFO, WARN};
 use wsgate::service::{self, Action, PidFile};
-
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note() {
-    if COUNTED.try_with(Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-// SAFETY: forwards to the system allocator unchanged; counting touches only an atomic and a
-// const-initialised thread-local, neither of which allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -89,14 +54,14 @@ fn file_and_syslog_lines_allocate_nothing_and_floods_are_counted() {
         assert!(logging::install(Some(file), Some(syslog)));
         assert!(!logging::to_stderr());
         log!(INFO, "service line before counting");
-        COUNTED.with(|c| c.set(true));
+        COUNTING.with(|c| c.set(true));
         for i in 0..200 {
             log!(INFO, "conn={i}:1 peer=192.0.2.1:4000 close /nope refused 404");
             // Give the syslogd time to keep up: this test is not about a full socket.
             std::thread::sleep(Duration::from_micros(100));
         }
         log!(WARN, "SIGHUP: a service line, never limited");
-        COUNTED.with(|c| c.set(false));
+        COUNTING.with(|c| c.set(false));
         std::thread::sleep(Duration::from_millis(50));
         log!(WARN, "the end");
     })

@@ -13,49 +13,14 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 
+use common::counting::{Counting, ALLOCS, COUNTING};
 use common::{noise, spawn_echo, Client, TempDir};
 use wsgate::config::{Config, Site};
 use wsgate::event_loop::Server;
 use wsgate::relay::codec::Mode;
-
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static GATEWAY_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note() {
-    if GATEWAY_THREAD.try_with(Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-// SAFETY: forwards to the system allocator unchanged; counting touches only an atomic and a
-// const-initialised thread-local, neither of which allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -79,7 +44,7 @@ fn relaying_allocates_nothing() {
     // that shows the counter sees the gateway thread.
     let (tx, rx) = std::sync::mpsc::channel();
     let gateway = std::thread::spawn(move || {
-        GATEWAY_THREAD.with(|g| g.set(true));
+        COUNTING.with(|g| g.set(true));
         let mut server = Server::bind(config).unwrap();
         tx.send((server.local_addr().unwrap(), server.handle())).unwrap();
         server.run().unwrap();

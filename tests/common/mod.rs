@@ -10,6 +10,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod counting;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
