@@ -1071,11 +1071,7 @@ impl Connection {
         let Some(out) = self.to_client.as_mut() else { return false };
         let keep_alive = keep_alive && !cx.site.keepalive.is_zero();
         // The MIME type follows the name served; a directory gets its default page's.
-        let mime_name = if name.is_empty() || file_is_dir_name(name) {
-            doc.default_page.as_str()
-        } else {
-            name
-        };
+        let mime_name = if file.default_page { doc.default_page.as_str() } else { name };
         let mime = static_files::mime_type(mime_name);
         let Some(n) = static_files::write_ok(out.spare(), mime, file.len, keep_alive) else {
             self.refuse(cx, 500, Refusal::TooLarge);
@@ -1083,7 +1079,6 @@ impl Connection {
         };
         out.commit(n);
         self.keep_alive = keep_alive;
-        self.stats.frames_down += 1;
         if head_only || file.len == 0 {
             self.finish_response(cx);
         } else {
@@ -1404,12 +1399,6 @@ impl Connection {
         input.consume(consumed);
         true
     }
-}
-
-/// Does `name` end like a directory request ("a/")? Decoded paths never do (empty segments are
-/// refused), so only the root maps to the default page's type.
-fn file_is_dir_name(name: &str) -> bool {
-    name.ends_with('/')
 }
 
 /// Has the peer of `fd` shut down its writing side? (poll with no wait, `POLLRDHUP`.)

@@ -137,6 +137,8 @@ pub struct StaticFile {
     pub file: std::fs::File,
     /// Its size.
     pub len: u64,
+    /// The name was a directory and this is its default page (the MIME type follows the page).
+    pub default_page: bool,
 }
 
 impl Docroot {
@@ -160,7 +162,8 @@ impl Docroot {
         };
         let mut file = std::fs::File::from(fd);
         let mut meta = file.metadata().map_err(|_| RouteError::NotFound)?;
-        if meta.is_dir() {
+        let default_page_used = meta.is_dir();
+        if default_page_used {
             if default_page.is_empty() || default_page.contains('/') {
                 return Err(RouteError::NotSocket);
             }
@@ -172,7 +175,7 @@ impl Docroot {
         if !meta.is_file() {
             return Err(RouteError::NotSocket);
         }
-        Ok(StaticFile { file, len: meta.len() })
+        Ok(StaticFile { file, len: meta.len(), default_page: default_page_used })
     }
 }
 

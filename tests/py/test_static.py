@@ -15,6 +15,8 @@ def site(tmp_path, gateway, py_backend):
     (root / "js").mkdir(parents=True)
     (root / "index.html").write_text("<h1>router</h1>\n")
     (root / "js" / "app.js").write_text("console.log(1)\n")
+    (root / "docs").mkdir()
+    (root / "docs" / "index.html").write_text("<p>docs</p>")
     (root / "big.bin").write_bytes(os.urandom(300_000))
     (tmp_path / "secret").write_text("no")
     os.symlink(tmp_path / "secret", root / "link")
@@ -46,6 +48,10 @@ def test_index_and_types(site):
     assert r.header("Content-Type").startswith("text/html")
     r, body, _ = get(g.port, "/js/app.js")
     assert r.status == 200 and r.header("Content-Type").startswith("text/javascript")
+    # A directory gets its default page, typed as the page, not as the directory's name.
+    r, body, _ = get(g.port, "/docs")
+    assert r.status == 200 and body == b"<p>docs</p>"
+    assert r.header("Content-Type").startswith("text/html")
     r, body, _ = get(g.port, "/big.bin")
     assert body == (root / "big.bin").read_bytes()
 
