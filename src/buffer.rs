@@ -79,10 +79,20 @@ impl Buf {
         self.end = (self.end + n).min(self.data.len());
     }
 
+    /// `n` writable bytes at the back, compacting only when the tail alone is too short (so
+    /// that appending a frame does not move the queued bytes every time); `None` when `n` is
+    /// more than [`free`](Self::free).
+    pub fn room(&mut self, n: usize) -> Option<&mut [u8]> {
+        if self.end + n > self.data.len() {
+            let _ = self.spare();
+        }
+        self.data.get_mut(self.end..self.end + n)
+    }
+
     /// Appends all of `bytes`, or nothing when they do not fit.
     #[must_use]
     pub fn append(&mut self, bytes: &[u8]) -> bool {
-        let Some(dst) = self.spare().get_mut(..bytes.len()) else { return false };
+        let Some(dst) = self.room(bytes.len()) else { return false };
         dst.copy_from_slice(bytes);
         self.commit(bytes.len());
         true
@@ -165,6 +175,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn room_compacts_only_when_the_tail_is_short() {
+        let mut b = BufPool::new(1, 8).take().unwrap();
+        assert!(b.append(b"abcd"));
+        b.consume(2);
+        // Two bytes fit behind "cd" where they are: nothing moves.
+        assert!(b.append(b"ef"));
+        assert_eq!((b.start, b.end), (2, 6));
+        // Four do not: the queue moves to the front first.
+        assert!(b.append(b"ghij"));
+        assert_eq!((b.start, b.end), (0, 8));
+        assert_eq!(b.readable(), b"cdefghij");
+        assert!(b.room(1).is_none());
+    }
+
+    #[test]
     fn queue_compacts_and_refuses_overflow() {
         let mut pool = BufPool::new(1, 8);
         let mut b = pool.take().unwrap();
@@ -176,6 +201,7 @@ mod tests {
         assert!(b.append(b"123456"));
         assert_eq!(b.readable(), b"ef123456");
         assert!(!b.append(b"x"));
+
         b.tail_mut(2).unwrap().copy_from_slice(b"XY");
         assert_eq!(b.readable(), b"ef1234XY");
         b.consume(100);

@@ -586,10 +586,10 @@ pub fn emit(out: &mut Buf, fin: bool, opcode: OpCode, payload: &[u8]) -> bool {
     if out.free() < hlen + payload.len() {
         return false;
     }
-    let spare = out.spare();
-    let Some(n) = FrameHeader::emit(fin, opcode, payload.len() as u64, spare) else { return false };
-    let Some(dst) = spare.get_mut(n..n + payload.len()) else { return false };
-    dst.copy_from_slice(payload);
+    let Some(dst) = out.room(hlen + payload.len()) else { return false };
+    let Some(n) = FrameHeader::emit(fin, opcode, payload.len() as u64, dst) else { return false };
+    let Some(body) = dst.get_mut(n..n + payload.len()) else { return false };
+    body.copy_from_slice(payload);
     out.commit(n + payload.len());
     true
 }
