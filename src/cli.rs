@@ -82,6 +82,18 @@ pub struct Args {
     /// time allowed for the closing handshake (default 5s)
     #[argh(option, default = "String::from(\"5s\")")]
     pub close_timeout: String,
+    /// serve wss:// (and https:// pages) with this certificate file (PEM; chain after it)
+    #[argh(option)]
+    pub tls_cert: Option<PathBuf>,
+    /// private key of --tls-cert (PEM: RSA, ECDSA or Ed25519, not encrypted)
+    #[argh(option)]
+    pub tls_key: Option<PathBuf>,
+    /// more chain certificates sent after those of --tls-cert
+    #[argh(option)]
+    pub tls_chain: Option<PathBuf>,
+    /// require client certificates that chain to the CAs in this file
+    #[argh(option)]
+    pub tls_client_ca: Option<PathBuf>,
     /// more log output (repeatable)
     #[argh(switch, short = 'v')]
     pub verbose: bool,
@@ -135,6 +147,20 @@ impl Args {
         }
         let data_type: DataType = self.r#type.parse().map_err(|e| err("-t", e))?;
         let buffer_size = parse_bytes(&self.buffer_size).map_err(|e| err("--buffer-size", e))?;
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(crtfile), Some(keyfile)) => Some(crate::tls::TlsFiles {
+                crtfile,
+                keyfile,
+                cachain: self.tls_chain,
+                client_ca: self.tls_client_ca,
+            }),
+            (None, None) if self.tls_chain.is_none() && self.tls_client_ca.is_none() => None,
+            (None, _) => return Err(err("--tls-cert", "needed for TLS".into())),
+            (Some(_), None) => return Err(err("--tls-key", "needed with --tls-cert".into())),
+        };
+        if let Some(files) = &tls {
+            crate::tls::load(files).map_err(|e| err("--tls-cert", e.to_string()))?;
+        }
         let site = Site {
             listen: SocketAddr::new(ip, self.port),
             docroot: self.docroot,
@@ -165,6 +191,7 @@ impl Args {
             ),
             close_timeout: parse_duration(&self.close_timeout)
                 .map_err(|e| err("--close-timeout", e))?,
+            tls,
         };
         let config = Config {
             sites: vec![site],

@@ -155,6 +155,8 @@ pub struct Site {
     pub idle_timeout: Option<Duration>,
     /// Closing-handshake and refusal-flush deadline.
     pub close_timeout: Duration,
+    /// `wss://`: the certificate files. `None`: plain `ws://`.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Default for Site {
@@ -177,6 +179,7 @@ impl Default for Site {
             pong_timeout: DEFAULT_PONG_TIMEOUT,
             idle_timeout: None,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            tls: None,
         }
     }
 }

@@ -20,7 +20,8 @@
 //!   port             0..=65535, default 80 (0: any free port, never a duplicate)
 //!   maxclients       1..=32767, default 64 (wsgate's default, not ouistiti's)
 //!   keepalivetimeout seconds 0..=86400, default 0
-//!   tls = { crtfile; keyfile (or pemfile); cachain; dhmfile (ignored, warning) }
+//!   tls = { crtfile; keyfile (or pemfile); cachain; client_ca (wsgate's: verify client
+//!           certificates against these CAs); dhmfile (ignored, warning) }
 //!   document (static_file, filestorage) = group, or a list whose first group is used
 //!     docroot (required); defaultpage "index.html"; allow "*"; deny ""; denylast false;
 //!     options (transfer_type): "dirlisting" in the comma list turns listing on
@@ -159,6 +160,9 @@ pub struct TlsFiles {
     pub keyfile: PathBuf,
     /// CA chain (`cachain`).
     pub cachain: Option<PathBuf>,
+    /// CA certificates that client certificates must chain to (`client_ca`, wsgate's own key):
+    /// when set, every client must present one.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// The `document` group (static files).
@@ -606,12 +610,13 @@ impl Reader<'_> {
 
     fn tls(&mut self, s: &Setting) -> Result<TlsFiles, ConfigFileError> {
         let g = self.group(s, "tls")?;
-        let (mut crtfile, mut keyfile, mut cachain) = (None, None, None);
+        let (mut crtfile, mut keyfile, mut cachain, mut client_ca) = (None, None, None, None);
         for t in g {
             match t.name.as_str() {
                 "crtfile" => crtfile = Some(self.path(t)?),
                 "keyfile" | "pemfile" => keyfile = Some(self.path(t)?),
                 "cachain" => cachain = Some(self.path(t)?),
+                "client_ca" => client_ca = Some(self.path(t)?),
                 "dhmfile" => {
                     self.warn(t.pos, "dhmfile is not used by wsgate (ignored)".to_owned());
                 }
@@ -627,6 +632,7 @@ impl Reader<'_> {
             crtfile: need(crtfile, "crtfile", "the certificate file")?,
             keyfile: need(keyfile, "keyfile", "the private key file")?,
             cachain,
+            client_ca,
         })
     }
 
@@ -1011,6 +1017,9 @@ pub fn render(cfg: &ServiceConfig) -> String {
             if let Some(c) = &t.cachain {
                 o.set("cachain", &path_str(c));
             }
+            if let Some(c) = &t.client_ca {
+                o.set("client_ca", &path_str(c));
+            }
             o.close(";");
         }
         if let Some(d) = &s.document {
@@ -1109,11 +1118,11 @@ pub fn to_runtime(
             });
             continue;
         };
-        if let Some(files) = &server.tls {
-            // The certificate and key are checked now, so a typo shows at start-up (and with
-            // --check); the listener itself waits for wss:// support rather than serve plain
-            // ws:// on a port the configuration meant for TLS.
-            if let Err(e) = crate::tls::load(&crate::tls::TlsFiles::from(files)) {
+        let tls = server.tls.as_ref().map(crate::tls::TlsFiles::from);
+        if let Some(files) = &tls {
+            // The certificate and key are checked now, so that a typo shows at start-up (and
+            // with --check) with the line of its server.
+            if let Err(e) = crate::tls::load(files) {
                 return Err(ConfigFileError {
                     file: file.to_path_buf(),
                     line: server.line,
@@ -1121,15 +1130,6 @@ pub fn to_runtime(
                     message: format!("tls: {e}"),
                 });
             }
-            warnings.push(Warning {
-                file: file.to_path_buf(),
-                line: server.line,
-                message: format!(
-                    "server on port {}: TLS (wss://) is not served yet; this listener is skipped",
-                    server.port
-                ),
-            });
-            continue;
         }
         if server.document.as_ref().is_some_and(|d| d.dirlisting) {
             warnings.push(Warning {
@@ -1177,6 +1177,7 @@ pub fn to_runtime(
                 other => other.or(defaults.idle_timeout),
             },
             close_timeout: defaults.close_timeout,
+            tls,
         });
     }
     let at =

@@ -93,15 +93,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let reloader = file.map(|path| {
-        Reloader(Box::new(move || {
+    // SIGHUP: the file is read again; without one, the command line's configuration is
+    // applied again, which reopens the docroots and reloads TLS certificates.
+    let reloader = match file {
+        Some(path) => Reloader(Box::new(move || {
             load(&path, &base).map(|(c, _, warnings)| {
                 for w in &warnings {
                     wsgate::log!(WARN, "warning: {w}");
                 }
                 c
             })
-        }))
-    });
-    ExitCode::from(service.run(config, signals, reloader))
+        })),
+        None => Reloader(Box::new(move || Ok(base.clone()))),
+    };
+    ExitCode::from(service.run(config, signals, Some(reloader)))
 }

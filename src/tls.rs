@@ -111,7 +111,7 @@ impl From<&crate::config_file::TlsFiles> for TlsFiles {
             crtfile: t.crtfile.clone(),
             keyfile: t.keyfile.clone(),
             cachain: t.cachain.clone(),
-            client_ca: None,
+            client_ca: t.client_ca.clone(),
         }
     }
 }

@@ -31,6 +31,7 @@ use mio::{Interest, Registry};
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, shutdown, MsgFlags};
 
+use super::tls_io::{TlsFault, TlsIo};
 use super::token::{self, Side};
 use crate::buffer::{Buf, BufPool};
 use crate::config::Site;
@@ -91,6 +92,8 @@ pub enum Reason {
     ClientGone,
     /// A socket error on the client.
     ClientError(ErrorKind),
+    /// TLS failed (the rustls detail was logged when it happened).
+    Tls(TlsFault),
     /// No complete upgrade request in time.
     HandshakeTimeout,
     /// A ping went unanswered.
@@ -122,6 +125,8 @@ pub enum Refusal {
     TooLarge,
     /// All slots busy.
     Full,
+    /// Plain HTTP sent to a TLS port.
+    PlainHttp,
 }
 
 impl core::fmt::Display for Reason {
@@ -138,6 +143,7 @@ impl core::fmt::Display for Reason {
                     Refusal::ModeMismatch => f.write_str("seqpacket mode but a stream socket"),
                     Refusal::TooLarge => f.write_str("request head too large"),
                     Refusal::Full => f.write_str("all connection slots busy"),
+                    Refusal::PlainHttp => f.write_str("plain HTTP request on a TLS port"),
                 }
             }
             Self::ClientClose(Some(c)) => write!(f, "client closed ({c})"),
@@ -155,6 +161,7 @@ impl core::fmt::Display for Reason {
             Self::BackendError(e) => write!(f, "backend error: {e} (1011)"),
             Self::ClientGone => f.write_str("client went away without a close frame"),
             Self::ClientError(k) => write!(f, "client error: {k}"),
+            Self::Tls(t) => write!(f, "{t}"),
             Self::HandshakeTimeout => f.write_str("handshake timeout"),
             Self::PingTimeout => f.write_str("ping timeout (1011)"),
             Self::IdleTimeout => f.write_str("idle timeout (1001)"),
@@ -224,6 +231,8 @@ pub struct Stats {
 pub struct Connection {
     key: Key,
     client: TcpStream,
+    /// `wss://`: the TLS layer between the socket and the buffers.
+    tls: Option<TlsIo>,
     /// Client address.
     pub peer: SocketAddr,
     backend: Option<BackendSock>,
@@ -282,11 +291,13 @@ impl Connection {
         cx: &mut Ctx<'_>,
         site: usize,
         overflow: bool,
+        tls: Option<Box<rustls::ServerConnection>>,
     ) -> std::io::Result<Self> {
         cx.registry.register(&mut client, token::encode(key, Side::Client), Interest::READABLE)?;
         let mut c = Self {
             key,
             client,
+            tls: tls.map(TlsIo::new),
             peer,
             backend: None,
             phase: Phase::Handshake,
@@ -320,6 +331,8 @@ impl Connection {
             keep_alive: false,
             no_sendfile: false,
         };
+        // Pages over https:// go through rustls, not sendfile.
+        c.no_sendfile = c.tls.is_some();
         if overflow {
             c.refuse(cx, 503, Refusal::Full);
         }
@@ -519,7 +532,8 @@ impl Connection {
 
     fn update_interest(&mut self, registry: &Registry) {
         let pending = self.to_client.as_ref().is_some_and(|b| !b.is_empty())
-            || (self.phase == Phase::File && self.file.is_some());
+            || (self.phase == Phase::File && self.file.is_some())
+            || self.tls.as_ref().is_some_and(TlsIo::wants_write);
         let want = pending && !self.client_writable;
         if want != self.client_wants_write {
             let interest =
@@ -554,8 +568,14 @@ impl Connection {
 
     /// Phase changes that depend on buffers having drained.
     fn advance(&mut self, cx: &mut Ctx<'_>) -> bool {
-        let to_client_empty = self.to_client.as_ref().is_none_or(Buf::is_empty);
+        let to_client_empty = self.to_client.as_ref().is_none_or(Buf::is_empty)
+            && !self.tls.as_ref().is_some_and(TlsIo::wants_write);
         match self.phase {
+            // The client left (or TLS failed) before its request was complete.
+            Phase::Handshake if self.client_eof => {
+                self.phase = Phase::Linger;
+                true
+            }
             Phase::Open if self.client_eof => {
                 self.set_reason(Reason::ClientGone);
                 self.enter_draining(cx);
@@ -566,6 +586,10 @@ impl Connection {
                 true
             }
             Phase::Flushing if to_client_empty => {
+                // TLS first says its own goodbye (close_notify), which must go out too.
+                if self.tls.as_mut().is_some_and(TlsIo::close_notify) {
+                    return true;
+                }
                 let _ = self.client.shutdown(Shutdown::Write);
                 self.phase = Phase::Linger;
                 true
@@ -660,7 +684,11 @@ impl Connection {
         if buf.free() == 0 {
             return false;
         }
-        match (&self.client).read(buf.spare()) {
+        let result = match self.tls.as_mut() {
+            Some(tls) => tls.read(&self.client, buf.spare()),
+            None => (&self.client).read(buf.spare()),
+        };
+        match result {
             Ok(0) => {
                 self.client_eof = true;
                 true
@@ -680,6 +708,10 @@ impl Connection {
                 false
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => true,
+            Err(e) if e.kind() == ErrorKind::InvalidData && self.tls.is_some() => {
+                self.tls_failed(cx);
+                true
+            }
             Err(e) => {
                 self.set_reason(Reason::ClientError(e.kind()));
                 self.client_eof = true;
@@ -688,9 +720,50 @@ impl Connection {
         }
     }
 
+    /// TLS gave up: log why, answer plain HTTP with a 400 in clear, otherwise send the alert
+    /// rustls queued (best effort) and end the client side.
+    fn tls_failed(&mut self, cx: &mut Ctx<'_>) {
+        let Some(tls) = self.tls.as_mut() else { return };
+        let Some((fault, detail)) = tls.fault() else { return };
+        match detail {
+            Some(e) => {
+                crate::log!(
+                    crate::logging::WARN,
+                    "conn={} peer={} {fault}: {e}",
+                    self.key,
+                    self.peer
+                )
+            }
+            None => {
+                crate::log!(crate::logging::WARN, "conn={} peer={} {fault}", self.key, self.peer)
+            }
+        }
+        if fault == TlsFault::PlainHttp && self.phase == Phase::Handshake {
+            // Nothing was encrypted yet: the refusal goes out as plain HTTP.
+            self.tls = None;
+            self.refuse(cx, 400, Refusal::PlainHttp);
+            return;
+        }
+        while tls.wants_write() {
+            if !matches!(tls.write_tls(&self.client), Ok(n) if n > 0) {
+                break;
+            }
+        }
+        self.set_reason(Reason::Tls(fault));
+        self.client_eof = true;
+        if let Some(b) = self.from_client.as_mut() {
+            if self.phase == Phase::Handshake {
+                b.consume(b.len());
+            }
+        }
+    }
+
     fn write_client(&mut self, cx: &mut Ctx<'_>) -> bool {
         if !self.client_writable || self.phase == Phase::Draining || self.phase == Phase::Linger {
             return false;
+        }
+        if self.tls.is_some() {
+            return self.write_client_tls(cx);
         }
         let Some(buf) = self.to_client.as_mut() else { return false };
         if buf.is_empty() {
@@ -708,18 +781,56 @@ impl Connection {
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => true,
             Err(e) => {
-                self.set_reason(Reason::ClientError(e.kind()));
-                self.client_eof = true;
-                if let Some(b) = self.to_client.as_mut() {
-                    b.consume(b.len());
-                }
-                if self.phase == Phase::Open || self.phase == Phase::Closing {
-                    self.enter_draining(cx);
-                } else {
-                    self.phase = Phase::Linger;
-                }
+                self.client_write_failed(cx, e.kind());
                 true
             }
+        }
+    }
+
+    /// `write_client` over TLS: plaintext into rustls while it takes it, ciphertext out until
+    /// the socket is full or nothing is left (handshake messages and alerts included).
+    fn write_client_tls(&mut self, cx: &mut Ctx<'_>) -> bool {
+        let mut progress = false;
+        loop {
+            let Some(tls) = self.tls.as_mut() else { return progress };
+            if let Some(buf) = self.to_client.as_mut() {
+                if !buf.is_empty() {
+                    let n = tls.write(buf.readable());
+                    buf.consume(n);
+                    self.stats.client_out += n as u64;
+                    progress |= n > 0;
+                }
+            }
+            if !tls.wants_write() {
+                return progress;
+            }
+            match tls.write_tls(&self.client) {
+                Ok(0) => return progress,
+                Ok(_) => progress = true,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.client_writable = false;
+                    return progress;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.client_write_failed(cx, e.kind());
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// The client socket refused a write: nothing more goes to the client.
+    fn client_write_failed(&mut self, cx: &mut Ctx<'_>, kind: ErrorKind) {
+        self.set_reason(Reason::ClientError(kind));
+        self.client_eof = true;
+        if let Some(b) = self.to_client.as_mut() {
+            b.consume(b.len());
+        }
+        if self.phase == Phase::Open || self.phase == Phase::Closing {
+            self.enter_draining(cx);
+        } else {
+            self.phase = Phase::Linger;
         }
     }
 
@@ -1243,7 +1354,7 @@ impl Connection {
                 return true;
             }
         };
-        if !cx.site.origin.permits(req.origin, req.host, false) {
+        if !cx.site.origin.permits(req.origin, req.host, self.tls.is_some()) {
             crate::log!(
                 crate::logging::WARN,
                 "conn={} peer={} Origin {:?} refused for Host {:?}",
@@ -1349,7 +1460,7 @@ impl Connection {
                 host: req.host,
                 origin: req.origin,
                 protocol,
-                tls: false,
+                tls: self.tls.is_some(),
             };
             let written = cx.pool.ensure(&mut self.to_backend)
                 && self

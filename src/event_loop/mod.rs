@@ -8,6 +8,7 @@
 //! generation changes, so later events of the same batch for it are ignored.
 
 pub mod conn;
+pub mod tls_io;
 pub mod token;
 
 use std::io::ErrorKind;
@@ -58,6 +59,8 @@ pub enum StartError {
     Docroot(std::path::PathBuf, nix::errno::Errno),
     /// Binding or polling failed.
     Io(&'static str, std::io::Error),
+    /// A listener's certificate or key cannot be used.
+    Tls(crate::tls::TlsError),
 }
 
 impl core::fmt::Display for StartError {
@@ -65,6 +68,7 @@ impl core::fmt::Display for StartError {
         match self {
             Self::Docroot(p, e) => write!(f, "docroot {}: {e}", p.display()),
             Self::Io(what, e) => write!(f, "{what}: {e}"),
+            Self::Tls(e) => write!(f, "tls: {e}"),
         }
     }
 }
@@ -93,6 +97,9 @@ struct Listener {
     socket: TcpListener,
     docroot: Docroot,
     htdocs: Option<Docroot>,
+    /// `wss://`: the configuration every new connection of this listener starts from. A reload
+    /// replaces it; connections keep the one they started with.
+    tls: Option<Arc<rustls::ServerConfig>>,
     /// Connections of this site that are not answering 503.
     active: usize,
     /// Stopped accepting because the slab or the process was full.
@@ -146,7 +153,11 @@ impl Server {
                 ),
                 None => None,
             };
-            listeners.push(Listener { socket, docroot, htdocs, active: 0, paused: false });
+            let tls = match &site.tls {
+                Some(files) => Some(crate::tls::load(files).map_err(StartError::Tls)?),
+                None => None,
+            };
+            listeners.push(Listener { socket, docroot, htdocs, tls, active: 0, paused: false });
             slots += site.max_connections + site.overflow_slots();
         }
         let waker = Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Io("waker", e))?;
@@ -212,9 +223,19 @@ impl Server {
     ///
     /// # Errors
     /// Why it was refused.
-    pub fn apply(&mut self, new: Config) -> Result<(), String> {
+    pub fn apply(&mut self, mut new: Config) -> Result<(), String> {
+        // Port 0 asked the kernel for a port at start-up: it means the port already bound.
+        for (site, bound) in new.sites.iter_mut().zip(&self.config.sites) {
+            if site.listen.port() == 0 && site.listen.ip() == bound.listen.ip() {
+                site.listen = bound.listen;
+            }
+        }
         let same = new.sites.len() == self.config.sites.len()
-            && new.sites.iter().zip(&self.config.sites).all(|(a, b)| a.listen == b.listen);
+            && new
+                .sites
+                .iter()
+                .zip(&self.config.sites)
+                .all(|(a, b)| a.listen == b.listen && a.tls.is_some() == b.tls.is_some());
         if !same {
             return Err(
                 "the listeners changed (addresses or count): restart wsgate for that".into()
@@ -233,9 +254,18 @@ impl Server {
             };
             docroots.push((ws, htdocs));
         }
-        for (l, (ws, htdocs)) in self.listeners.iter_mut().zip(docroots) {
+        let sites = new.sites.iter().zip(&self.config.sites);
+        for ((l, (ws, htdocs)), (site, before)) in
+            self.listeners.iter_mut().zip(docroots).zip(sites)
+        {
             l.docroot = ws;
             l.htdocs = htdocs;
+            if let (Some(files), Some(old), Some(was)) = (&site.tls, l.tls.as_mut(), &before.tls) {
+                // Resumption skips client authentication: a session made under the old client
+                // CAs must not resume under new ones, so the cache is kept only without them.
+                let keep_sessions = files.client_ca.is_none() && was.client_ca.is_none();
+                reload_tls(site.listen, files, old, keep_sessions);
+            }
         }
         crate::logging::set_level(new.verbosity);
         let buffer_size = self.config.buffer_size;
@@ -480,9 +510,19 @@ impl Server {
                     let _ = stream.set_nodelay(true);
                     let max = self.config.sites.get(site).map_or(0, |s| s.max_connections);
                     let overflow = l.active >= max as usize;
+                    let tls = match l.tls.as_ref().map(crate::tls::new_connection) {
+                        None => None,
+                        // The one allocation per TLS connection: rustls' state lives on the
+                        // heap, bounded by its buffer limit (see `crate::tls`).
+                        Some(Ok(t)) => Some(Box::new(t)),
+                        Some(Err(e)) => {
+                            log!(WARN, "peer={peer} accept: TLS: {e}");
+                            continue;
+                        }
+                    };
                     let Some((mut cx, conns)) = self.ctx(site, now) else { return };
                     match conns.try_insert_with(|key| {
-                        Connection::accept(key, stream, peer, &mut cx, site, overflow)
+                        Connection::accept(key, stream, peer, &mut cx, site, overflow, tls)
                     }) {
                         Some(Ok(key)) => {
                             if !overflow {
@@ -537,6 +577,29 @@ impl Server {
                 self.next_wake = Some(self.next_wake.map_or(d, |w| w.min(d)));
             }
         }
+    }
+}
+
+/// Rebuilds a listener's TLS configuration from its files (a renewed certificate, a new client
+/// CA). With `keep_sessions` the session cache and ticket keys carry over, so clients resume as
+/// before. A file that cannot be used leaves the old configuration in place, with a log line
+/// saying why.
+fn reload_tls(
+    listen: SocketAddr,
+    files: &crate::tls::TlsFiles,
+    current: &mut Arc<rustls::ServerConfig>,
+    keep_sessions: bool,
+) {
+    match crate::tls::load(files) {
+        Ok(mut fresh) => {
+            if let (true, Some(cfg)) = (keep_sessions, Arc::get_mut(&mut fresh)) {
+                cfg.session_storage = Arc::clone(&current.session_storage);
+                cfg.ticketer = Arc::clone(&current.ticketer);
+            }
+            *current = fresh;
+            log!(INFO, "SIGHUP: {listen}: certificate reloaded from {}", files.crtfile.display());
+        }
+        Err(e) => log!(WARN, "SIGHUP: {listen}: new certificate refused, the old one stays: {e}"),
     }
 }
 

@@ -1,0 +1,400 @@
+"""wss:// and https:// (--tls-cert / tls { } in the config file), against real TLS clients:
+Python's ssl module under websockets, `openssl s_client` (TLS 1.2 and 1.3), raw sockets sending
+garbage. Certificates come from a test CA made here with the openssl command."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from harness import (
+    OP_BINARY,
+    build_request,
+    encode_frame,
+    parse_response_head,
+    record,
+    rss_kb,
+    try_decode_frame,
+    ws_connect,
+)
+
+MiB = 1024 * 1024
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(d: Path, name: str) -> None:
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+
+
+def make_leaf(d: Path, name: str, ca: str, *, server: bool, rsa: bool = False) -> None:
+    key = ["-newkey", "rsa:2048"] if rsa else ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    openssl("req", "-new", *key, "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={name}", cwd=d)
+    ext = d / f"{name}.ext"
+    if server:
+        ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    else:
+        ext.write_text("extendedKeyUsage=clientAuth\n")
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", str(ext), cwd=d)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A test CA with two server certificates (ECDSA and RSA) and a client certificate, and a
+    second, untrusted CA with a client certificate of its own."""
+    d = tmp_path_factory.mktemp("pki")
+    make_ca(d, "ca")
+    make_leaf(d, "server", "ca", server=True)
+    make_leaf(d, "server2", "ca", server=True, rsa=True)
+    make_leaf(d, "client", "ca", server=False)
+    make_ca(d, "rogue")
+    make_leaf(d, "intruder", "rogue", server=False)
+    return d
+
+
+def client_context(pki: Path, cert: str | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    if cert:
+        ctx.load_cert_chain(str(pki / f"{cert}.crt"), str(pki / f"{cert}.key"))
+    return ctx
+
+
+def tls_gateway(gateway, pki: Path, *, crt="server", **opts):
+    opts.setdefault("m", "framed")
+    return gateway(tls_cert=str(pki / f"{crt}.crt"), tls_key=str(pki / f"{crt}.key"), **opts)
+
+
+def wss(g, pki, path="/echo", cert=None, **kw):
+    return ws_connect(f"wss://localhost:{g.port}{path}", ssl=client_context(pki, cert), **kw)
+
+
+def echo_check(c, sizes=(0, 1, 125, 126, 65535, 65536, 300_000)) -> None:
+    rnd = random.Random(7)
+    for n in sizes:
+        data = rnd.randbytes(n)
+        c.send(data)
+        assert c.recv(timeout=10) == data
+        text = "é" * (n // 2)
+        c.send(text)
+        assert c.recv(timeout=10) == text
+
+
+def peer_cert_sha256(port: int, pki: Path) -> str:
+    ctx = client_context(pki)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            return hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
+
+
+def file_sha256(pki: Path, name: str) -> str:
+    der = subprocess.run(["openssl", "x509", "-in", str(pki / f"{name}.crt"), "-outform", "DER"],
+                         check=True, capture_output=True).stdout
+    return hashlib.sha256(der).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["framed", "stream"])
+def test_wss_echo_with_a_verifying_client(pki, gateway, echo_backend, mode):
+    echo_backend(mode, extra=["-M", "4M"] if mode == "framed" else [])
+    g = tls_gateway(gateway, pki, m=mode, max_message="4M")
+    with wss(g, pki, max_size=None) as c:
+        if mode == "framed":
+            echo_check(c)
+            big = os.urandom(3 * MiB)
+            c.send(big)
+            assert c.recv(timeout=20) == big
+        else:
+            # stream mode re-frames at buffer boundaries: compare what comes back as a stream
+            data = os.urandom(200_000)
+            c.send(data)
+            got = b""
+            while len(got) < len(data):
+                got += c.recv(timeout=10)
+            assert got == data
+    g.wait_line(r"conn=\S+ peer=\S+ close /echo client closed \(1000\)")
+
+
+def test_wss_refuses_a_client_that_does_not_trust_the_certificate(pki, gateway, echo_backend):
+    echo_backend("framed")
+    g = tls_gateway(gateway, pki)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        ws_connect(f"wss://localhost:{g.port}/echo", ssl=ssl.create_default_context())
+    # The client's alert ends the handshake: the gateway says so and keeps serving.
+    g.wait_line(r"conn=\S+ peer=\S+ TLS handshake failed: .*(alert|certificate)", timeout=5)
+    with wss(g, pki) as c:
+        echo_check(c, sizes=(10,))
+
+
+@pytest.mark.parametrize("version,flag", [("TLSv1.2", "-tls1_2"), ("TLSv1.3", "-tls1_3")])
+def test_openssl_s_client(pki, gateway, echo_backend, version, flag):
+    echo_backend("framed")
+    g = tls_gateway(gateway, pki, m="framed", idle_timeout="1s", close_timeout="1s")
+    req = build_request(g.port, "/echo")
+    # an upgrade and one masked text message; after the echo the idle timeout closes (1001)
+    data = req + encode_frame(0x1, b"hello over " + version.encode())
+    p = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{g.port}", "-servername", "localhost",
+         flag, "-alpn", "http/1.1", "-CAfile", str(pki / "ca.crt"), "-verify_return_error",
+         "-ign_eof"],
+        input=data, capture_output=True, timeout=20,
+    )
+    out = p.stdout
+    text = out.decode(errors="replace")
+    assert f"New, {version}, Cipher is" in text, text
+    assert "Verify return code: 0 (ok)" in text, text
+    assert "ALPN protocol: http/1.1" in text, text
+    at = out.find(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert at >= 0, text
+    body = out[at:].split(b"\r\n\r\n", 1)[1]
+    msg = b"hello over " + version.encode()
+    assert body.startswith(bytes([0x81, len(msg)]) + msg), body
+    assert b"\x88\x02\x03\xe9" in body, body
+
+
+def test_ecdsa_and_rsa_certificates_with_their_chain(pki, gateway, echo_backend):
+    echo_backend("framed")
+    # RSA key, CA given as the chain: both are sent
+    g = gateway(m="framed", tls_cert=str(pki / "server2.crt"), tls_key=str(pki / "server2.key"),
+                tls_chain=str(pki / "ca.crt"))
+    p = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{g.port}", "-servername", "localhost",
+         "-showcerts", "-CAfile", str(pki / "ca.crt"), "-verify_return_error"],
+        input=b"", capture_output=True, timeout=20,
+    )
+    out = p.stdout.decode(errors="replace")
+    assert out.count("-----BEGIN CERTIFICATE-----") == 2, out
+    assert "Verify return code: 0 (ok)" in out, out
+    with wss(g, pki) as c:
+        echo_check(c, sizes=(5, 70_000))
+
+
+def test_client_certificates_when_verification_is_on(pki, gateway, echo_backend):
+    echo_backend("framed")
+    g = tls_gateway(gateway, pki, tls_client_ca=str(pki / "ca.crt"))
+    with wss(g, pki, cert="client") as c:
+        echo_check(c, sizes=(3, 1000))
+    for cert in (None, "intruder"):
+        start = len(g.lines)
+        got = None
+        try:
+            c = wss(g, pki, cert=cert)
+            # TLS 1.3: the server judges the client's certificate after the client has
+            # finished; the refusal arrives with the first read.
+            c.send("x")
+            got = c.recv(timeout=5)
+        except Exception as e:  # the client library reports it in its own way
+            print(f"{cert}: refused: {e!r}")
+        assert got is None, f"{cert}: echoed {got!r} without a valid client certificate"
+        m = g.wait_line(r"conn=\S+ peer=\S+ TLS handshake failed: (.*)", start=start)
+        assert "certificate" in m.group(1).lower(), m.group(0)
+        assert not any(" open /echo" in line for line in g.lines[start:]), g.lines[start:]
+    # refused clients leave the others alone
+    with wss(g, pki, cert="client") as c:
+        echo_check(c, sizes=(3,))
+
+
+def test_plain_http_on_the_tls_port_gets_400_in_clear(pki, gateway, echo_backend):
+    echo_backend("framed")
+    g = tls_gateway(gateway, pki)
+    with socket.create_connection(("127.0.0.1", g.port), timeout=5) as s:
+        s.sendall(build_request(g.port, "/echo"))
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(4096)
+            assert chunk, buf
+            buf += chunk
+        assert parse_response_head(buf).status == 400
+    g.wait_line(r"conn=\S+ peer=\S+ plain HTTP on a TLS port")
+    g.wait_line(r"close / refused 400: plain HTTP request on a TLS port")
+
+
+def client_hello(port: int) -> bytes:
+    """The first flight of a real client (Python's ssl), captured through a memory BIO."""
+    ctx = ssl.create_default_context()
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return out.read()
+
+
+def test_garbage_and_truncated_records_close_only_that_connection(pki, gateway, echo_backend):
+    echo_backend("framed")
+    g = tls_gateway(gateway, pki, m="framed", handshake_timeout="2s")
+    with wss(g, pki) as good:
+        echo_check(good, sizes=(10,))
+        hello = client_hello(g.port)
+        cases = {
+            "random bytes": os.urandom(600),
+            "a TLS header then garbage": b"\x16\x03\x01\x00\x40" + os.urandom(64),
+            "a record claiming 16 MB": b"\x17\x03\x03\xff\xff" + os.urandom(100),
+            "a truncated ClientHello, then EOF": hello[: len(hello) // 2],
+            "a ClientHello then garbage": hello + os.urandom(200),
+        }
+        for what, payload in cases.items():
+            start = len(g.lines)
+            with socket.create_connection(("127.0.0.1", g.port), timeout=5) as s:
+                s.sendall(payload)
+                s.shutdown(socket.SHUT_WR)
+                s.settimeout(5)
+                try:
+                    while s.recv(4096):
+                        pass
+                except ConnectionResetError:
+                    pass
+            m = g.wait_line(r"conn=(\S+) peer=\S+ close / (.*)\(", start=start, timeout=5)
+            assert "refused" not in m.group(2), (what, m.group(0))
+            # the open connection is untouched
+            echo_check(good, sizes=(100,))
+    # a client that opens TCP and says nothing is dropped at the handshake timeout
+    with socket.create_connection(("127.0.0.1", g.port), timeout=5) as s:
+        t0 = time.monotonic()
+        s.settimeout(6)
+        assert s.recv(100) == b""
+        assert 1.5 < time.monotonic() - t0 < 5
+    g.wait_line(r"close / handshake timeout")
+    assert g.alive()
+
+
+def test_static_pages_over_https(pki, gateway, echo_backend, tmp_path):
+    root = tmp_path / "htdocs"
+    root.mkdir()
+    (root / "index.html").write_text("<h1>secure router</h1>\n")
+    big = os.urandom(700_000)
+    (root / "big.bin").write_bytes(big)
+    echo_backend("framed")
+    g = tls_gateway(gateway, pki, htdocs=str(root))
+    ctx = client_context(pki)
+    with socket.create_connection(("127.0.0.1", g.port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            for path, want in (("/", b"<h1>secure router</h1>\n"), ("/big.bin", big)):
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n".encode())
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    buf += s.recv(65536)
+                resp = parse_response_head(buf)
+                assert resp.status == 200
+                n = int(resp.header("Content-Length"))
+                body = resp.leftover
+                while len(body) < n:
+                    chunk = s.recv(65536)
+                    assert chunk
+                    body += chunk
+                assert body == want
+            # and the same connection can still be upgraded? No: a new one is (browsers do so).
+    with wss(g, pki) as c:
+        echo_check(c, sizes=(42,))
+
+
+def test_certificate_rotation_on_sighup(pki, gateway, echo_backend, tmp_path):
+    echo_backend("framed")
+    live = tmp_path / "live"
+    live.mkdir()
+    for ext in ("crt", "key"):
+        (live / f"cert.{ext}").write_bytes((pki / f"server.{ext}").read_bytes())
+    g = gateway(m="framed", tls_cert=str(live / "cert.crt"), tls_key=str(live / "cert.key"))
+    assert peer_cert_sha256(g.port, pki) == file_sha256(pki, "server")
+    with wss(g, pki) as old:
+        echo_check(old, sizes=(10, 100_000))
+        # the renewed certificate (another key type, even) arrives; SIGHUP
+        for ext in ("crt", "key"):
+            (live / f"cert.{ext}").write_bytes((pki / f"server2.{ext}").read_bytes())
+        start = len(g.lines)
+        os.kill(g.pid, signal.SIGHUP)
+        g.wait_line(r"certificate reloaded", start=start)
+        assert peer_cert_sha256(g.port, pki) == file_sha256(pki, "server2")
+        echo_check(old, sizes=(10, 100_000))  # the open connection kept going
+        with wss(g, pki) as new:
+            echo_check(new, sizes=(10,))
+        # a broken renewal: the key of another certificate. The old one stays, with the reason.
+        (live / "cert.key").write_bytes((pki / "client.key").read_bytes())
+        start = len(g.lines)
+        os.kill(g.pid, signal.SIGHUP)
+        g.wait_line(r"new certificate refused, the old one stays: .*does not match", start=start)
+        assert peer_cert_sha256(g.port, pki) == file_sha256(pki, "server2")
+        echo_check(old, sizes=(10,))
+    assert g.alive()
+
+
+def test_client_that_does_not_read_over_tls_keeps_memory_bounded(pki, gateway, py_backend):
+    b = py_backend("py")
+    g = tls_gateway(gateway, pki, m="framed")
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", g.port))
+    s = client_context(pki).wrap_socket(raw, server_hostname="localhost")
+    s.sendall(build_request(g.port, "/py"))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert parse_response_head(head).status == 101
+    backend = b.accept()
+    time.sleep(0.3)
+    base = rss_kb(g.pid)
+    sent = [0]
+    stop = threading.Event()
+
+    def push():
+        backend.settimeout(1)
+        chunk = record(OP_BINARY, b"z" * 65536)
+        while not stop.is_set() and sent[0] < 16 * MiB:
+            try:
+                backend.sendall(chunk)
+                sent[0] += 65536
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+
+    t = threading.Thread(target=push, daemon=True)
+    t.start()
+    peak = base
+    last, since = -1, time.monotonic()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        peak = max(peak, rss_kb(g.pid))
+        if sent[0] != last:
+            last, since = sent[0], time.monotonic()
+        elif time.monotonic() - since > 1.0:
+            break
+        time.sleep(0.05)
+    stop.set()
+    assert sent[0] < 16 * MiB, "the gateway read the backend although the client did not read"
+    assert peak - base < 4096, f"RSS grew {peak - base} KiB while the client did not read"
+    # now read: what the pipeline held arrives intact, as one fragmented message per record
+    s.settimeout(10)
+    got = 0
+    buf = bytearray()
+    expect_start = True
+    while got < sent[0] - 8 * 65536:
+        chunk = s.recv(1 << 20)
+        assert chunk
+        buf += chunk
+        while (d := try_decode_frame(buf)) is not None:
+            frame, n = d
+            del buf[:n]
+            assert frame.opcode == (OP_BINARY if expect_start else 0), frame.opcode
+            assert frame.payload == b"z" * len(frame.payload)
+            got += len(frame.payload)
+            expect_start = frame.fin
+    s.close()
+    backend.close()
