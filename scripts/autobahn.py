@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs the Autobahn|Testsuite fuzzing client (kosoku) through wsgate and compares the verdicts.
 
-    scripts/autobahn.py --mode {framed,stream,seqpacket} [--cases GLOB ...] [--update]
+    scripts/autobahn.py --mode {framed,stream,seqpacket} [--tls] [--cases GLOB ...] [--update]
 
 Starts `websocket_echo -m MODE` (framed: `-M 32M`) and `wsgate -m MODE --max-message 32M` (binaries from
 $WSGATE_BIN / $WSGATE_ECHO_BIN, default target/release/), runs cases 1.* .. 10.* (12.* and 13.*,
@@ -20,6 +20,12 @@ Cases run in groups (1.1.*, 1.2.*, 2.*, ...), each in a worker process with a ti
 (--group-timeout, default 180 s) under an overall limit (--deadline, default 600 s), so a case
 that hangs the gateway costs one group, not the run: its cases get the verdict ERROR and the
 group is named in the output.
+
+--tls runs the same cases over wss://: the gateway gets a certificate made here (openssl) and,
+since kosoku speaks only ws://, each of its connections goes through a client-side TLS tunnel
+in this process (Python's ssl, verifying the gateway's certificate): kosoku → ws:// → tunnel →
+wss:// → wsgate → websocket_echo. The verdicts are compared with the same expected file; reports
+are named autobahn-<mode>-tls*.
 
 Builds nothing. Exit status: 0 all as expected, 1 differences, 2 could not run.
 """
@@ -110,6 +116,75 @@ def select_cases(patterns: list[str], exclude: list[str]) -> tuple[list[str], li
 
 def sort_key(case_id: str):
     return [int(p) for p in case_id.split(".")]
+
+
+class TlsTunnel:
+    """A client-side TLS tunnel: plain TCP on 127.0.0.1:<port> → TLS to 127.0.0.1:<target>,
+    verifying the server against `cafile` for the name "localhost". One asyncio loop in a
+    thread; each accepted connection is piped both ways until either side ends."""
+
+    def __init__(self, target: int, cafile: Path):
+        import socket
+        import ssl
+        import threading
+
+        self.target = target
+        self.ctx = ssl.create_default_context(cafile=str(cafile))
+        self.loop = asyncio.new_event_loop()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.errors: list[str] = []
+        ready = threading.Event()
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+
+            async def start():
+                await asyncio.start_server(self.handle, sock=self.sock)
+                ready.set()
+
+            self.loop.run_until_complete(start())
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(5)
+
+    async def handle(self, reader, writer):
+        try:
+            up_r, up_w = await asyncio.open_connection(
+                "127.0.0.1", self.target, ssl=self.ctx, server_hostname="localhost")
+        except OSError as e:
+            self.errors.append(f"tunnel: TLS connection failed: {e!r}")
+            writer.close()
+            return
+
+        async def pipe(r, w):
+            try:
+                while data := await r.read(1 << 16):
+                    w.write(data)
+                    await w.drain()
+                if w.can_write_eof():
+                    w.write_eof()  # TCP side: half-close, as the gateway did
+                else:
+                    w.close()  # TLS side: close_notify and close, as kosoku did
+            except (OSError, asyncio.IncompleteReadError):
+                w.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer), return_exceptions=True)
+        for w in (writer, up_w):
+            w.close()
+
+    def stop(self):
+        async def shutdown():
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.loop.stop()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop)
+        self.thread.join(5)
 
 
 def write_summary(reports: Path, mode: str, passed: int, failed: int) -> None:
@@ -206,6 +281,7 @@ def main() -> int:
         return worker(sys.argv[2], sys.argv[3:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", required=True, choices=MODES)
+    ap.add_argument("--tls", action="store_true", help="over wss://, through a client-side TLS tunnel")
     ap.add_argument("--cases", nargs="+", metavar="GLOB", help="case ids or globs (default 1.* .. 10.*)")
     ap.add_argument("--update", action="store_true", help="rewrite tests/autobahn/expected-<mode>.json")
     ap.add_argument("--reports", default=str(ROOT / "reports"), help="report directory")
@@ -221,6 +297,7 @@ def main() -> int:
     # a SIGTERM (e.g. from `timeout`) still stops the servers
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     mode = args.mode
+    label = f"{mode}-tls" if args.tls else mode
 
     _, selected = select_cases(args.cases or DEFAULT_CASES, EXCLUDE + ([] if args.include_large or args.mode == "framed" else LARGE))
     if not selected:
@@ -234,19 +311,31 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="wsab-", dir="/tmp"))
     docroot = work / "www"
     docroot.mkdir()
-    echo = gw = None
+    echo = gw = tunnel = None
     try:
         try:
             echo = harness.EchoBackend(
                 docroot, name="echo", mode=mode, extra=("-M", "32M") if mode == "framed" else ()
             )
-            gw = harness.Gateway(docroot, m=mode, max_message="32M")
-        except (OSError, TimeoutError, RuntimeError) as e:
-            print(f"autobahn[{mode}]: could not start the servers: {e}", file=sys.stderr)
-            write_summary(reports, mode, 0, 1)
+            tls = {}
+            if args.tls:
+                subprocess.run(
+                    ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                     "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "2", "-subj",
+                     "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                    cwd=work, check=True, capture_output=True)
+                tls = {"tls_cert": str(work / "cert.pem"), "tls_key": str(work / "key.pem")}
+            gw = harness.Gateway(docroot, m=mode, max_message="32M", **tls)
+            if args.tls:
+                tunnel = TlsTunnel(gw.port, work / "cert.pem")
+        except (OSError, TimeoutError, RuntimeError, subprocess.CalledProcessError) as e:
+            print(f"autobahn[{label}]: could not start the servers: {e}", file=sys.stderr)
+            write_summary(reports, label, 0, 1)
             return 2
-        url = gw.url("/echo")
-        print(f"autobahn[{mode}]: {len(selected)} cases against {url} (concurrency {CONCURRENCY})", flush=True)
+        url = f"ws://127.0.0.1:{tunnel.port}/echo" if tunnel else gw.url("/echo")
+        if tunnel:
+            print(f"autobahn[{label}]: kosoku → {url} → TLS tunnel → wss://localhost:{gw.port}/echo")
+        print(f"autobahn[{label}]: {len(selected)} cases against {url} (concurrency {CONCURRENCY})", flush=True)
         t0 = time.monotonic()
         details = run_groups(url, selected, args.group_timeout, args.deadline,
                              log=lambda m: print(m, flush=True))
@@ -263,11 +352,15 @@ def main() -> int:
         for w in WORKERS:
             if w.poll() is None:
                 os.killpg(w.pid, signal.SIGKILL)
+        if tunnel is not None:
+            tunnel.stop()
+            for e in tunnel.errors[:5]:
+                print(f"  {e}")
         for child in (gw, echo):
             if child is not None:
                 child.stop()
         if gw is not None:
-            (reports / f"autobahn-{mode}-wsgate.log").write_text(gw.log_text() + "\n")
+            (reports / f"autobahn-{label}-wsgate.log").write_text(gw.log_text() + "\n")
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
@@ -275,15 +368,15 @@ def main() -> int:
     actual = {c: [d["behavior"], d["behaviorClose"]] for c, d in details.items()}
     actual = dict(sorted(actual.items(), key=lambda kv: sort_key(kv[0])))
 
-    (reports / f"autobahn-{mode}.json").write_text(json.dumps(actual, indent=1) + "\n")
-    (reports / f"autobahn-{mode}-details.json").write_text(
+    (reports / f"autobahn-{label}.json").write_text(json.dumps(actual, indent=1) + "\n")
+    (reports / f"autobahn-{label}-details.json").write_text(
         json.dumps(dict(sorted(details.items(), key=lambda kv: sort_key(kv[0]))), indent=1) + "\n"
     )
 
-    print(f"autobahn[{mode}]: {len(actual)} cases in {took:.1f}s")
-    for label, idx in (("behavior", 0), ("behaviorClose", 1)):
+    print(f"autobahn[{label}]: {len(actual)} cases in {took:.1f}s")
+    for column, idx in (("behavior", 0), ("behaviorClose", 1)):
         tally = collections.Counter(v[idx] for v in actual.values())
-        print(f"  {label:14} " + ", ".join(f"{k}: {n}" for k, n in sorted(tally.items())))
+        print(f"  {column:14} " + ", ".join(f"{k}: {n}" for k, n in sorted(tally.items())))
 
     bad_cases: set[str] = set()
     if not gateway_alive:
@@ -345,11 +438,11 @@ def main() -> int:
     failed = differing | (bad_cases - {"wsgate-died"})
     n_failed = len(failed) + int(died)
     n_passed = len(set(actual) - failed)
-    write_summary(reports, mode, n_passed, n_failed)
+    write_summary(reports, label, n_passed, n_failed)
     if n_failed:
-        print(f"autobahn[{mode}]: FAILED ({n_passed} as expected, {n_failed} not)")
+        print(f"autobahn[{label}]: FAILED ({n_passed} as expected, {n_failed} not)")
         return 1
-    print(f"autobahn[{mode}]: ok ({n_passed} cases as expected)")
+    print(f"autobahn[{label}]: ok ({n_passed} cases as expected)")
     return 0
 
 

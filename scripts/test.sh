@@ -95,4 +95,6 @@ if [ -z "${SKIP_AUTOBAHN:-}" ]; then
         step "autobahn ($mode)"
         timeout 900 "$PY" scripts/autobahn.py --mode "$mode"
     done
+    step "autobahn (framed, over wss:// through a client-side TLS tunnel)"
+    timeout 900 "$PY" scripts/autobahn.py --mode framed --tls
 fi
