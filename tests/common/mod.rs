@@ -67,9 +67,39 @@ pub fn spawn_echo(dir: &Path, name: &str, mode: &str, extra: &[&str]) -> Proc {
     Proc(child)
 }
 
+/// The client's transport: TCP, or TLS over TCP (rustls, verifying the server).
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// A blocking WebSocket client.
 pub struct Client {
-    pub sock: TcpStream,
+    pub sock: Stream,
     buf: Vec<u8>,
     seed: u32,
 }
@@ -77,9 +107,38 @@ pub struct Client {
 impl Client {
     /// Connects and upgrades; panics unless the answer is 101.
     pub fn connect(addr: SocketAddr, path: &str) -> Self {
-        let mut sock = TcpStream::connect(addr).unwrap();
+        Self::upgrade(Stream::Plain(Self::tcp(addr)), path)
+    }
+
+    /// Connects over TLS to "localhost", trusting only `ca` (DER), and upgrades.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        path: &str,
+        ca: &rustls::pki_types::CertificateDer<'_>,
+    ) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.clone().into_owned()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let tls = rustls::StreamOwned::new(conn, Self::tcp(addr));
+        Self::upgrade(Stream::Tls(Box::new(tls)), path)
+    }
+
+    fn tcp(addr: SocketAddr) -> TcpStream {
+        let sock = TcpStream::connect(addr).unwrap();
         sock.set_nodelay(true).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        sock
+    }
+
+    fn upgrade(mut sock: Stream, path: &str) -> Self {
         write!(
             sock,
             "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -398,3 +398,46 @@ def test_client_that_does_not_read_over_tls_keeps_memory_bounded(pki, gateway, p
             expect_start = frame.fin
     s.close()
     backend.close()
+
+
+def test_rss_per_idle_tls_connection(pki, gateway, echo_backend):
+    """Goal (issue 4): an idle wss:// connection costs at most 24 kB of gateway RSS."""
+    echo_backend("framed")
+    g = tls_gateway(gateway, pki, c=300, ping_interval="0")
+    ctx = client_context(pki)
+    n = 200
+
+    def open_one():
+        raw = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+        s = ctx.wrap_socket(raw, server_hostname="localhost")
+        s.sendall(build_request(g.port, "/echo"))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        assert parse_response_head(head).status == 101
+        # one message each way, so that every buffer has been used (and given back)
+        s.sendall(encode_frame(0x2, b"m" * 3000))
+        buf = bytearray()
+        while (d := try_decode_frame(buf)) is None:
+            buf += s.recv(65536)
+        assert d[0].payload == b"m" * 3000
+        return s
+
+    keep = [open_one()]
+    time.sleep(0.5)
+    base = rss_kb(g.pid)
+    keep += [open_one() for _ in range(n)]
+    time.sleep(0.5)
+    grown = rss_kb(g.pid) - base
+    per = grown * 1024 / n
+    print(f"RSS per idle TLS connection: {per:.0f} B ({grown} KiB for {n})")
+    assert per <= 24_000, f"{per:.0f} B of RSS per idle TLS connection"
+    # they are all still alive
+    for s in keep[:: n // 10]:
+        s.sendall(encode_frame(0x1, b"still here"))
+        buf = bytearray()
+        while (d := try_decode_frame(buf)) is None:
+            buf += s.recv(65536)
+        assert d[0].payload == b"still here"
+    for s in keep:
+        s.close()
