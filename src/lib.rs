@@ -1,12 +1,13 @@
 //! wsgate: a WebSocket gateway for embedded Linux routers.
 //!
-//! Browsers and devices connect with `ws://`; wsgate performs the HTTP/1.1 upgrade and the
-//! RFC 6455 framing, and relays every connection to a local "websocket server": any program
+//! Browsers and devices connect with `ws://` or `wss://`; wsgate performs TLS, the HTTP/1.1
+//! upgrade and the RFC 6455 framing, and relays every connection to a local "websocket server": any program
 //! listening on a UNIX socket at `<docroot>/<name>`, where `<name>` is the URL path.
 //!
 //! # Layers, in data-flow order
 //!
 //! ```text
+//!                   (wss: event_loop::tls_io, rustls between the socket and the buffers)
 //! listener ─accept→ slab slot ─┬─ http::handshake ─→ relay::route ─→ UNIX socket (connected before 101)
 //!                              └─ ws::session (client frames) ⇄ relay::codec (mode) ⇄ backend bytes
 //!                                 readiness + deadlines drive every step; event_loop only dispatches
@@ -21,6 +22,9 @@
 //!   connection table.
 //! * [`event_loop`] owns the sockets: one single-threaded mio loop that moves bytes between the
 //!   client and the backend of each connection, with backpressure and timers.
+//! * [`tls`] builds each TLS listener's rustls configuration from its certificate files;
+//!   `event_loop::tls_io` runs rustls inside a connection, with the same readiness rules as a
+//!   plain socket.
 //! * [`sys`] holds the only `unsafe` code (`fork`) and the OS-level helpers; [`service`] is the
 //!   daemon around the loop: init.d scripts, privilege drop, log sinks, pid file.
 //!

@@ -30,7 +30,7 @@
 //! * encrypted records not yet written to the socket: both bounded by `set_buffer_limit`,
 //!   64 KiB each by default.
 //!
-//! The event loop should create connections with [`new_connection`], which sets the limit to
+//! The event loop creates connections with [`new_connection`], which sets the limit to
 //! [`BUFFER_LIMIT`] (16 KiB): `writer().write` then accepts no more than the room left, which is
 //! wsgate's backpressure signal, as a full socket buffer is for `ws://`. The limits are soft by
 //! at most one record (16 KiB + 22 bytes), so the worst case of an established connection is
@@ -55,11 +55,13 @@
 //! `examples/tls_size.rs` (load + one TLS echo connection) against the same echo without TLS,
 //! x86_64 release profile (opt-level "s", LTO, stripped): 1,231,992 vs 307,592 bytes, so TLS
 //! adds about 900 KiB (`cargo bloat`: rustls 252 KiB, ring 182 KiB + its tables, webpki
-//! 43 KiB of code). TLS 1.2 is 43 KiB of that. `wsgate` itself does not grow until it calls
-//! this module.
+//! 43 KiB of code). TLS 1.2 is 43 KiB of that. The `wsgate` binary (x86_64, stripped) went
+//! from 655 KB without TLS to 1,344,032 B when the configuration was validated with this
+//! module, and to 1,584,832 B once connections were served over TLS.
 //!
 //! [`UnbufferedServerConnection`](rustls::server::UnbufferedServerConnection) would let the
-//! event loop lend its own buffers instead; not used yet.
+//! event loop lend its own buffers, but in 0.23.46 it allocates per record just the same
+//! (see `event_loop::tls_io`), so the buffered connection is used.
 
 use std::fmt;
 use std::fs::File;
