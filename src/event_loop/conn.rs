@@ -568,8 +568,10 @@ impl Connection {
 
     /// Phase changes that depend on buffers having drained.
     fn advance(&mut self, cx: &mut Ctx<'_>) -> bool {
+        // Over TLS, bytes are out only once rustls has sent them, and plaintext written before
+        // the handshake completed (a 503 at accept) waits inside rustls for it.
         let to_client_empty = self.to_client.as_ref().is_none_or(Buf::is_empty)
-            && !self.tls.as_ref().is_some_and(TlsIo::wants_write);
+            && !self.tls.as_ref().is_some_and(|t| t.wants_write() || t.is_handshaking());
         match self.phase {
             // The client left (or TLS failed) before its request was complete.
             Phase::Handshake if self.client_eof => {

@@ -514,3 +514,23 @@ def test_config_file_plain_and_tls_servers_side_by_side(pki, docroot, echo_backe
     bad = subprocess.run([gateway_bin(), "-f", str(conf), "--check"], capture_output=True, text=True)
     assert bad.returncode == 2
     assert f"{conf}:4:" in bad.stderr and "does not match" in bad.stderr, bad.stderr
+
+
+def test_full_gateway_answers_503_over_tls(pki, gateway, echo_backend):
+    """The 503 for a client beyond -c is written before the TLS handshake has happened; it must
+    still reach the client, encrypted, after the handshake."""
+    echo_backend("framed")
+    g = tls_gateway(gateway, pki, c=1)
+    with wss(g, pki) as first:
+        echo_check(first, sizes=(10,))
+        raw = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+        with client_context(pki).wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(build_request(g.port, "/echo"))
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(4096)
+                assert chunk, buf
+                buf += chunk
+            assert parse_response_head(buf).status == 503
+        g.wait_line(r"close / refused 503: all connection slots busy")
+        echo_check(first, sizes=(10,))
