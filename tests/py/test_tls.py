@@ -534,3 +534,53 @@ def test_full_gateway_answers_503_over_tls(pki, gateway, echo_backend):
             assert parse_response_head(buf).status == 503
         g.wait_line(r"close / refused 503: all connection slots busy")
         echo_check(first, sizes=(10,))
+
+
+def test_backend_that_does_not_read_stops_reading_the_tls_client(pki, gateway, py_backend):
+    """Backpressure towards the client over TLS: with a backend that does not read, the gateway
+    stops decrypting, so rustls stops reading the socket and the client's sends block."""
+    from harness import recv_record_message
+
+    b = py_backend("py")
+    g = tls_gateway(gateway, pki, max_message="1M")
+    raw = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+    s = client_context(pki).wrap_socket(raw, server_hostname="localhost")
+    s.sendall(build_request(g.port, "/py"))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert parse_response_head(head).status == 101
+    backend = b.accept()
+    backend.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    time.sleep(0.3)
+    base = rss_kb(g.pid)
+    payload = os.urandom(256 * 1024)
+    frame = encode_frame(OP_BINARY, payload)
+    sent = [0]
+
+    def push():
+        try:
+            while sent[0] < 64 * MiB:
+                s.sendall(frame)
+                sent[0] += 1
+        except OSError:
+            pass
+
+    s.settimeout(30)
+    t = threading.Thread(target=push, daemon=True)
+    t.start()
+    last, since = -1, time.monotonic()
+    while time.monotonic() - since < 1.5:
+        if sent[0] != last:
+            last, since = sent[0], time.monotonic()
+        time.sleep(0.05)
+    assert sent[0] * len(frame) < 64 * MiB, "the gateway swallowed 64 MiB for a backend that does not read"
+    assert rss_kb(g.pid) - base < 4096
+    # the backend reads now: every message arrives whole and in order, and the client unblocks
+    stuck = last
+    deadline = time.monotonic() + 20
+    while sent[0] <= stuck + 2:
+        assert time.monotonic() < deadline, f"the client stayed blocked at {sent[0]} messages"
+        op, data = recv_record_message(backend, timeout=10)
+        assert op == OP_BINARY and data == payload
+    s.close()
