@@ -65,11 +65,13 @@ fn tls_relay_memory_is_bounded_per_record_and_does_not_grow() {
     let established = Arc::new(Barrier::new(CLIENTS + 1));
     let measured = Arc::new(Barrier::new(CLIENTS + 1));
     let done = Arc::new(Barrier::new(CLIENTS + 1));
+    // Clients keep their connections until the counters are read.
+    let read = Arc::new(Barrier::new(CLIENTS + 1));
     let mut threads = Vec::new();
     for c in 0..CLIENTS {
         let ca = ca.clone();
-        let (connected, established, measured, done) =
-            (connected.clone(), established.clone(), measured.clone(), done.clone());
+        let (connected, established, measured, done, read) =
+            (connected.clone(), established.clone(), measured.clone(), done.clone(), read.clone());
         threads.push(std::thread::spawn(move || {
             let mut ws = Client::connect_tls(addr, "/echo", &ca);
             connected.wait();
@@ -96,6 +98,7 @@ fn tls_relay_memory_is_bounded_per_record_and_does_not_grow() {
                 bytes += payload.len();
             }
             done.wait();
+            read.wait();
             bytes
         }));
     }
@@ -107,6 +110,7 @@ fn tls_relay_memory_is_bounded_per_record_and_does_not_grow() {
     measured.wait();
     done.wait();
     let (allocs_after, live_after) = (ALLOCS.load(Ordering::SeqCst), LIVE.load(Ordering::SeqCst));
+    read.wait();
     let bytes: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     handle.stop();
     gateway.join().unwrap();
