@@ -28,6 +28,7 @@
 //! never parses bytes.
 #![deny(unsafe_code)]
 
+pub mod backend;
 pub mod buffer;
 pub mod cli;
 pub mod config;
