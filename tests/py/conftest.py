@@ -11,6 +11,8 @@ target/release/websocket_echo). A missing binary is an error, never a skip.
   `m=["a=framed", "lines"]` -> `-m a=framed -m lines`, `denylast=True` -> `--denylast`).
   The returned object has `.port`, `.pid`, `.lines` (stderr, drained by a thread),
   `.wait_line(regex)`, `.url(path)`.
+* `sample_backend(program, name, mode="stream", extra=())`: starts a sample server of
+  target/release (`websocket_chat`, `websocket_jsonrpc`...), waits for its socket.
 * `py_backend(name, kind=socket.SOCK_STREAM)`: a UNIX socket server of our own in the docroot;
   `.accept()` returns the gateway's connection to it.
 At teardown everything is stopped; a gateway that died during the test fails it (unless the
@@ -35,6 +37,7 @@ from harness import (  # noqa: E402,F401  (re-exported for the tests)
     RFC_KEY,
     EchoBackend,
     Gateway,
+    SampleBackend,
     PyBackend,
     RawWS,
     accept_for,
@@ -71,6 +74,21 @@ def echo_backend(docroot):
     yield start
     for b in started:
         b.stop()
+
+
+@pytest.fixture
+def sample_backend(docroot):
+    started: list[SampleBackend] = []
+
+    def start(program: str, name: str, mode: str = "stream", extra=()) -> SampleBackend:
+        b = SampleBackend(harness.release_bin(program), docroot, name=name, mode=mode, extra=extra)
+        started.append(b)
+        return b
+
+    yield start
+    for b in started:
+        b.stop()
+        print(f"---- {b.name} stderr ----\n{b.log_text()}")
 
 
 @pytest.fixture
