@@ -21,7 +21,8 @@
 //!   connection table.
 //! * [`event_loop`] owns the sockets: one single-threaded mio loop that moves bytes between the
 //!   client and the backend of each connection, with backpressure and timers.
-//! * [`sys`] holds the only `unsafe` code (`fork`) and the OS-level helpers; [`service`] is the
+//! * [`sys`] holds the only `unsafe` code (`fork`, JSON-RPC plugin calls) and the OS-level
+//!   helpers; [`backend`] is the sample websocket servers' shared code; [`service`] is the
 //!   daemon around the loop: init.d scripts, privilege drop, log sinks, pid file.
 //!
 //! `http`, `ws` and `relay::codec` never see a socket, a clock or the slab. The event loop
