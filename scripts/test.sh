@@ -77,8 +77,8 @@ cargo fmt --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-step "cargo build --release --bins"
-cargo build --release --bins
+step "cargo build --release (binaries and JSON-RPC plugins)"
+cargo build --release
 
 step "cargo test --release"
 cargo test --release

@@ -13,6 +13,7 @@ target/release/websocket_echo). A missing binary is an error, never a skip.
   `.wait_line(regex)`, `.url(path)`.
 * `sample_backend(program, name, mode="stream", extra=())`: starts a sample server of
   target/release (`websocket_chat`, `websocket_jsonrpc`...), waits for its socket.
+* `browser_page(**context_options)`: a page of headless Chromium (tests/py/browser.py).
 * `py_backend(name, kind=socket.SOCK_STREAM)`: a UNIX socket server of our own in the docroot;
   `.accept()` returns the gateway's connection to it.
 At teardown everything is stopped; a gateway that died during the test fails it (unless the
@@ -32,6 +33,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
+from browser import browser_page, chromium  # noqa: E402,F401  (fixtures for the page tests)
 from harness import (  # noqa: E402,F401  (re-exported for the tests)
     RFC_ACCEPT,
     RFC_KEY,
