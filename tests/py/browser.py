@@ -8,7 +8,9 @@ fixtures into a conftest (tests/py/conftest.py does) and use:
   storage, so two pages are two independent users); certificate errors are ignored, so a
   test may serve https:// with a test certificate. Contexts are closed at teardown.
 
-The browser itself is started once per test session.
+The browser is started once per test module, and stopped at the module's end: while
+Playwright's sync API runs, the main thread has a running asyncio loop, which would break
+tests elsewhere that call asyncio.run().
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
     if not os.path.exists(CHROMIUM):
         raise FileNotFoundError(f"{CHROMIUM} is missing: scripts/install-test-deps.sh installs Debian's chromium")

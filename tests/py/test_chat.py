@@ -168,6 +168,8 @@ def test_a_stale_socket_is_replaced(sample_backend, docroot):
     stale.bind(str(docroot / "chat"))
     stale.close()  # the file stays, nobody listens
     b = sample_backend("websocket_chat", "chat")
+    # The stale file was there from the start: wait for the server, not for the file.
+    b.wait_line("listening on")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(str(b.path))
     s.close()
