@@ -71,8 +71,9 @@ trap on_exit EXIT
 step "install test dependencies"
 bash scripts/install-test-deps.sh
 
-step "cargo fmt --check"
-cargo fmt --check
+step "cargo fmt --all --check"
+# --all: the plugin crates of the workspace too.
+cargo fmt --all --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings

@@ -152,6 +152,12 @@ impl Clients<'_> {
         }
     }
 
+    /// Whether client `id` is connected and not on its way out.
+    #[must_use]
+    pub fn is_open(&self, id: usize) -> bool {
+        matches!(self.slots.get(id), Some(Some(c)) if c.doomed.is_none() && c.closing.is_none())
+    }
+
     /// The ids of the connected clients (not those on their way out).
     pub fn ids(&self) -> impl Iterator<Item = usize> + '_ {
         self.slots.iter().enumerate().filter_map(|(i, c)| match c {

@@ -270,6 +270,10 @@ impl Service for JsonRpc {
     }
 
     fn message(&mut self, id: usize, _kind: Kind, data: &[u8], clients: &mut Clients<'_>) {
+        // Messages read together with a refusal (or after a close) are not answered.
+        if !clients.is_open(id) {
+            return;
+        }
         if self.conn(id, b"").is_none() {
             clients.close(id, 1008, "refused by the plugin");
             return;
