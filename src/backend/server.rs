@@ -9,7 +9,8 @@
 //! client whose queue is more than half full is not read from until it drains
 //! (backpressure); a message that does not fit a client's queue at all disconnects that
 //! client (it does not keep up). A client's read buffer ([`READ_LEN`], or `max_message` in
-//! `seqpacket` mode) is allocated when it connects; message and queue buffers grow on use.
+//! `seqpacket` mode, at most `max_message` in `stream` mode where a read is a message) is
+//! allocated when it connects; message and queue buffers grow on use.
 use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
@@ -127,9 +128,21 @@ impl Clients<'_> {
         if c.doomed.is_some() {
             return false;
         }
-        let queued = c.out.push(kind, data);
+        let mut queued = c.out.push(kind, data);
         if !queued {
-            c.doomed = Some(Gone::TooSlow);
+            // Write what waits now and try again: only a client that really does not read
+            // is dropped, not one whose queue filled within one turn.
+            while c.doomed.is_none() && c.out.pending() > 0 {
+                match c.sock.write(c.out.front()) {
+                    Ok(Some(n)) => c.out.consume(n),
+                    Ok(None) => break,
+                    Err(e) => c.doomed = Some(Gone::Sock(e)),
+                }
+            }
+            queued = c.doomed.is_none() && c.out.push(kind, data);
+            if !queued && c.doomed.is_none() {
+                c.doomed = Some(Gone::TooSlow);
+            }
         }
         if !c.dirty {
             c.dirty = true;
@@ -290,7 +303,9 @@ impl Server {
             };
             let len = match self.mode {
                 Mode::SeqPacket => self.limits.max_message,
-                Mode::Stream | Mode::Lines | Mode::Framed => READ_LEN,
+                // A read is a message: no bigger than the limit.
+                Mode::Stream => READ_LEN.min(self.limits.max_message),
+                Mode::Lines | Mode::Framed => READ_LEN,
             };
             let mut buf = Vec::new();
             if buf.try_reserve_exact(len).is_err() {

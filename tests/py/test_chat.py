@@ -138,6 +138,21 @@ def test_a_message_over_the_limit_closes_its_sender_with_1009(chat):
     quiet(b)
 
 
+def test_stream_mode_cuts_big_writes_at_the_limit_and_keeps_everyone(chat):
+    # In stream mode a read is a message: at most -M bytes, so a big write arrives in pieces,
+    # all of them, and a queue of 4 x -M filled within one turn does not drop the reader.
+    client = chat("stream", ["-M", "100"])
+    a, b = client(), client()
+    payload = "".join(chr(ord("a") + i % 26) for i in range(3000))
+    a.send(payload)
+    got = ""
+    while len(got) < len(payload):
+        got += b.recv(timeout=5)
+    assert got == payload
+    b.send("still here")
+    assert a.recv(timeout=5) == "still here"
+
+
 def test_many_clients_at_once(chat):
     client = chat("framed")
     conns = [client() for _ in range(40)]
