@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need. Idempotent: a second run installs nothing.
 #
-#   * Debian packages: procps, and python3-venv when `python3 -m venv` does not work.
+#   * Debian packages: procps, openssl, chromium (the browser tests), gcc (the C plugin test),
+#     and python3-venv when `python3 -m venv` does not work.
 #   * .venv in the repo root with the pinned Python packages of tests/py/requirements.txt
-#     (websockets: the real client; pytest; kosoku: the Autobahn|Testsuite runner).
+#     (websockets: the real client; pytest; kosoku: the Autobahn|Testsuite runner;
+#     playwright: drives /usr/bin/chromium, never downloads a browser).
 #   * checks that cargo, rustfmt and clippy are there (they cannot be installed from here).
 set -euo pipefail
 
@@ -21,6 +23,10 @@ command -v ps >/dev/null 2>&1 || missing+=(procps)
 # The TLS tests make RSA, PKCS#1 and SEC1 keys with the openssl command.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v "$PY" >/dev/null 2>&1 || missing+=(python3)
+# The browser tests drive Debian's chromium (Playwright's own browser download is never used).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+# The plugin ABI test compiles a C plugin against plugins/wsgate_rpc.h.
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 
 venv_ok() {
     local tmp

@@ -71,14 +71,15 @@ trap on_exit EXIT
 step "install test dependencies"
 bash scripts/install-test-deps.sh
 
-step "cargo fmt --check"
-cargo fmt --check
+step "cargo fmt --all --check"
+# --all: the plugin crates of the workspace too.
+cargo fmt --all --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-step "cargo build --release --bins"
-cargo build --release --bins
+step "cargo build --release (binaries and JSON-RPC plugins)"
+cargo build --release
 
 step "cargo test --release"
 cargo test --release

@@ -25,13 +25,15 @@
 //! * [`tls`] builds each TLS listener's rustls configuration from its certificate files;
 //!   `event_loop::tls_io` runs rustls inside a connection, with the same readiness rules as a
 //!   plain socket.
-//! * [`sys`] holds the only `unsafe` code (`fork`) and the OS-level helpers; [`service`] is the
+//! * [`sys`] holds the only `unsafe` code (`fork`, JSON-RPC plugin calls) and the OS-level
+//!   helpers; [`backend`] is the sample websocket servers' shared code; [`service`] is the
 //!   daemon around the loop: init.d scripts, privilege drop, log sinks, pid file.
 //!
 //! `http`, `ws` and `relay::codec` never see a socket, a clock or the slab. The event loop
 //! never parses bytes.
 #![deny(unsafe_code)]
 
+pub mod backend;
 pub mod buffer;
 pub mod cli;
 pub mod config;

@@ -24,30 +24,22 @@
 //! the way out.
 use argh::FromArgs;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Registry, Token};
-use nix::errno::Errno;
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{self, MsgFlags};
-use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signalfd::SignalFd;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use wsgate::backend::sock::{Listener, Sock, SockError};
+use wsgate::backend::{self, take_signal, ByteSize, Fatal, Setup};
 use wsgate::relay::codec::Mode;
 use wsgate::relay::record::{self, RecordError, RecordHeader, HEADER_LEN};
-use wsgate::sys::listen::{self, SocketKind};
-use wsgate::sys::user;
 
-/// Prints one line to stderr, prefixed with the program name. A failed write is ignored:
-/// `eprintln!` would panic when stderr is a closed pipe, and a log line is not worth the
-/// process.
+/// One line to stderr, prefixed with the program name ([`backend::say`]).
 macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), "websocket_echo: {}", format_args!($($arg)*));
-    }};
+    ($($arg:tt)*) => {
+        backend::say(format_args!($($arg)*))
+    };
 }
 
 /// Most clients served at once; further connections wait in the listen backlog until one
@@ -94,49 +86,8 @@ struct Args {
     verbose: bool,
 }
 
-/// The socket type a relay mode needs.
-fn socket_kind(mode: Mode) -> SocketKind {
-    match mode {
-        Mode::SeqPacket => SocketKind::SeqPacket,
-        Mode::Stream | Mode::Lines | Mode::Framed => SocketKind::Stream,
-    }
-}
-
-/// A byte count given as a plain integer or with a `K` (KiB) or `M` (MiB) suffix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ByteSize(usize);
-
-impl core::str::FromStr for ByteSize {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad =
-            || format!("{s:?} is not a positive byte count (an integer, optionally with K or M)");
-        let n = wsgate::config::parse_bytes(s).map_err(|_| bad())?;
-        usize::try_from(n).ok().filter(|&b| b > 0).map(Self).ok_or_else(bad)
-    }
-}
-
-/// A start-up or event-loop failure: the process exits with status 1 and this message.
-#[derive(Debug)]
-struct Fatal {
-    what: &'static str,
-    detail: String,
-}
-
-impl Fatal {
-    fn new(what: &'static str, detail: impl core::fmt::Display) -> Self {
-        Self { what, detail: detail.to_string() }
-    }
-}
-
-impl core::fmt::Display for Fatal {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}: {}", self.what, self.detail)
-    }
-}
-
 fn main() -> ExitCode {
+    backend::set_program("websocket_echo");
     let args: Args = argh::from_env();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -148,40 +99,15 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), Fatal> {
-    check_name(&args.name)?;
-    let account = match &args.user {
-        Some(name) => Some(user::lookup(name).map_err(|e| Fatal::new("-u", e))?),
-        None => None,
-    };
-
-    // Block the signals before anything exists that they should clean up: from now on they
-    // wait in the signalfd instead of killing the process with the socket file left behind.
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGTERM);
-    mask.add(Signal::SIGINT);
-    mask.thread_block().map_err(|e| Fatal::new("sigprocmask", e))?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| Fatal::new("signalfd", e))?;
-
-    make_docroot(&args.root)?;
-    let path = args.root.join(&args.name);
-    let owner = account.as_ref().map(|a| (a.uid, a.gid));
-    let fd = listen::listen_unix(&path, socket_kind(args.mode), args.backlog, owner)
-        .map_err(|e| Fatal::new("listen", e))?;
-    let _socket_file = SocketFile::new(&path)?;
-
-    if let Some(account) = &account {
-        user::drop_privileges(account).map_err(|e| Fatal::new("-u", e))?;
-    }
-
-    let listener = match socket_kind(args.mode) {
-        SocketKind::Stream => Listener::Stream(mio::net::UnixListener::from_std(
-            std::os::unix::net::UnixListener::from(fd),
-        )),
-        // std's listener only wraps the fd; its accept works on any socket type and is the one
-        // safe way to turn an accepted fd into an `OwnedFd`.
-        SocketKind::SeqPacket => Listener::Packet(std::os::unix::net::UnixListener::from(fd)),
-    };
+    let started = backend::start(&Setup {
+        root: &args.root,
+        name: &args.name,
+        user: args.user.as_deref(),
+        mode: args.mode,
+        backlog: args.backlog,
+    })?;
+    let (listener, signals, path) = (started.listener, started.signals, started.path);
+    let _socket_file = started.socket_file;
 
     let mut server = Server::new(listener, args.mode, args.max_message.0, args.verbose)?;
     server
@@ -196,173 +122,6 @@ fn run(args: &Args) -> Result<(), Fatal> {
         say!("{signal}, exiting");
     }
     Ok(())
-}
-
-/// The socket name is one path component: the gateway maps the URL path to `<docroot>/<name>`
-/// and a name reaching elsewhere would put the socket outside the docroot.
-fn check_name(name: &str) -> Result<(), Fatal> {
-    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
-        return Err(Fatal::new("-n", format!("{name:?} is not a single file name")));
-    }
-    Ok(())
-}
-
-fn make_docroot(root: &Path) -> Result<(), Fatal> {
-    match std::fs::metadata(root) {
-        Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(Fatal::new("-R", format!("{} is not a directory", root.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(root)
-            .map_err(|e| Fatal::new("-R", format!("{}: {e}", root.display()))),
-        Err(e) => Err(Fatal::new("-R", format!("{}: {e}", root.display()))),
-    }
-}
-
-/// The socket file we created, removed when dropped, on every way out of `run`.
-///
-/// Only the very file we bound is removed (same device and inode), never one that somebody put
-/// at the path later.
-#[derive(Debug)]
-struct SocketFile {
-    path: PathBuf,
-    id: (u64, u64),
-}
-
-impl SocketFile {
-    fn new(path: &Path) -> Result<Self, Fatal> {
-        let meta = std::fs::symlink_metadata(path)
-            .map_err(|e| Fatal::new("stat", format!("{}: {e}", path.display())))?;
-        Ok(Self { path: path.to_owned(), id: (meta.dev(), meta.ino()) })
-    }
-}
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        match std::fs::symlink_metadata(&self.path) {
-            Ok(meta) if (meta.dev(), meta.ino()) == self.id => {
-                if let Err(e) = std::fs::remove_file(&self.path) {
-                    // Typical after -u: the docroot belongs to root. The next start finds
-                    // the dead socket and replaces it.
-                    say!("cannot remove {}: {e}", self.path.display());
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-#[derive(Debug)]
-enum Listener {
-    Stream(mio::net::UnixListener),
-    Packet(std::os::unix::net::UnixListener),
-}
-
-impl Listener {
-    fn accept(&self) -> std::io::Result<Sock> {
-        match self {
-            Self::Stream(l) => l.accept().map(|(s, _)| Sock::Stream(s)),
-            Self::Packet(l) => {
-                let (s, _) = l.accept()?;
-                // std accepts with SOCK_CLOEXEC only; the loop needs non-blocking sockets.
-                s.set_nonblocking(true)?;
-                Ok(Sock::Packet(OwnedFd::from(s)))
-            }
-        }
-    }
-
-    fn register(&mut self, registry: &Registry) -> std::io::Result<()> {
-        match self {
-            Self::Stream(l) => registry.register(l, LISTENER, Interest::READABLE),
-            Self::Packet(l) => {
-                registry.register(&mut SourceFd(&l.as_raw_fd()), LISTENER, Interest::READABLE)
-            }
-        }
-    }
-}
-
-/// A client connection: mio's stream for byte streams, a plain fd for SEQPACKET (which mio
-/// has no type for).
-#[derive(Debug)]
-enum Sock {
-    Stream(mio::net::UnixStream),
-    Packet(OwnedFd),
-}
-
-impl Sock {
-    fn raw(&self) -> RawFd {
-        match self {
-            Self::Stream(s) => s.as_raw_fd(),
-            Self::Packet(fd) => fd.as_raw_fd(),
-        }
-    }
-
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interest: Interest,
-    ) -> std::io::Result<()> {
-        match self {
-            Self::Stream(s) => registry.register(s, token, interest),
-            Self::Packet(fd) => registry.register(&mut SourceFd(&fd.as_raw_fd()), token, interest),
-        }
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interest: Interest,
-    ) -> std::io::Result<()> {
-        match self {
-            Self::Stream(s) => registry.reregister(s, token, interest),
-            Self::Packet(fd) => {
-                registry.reregister(&mut SourceFd(&fd.as_raw_fd()), token, interest)
-            }
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> std::io::Result<()> {
-        match self {
-            Self::Stream(s) => registry.deregister(s),
-            Self::Packet(fd) => registry.deregister(&mut SourceFd(&fd.as_raw_fd())),
-        }
-    }
-
-    /// Reads into `buf`; `Ok(0)` is end of stream. A SEQPACKET read takes exactly one packet
-    /// and fails with [`Gone::Truncated`] when it did not fit.
-    fn read(&self, buf: &mut [u8]) -> Result<Option<usize>, Gone> {
-        match self {
-            Self::Stream(s) => match (&*s).read(buf) {
-                Ok(n) => Ok(Some(n)),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Err(Gone::Reset),
-                Err(e) => Err(Gone::Io("read", e)),
-            },
-            // MSG_TRUNC makes Linux return the packet's real length, so a packet longer than
-            // the buffer shows instead of being cut silently.
-            Self::Packet(fd) => match socket::recv(fd.as_raw_fd(), buf, MsgFlags::MSG_TRUNC) {
-                Ok(n) if n > buf.len() => Err(Gone::Truncated(n)),
-                Ok(n) => Ok(Some(n)),
-                Err(Errno::EAGAIN | Errno::EINTR) => Ok(None),
-                Err(Errno::ECONNRESET) => Err(Gone::Reset),
-                Err(e) => Err(Gone::Io("recv", e.into())),
-            },
-        }
-    }
-
-    /// Writes from `buf` without raising SIGPIPE; `None` when the socket would block.
-    fn write(&self, buf: &[u8]) -> Result<Option<usize>, Gone> {
-        match socket::send(self.raw(), buf, MsgFlags::MSG_NOSIGNAL) {
-            Ok(n) => Ok(Some(n)),
-            Err(Errno::EAGAIN | Errno::EINTR) => Ok(None),
-            Err(Errno::EPIPE | Errno::ECONNRESET) => Err(Gone::Reset),
-            Err(e) => Err(Gone::Io("send", e.into())),
-        }
-    }
 }
 
 /// Why a client connection ended.
@@ -384,6 +143,16 @@ enum Gone {
     Malformed(FrameError),
     /// Any other socket error.
     Io(&'static str, std::io::Error),
+}
+
+impl From<SockError> for Gone {
+    fn from(e: SockError) -> Self {
+        match e {
+            SockError::Reset => Self::Reset,
+            SockError::Truncated(n) => Self::Truncated(n),
+            SockError::Io(op, e) => Self::Io(op, e),
+        }
+    }
 }
 
 impl core::fmt::Display for Gone {
@@ -791,7 +560,7 @@ impl Server {
         verbose: bool,
     ) -> Result<Self, Fatal> {
         let poll = Poll::new().map_err(|e| Fatal::new("poll", e))?;
-        listener.register(poll.registry()).map_err(|e| Fatal::new("poll", e))?;
+        listener.register(poll.registry(), LISTENER).map_err(|e| Fatal::new("poll", e))?;
         Ok(Self {
             poll,
             listener,
@@ -923,24 +692,6 @@ impl Server {
     }
 }
 
-/// Drains the signalfd; the name of the last stop signal read, if any.
-fn take_signal(signals: &SignalFd) -> Result<Option<&'static str>, Fatal> {
-    let mut got = None;
-    loop {
-        match signals.read_signal() {
-            Ok(Some(info)) => {
-                got = Some(match i32::try_from(info.ssi_signo) {
-                    Ok(n) if n == Signal::SIGINT as i32 => "SIGINT",
-                    _ => "SIGTERM",
-                });
-            }
-            Ok(None) | Err(Errno::EAGAIN) => return Ok(got),
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(Fatal::new("signalfd", e)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -1015,18 +766,6 @@ mod tests {
     }
 
     #[test]
-    fn byte_sizes_parse() {
-        assert_eq!("1".parse(), Ok(ByteSize(1)));
-        assert_eq!("1000".parse(), Ok(ByteSize(1000)));
-        assert_eq!("64K".parse(), Ok(ByteSize(64 << 10)));
-        assert_eq!("32M".parse(), Ok(ByteSize(32 << 20)));
-        assert_eq!("2m".parse(), Ok(ByteSize(2 << 20)));
-        for bad in ["", "M", "0", "0K", "-1", "1.5M", "1 M", "99999999999999999999M"] {
-            assert!(bad.parse::<ByteSize>().is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn message_buffer_capacity_stays_within_the_limit() {
         let limit = 200_000;
         let mut msg = Vec::new();
@@ -1060,14 +799,6 @@ mod tests {
         let mut s = rec(false, record::OP_BINARY, b"part");
         s.extend(rec(true, record::OP_CLOSE, b""));
         assert_eq!(framer.scan(&s, NO_LIMIT), Ok(Some((s.len(), Boundary::Close))));
-    }
-
-    #[test]
-    fn names_are_single_components() {
-        assert!(check_name("echo").is_ok());
-        for bad in ["", ".", "..", "a/b", "/abs", "nul\0"] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

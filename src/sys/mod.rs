@@ -1,6 +1,8 @@
 //! OS-level helpers: privilege drop, signals, listening UNIX sockets for the sample backends,
-//! and the crate's only `unsafe` code (`fork`).
+//! and the crate's only `unsafe` code (`fork`, and `plugin`: loading and calling
+//! `websocket_jsonrpc` plugins).
 pub mod listen;
+pub mod plugin;
 pub mod signals;
 pub mod user;
 

@@ -11,6 +11,9 @@ target/release/websocket_echo). A missing binary is an error, never a skip.
   `m=["a=framed", "lines"]` -> `-m a=framed -m lines`, `denylast=True` -> `--denylast`).
   The returned object has `.port`, `.pid`, `.lines` (stderr, drained by a thread),
   `.wait_line(regex)`, `.url(path)`.
+* `sample_backend(program, name, mode="stream", extra=())`: starts a sample server of
+  target/release (`websocket_chat`, `websocket_jsonrpc`...), waits for its socket.
+* `browser_page(**context_options)`: a page of headless Chromium (tests/py/browser.py).
 * `py_backend(name, kind=socket.SOCK_STREAM)`: a UNIX socket server of our own in the docroot;
   `.accept()` returns the gateway's connection to it.
 At teardown everything is stopped; a gateway that died during the test fails it (unless the
@@ -30,11 +33,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
+from browser import browser_page, chromium  # noqa: E402,F401  (fixtures for the page tests)
 from harness import (  # noqa: E402,F401  (re-exported for the tests)
     RFC_ACCEPT,
     RFC_KEY,
     EchoBackend,
     Gateway,
+    SampleBackend,
     PyBackend,
     RawWS,
     accept_for,
@@ -71,6 +76,21 @@ def echo_backend(docroot):
     yield start
     for b in started:
         b.stop()
+
+
+@pytest.fixture
+def sample_backend(docroot):
+    started: list[SampleBackend] = []
+
+    def start(program: str, name: str, mode: str = "stream", extra=()) -> SampleBackend:
+        b = SampleBackend(harness.release_bin(program), docroot, name=name, mode=mode, extra=extra)
+        started.append(b)
+        return b
+
+    yield start
+    for b in started:
+        b.stop()
+        print(f"---- {b.name} stderr ----\n{b.log_text()}")
 
 
 @pytest.fixture

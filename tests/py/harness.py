@@ -39,6 +39,16 @@ def echo_bin() -> str:
     return os.environ.get("WSGATE_ECHO_BIN") or str(REPO_ROOT / "target/release/websocket_echo")
 
 
+def release_bin(name: str) -> str:
+    """A binary of target/release (or $WSGATE_<NAME>_BIN, e.g. WSGATE_WEBSOCKET_CHAT_BIN)."""
+    return os.environ.get(f"WSGATE_{name.upper()}_BIN") or str(REPO_ROOT / "target/release" / name)
+
+
+def plugin_path(name: str) -> str:
+    """A plugin built by the workspace: target/release/libwsgate_rpc_<name>.so."""
+    return str(REPO_ROOT / f"target/release/libwsgate_rpc_{name}.so")
+
+
 def accept_for(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
 
@@ -136,24 +146,32 @@ def _is_socket(path: Path) -> bool:
         return False
 
 
-class EchoBackend(Child):
-    """`websocket_echo -R <docroot> -n <name> -m <mode>`, started and waited for."""
+class SampleBackend(Child):
+    """A sample server (`websocket_echo`, `websocket_chat`, `websocket_jsonrpc`) started with
+    `-R <docroot> -n <name> -m <mode>` and waited for until its socket exists."""
 
-    def __init__(self, docroot: Path, name: str = "echo", mode: str = "stream", extra=(), timeout=5.0):
-        argv = [echo_bin(), "-R", str(docroot), "-n", name, "-m", mode, *extra]
-        super().__init__(argv, f"websocket_echo[{name}]")
+    def __init__(self, binary: str, docroot: Path, name: str, mode: str = "stream", extra=(), timeout=5.0):
+        argv = [binary, "-R", str(docroot), "-n", name, "-m", mode, *[str(a) for a in extra]]
+        super().__init__(argv, f"{Path(binary).name}[{name}]")
         self.path = Path(docroot) / name
         self.mode = mode
         deadline = time.monotonic() + timeout
         while not _is_socket(self.path):
             if not self.alive():
                 raise RuntimeError(
-                    f"websocket_echo exited with {self.proc.returncode} before listening:\n" + self.log_text()
+                    f"{self.name} exited with {self.proc.returncode} before listening:\n" + self.log_text()
                 )
             if time.monotonic() > deadline:
                 self.stop()
-                raise TimeoutError(f"websocket_echo: {self.path} did not appear:\n" + self.log_text())
+                raise TimeoutError(f"{self.name}: {self.path} did not appear:\n" + self.log_text())
             time.sleep(0.02)
+
+
+class EchoBackend(SampleBackend):
+    """`websocket_echo -R <docroot> -n <name> -m <mode>`, started and waited for."""
+
+    def __init__(self, docroot: Path, name: str = "echo", mode: str = "stream", extra=(), timeout=5.0):
+        super().__init__(echo_bin(), docroot, name, mode, extra, timeout)
 
 
 def gateway_argv(docroot: Path, args=(), **opts) -> list[str]:

@@ -1,0 +1,178 @@
+"""The demo pages in headless Chromium, served by the demo configuration itself.
+
+`demo` fills board/demo/wsgate.conf.in and board/demo/init.d/*.in the way scripts/demo.sh
+does and runs the gateway from that file: its static pages, and its init_d starting the
+sample servers. The tests then use the pages as a person would: two pages chat, a page adds a
+user, logs in and changes a password, a page shows the system information.
+
+Each test runs once per scheme in SCHEMES (ws:// pages over http://).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+from harness import LISTEN_RE, REPO_ROOT, Child, gateway_bin, ws_connect
+
+SCHEMES = ["ws"]
+PAGE_SCHEME = {"ws": "http", "wss": "https"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Demo:
+    def __init__(self, scheme: str, port: int, run: Path, gateway: Child):
+        self.scheme = scheme
+        self.port = port
+        self.run = run
+        self.gateway = gateway
+
+    def page(self, name: str) -> str:
+        return f"{PAGE_SCHEME[self.scheme]}://127.0.0.1:{self.port}/{name}"
+
+    def ws(self, endpoint: str) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}/{endpoint}"
+
+
+@pytest.fixture(params=SCHEMES)
+def demo(request, sandbox):
+    scheme = request.param
+    src = REPO_ROOT / "board/demo"
+    work = sandbox / "demo"
+    run = work / "run"
+    (work / "init.d").mkdir(parents=True)
+    run.mkdir()
+    port = free_port()
+    subst = {
+        "@DEMO@": str(work),
+        "@SRC@": str(src),
+        "@RUN@": str(run),
+        "@BIN@": str(Path(gateway_bin()).parent),
+        "@PORT@": str(port),
+    }
+
+    def fill(template: Path, out: Path) -> None:
+        text = template.read_text()
+        for key, value in subst.items():
+            text = text.replace(key, value)
+        out.write_text(text)
+
+    fill(src / "wsgate.conf.in", work / "wsgate.conf")
+    for script in sorted((src / "init.d").glob("*.in")):
+        out = work / "init.d" / script.stem
+        fill(script, out)
+        out.chmod(0o755)
+    g = Child([gateway_bin(), "-f", str(work / "wsgate.conf"), "-v"], "wsgate")
+    try:
+        g.wait_line(LISTEN_RE, 15)
+        yield Demo(scheme, port, run, g)
+    finally:
+        g.stop()
+        print(f"---- wsgate stderr ----\n{g.log_text()}")
+        log = run / "samples.log"
+        if log.exists():
+            print(f"---- samples.log ----\n{log.read_text()}")
+        # The init_d stop script removes the pid files of what it stopped; anything left
+        # behind is stopped here and fails the test.
+        leftovers = sorted(run.glob("*.pid"))
+        for pid_file in leftovers:
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            except (ValueError, ProcessLookupError):
+                pass
+        assert not leftovers, f"init_d stop left {leftovers}"
+
+
+def test_two_pages_chat(demo, browser_page):
+    from playwright.sync_api import expect
+
+    alice, bob = browser_page(), browser_page()
+    for page, nick in [(alice, "alice"), (bob, "bob")]:
+        page.goto(demo.page("webchat.html"))
+        page.fill("#nick", nick)
+        page.click("#connect")
+        expect(page.locator("#state")).to_have_text(f"joined as {nick}")
+    expect(alice.locator("#log")).to_contain_text("bob joined")
+
+    alice.fill("#text", "hello bob")
+    alice.press("#text", "Enter")
+    expect(bob.locator("#log .msg")).to_have_text(["alice: hello bob"])
+    bob.fill("#text", "hi alice")
+    bob.press("#text", "Enter")
+    expect(alice.locator("#log .msg")).to_have_text(["bob: hi alice"])
+
+    # A private message (WSPrivate) and a third page that must not see it.
+    carol = browser_page()
+    carol.goto(demo.page("webchat.html"))
+    carol.fill("#nick", "carol")
+    carol.click("#connect")
+    expect(carol.locator("#state")).to_have_text("joined as carol")
+    bob.fill("#text", "/msg alice just for you")
+    bob.press("#text", "Enter")
+    expect(alice.locator("#log .private")).to_have_text(["bob (private): just for you"])
+    alice.fill("#text", "everyone")
+    alice.press("#text", "Enter")
+    expect(carol.locator("#log .msg")).to_have_text(["alice: everyone"])
+    expect(bob.locator("#log .msg")).to_have_text(["alice: hello bob", "alice: everyone"])
+
+
+def test_auth_page_logs_in_and_changes_the_password(demo, browser_page):
+    from playwright.sync_api import expect
+
+    page = browser_page()
+    page.goto(demo.page("webauth.html"))
+    expect(page.locator("#state")).to_have_text("connected to /auth")
+    result = page.locator("#result")
+
+    # First-run setup: the first user is the administrator.
+    page.fill("#adduser-user", "admin")
+    page.fill("#adduser-passwd", "first-pw")
+    page.click("#adduser-go")
+    expect(result).to_have_text("user added")
+
+    page.fill("#login-user", "admin")
+    page.fill("#login-passwd", "wrong")
+    page.click("#login-go")
+    expect(result).to_have_text("error -32001: authentication failed")
+    page.fill("#login-passwd", "first-pw")
+    page.click("#login-go")
+    expect(result).to_contain_text('"group": "root"')
+
+    page.fill("#passwd-user", "admin")
+    page.fill("#passwd-old", "first-pw")
+    page.fill("#passwd-new", "second-pw")
+    page.fill("#passwd-confirm", "second-pw")
+    page.click("#passwd-go")
+    expect(result).to_have_text("password changed")
+
+    # The change is real: another client, not the page, sees the new password work.
+    c = ws_connect(demo.ws("auth"))
+    try:
+        for pw, ok in [("first-pw", False), ("second-pw", True)]:
+            c.send(json.dumps({"jsonrpc": "2.0", "method": "auth", "params": {"user": "admin", "passwd": pw}, "id": 1}))
+            answer = json.loads(c.recv(timeout=5))
+            assert ("result" in answer) == ok, answer
+    finally:
+        c.close()
+    assert "second-pw" not in (demo.run / "users.db").read_text()
+
+
+def test_sysinfo_page_shows_the_system(demo, browser_page):
+    from playwright.sync_api import expect
+
+    page = browser_page()
+    page.goto(demo.page("websysinfo.html"))
+    kernel = Path("/proc/sys/kernel/osrelease").read_text().strip()
+    expect(page.locator("#kernel")).to_have_text(kernel)
+    expect(page.locator("#network")).to_contain_text("lo")
+    expect(page.locator("#memory")).to_contain_text("/")
+    expect(page.locator("#error")).to_have_text("")
