@@ -5,8 +5,10 @@ scripts/install-test-deps.sh); Playwright's own browser downloads are never used
 fixtures into a conftest (tests/py/conftest.py does) and use:
 
 * `browser_page(**context_options)`: a new page in a fresh browser context (own cookies and
-  storage, so two pages are two independent users); certificate errors are ignored, so a
-  test may serve https:// with a test certificate. Contexts are closed at teardown.
+  storage, so two pages are two independent users). Contexts are closed at teardown.
+  Certificate errors are NOT ignored: a module serving https:// with a test certificate
+  overrides `chromium` with `launch(extra_args=[spki_pin_arg(cert)])`, so that Chromium
+  accepts that certificate's key and nothing else.
 
 The browser is started once per test module, and stopped at the module's end: while
 Playwright's sync API runs, the main thread has a running asyncio loop, which would break
@@ -15,7 +17,12 @@ tests elsewhere that call asyncio.run().
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -32,18 +39,34 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def chromium():
+def spki_pin_arg(cert_pem: Path) -> str:
+    """Chromium's flag that accepts certificates with this public key (base64 SHA-256 of the
+    SubjectPublicKeyInfo), and only those, whoever signed them."""
+    pub = subprocess.run(["openssl", "x509", "-in", str(cert_pem), "-pubkey", "-noout"],
+                         check=True, capture_output=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pub,
+                         check=True, capture_output=True).stdout
+    return "--ignore-certificate-errors-spki-list=" + base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+@contextlib.contextmanager
+def launch(extra_args=()):
     if not os.path.exists(CHROMIUM):
         raise FileNotFoundError(f"{CHROMIUM} is missing: scripts/install-test-deps.sh installs Debian's chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args], headless=True)
         try:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    with launch() as browser:
+        yield browser
 
 
 @pytest.fixture
@@ -51,7 +74,6 @@ def browser_page(chromium):
     contexts = []
 
     def new_page(**options):
-        options.setdefault("ignore_https_errors", True)
         ctx = chromium.new_context(**options)
         contexts.append(ctx)
         page = ctx.new_page()

@@ -5,7 +5,9 @@ does and runs the gateway from that file: its static pages, and its init_d start
 sample servers. The tests then use the pages as a person would: two pages chat, a page adds a
 user, logs in and changes a password, a page shows the system information.
 
-Each test runs once per scheme in SCHEMES (ws:// pages over http://).
+Each test runs once per scheme in SCHEMES: ws:// from pages over http://, and wss:// from
+pages over https:// (the demo's TLS listener, with a certificate made here; Chromium is
+started trusting that certificate's key, and certificate errors are not ignored).
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ import socket
 from pathlib import Path
 
 import pytest
+import ssl
+import subprocess
+
+from browser import launch, spki_pin_arg
 from harness import LISTEN_RE, REPO_ROOT, Child, gateway_bin, ws_connect
 
-SCHEMES = ["ws"]
+SCHEMES = ["ws", "wss"]
 PAGE_SCHEME = {"ws": "http", "wss": "https"}
 
 
@@ -30,8 +36,10 @@ def free_port() -> int:
 
 
 class Demo:
-    def __init__(self, scheme: str, port: int, run: Path, gateway: Child):
+    def __init__(self, scheme: str, port: int, run: Path, gateway: Child, cert: Path):
         self.scheme = scheme
+        # For a client of our own: verify the demo's certificate over wss://.
+        self.client_kw = {"ssl": ssl.create_default_context(cafile=str(cert))} if scheme == "wss" else {}
         self.port = port
         self.run = run
         self.gateway = gateway
@@ -43,21 +51,42 @@ class Demo:
         return f"{self.scheme}://127.0.0.1:{self.port}/{endpoint}"
 
 
+@pytest.fixture(scope="module")
+def demo_cert(tmp_path_factory):
+    """The demo's certificate, as scripts/demo.sh makes it (self-signed, for 127.0.0.1)."""
+    d = tmp_path_factory.mktemp("demo-cert")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "2", "-keyout", str(d / "demo.key"), "-out", str(d / "demo.crt"),
+                    "-subj", "/CN=wsgate demo", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return d / "demo.crt", d / "demo.key"
+
+
+@pytest.fixture(scope="module")
+def chromium(demo_cert):
+    """Chromium that accepts the demo certificate's key and no other untrusted certificate."""
+    with launch(extra_args=[spki_pin_arg(demo_cert[0])]) as browser:
+        yield browser
+
+
 @pytest.fixture(params=SCHEMES)
-def demo(request, sandbox):
+def demo(request, sandbox, demo_cert):
     scheme = request.param
     src = REPO_ROOT / "board/demo"
     work = sandbox / "demo"
     run = work / "run"
     (work / "init.d").mkdir(parents=True)
     run.mkdir()
-    port = free_port()
+    port, tls_port = free_port(), free_port()
     subst = {
         "@DEMO@": str(work),
         "@SRC@": str(src),
         "@RUN@": str(run),
         "@BIN@": str(Path(gateway_bin()).parent),
         "@PORT@": str(port),
+        "@TLSPORT@": str(tls_port),
+        "@CERT@": str(demo_cert[0]),
+        "@KEY@": str(demo_cert[1]),
     }
 
     def fill(template: Path, out: Path) -> None:
@@ -74,7 +103,7 @@ def demo(request, sandbox):
     g = Child([gateway_bin(), "-f", str(work / "wsgate.conf"), "-v"], "wsgate")
     try:
         g.wait_line(LISTEN_RE, 15)
-        yield Demo(scheme, port, run, g)
+        yield Demo(scheme, tls_port if scheme == "wss" else port, run, g, demo_cert[0])
     finally:
         g.stop()
         print(f"---- wsgate stderr ----\n{g.log_text()}")
@@ -155,7 +184,7 @@ def test_auth_page_logs_in_and_changes_the_password(demo, browser_page):
     expect(result).to_have_text("password changed")
 
     # The change is real: another client, not the page, sees the new password work.
-    c = ws_connect(demo.ws("auth"))
+    c = ws_connect(demo.ws("auth"), **demo.client_kw)
     try:
         for pw, ok in [("first-pw", False), ("second-pw", True)]:
             c.send(json.dumps({"jsonrpc": "2.0", "method": "auth", "params": {"user": "admin", "passwd": pw}, "id": 1}))
