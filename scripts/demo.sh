@@ -33,4 +33,15 @@ for script in S10echo S20samples; do
   chmod +x "$work/init.d/$script"
 done
 echo "wsgate demo: open http://127.0.0.1:${PORT:-8080}/ or https://127.0.0.1:${TLS_PORT:-8443}/ (self-signed certificate; Ctrl-C to stop)"
-"$bin/wsgate" -f "$work/wsgate.conf" -v
+# In the background, so that a SIGTERM or SIGINT to this script reaches the gateway first: it
+# closes its connections and runs the init_d "stop" scripts before the work directory goes.
+"$bin/wsgate" -f "$work/wsgate.conf" -v &
+gw=$!
+cleanup() {
+  trap - EXIT INT TERM
+  kill -TERM "$gw" 2>/dev/null || true
+  wait "$gw" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+wait "$gw"
