@@ -52,6 +52,10 @@ pub struct Args {
     /// a comma-separated list of origins or hosts
     #[argh(option, default = "String::from(\"same\")")]
     pub origin: String,
+    /// direct mode: after the 101, hand each client's socket to its backend (SCM_RIGHTS, with
+    /// the request's metadata) instead of relaying; not with TLS
+    #[argh(switch)]
+    pub direct: bool,
     /// send the backend a connection context (peer, path, query, ...) before any payload
     #[argh(switch)]
     pub context: bool,
@@ -192,6 +196,7 @@ impl Args {
             close_timeout: parse_duration(&self.close_timeout)
                 .map_err(|e| err("--close-timeout", e))?,
             tls,
+            direct: self.direct,
         };
         let config = Config {
             sites: vec![site],

@@ -157,6 +157,9 @@ pub struct Site {
     pub close_timeout: Duration,
     /// `wss://`: the certificate files. `None`: plain `ws://`.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Direct mode (ouistiti's `options = "direct"`): after the 101, the client's socket is
+    /// handed to the backend instead of relayed. Not with TLS.
+    pub direct: bool,
 }
 
 impl Default for Site {
@@ -180,6 +183,7 @@ impl Default for Site {
             idle_timeout: None,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             tls: None,
+            direct: false,
         }
     }
 }
@@ -214,6 +218,11 @@ impl Site {
         }
         if self.ping_interval.is_some() && self.pong_timeout.is_zero() {
             return Err(ConfigError("pong timeout must not be 0 when pings are on".into()));
+        }
+        if self.direct && self.tls.is_some() {
+            return Err(ConfigError(
+                "direct mode cannot work over TLS: TLS state cannot move to another process".into(),
+            ));
         }
         Ok(())
     }

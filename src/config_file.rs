@@ -1178,6 +1178,7 @@ pub fn to_runtime(
             },
             close_timeout: defaults.close_timeout,
             tls,
+            direct: ws.direct,
         });
     }
     let at =

@@ -65,6 +65,8 @@ pub enum Phase {
     Draining,
     /// Streaming a static file to the client.
     File,
+    /// Direct mode: the 101 goes out, then the client's socket goes to the backend.
+    Handover,
 }
 
 /// Why a connection ended (the close log line says it).
@@ -104,6 +106,10 @@ pub enum Reason {
     CloseTimeout,
     /// The gateway is shutting down.
     Shutdown,
+    /// Direct mode: the client's socket now belongs to the backend.
+    HandedOver,
+    /// Direct mode: the backend did not take the socket in time.
+    HandoverTimeout,
 }
 
 /// What a refusal was about.
@@ -167,6 +173,8 @@ impl core::fmt::Display for Reason {
             Self::IdleTimeout => f.write_str("idle timeout (1001)"),
             Self::CloseTimeout => f.write_str("closing handshake timeout"),
             Self::Shutdown => f.write_str("gateway shutting down (1001)"),
+            Self::HandedOver => f.write_str("handed over to the backend (direct)"),
+            Self::HandoverTimeout => f.write_str("the backend did not take the socket in time"),
         }
     }
 }
@@ -277,6 +285,8 @@ pub struct Connection {
     keep_alive: bool,
     /// `sendfile` failed with "not supported" once: copy pages through the buffer.
     no_sendfile: bool,
+    /// Direct mode: the client's fd went to the backend.
+    fd_sent: bool,
 }
 
 impl Connection {
@@ -330,6 +340,7 @@ impl Connection {
             file: None,
             keep_alive: false,
             no_sendfile: false,
+            fd_sent: false,
         };
         // Pages over https:// go through rustls, not sendfile.
         c.no_sendfile = c.tls.is_some();
@@ -435,6 +446,7 @@ impl Connection {
             self.deadline = None;
             let r = match self.phase {
                 Phase::Handshake => Reason::HandshakeTimeout,
+                Phase::Handover => Reason::HandoverTimeout,
                 _ => Reason::CloseTimeout,
             };
             self.set_reason(r);
@@ -487,6 +499,7 @@ impl Connection {
         loop {
             let mut progress = self.read_client(cx);
             progress |= self.process_client(cx);
+            progress |= self.handover(cx);
             progress |= self.write_backend(cx);
             progress |= self.read_backend(cx);
             progress |= self.process_backend(cx);
@@ -515,6 +528,7 @@ impl Connection {
         match self.phase {
             Phase::Linger => self.client_eof,
             Phase::Draining => self.backend.is_none(),
+            Phase::Handover => self.fd_sent && self.to_backend.as_ref().is_none_or(Buf::is_empty),
             _ => false,
         }
     }
@@ -676,7 +690,11 @@ impl Connection {
     }
 
     fn read_client(&mut self, cx: &mut Ctx<'_>) -> bool {
-        if !self.client_readable || self.client_eof || self.phase == Phase::Draining {
+        // In `Handover` the client's bytes are left in the socket: they are the backend's.
+        if !self.client_readable
+            || self.client_eof
+            || matches!(self.phase, Phase::Draining | Phase::Handover)
+        {
             return false;
         }
         if !cx.pool.ensure(&mut self.from_client) {
@@ -837,6 +855,10 @@ impl Connection {
     }
 
     fn write_backend(&mut self, cx: &mut Ctx<'_>) -> bool {
+        // Direct mode: the record's first bytes must carry the client's fd (`handover`).
+        if self.phase == Phase::Handover && !self.fd_sent {
+            return false;
+        }
         let (Some(b), Some(out)) = (self.backend.as_mut(), self.to_backend.as_mut()) else {
             return false;
         };
@@ -890,6 +912,63 @@ impl Connection {
         }
         self.finish_backend_if_flushed(cx);
         progress
+    }
+
+    /// Direct mode: once the 101 is out, one `sendmsg` carries the hand-over record and, as
+    /// `SCM_RIGHTS`, the client's socket. What did not fit in that call follows as plain bytes
+    /// (`write_backend`); then the slot is freed, closing our copy of the socket without a
+    /// `shutdown`, which would cut the backend's connection too.
+    fn handover(&mut self, cx: &mut Ctx<'_>) -> bool {
+        if self.phase != Phase::Handover || self.fd_sent {
+            return false;
+        }
+        if !self.to_client.as_ref().is_none_or(Buf::is_empty) {
+            return false;
+        }
+        let (Some(b), Some(out)) = (self.backend.as_mut(), self.to_backend.as_mut()) else {
+            return false;
+        };
+        // SCM_RIGHTS needs at least one byte to travel with; the record always has some.
+        if !b.writable || out.is_empty() {
+            return false;
+        }
+        let fds = [self.client.as_raw_fd()];
+        let iov = [std::io::IoSlice::new(out.readable())];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        match nix::sys::socket::sendmsg::<()>(
+            b.sock.fd.as_raw_fd(),
+            &iov,
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) => {
+                out.consume(n);
+                self.fd_sent = true;
+                self.set_reason(Reason::HandedOver);
+                crate::log!(
+                    crate::logging::INFO,
+                    "conn={} peer={} handed over to /{} (direct)",
+                    self.key,
+                    self.peer,
+                    self.name
+                );
+                true
+            }
+            Err(Errno::EAGAIN) => {
+                b.writable = false;
+                false
+            }
+            Err(Errno::EINTR) => true,
+            Err(e) => {
+                // The backend went away: the client got its 101, so it gets a close (1011).
+                out.consume(out.len());
+                b.eof = true;
+                self.phase = Phase::Open;
+                self.fail(cx, Reason::BackendError(e), close_code::INTERNAL_ERROR);
+                true
+            }
+        }
     }
 
     fn read_backend(&mut self, cx: &mut Ctx<'_>) -> bool {
@@ -1451,6 +1530,16 @@ impl Connection {
             );
             return true;
         }
+        if cx.site.direct {
+            let started =
+                self.start_handover(cx, input, &req, consumed, endpoint, protocol, backend);
+            drop(req);
+            if started {
+                // Now in the hand-over record: the client's bytes are the backend's.
+                input.consume(input.len());
+            }
+            return true;
+        }
         if let Some(headers) = &cx.site.context {
             let head = input.readable().get(..consumed).unwrap_or_default();
             let info = crate::relay::context::Info {
@@ -1510,6 +1599,64 @@ impl Connection {
         );
         drop(req);
         input.consume(consumed);
+        true
+    }
+}
+
+impl Connection {
+    /// Direct mode, after the 101 was queued: the hand-over record (request metadata and the
+    /// client bytes already read past the request head) waits in `to_backend`, and the
+    /// connection waits in `Handover` for the 101 to leave (see [`Self::handover`]). `false`
+    /// when the record does not fit: the request is refused (431) instead.
+    #[allow(clippy::too_many_arguments)]
+    fn start_handover(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        input: &Buf,
+        req: &handshake::UpgradeRequest<'_>,
+        consumed: usize,
+        endpoint: &str,
+        protocol: Option<&str>,
+        backend: Backend,
+    ) -> bool {
+        let head = input.readable().get(..consumed).unwrap_or_default();
+        let early = input.readable().get(consumed..).unwrap_or_default();
+        let info = crate::relay::context::Info {
+            peer: self.peer,
+            server_port: cx.site.listen.port(),
+            path: req.path,
+            query: req.query,
+            endpoint,
+            host: req.host,
+            origin: req.origin,
+            protocol,
+            tls: false,
+        };
+        let headers = cx.site.context.as_deref().unwrap_or_default();
+        let written = cx.pool.ensure(&mut self.to_backend)
+            && self.to_backend.as_mut().is_some_and(|tb| {
+                crate::relay::context::write_direct(tb, &info, head, headers, early)
+            });
+        if !written {
+            let _ = cx.registry.deregister(&mut SourceFd(&backend.fd.as_raw_fd()));
+            if let Some(o) = self.to_client.as_mut() {
+                o.consume(o.len());
+            }
+            self.refuse(cx, 431, Refusal::TooLarge);
+            return false;
+        }
+        self.backend = Some(BackendSock {
+            sock: backend,
+            readable: false,
+            writable: true,
+            eof: false,
+            finish: false,
+            read_closed: false,
+            wants_write: false,
+        });
+        self.mode = cx.site.mode_for(endpoint);
+        self.phase = Phase::Handover;
+        self.deadline = Some(cx.now + cx.site.close_timeout);
         true
     }
 }

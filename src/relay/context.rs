@@ -90,6 +90,31 @@ pub fn write(out: &mut Buf, mode: Mode, info: &Info<'_>, head: &[u8], headers: &
     true
 }
 
+/// Writes the direct-mode hand-over record into `out`: the context lines, an
+/// `EARLY_DATA_LENGTH=<n>` line, an empty line, then `early` (client bytes read after the
+/// request head, which belong to the backend now). `false` when it does not fit (nothing
+/// written).
+#[must_use]
+pub fn write_direct(
+    out: &mut Buf,
+    info: &Info<'_>,
+    head: &[u8],
+    headers: &[String],
+    early: &[u8],
+) -> bool {
+    let spare = out.spare();
+    let mut cursor = std::io::Cursor::new(spare);
+    let written = write_lines(&mut cursor, info, head, headers)
+        .and_then(|()| write!(cursor, "EARLY_DATA_LENGTH={}\n\n", early.len()))
+        .and_then(|()| cursor.write_all(early));
+    if written.is_err() {
+        return false;
+    }
+    let len = cursor.position() as usize;
+    out.commit(len);
+    true
+}
+
 fn write_lines(
     w: &mut impl Write,
     info: &Info<'_>,

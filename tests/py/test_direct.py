@@ -1,0 +1,170 @@
+"""Direct mode (--direct, ouistiti's `options = "direct"`): after the 101 the gateway hands the
+client's TCP socket to the backend with SCM_RIGHTS, preceded by a hand-over record (the
+request's metadata as NAME=value lines, EARLY_DATA_LENGTH, an empty line, then the client bytes
+already read), and leaves the data path. The backend here is a Python UNIX server that takes
+the fd and speaks WebSocket on it itself."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+
+from harness import (
+    OP_TEXT,
+    build_request,
+    encode_frame,
+    fd_count,
+    gateway_bin,
+    parse_response_head,
+    try_decode_frame,
+    ws_connect,
+)
+
+
+def take_over(conn: socket.socket) -> tuple[dict[str, str], bytes, socket.socket]:
+    """Receives the hand-over: (metadata, early bytes, the client's socket)."""
+    msg, fds, _flags, _addr = socket.recv_fds(conn, 65536, 1)
+    assert len(fds) == 1, "no file descriptor came with the hand-over record"
+    while b"\n\n" not in msg:
+        more = conn.recv(65536)
+        assert more, msg
+        msg += more
+    head, rest = msg.split(b"\n\n", 1)
+    meta = dict(line.split("=", 1) for line in head.decode().splitlines())
+    n = int(meta["EARLY_DATA_LENGTH"])
+    while len(rest) < n:
+        more = conn.recv(65536)
+        assert more
+        rest += more
+    assert len(rest) == n, (len(rest), n)
+    return meta, rest, socket.socket(fileno=fds[0])
+
+
+def serve_echo(client: socket.socket, early: bytes, frames: list) -> None:
+    """A WebSocket echo on the handed-over socket: unmasks client frames, echoes data frames,
+    answers a close."""
+    buf = bytearray(early)
+    client.settimeout(10)
+    while True:
+        while (d := try_decode_frame(buf)) is None:
+            chunk = client.recv(65536)
+            if not chunk:
+                return
+            buf += chunk
+        frame, used = d
+        del buf[:used]
+        frames.append(frame)
+        if frame.opcode == 0x8:
+            client.sendall(encode_frame(0x8, frame.payload[:2], mask=False))
+            client.close()
+            return
+        client.sendall(encode_frame(frame.opcode, frame.payload, mask=False))
+
+
+def backend_thread(b, results: dict):
+    def run():
+        conn = b.accept(timeout=10)
+        meta, early, client = take_over(conn)
+        # the UNIX connection has served its purpose: the gateway closes its end
+        conn.settimeout(5)
+        results["unix_eof"] = conn.recv(1) == b""
+        results["meta"], results["early"] = meta, early
+        results["frames"] = []
+        serve_echo(client, early, results["frames"])
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_direct_hands_the_socket_to_the_backend(py_backend, gateway):
+    b = py_backend("echo")
+    g = gateway(direct=True)
+    results: dict = {}
+    t = backend_thread(b, results)
+    time.sleep(0.2)
+    fds_before = fd_count(g.pid)
+    c = ws_connect(g.url("/echo?room=7"), subprotocols=["chat"])
+    try:
+        for text in ["hello", "é" * 5000, ""]:
+            c.send(text)
+            assert c.recv(timeout=5) == text
+        c.send(b"\x00\x01binary")
+        assert c.recv(timeout=5) == b"\x00\x01binary"
+        g.wait_line(r"conn=\S+ peer=127\.0\.0\.1:\d+ handed over to /echo \(direct\)")
+        g.wait_line(r"close /echo handed over to the backend \(direct\)")
+        # the gateway kept nothing of the connection: no fd, no slot
+        assert fd_count(g.pid) == fds_before
+    finally:
+        c.close()
+    t.join(10)
+    meta = results["meta"]
+    assert meta["REMOTE_ADDR"] == "127.0.0.1"
+    assert meta["SCRIPT_NAME"] == "/echo"
+    assert meta["REQUEST_URI"] == "/echo?room=7"
+    assert meta["QUERY_STRING"] == "room=7"
+    assert meta["SEC_WEBSOCKET_PROTOCOL"] == "chat"
+    assert meta["HTTPS"] == "off"
+    assert meta["EARLY_DATA_LENGTH"] == "0"
+    assert results["unix_eof"]
+    assert [f.opcode for f in results["frames"]][-1] == 0x8
+
+
+def test_bytes_sent_with_the_handshake_reach_the_backend(py_backend, gateway):
+    """A client that sends a frame in the same packet as its upgrade request: the gateway read
+    it with the request; it goes to the backend in the hand-over record, none lost."""
+    b = py_backend("echo")
+    g = gateway(direct=True)
+    results: dict = {}
+    t = backend_thread(b, results)
+    frame = encode_frame(OP_TEXT, b"sent with the request")
+    with socket.create_connection(("127.0.0.1", g.port), timeout=5) as s:
+        s.sendall(build_request(g.port, "/echo") + frame)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(4096)
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        assert parse_response_head(head + b"\r\n\r\n").status == 101
+        got = bytearray(rest)
+        while (d := try_decode_frame(got)) is None:
+            got += s.recv(4096)
+        assert d[0].payload == b"sent with the request"
+        s.sendall(encode_frame(0x8, b"\x03\xe8"))
+        s.recv(100)
+    t.join(10)
+    assert results["early"] == frame
+    assert results["meta"]["EARLY_DATA_LENGTH"] == str(len(frame))
+
+
+def test_ipv6_peer_address_is_whole(py_backend, docroot):
+    """ouistiti passed a sockaddr_in-sized buffer, truncating IPv6 peers; the record has the
+    whole address."""
+    from harness import LISTEN_RE, Child
+
+    b = py_backend("echo")
+    g = Child([gateway_bin(), "-a", "::1", "-p", "0", "-R", str(docroot), "--direct"], "wsgate")
+    try:
+        port = int(g.wait_line(LISTEN_RE, 10).group(2))
+        results: dict = {}
+        t = backend_thread(b, results)
+        c = ws_connect(f"ws://[::1]:{port}/echo")
+        c.send("v6")
+        assert c.recv(timeout=5) == "v6"
+        c.close()
+        t.join(10)
+    finally:
+        g.stop()
+    assert results["meta"]["REMOTE_ADDR"] == "::1"
+
+
+def test_direct_is_refused_with_tls(tmp_path, docroot):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "1", "-keyout", "k.pem", "-out", "c.pem", "-subj", "/CN=localhost"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    p = subprocess.run([gateway_bin(), "--direct", "--tls-cert", str(tmp_path / "c.pem"),
+                        "--tls-key", str(tmp_path / "k.pem"), "-p", "0", "-R", str(docroot)],
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2, p.stderr
+    assert "direct mode cannot work over TLS" in p.stderr, p.stderr
