@@ -77,8 +77,9 @@ cargo fmt --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-step "cargo build --release --bins"
-cargo build --release --bins
+step "cargo build --release --bins --examples"
+# examples: wsload, the load generator of scripts/bench.py, has a smoke test in tests/py
+cargo build --release --bins --examples
 
 step "cargo test --release"
 cargo test --release
