@@ -277,9 +277,7 @@ impl Worker<'_> {
         c.out.extend_from_slice(&key);
         let at = c.out.len();
         c.out.extend_from_slice(payload);
-        for (i, b) in c.out[at..].iter_mut().enumerate() {
-            *b ^= key[i & 3];
-        }
+        wsgate::ws::mask::apply(key, 0, &mut c.out[at..]);
         c.sent += 1;
         c.sent_at.push_back(Instant::now());
     }
