@@ -93,26 +93,17 @@ def proc_stat(pid: int) -> list[str] | None:
     return raw.rsplit(")", 1)[1].split()
 
 
-def children(pid: int) -> list[int]:
-    out = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                out += [int(x) for x in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
-            except OSError:
-                pass
-    except OSError:
-        pass
-    return out
-
-
 def tree(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        todo += children(p)
-    return pids
+    """The processes of the group `pid` leads (every peer starts in its own session, so this
+    is the gateway with its workers or children, e.g. websocketd's `cat`s)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            f = proc_stat(int(entry))
+            # after ")": state=0, ppid=1, pgrp=2
+            if f and int(f[2]) == pid:
+                pids.append(int(entry))
+    return pids or [pid]
 
 
 def cpu_ns(pid: int) -> int:
@@ -234,6 +225,7 @@ class Peer:
     path: str
     tls: bool = False
     extra: list[Proc] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)
 
     def url(self) -> str:
         return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}{self.path}"
@@ -318,8 +310,27 @@ http {{
         if name == "wsgate-tls":
             argv += ["--tls-cert", str(pki / "cert.pem"), "--tls-key", str(pki / "key.pem")]
         gw = spawn(name, argv, d, nice)
+        wait_for(lambda: port_open(port), f"{name} on port {port}")
+        return Peer(name, port, gw, backend, "/echo", tls=(name == "wsgate-tls"), argv=argv)
     wait_for(lambda: port_open(port), f"{name} on port {port}")
     return Peer(name, port, gw, backend, "/echo", tls=(name == "wsgate-tls"))
+
+
+def rss_floor_kb(peer: Peer, work: Path, nice: int) -> int:
+    """RSS of the same wsgate started fresh with `-c 1`: wsgate preallocates its connection
+    slab (and maps its buffer pool) for `-c` slots at start-up, so a fresh `-c 1100` process
+    already holds the per-connection state that `RSS with 1,000 - fresh RSS` would miss."""
+    argv = list(peer.argv)
+    port = free_port()
+    argv[argv.index("-c") + 1] = "1"
+    argv[argv.index("-p") + 1] = str(port)
+    p = spawn(f"{peer.name}-floor", argv, work, nice)
+    try:
+        wait_for(lambda: port_open(port), "wsgate -c 1")
+        time.sleep(0.3)
+        return rss_pss_kb(p.pid)[0]
+    finally:
+        p.stop()
 
 
 # ------------------------------------------------------------------------------------------
@@ -361,6 +372,7 @@ def run_load(peer: Peer, scen: str, quick: bool, work: Path, pki: Path, nice: in
         if scen == "d":
             time.sleep(1.0)  # let the gateway settle (buffers returned, closes done)
         rss1 = rss_pss_kb(gw_pid)
+        procs = len(tree(gw_pid))
         ready_f.unlink(missing_ok=True)
         out, err = lg.communicate(timeout=60)
     finally:
@@ -384,7 +396,7 @@ def run_load(peer: Peer, scen: str, quick: bool, work: Path, pki: Path, nice: in
         "other_load_pct": max(0, (c1[3] - c0[3]) - ours) / 1e9 / wall * 100,
         "rss_before_kb": rss0[0], "pss_before_kb": rss0[1],
         "rss_kb": rss1[0], "pss_kb": rss1[1],
-        "procs": len(tree(gw_pid)),
+        "procs": procs,
     })
     return res
 
@@ -503,15 +515,14 @@ def report(results: list[dict], meta: dict) -> str:
                     rr = ratio(med([r["msgs_per_s"] for r in rs]), b_rate)
                     goals.append((f"({scen}) {p}: gateway CPU per message ≤ 0.5× lighttpd",
                                   f"{fmt(cr, 2)}×", cr is not None and cr <= 0.5))
-                    if scen == "b":
-                        goals.append((f"(b) {p}: msgs/s ≥ 1.5× lighttpd at 100 connections",
-                                      f"{fmt(rr, 2)}×", rr is not None and rr >= 1.5))
+                    goals.append((f"({scen}) {p}: msgs/s ≥ 1.5× lighttpd at 100 connections",
+                                  f"{fmt(rr, 2)}×", rr is not None and rr >= 1.5))
     if "d" in meta["scenarios"]:
         L.append("### (d) 1,000 idle connections: memory of the gateway's processes")
         L.append("")
-        L.append("| peer | RSS fresh kB | RSS with 1,000 kB | RSS per conn kB | × lighttpd | PSS per conn kB "
-                 "| processes | errors |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        L.append("| peer | RSS fresh kB | RSS with 1,000 kB | RSS per conn kB | × lighttpd "
+                 "| wsgate: per conn incl. its preallocated slot, kB | PSS per conn kB | processes | errors |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         base = by.get(("d", "lighttpd"), [])
         per = lambda r, k0, k1: (r[k1] - r[k0]) / max(r.get("connected", 1000), 1)
         b_per = med([per(r, "rss_before_kb", "rss_kb") for r in base])
@@ -523,8 +534,12 @@ def report(results: list[dict], meta: dict) -> str:
             pss = med([per(r, "pss_before_kb", "pss_kb") for r in rs])
             tot = med([r["rss_kb"] for r in rs])
             errs = sum(abs(r.get("error_total", 0)) for r in rs)
+            slot = med([per(r, "rss_floor_kb", "rss_kb") for r in rs if "rss_floor_kb" in r])
             L.append(f"| {p} | {fmt(med([r['rss_before_kb'] for r in rs]))} | {fmt(tot)} | {fmt(pc, 2)} "
-                     f"| {fmt(ratio(pc, b_per), 2)} | {fmt(pss, 2)} | {fmt(med([r['procs'] for r in rs]))} | {errs} |")
+                     f"| {fmt(ratio(pc, b_per), 2)} | {fmt(slot, 2)} | {fmt(pss, 2)} "
+                     f"| {fmt(med([r['procs'] for r in rs]))} | {errs} |")
+            if slot is not None:
+                pc = max(pc, slot)  # the goals use the larger, honest figure
             if p in ("wsgate-stream", "wsgate-framed"):
                 goals.append((f"(d) {p}: an idle plain connection ≤ 2 kB RSS", f"{fmt(pc, 2)} kB",
                               pc is not None and pc <= 2.0))
@@ -535,8 +550,13 @@ def report(results: list[dict], meta: dict) -> str:
                               pc is not None and pc <= 24.0))
         L.append("")
         L.append("RSS per connection = (RSS with 1,000 idle connections − RSS of the fresh "
-                 "process) / 1,000; MB = 1,000 kB. websocketd's RSS sums every `cat` child (shared "
-                 "pages counted per process): its PSS is the fairer figure.")
+                 "process) / 1,000; MB = 1,000 kB. wsgate runs with `-c 1100` and preallocates its "
+                 "connection slab for 1,100 slots at start-up, so its fresh RSS already holds most "
+                 "of the per-connection state: the next column charges it, (RSS with 1,000 − RSS "
+                 "of a fresh `wsgate -c 1`) / 1,000, and the goals use that figure. nginx also "
+                 "preallocates its `worker_connections 4096` (in its fresh RSS, not charged here). "
+                 "Kernel socket memory is not in RSS for any peer. websocketd's RSS sums every `cat` "
+                 "child (shared pages counted per process): its PSS is the fairer figure.")
         L.append("")
     L.append("### Goals (issue 9), from this run")
     L.append("")
@@ -642,6 +662,8 @@ def main() -> int:
                     for p in order:
                         r = run_load(running[p], scen, args.quick, work, pki, args.nice)
                         r["round"] = rnd + 1
+                        if scen == "d" and running[p].argv:
+                            r["rss_floor_kb"] = rss_floor_kb(running[p], work, args.nice)
                         results.append(r)
                         log(f"  ({scen}) {p:14s} {r['msgs_per_s']:>10,.0f} msg/s  "
                             f"gw {r['gw_cpu_us_per_msg']:6.1f} µs/msg  rss {r['rss_kb']:>8,} kB  "
