@@ -716,6 +716,22 @@ fn own_cpu() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// A JSON string literal (Rust's `{:?}` escapes are not all JSON).
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn pct(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
@@ -798,7 +814,7 @@ fn main() {
         e.io,
         e.protocol,
         e.total(),
-        all.first_err.map_or("null".to_owned(), |s| format!("{:?}", s)),
+        all.first_err.as_deref().map_or("null".to_owned(), json_string),
         cpu,
     );
     let failed = e.total() > 0;
