@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark wsgate against what users would pick instead, on this machine, in one run.
 
-    .venv/bin/python scripts/bench.py            # full run (about 10 minutes), writes docs/performance.md
-    .venv/bin/python scripts/bench.py --quick    # about 3 minutes, fewer messages and rounds
+    .venv/bin/python scripts/bench.py            # full run (about 8 minutes), writes docs/performance.md
+    .venv/bin/python scripts/bench.py --quick    # about 2 minutes, fewer messages and rounds
     options: --rounds N, --no-install, --no-build, --out FILE (default docs/performance.md),
              --json FILE (default reports/bench.json), --peers a,b,..., --scenarios a,b,...,
              --nice N (niceness of every benchmark process; negative needs root),
@@ -440,7 +440,7 @@ def versions() -> dict:
     return {
         "lighttpd": f"{first(['lighttpd', '-v'])} (Debian {deb('lighttpd')})",
         "nginx": f"{first(['nginx', '-v'])} (Debian {deb('nginx')})",
-        "websocketd": f"websocketd {first(['websocketd', '--version'])} (Debian {deb('websocketd')})",
+        "websocketd": f"{first(['websocketd', '--version'])} (Debian {deb('websocketd')})",
         "wsgate": f"wsgate {rev} (release build, {first(['rustc', '--version'])})",
         "cat": first(["cat", "--version"]),
     }
