@@ -78,8 +78,10 @@ cargo fmt --all --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-step "cargo build --release (binaries and JSON-RPC plugins)"
+step "cargo build --release (binaries, JSON-RPC plugins, examples)"
 cargo build --release
+# examples: wsload, the load generator of scripts/bench.py, has a smoke test in tests/py
+cargo build --release --examples
 
 step "cargo test --release"
 cargo test --release

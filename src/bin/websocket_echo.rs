@@ -2,7 +2,7 @@
 //! `<docroot>/<name>` and sends every message back to the client that sent it.
 //!
 //! This program owns the echo semantics of each relay mode and its own event loop: one
-//! single-threaded mio `Poll`, up to [`MAX_CLIENTS`] clients, each with one fixed buffer of
+//! single-threaded mio `Poll`, up to `-c` clients (default [`MAX_CLIENTS`]), each with one fixed buffer of
 //! [`BUF_LEN`] bytes allocated when it connects and reused for every message. A client whose
 //! peer stops reading fills that buffer and is then not read from until its echo drains
 //! (backpressure instead of unbounded queues).
@@ -42,8 +42,8 @@ macro_rules! say {
     };
 }
 
-/// Most clients served at once; further connections wait in the listen backlog until one
-/// leaves.
+/// Most clients served at once by default (`-c`); further connections wait in the listen
+/// backlog until one leaves.
 const MAX_CLIENTS: usize = 256;
 /// Each client's echo buffer. 64 KiB also bounds a `seqpacket` message.
 const BUF_LEN: usize = 64 * 1024;
@@ -55,8 +55,9 @@ const CLOSE_TOO_BIG: [u8; HEADER_LEN + 2] = [0x88, 0, 0, 0, 2, 0x03, 0xf1];
 /// that keeps both directions busy would otherwise hold the loop forever, since with
 /// edge-triggered readiness we drain every socket until it would block.
 const TURN_BUDGET: usize = 16;
-const LISTENER: Token = Token(MAX_CLIENTS);
-const SIGNALS: Token = Token(MAX_CLIENTS + 1);
+// Client tokens are their slot numbers, below `-c`.
+const LISTENER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX);
 
 /// Sample websocket server for wsgate: echoes every message back to its sender.
 #[derive(FromArgs, Debug)]
@@ -77,6 +78,9 @@ struct Args {
     /// listen backlog (default 64)
     #[argh(option, short = 'b', default = "64")]
     backlog: i32,
+    /// most clients served at once (default 256; each costs a 64 KiB buffer while connected)
+    #[argh(option, short = 'c', default = "MAX_CLIENTS")]
+    max_clients: usize,
     /// framed mode: largest message, record headers included, in bytes or with a K or M
     /// suffix (default 1M); a bigger one is answered with close 1009
     #[argh(option, short = 'M', default = "ByteSize(1 << 20)")]
@@ -109,7 +113,9 @@ fn run(args: &Args) -> Result<(), Fatal> {
     let (listener, signals, path) = (started.listener, started.signals, started.path);
     let _socket_file = started.socket_file;
 
-    let mut server = Server::new(listener, args.mode, args.max_message.0, args.verbose)?;
+    let max_clients = args.max_clients.clamp(1, 1 << 20);
+    let mut server =
+        Server::new(listener, args.mode, args.max_message.0, max_clients, args.verbose)?;
     server
         .poll
         .registry()
@@ -557,6 +563,7 @@ impl Server {
         mut listener: Listener,
         mode: Mode,
         max_message: usize,
+        max_clients: usize,
         verbose: bool,
     ) -> Result<Self, Fatal> {
         let poll = Poll::new().map_err(|e| Fatal::new("poll", e))?;
@@ -567,16 +574,16 @@ impl Server {
             mode,
             max_message,
             verbose,
-            clients: (0..MAX_CLIENTS).map(|_| None).collect(),
-            again: Vec::with_capacity(MAX_CLIENTS),
-            spare: Vec::with_capacity(MAX_CLIENTS),
+            clients: (0..max_clients).map(|_| None).collect(),
+            again: Vec::with_capacity(max_clients),
+            spare: Vec::with_capacity(max_clients),
             accept_blocked: false,
         })
     }
 
     /// Runs until SIGTERM or SIGINT; returns the signal's name.
     fn serve(&mut self, signals: &SignalFd) -> Result<&'static str, Fatal> {
-        let mut events = Events::with_capacity(MAX_CLIENTS);
+        let mut events = Events::with_capacity(self.clients.len().min(1024));
         loop {
             let timeout = (!self.again.is_empty()).then_some(Duration::ZERO);
             match self.poll.poll(&mut events, timeout) {

@@ -1,0 +1,97 @@
+"""Smoke tests of the benchmark load generator (examples/wsload.rs, used by scripts/bench.py):
+it runs for about 2 s against wsgate with zero errors, over ws:// and wss://, and it does
+report an echo that differs from what it sent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import harness
+
+
+def wsload_bin() -> str:
+    """Next to the gateway binary: target/release/examples/wsload."""
+    path = os.environ.get("WSLOAD_BIN") or str(Path(harness.gateway_bin()).parent / "examples" / "wsload")
+    assert os.path.exists(path), f"{path} is missing: cargo build --release --examples"
+    return path
+
+
+def wsload(*args: str, timeout: float = 30) -> tuple[int, dict]:
+    r = subprocess.run([wsload_bin(), *args], capture_output=True, text=True, timeout=timeout)
+    return r.returncode, json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def check_clean(res: dict, conns: int) -> None:
+    assert res["error_total"] == 0, res
+    assert res["connected"] == conns, res
+    assert res["completed"] > 100, res
+
+
+def test_wsload_ping_pong_and_window_framed(echo_backend, gateway):
+    echo_backend(mode="framed")
+    g = gateway(m="framed", ping_interval="0")
+    rc, res = wsload("--url", f"ws://127.0.0.1:{g.port}/echo", "--conns", "10", "--size", "32",
+                     "--duration", "1")
+    assert rc == 0
+    check_clean(res, 10)
+    rc, res = wsload("--url", f"ws://127.0.0.1:{g.port}/echo", "--conns", "10", "--size", "5000",
+                     "--window", "8", "--msgs", "200", "--duration", "1")
+    assert rc == 0
+    check_clean(res, 10)
+    assert res["frames_per_msg"] >= 1.0, res
+
+
+def test_wsload_stream_mode_rechunks_but_matches(echo_backend, gateway):
+    echo_backend(mode="stream")
+    g = gateway(m="stream", ping_interval="0")
+    rc, res = wsload("--url", f"ws://127.0.0.1:{g.port}/echo", "--conns", "20", "--size", "4096",
+                     "--window", "8", "--duration", "1.5")
+    assert rc == 0
+    check_clean(res, 20)
+
+
+def test_wsload_over_tls(echo_backend, gateway, sandbox):
+    pki = sandbox / "pki"
+    subprocess.run([wsload_bin(), "gen-cert", str(pki)], check=True, timeout=30)
+    echo_backend(mode="framed")
+    g = gateway(m="framed", ping_interval="0", tls_cert=str(pki / "cert.pem"),
+                tls_key=str(pki / "key.pem"))
+    rc, res = wsload("--url", f"wss://127.0.0.1:{g.port}/echo", "--ca", str(pki / "cert.pem"),
+                     "--conns", "5", "--size", "1000", "--window", "4", "--duration", "1")
+    assert rc == 0
+    check_clean(res, 5)
+    assert res["url_tls"] is True
+
+
+def test_wsload_counts_a_corrupted_echo(py_backend, gateway):
+    b = py_backend("py")
+    g = gateway(m="stream", ping_interval="0")
+
+    def bad_echo():
+        s = b.accept(timeout=10)
+        s.settimeout(10)
+        n = 0
+        try:
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    return
+                n += len(data)
+                # the 5th message comes back with one byte changed
+                if n > 4 * 32 and n - len(data) <= 4 * 32:
+                    data = data[:-1] + b"!"
+                s.sendall(data)
+        except OSError:
+            return
+
+    t = threading.Thread(target=bad_echo, daemon=True)
+    t.start()
+    rc, res = wsload("--url", f"ws://127.0.0.1:{g.port}/py", "--conns", "1", "--size", "32",
+                     "--msgs", "20", "--duration", "3")
+    assert rc == 1, res
+    assert res["errors"]["mismatch"] == 1, res
+    assert res["completed"] == 4, res
