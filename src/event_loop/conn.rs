@@ -6,7 +6,8 @@
 //! ```text
 //! Handshake ─101─→ Open ─client close / protocol error / timeout─→ Flushing ─→ Linger ─→ done
 //!     │              └─backend EOF or close record─→ Closing ─client close─→ Flushing
-//!     └─refusal (4xx/5xx)─→ Flushing          client vanished (Open) ─→ Draining ─→ done
+//!     ├─refusal (4xx/5xx)─→ Flushing          client vanished (Open) ─→ Draining ─→ done
+//!     └─direct mode: 101─→ Handover ─fd sent to the backend (SCM_RIGHTS)─→ done
 //! ```
 //!
 //! * `Flushing`: the last bytes for the client (a close frame or an HTTP refusal) go out; then
