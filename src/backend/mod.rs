@@ -11,12 +11,15 @@
 //!   connection context ([`message::Decoder`]), messages to bytes in a bounded queue
 //!   ([`message::Outbox`]).
 //! * [`context`]: the `NAME=value` lines of the connection context.
+//! * [`direct`]: direct mode: taking the client's socket from the gateway, and a WebSocket
+//!   server endpoint over it.
 //! * [`server`]: a single-threaded mio loop for message-oriented servers, with fixed limits:
 //!   a [`server::Service`] only sees messages and sends messages.
 //!
 //! What it does not own: the echo semantics (`websocket_echo` streams bytes through its own
 //! loop), chat or JSON-RPC.
 pub mod context;
+pub mod direct;
 pub mod message;
 pub mod server;
 pub mod sock;

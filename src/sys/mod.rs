@@ -1,6 +1,7 @@
 //! OS-level helpers: privilege drop, signals, listening UNIX sockets for the sample backends,
 //! and the crate's only `unsafe` code (`fork`, and `plugin`: loading and calling
-//! `websocket_jsonrpc` plugins).
+//! `websocket_jsonrpc` plugins; `fdpass`: owning a descriptor received with `SCM_RIGHTS`).
+pub mod fdpass;
 pub mod listen;
 pub mod plugin;
 pub mod signals;
