@@ -280,9 +280,7 @@ pub struct Endpoint<S> {
     msg: Vec<u8>,
     /// `msg` was handed out: clear it before the next event.
     msg_taken: bool,
-    out: Vec<u8>,
-    out_start: usize,
-    limits: Limits,
+    out: Outbox,
     eof: bool,
     /// A write failed or the socket was reset: nothing more goes out.
     broken: bool,
@@ -337,9 +335,7 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
             end: early.len(),
             msg: Vec::new(),
             msg_taken: false,
-            out: Vec::new(),
-            out_start: 0,
-            limits,
+            out: Outbox { buf: Vec::new(), start: 0, max: limits.max_queue, closed: false },
             eof: false,
             broken: false,
         })
@@ -353,7 +349,7 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
     /// Messages may be sent (no close was sent or received).
     #[must_use]
     pub fn is_open(&self) -> bool {
-        self.stage == Stage::Open && !self.eof && !self.broken
+        self.stage == Stage::Open && !self.out.closed && !self.eof && !self.broken
     }
 
     /// The closing handshake has started (bound its time).
@@ -371,7 +367,7 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
     /// Bytes queued for the client.
     #[must_use]
     pub fn pending(&self) -> usize {
-        self.out.len() - self.out_start
+        self.out.pending()
     }
 
     /// Worth reading: not at end of stream, and the input buffer has room.
@@ -426,21 +422,23 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
 
     /// Decodes what was read up to the next message or close. Pings are answered and pongs
     /// dropped on the way; `None` when more input is needed (or the connection is closing and
-    /// only discards). Do not call it while [`Self::pending`] is more than the caller wants
-    /// queued: decoding is what makes answers.
-    pub fn next_incoming(&mut self) -> Option<Incoming<'_>> {
+    /// only discards). With the event comes the output queue, to answer a message while it is
+    /// borrowed (an echo needs no copy of its own). Do not call it while [`Self::pending`] is
+    /// more than the caller wants queued: decoding is what makes answers.
+    pub fn next_incoming(&mut self) -> Option<(Incoming<'_>, &mut Outbox)> {
         if core::mem::take(&mut self.msg_taken) {
             self.msg.clear();
         }
         let found = self.decode_one()?;
-        Some(match found {
+        let event = match found {
             Found::Piece(kind, range) => {
                 Incoming::Message(kind, self.input.get(range).unwrap_or_default())
             }
             Found::Message(kind) => Incoming::Message(kind, &self.msg),
             Found::Closed(code) => Incoming::Closed(code),
             Found::Failed(e) => Incoming::Failed(e),
-        })
+        };
+        Some((event, &mut self.out))
     }
 
     fn decode_one(&mut self) -> Option<Found> {
@@ -488,7 +486,7 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
                 }
                 // §5.5.2: a Pong with the same Application data (none after our close).
                 Some(Event::Ping(payload)) if self.stage == Stage::Open => {
-                    self.push_frame(OpCode::Pong, payload.as_slice(), true);
+                    self.out.push(OpCode::Pong, payload.as_slice(), true);
                 }
                 Some(Event::Ping(_)) => {}
                 Some(Event::Pong(_)) => {}
@@ -496,7 +494,7 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
                     if self.stage == Stage::Open {
                         // §5.5.1: answer with a close, echoing the status code.
                         let payload = code.map(u16::to_be_bytes);
-                        self.push_frame(OpCode::Close, payload.as_ref().map_or(&[], |p| p), true);
+                        self.out.push(OpCode::Close, payload.as_ref().map_or(&[], |p| p), true);
                     }
                     self.stage = Stage::Flushing;
                     return Some(Found::Closed(code));
@@ -508,38 +506,15 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
     /// Fails the connection (§7.1.7): close `code` now, then shut down without waiting.
     fn fail(&mut self, code: u16) {
         if self.stage == Stage::Open {
-            self.push_frame(OpCode::Close, &code.to_be_bytes(), true);
+            self.out.push(OpCode::Close, &code.to_be_bytes(), true);
         }
         self.stage = Stage::Flushing;
-    }
-
-    fn push_frame(&mut self, opcode: OpCode, payload: &[u8], force: bool) -> bool {
-        let len = payload.len() as u64;
-        let total = FrameHeader::server_header_len(len) + payload.len();
-        if !force && self.pending() + total > self.limits.max_queue {
-            return false;
-        }
-        if self.out_start > 0 && self.out_start == self.out.len() {
-            self.out.clear();
-            self.out_start = 0;
-        }
-        if self.out.try_reserve(total).is_err() {
-            return false;
-        }
-        let at = self.out.len();
-        self.out.resize(at + total, 0);
-        let Some(dst) = self.out.get_mut(at..) else { return false };
-        let Some(h) = FrameHeader::emit(true, opcode, len, dst) else { return false };
-        if let Some(body) = dst.get_mut(h..) {
-            body.copy_from_slice(payload);
-        }
-        true
     }
 
     /// Queues a message (one unmasked frame). `false` when it is not open or the queue cannot
     /// take it (more than `max_queue` bytes would wait): write, then try again.
     pub fn send(&mut self, kind: DataKind, data: &[u8]) -> bool {
-        self.is_open() && self.push_frame(OpCode::from(kind), data, false)
+        self.is_open() && self.out.send(kind, data)
     }
 
     /// Starts the closing handshake with `code` and a reason (cut to fit 125 bytes on a
@@ -562,7 +537,7 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
                 dst.copy_from_slice(r);
             }
         }
-        self.push_frame(OpCode::Close, payload.get(..n).unwrap_or_default(), true);
+        self.out.push(OpCode::Close, payload.get(..n).unwrap_or_default(), true);
         self.stage = Stage::CloseSent;
     }
 
@@ -574,14 +549,14 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
     pub fn flush(&mut self) -> std::io::Result<bool> {
         let mut wrote = false;
         while !self.broken && self.pending() > 0 {
-            let out = self.out.get(self.out_start..).unwrap_or_default();
+            let out = self.out.buf.get(self.out.start..).unwrap_or_default();
             match self.io.write(out) {
                 Ok(0) => {
                     self.broken = true;
                     return Err(std::io::ErrorKind::WriteZero.into());
                 }
                 Ok(n) => {
-                    self.out_start += n;
+                    self.out.start += n;
                     wrote = true;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -593,8 +568,8 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
             }
         }
         if self.pending() == 0 {
-            self.out.clear();
-            self.out_start = 0;
+            self.out.buf.clear();
+            self.out.start = 0;
             if self.stage == Stage::Flushing {
                 // §7.1.1: the server closes the TCP connection first; the client's bytes
                 // still in flight are read and dropped (Linger) so that no reset cuts our close.
@@ -605,6 +580,58 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
             }
         }
         Ok(wrote)
+    }
+}
+
+/// The frames waiting to be written to the client: at most `max_queue` bytes of messages
+/// (control frames always fit).
+#[derive(Debug)]
+pub struct Outbox {
+    buf: Vec<u8>,
+    start: usize,
+    max: usize,
+    /// A close is queued: no more frames.
+    closed: bool,
+}
+
+impl Outbox {
+    /// Queues a message (one unmasked frame). `false` after a close, or when the queue cannot
+    /// take it (more than `max_queue` bytes would wait): write, then try again.
+    pub fn send(&mut self, kind: DataKind, data: &[u8]) -> bool {
+        !self.closed && self.push(OpCode::from(kind), data, false)
+    }
+
+    /// Bytes waiting.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    fn push(&mut self, opcode: OpCode, payload: &[u8], force: bool) -> bool {
+        let len = payload.len() as u64;
+        let total = FrameHeader::server_header_len(len) + payload.len();
+        if !force && self.pending() + total > self.max {
+            return false;
+        }
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        if self.closed {
+            return false;
+        }
+        if self.buf.try_reserve(total).is_err() {
+            return false;
+        }
+        let at = self.buf.len();
+        self.buf.resize(at + total, 0);
+        let Some(dst) = self.buf.get_mut(at..) else { return false };
+        let Some(h) = FrameHeader::emit(true, opcode, len, dst) else { return false };
+        if let Some(body) = dst.get_mut(h..) {
+            body.copy_from_slice(payload);
+        }
+        self.closed = opcode == OpCode::Close;
+        true
     }
 }
 

@@ -20,6 +20,14 @@
 //!   when the client leaves. A malformed record stream is dropped.
 //! * `seqpacket`: each packet comes back as one packet.
 //!
+//! With `-d` (direct mode) the gateway hands over each client's TCP socket after the 101
+//! ([`wsgate::backend::direct`]): the echo takes the hand-over record, then is the WebSocket
+//! server itself on that socket (a [`direct::Endpoint`]: whole messages of at most `-M` bytes,
+//! UTF-8 checked, pings answered, closes answered; a message is echoed once the previous echo
+//! is written). A connection that brings no socket (the gateway relays this endpoint) is
+//! served in the `-m` mode as above. A closing handshake that is not over within
+//! [`CLOSE_TIMEOUT`] ends the connection.
+//!
 //! SIGTERM and SIGINT arrive through a signalfd in the same loop; the socket file is removed on
 //! the way out.
 use argh::FromArgs;
@@ -29,7 +37,8 @@ use nix::sys::signalfd::SignalFd;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use wsgate::backend::direct::{self, Endpoint, HandoverError, Incoming, Receiver, Taken};
 use wsgate::backend::sock::{Listener, Sock, SockError};
 use wsgate::backend::{self, take_signal, ByteSize, Fatal, Setup};
 use wsgate::relay::codec::Mode;
@@ -55,6 +64,10 @@ const CLOSE_TOO_BIG: [u8; HEADER_LEN + 2] = [0x88, 0, 0, 0, 2, 0x03, 0xf1];
 /// that keeps both directions busy would otherwise hold the loop forever, since with
 /// edge-triggered readiness we drain every socket until it would block.
 const TURN_BUDGET: usize = 16;
+/// `-d`: the longest a closing handshake may take before the connection is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// `-d`: the read buffer of a client's WebSocket endpoint.
+const DIRECT_READ_LEN: usize = 16 * 1024;
 // Client tokens are their slot numbers, below `-c`.
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX);
@@ -81,10 +94,15 @@ struct Args {
     /// most clients served at once (default 256; each costs a 64 KiB buffer while connected)
     #[argh(option, short = 'c', default = "MAX_CLIENTS")]
     max_clients: usize,
-    /// framed mode: largest message, record headers included, in bytes or with a K or M
-    /// suffix (default 1M); a bigger one is answered with close 1009
+    /// framed and direct modes: largest message (in framed mode record headers included), in
+    /// bytes or with a K or M suffix (default 1M); a bigger one is answered with close 1009
     #[argh(option, short = 'M', default = "ByteSize(1 << 20)")]
     max_message: ByteSize,
+    /// direct mode (the gateway's --direct): take each client's socket from the gateway and
+    /// speak WebSocket on it; a connection without a socket is served in the -m mode (stream,
+    /// lines or framed)
+    #[argh(switch, short = 'd')]
+    direct: bool,
     /// print a line per client connect and disconnect
     #[argh(switch, short = 'v')]
     verbose: bool,
@@ -103,6 +121,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), Fatal> {
+    if args.direct && args.mode == Mode::SeqPacket {
+        return Err(Fatal::new(
+            "-d",
+            "direct mode takes the socket over a stream connection, not seqpacket",
+        ));
+    }
     let started = backend::start(&Setup {
         root: &args.root,
         name: &args.name,
@@ -116,12 +140,17 @@ fn run(args: &Args) -> Result<(), Fatal> {
     let max_clients = args.max_clients.clamp(1, 1 << 20);
     let mut server =
         Server::new(listener, args.mode, args.max_message.0, max_clients, args.verbose)?;
+    server.direct = args.direct;
     server
         .poll
         .registry()
         .register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)
         .map_err(|e| Fatal::new("poll", e))?;
-    say!("listening on {} ({})", path.display(), args.mode);
+    if args.direct {
+        say!("listening on {} (direct, else {})", path.display(), args.mode);
+    } else {
+        say!("listening on {} ({})", path.display(), args.mode);
+    }
 
     let signal = server.serve(&signals)?;
     if args.verbose {
@@ -149,6 +178,12 @@ enum Gone {
     Malformed(FrameError),
     /// Any other socket error.
     Io(&'static str, std::io::Error),
+    /// `-d`: the hand-over failed.
+    Handover(HandoverError),
+    /// `-d`: the client broke the protocol; the close with its code was sent.
+    Protocol(wsgate::ws::session::ProtocolError),
+    /// `-d`: the closing handshake took longer than [`CLOSE_TIMEOUT`].
+    CloseTimeout,
 }
 
 impl From<SockError> for Gone {
@@ -165,7 +200,7 @@ impl core::fmt::Display for Gone {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::Done => f.write_str("end of stream"),
-            Self::Closed => f.write_str("close record answered"),
+            Self::Closed => f.write_str("closed"),
             Self::TooBig { size, limit } => write!(
                 f,
                 "message of {size} bytes or more exceeds the {limit}-byte limit (-M), answered \
@@ -178,6 +213,9 @@ impl core::fmt::Display for Gone {
             }
             Self::Malformed(e) => write!(f, "malformed record: {e}"),
             Self::Io(op, e) => write!(f, "{op}: {e}"),
+            Self::Handover(e) => e.fmt(f),
+            Self::Protocol(e) => write!(f, "{e}, answered with close {}", e.close_code()),
+            Self::CloseTimeout => f.write_str("closing handshake timed out"),
         }
     }
 }
@@ -541,6 +579,82 @@ fn grow(msg: &mut Vec<u8>, data: &[u8], max_message: usize) -> Result<(), Gone> 
     Ok(())
 }
 
+/// One slot of the client table.
+#[derive(Debug)]
+enum Conn {
+    /// A relay-mode connection (with `-d`: one that came without a socket).
+    Relay(Client),
+    /// `-d`: the gateway's connection, until its hand-over record is complete.
+    Handover(Sock, Receiver),
+    /// `-d`: the client's own socket.
+    Direct(Box<DirectClient>),
+}
+
+/// `-d`: a client whose socket the gateway handed over.
+#[derive(Debug)]
+struct DirectClient {
+    ep: Endpoint<mio::net::TcpStream>,
+    interest: Interest,
+    /// When the closing handshake started.
+    closing_since: Option<Instant>,
+    /// The protocol error that failed the connection.
+    failed: Option<wsgate::ws::session::ProtocolError>,
+}
+
+impl DirectClient {
+    /// Echoes messages while the previous echo is written, reads what fits: until both
+    /// directions would block or the budget is spent.
+    fn run(&mut self) -> Result<Turn, Gone> {
+        for _ in 0..TURN_BUDGET {
+            let mut progress = self.ep.flush().map_err(|e| sock_gone("write", e))?;
+            // One echo at a time: the queue never holds more than a message and a few control
+            // frames, and the next message is decoded once it is written.
+            while self.ep.pending() == 0 {
+                let Some((event, out)) = self.ep.next_incoming() else { break };
+                progress = true;
+                match event {
+                    // The queue is empty and holds a message of `-M` bytes: this cannot fail.
+                    Incoming::Message(kind, data) => {
+                        let _ = out.send(kind, data);
+                    }
+                    Incoming::Closed(_) => {}
+                    // The close is queued; the endpoint shuts down once it is written, and the
+                    // client's last bytes are read and dropped (no reset to cut the close).
+                    Incoming::Failed(e) => self.failed = Some(e),
+                }
+                progress |= self.ep.flush().map_err(|e| sock_gone("write", e))?;
+            }
+            if self.ep.is_done() {
+                return Err(match self.failed {
+                    Some(e) => Gone::Protocol(e),
+                    None if self.ep.is_closing() => Gone::Closed,
+                    None => Gone::Done,
+                });
+            }
+            progress |= self.ep.read().map_err(|e| sock_gone("read", e))?;
+            if !progress {
+                return Ok(Turn::Blocked);
+            }
+        }
+        Ok(Turn::MoreWork)
+    }
+
+    fn wanted(&self) -> Interest {
+        if self.ep.wants_write() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        }
+    }
+}
+
+fn sock_gone(op: &'static str, e: std::io::Error) -> Gone {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => Gone::Reset,
+        _ => Gone::Io(op, e),
+    }
+}
+
 #[derive(Debug)]
 struct Server {
     poll: Poll,
@@ -549,7 +663,11 @@ struct Server {
     /// `-M`: the largest `framed` message.
     max_message: usize,
     verbose: bool,
-    clients: Vec<Option<Client>>,
+    /// `-d`: connections bring the client's socket.
+    direct: bool,
+    /// `-d`: the earliest time a closing handshake may run out, if one is under way.
+    next_sweep: Option<Instant>,
+    clients: Vec<Option<Conn>>,
     /// Clients whose budget ran out, to run on the next turn; `spare` is its swap partner so
     /// that neither is reallocated in the loop.
     again: Vec<usize>,
@@ -574,6 +692,8 @@ impl Server {
             mode,
             max_message,
             verbose,
+            direct: false,
+            next_sweep: None,
             clients: (0..max_clients).map(|_| None).collect(),
             again: Vec::with_capacity(max_clients),
             spare: Vec::with_capacity(max_clients),
@@ -585,11 +705,18 @@ impl Server {
     fn serve(&mut self, signals: &SignalFd) -> Result<&'static str, Fatal> {
         let mut events = Events::with_capacity(self.clients.len().min(1024));
         loop {
-            let timeout = (!self.again.is_empty()).then_some(Duration::ZERO);
+            let timeout = if self.again.is_empty() {
+                self.next_sweep.map(|t| t.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Fatal::new("poll", e)),
+            }
+            if self.next_sweep.is_some_and(|t| t <= Instant::now()) {
+                self.sweep();
             }
             core::mem::swap(&mut self.again, &mut self.spare);
             for event in &events {
@@ -642,52 +769,190 @@ impl Server {
                 say!("client {idx} connected");
             }
             if let Some(slot) = self.clients.get_mut(idx) {
-                *slot = Some(Client::new(sock));
+                *slot = Some(if self.direct {
+                    Conn::Handover(sock, Receiver::new(direct::MAX_EARLY_DATA))
+                } else {
+                    Conn::Relay(Client::new(sock))
+                });
+                if self.direct {
+                    // The record may be there already (edge-triggered readiness).
+                    self.again.push(idx);
+                }
             }
         }
     }
 
-    /// Gives client `idx` its turn; a stale index (the client already left) is ignored.
+    /// Ends the direct clients whose closing handshake ran out of time.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        self.next_sweep = None;
+        for idx in 0..self.clients.len() {
+            let Some(Some(Conn::Direct(d))) = self.clients.get(idx) else { continue };
+            let Some(since) = d.closing_since else { continue };
+            let deadline = since + CLOSE_TIMEOUT;
+            if deadline <= now {
+                self.end(idx, Gone::CloseTimeout);
+            } else {
+                self.next_sweep = Some(self.next_sweep.map_or(deadline, |t| t.min(deadline)));
+            }
+        }
+    }
+
+    /// `-d`: reads the hand-over of connection `idx`; once complete, the connection becomes a
+    /// direct client (the UNIX connection is closed) or, without a socket, a relay client.
+    fn take_handover(&mut self, idx: usize) -> Result<(), Gone> {
+        let Some(slot) = self.clients.get_mut(idx) else { return Ok(()) };
+        let Some(Conn::Handover(sock, rx)) = slot.as_mut() else { return Ok(()) };
+        let Sock::Stream(unix) = &*sock else {
+            return Err(Gone::Handover(HandoverError::Truncated));
+        };
+        let taken = match rx.receive(unix).map_err(Gone::Handover)? {
+            Some(taken) => taken,
+            None => return Ok(()),
+        };
+        let Some(Conn::Handover(mut sock, _)) = slot.take() else { return Ok(()) };
+        match taken {
+            Taken::Relay(first) => {
+                if self.verbose {
+                    say!("client {idx}: no socket handed over, relaying in {} mode", self.mode);
+                }
+                let mut client = Client::new(sock);
+                if let Some(dst) = client.buf.get_mut(..first.len()) {
+                    dst.copy_from_slice(&first);
+                    client.end = first.len();
+                }
+                *slot = Some(Conn::Relay(client));
+            }
+            Taken::Direct(handover) => {
+                let _ = sock.deregister(self.poll.registry());
+                drop(sock);
+                if self.verbose {
+                    say!(
+                        "client {idx}: socket of {} handed over ({} early bytes)",
+                        handover.value("REMOTE_ADDR").unwrap_or("?"),
+                        handover.early().len()
+                    );
+                }
+                let early = handover.early().to_vec();
+                let tcp = std::net::TcpStream::from(handover.client);
+                tcp.set_nonblocking(true).map_err(|e| Gone::Io("fcntl", e))?;
+                let mut tcp = mio::net::TcpStream::from_std(tcp);
+                self.poll
+                    .registry()
+                    .register(&mut tcp, Token(idx), Interest::READABLE)
+                    .map_err(|e| Gone::Io("poll register", e))?;
+                let limits = direct::Limits {
+                    max_message: self.max_message,
+                    // An echo of the biggest message, with its header and a close.
+                    max_queue: self.max_message.saturating_add(256),
+                    read_len: DIRECT_READ_LEN,
+                };
+                let ep = Endpoint::new(tcp, &early, limits).map_err(Gone::Handover)?;
+                *slot = Some(Conn::Direct(Box::new(DirectClient {
+                    ep,
+                    interest: Interest::READABLE,
+                    closing_since: None,
+                    failed: None,
+                })));
+            }
+        }
+        // Its first turn now: early bytes, or data that came before the registration.
+        self.again.push(idx);
+        Ok(())
+    }
+
+    /// Gives connection `idx` its turn; a stale index (the client already left) is ignored.
     fn service(&mut self, idx: usize) {
+        let gone = match self.clients.get(idx) {
+            Some(Some(Conn::Relay(_))) => self.service_relay(idx),
+            Some(Some(Conn::Handover(..))) => self.take_handover(idx).err(),
+            Some(Some(Conn::Direct(_))) => self.service_direct(idx),
+            _ => None,
+        };
+        if let Some(gone) = gone {
+            self.end(idx, gone);
+        }
+    }
+
+    fn service_relay(&mut self, idx: usize) -> Option<Gone> {
         let (mode, max_message) = (self.mode, self.max_message);
-        let Some(slot) = self.clients.get_mut(idx) else { return };
-        let Some(client) = slot.as_mut() else { return };
+        let Some(Some(Conn::Relay(client))) = self.clients.get_mut(idx) else { return None };
         client.queued = false;
-        let gone = match client.run(mode, max_message) {
+        match client.run(mode, max_message) {
             Ok(turn) => {
                 if turn == Turn::MoreWork {
                     client.queued = true;
                     self.again.push(idx);
                 }
                 match client.wanted(mode) {
-                    Some(want) if want == client.interest => return,
+                    Some(want) if want == client.interest => None,
                     Some(want) => {
                         match client.sock.reregister(self.poll.registry(), Token(idx), want) {
                             Ok(()) => {
                                 client.interest = want;
-                                return;
+                                None
                             }
-                            Err(e) => Gone::Io("poll reregister", e),
+                            Err(e) => Some(Gone::Io("poll reregister", e)),
                         }
                     }
                     // Nothing left to wait for: `run` ends such clients, this is a safety net.
-                    None => Gone::Done,
+                    None => Some(Gone::Done),
                 }
             }
-            Err(gone) => gone,
+            Err(gone) => Some(gone),
+        }
+    }
+
+    fn service_direct(&mut self, idx: usize) -> Option<Gone> {
+        let Some(Some(Conn::Direct(d))) = self.clients.get_mut(idx) else { return None };
+        let turn = match d.run() {
+            Ok(turn) => turn,
+            Err(gone) => return Some(gone),
         };
-        if let Some(mut client) = slot.take() {
-            let _ = client.sock.deregister(self.poll.registry());
+        if turn == Turn::MoreWork {
+            self.again.push(idx);
+        }
+        if d.closing_since.is_none() && d.ep.is_closing() {
+            let now = Instant::now();
+            d.closing_since = Some(now);
+            let deadline = now + CLOSE_TIMEOUT;
+            self.next_sweep = Some(self.next_sweep.map_or(deadline, |t| t.min(deadline)));
+        }
+        let want = d.wanted();
+        if want != d.interest {
+            if let Err(e) = self.poll.registry().reregister(d.ep.io_mut(), Token(idx), want) {
+                return Some(Gone::Io("poll reregister", e));
+            }
+            d.interest = want;
+        }
+        None
+    }
+
+    /// Ends connection `idx`: deregistered, closed, logged.
+    fn end(&mut self, idx: usize, gone: Gone) {
+        let Some(slot) = self.clients.get_mut(idx) else { return };
+        match slot.take() {
+            Some(Conn::Relay(mut c)) => {
+                let _ = c.sock.deregister(self.poll.registry());
+            }
+            Some(Conn::Handover(mut sock, _)) => {
+                let _ = sock.deregister(self.poll.registry());
+            }
+            Some(Conn::Direct(mut d)) => {
+                let _ = self.poll.registry().deregister(d.ep.io_mut());
+            }
+            None => return,
         }
         match gone {
             Gone::TooBig { .. }
             | Gone::NoMemory(_)
             | Gone::Malformed(_)
             | Gone::Truncated(_)
+            | Gone::Handover(_)
             | Gone::Io(..) => {
                 say!("client {idx}: {gone}; closing");
             }
-            Gone::Done | Gone::Closed | Gone::Reset => {
+            Gone::Done | Gone::Closed | Gone::Reset | Gone::Protocol(_) | Gone::CloseTimeout => {
                 if self.verbose {
                     say!("client {idx} disconnected ({gone})");
                 }

@@ -141,12 +141,11 @@ fn pump(ep: &mut Endpoint<UnixStream>) -> Vec<String> {
     let mut seen = Vec::new();
     for _ in 0..10_000 {
         let mut progress = ep.flush().unwrap();
-        while let Some(ev) = ep.next_incoming() {
+        while let Some((ev, out)) = ep.next_incoming() {
             match ev {
                 Incoming::Message(kind, data) => {
                     seen.push(format!("{kind:?} {}", data.len()));
-                    let data = data.to_vec();
-                    assert!(ep.send(kind, &data));
+                    assert!(out.send(kind, data));
                 }
                 Incoming::Closed(code) => seen.push(format!("closed {code:?}")),
                 Incoming::Failed(e) => seen.push(format!("failed {}", e.close_code())),
