@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs the Autobahn|Testsuite fuzzing client (kosoku) through wsgate and compares the verdicts.
 
-    scripts/autobahn.py --mode {framed,stream,seqpacket} [--tls] [--cases GLOB ...] [--update]
+    scripts/autobahn.py --mode {framed,stream,seqpacket,direct} [--tls] [--cases GLOB ...] [--update]
 
 Starts `websocket_echo -m MODE` (framed: `-M 32M`) and `wsgate -m MODE --max-message 32M` (binaries from
 $WSGATE_BIN / $WSGATE_ECHO_BIN, default target/release/), runs cases 1.* .. 10.* (12.* and 13.*,
@@ -15,6 +15,11 @@ verdicts depend on read timing, so differences are printed and only a case witho
 hang) fails, unless --strict. --update rewrites the expected file instead (merging when --cases
 selects a subset). In framed mode a case whose behavior or behaviorClose is FAILED, UNCLEAN,
 WRONG CODE or ERROR (no verdict) fails regardless of the expected file.
+
+--mode direct runs the gateway with --direct and `websocket_echo -d -M 32M`: after the 101 the
+gateway hands each client's socket to the echo, which is then the WebSocket server itself (so
+every RFC 6455 rule is the echo's); judged as strictly as framed mode. Not with --tls (direct
+mode is refused on TLS servers).
 
 Cases run in groups (1.1.*, 1.2.*, 2.*, ...), each in a worker process with a time limit
 (--group-timeout, default 180 s) under an overall limit (--deadline, default 600 s), so a case
@@ -50,7 +55,9 @@ sys.path.insert(0, str(ROOT / "tests" / "py"))
 
 import harness  # noqa: E402
 
-MODES = ("framed", "stream", "seqpacket")
+MODES = ("framed", "stream", "seqpacket", "direct")
+# Modes judged strictly: whole messages, so the verdicts do not depend on read timing.
+STRICT_MODES = ("framed", "direct")
 DEFAULT_CASES = [f"{major}.*" for major in range(1, 11)]
 EXCLUDE = ["12.*", "13.*"]
 # kosoku 0.1.0 does not read while it writes a message, so an echo that streamed a large message
@@ -299,11 +306,14 @@ def main() -> int:
     mode = args.mode
     label = f"{mode}-tls" if args.tls else mode
 
-    _, selected = select_cases(args.cases or DEFAULT_CASES, EXCLUDE + ([] if args.include_large or args.mode == "framed" else LARGE))
+    _, selected = select_cases(args.cases or DEFAULT_CASES, EXCLUDE + ([] if args.include_large or args.mode in STRICT_MODES else LARGE))
     if not selected:
         print(f"autobahn: no case matches {args.cases}", file=sys.stderr)
         return 2
 
+    if args.tls and mode == "direct":
+        print("autobahn: direct mode cannot work over TLS (the gateway refuses it)", file=sys.stderr)
+        return 2
     reports = Path(args.reports)
     reports.mkdir(parents=True, exist_ok=True)
     expected_path = ROOT / "tests" / "autobahn" / f"expected-{mode}.json"
@@ -314,9 +324,12 @@ def main() -> int:
     echo = gw = tunnel = None
     try:
         try:
-            echo = harness.EchoBackend(
-                docroot, name="echo", mode=mode, extra=("-M", "32M") if mode == "framed" else ()
-            )
+            if mode == "direct":
+                echo = harness.EchoBackend(docroot, name="echo", mode="framed", extra=("-d", "-M", "32M"))
+            else:
+                echo = harness.EchoBackend(
+                    docroot, name="echo", mode=mode, extra=("-M", "32M") if mode == "framed" else ()
+                )
             tls = {}
             if args.tls:
                 subprocess.run(
@@ -325,7 +338,10 @@ def main() -> int:
                      "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
                     cwd=work, check=True, capture_output=True)
                 tls = {"tls_cert": str(work / "cert.pem"), "tls_key": str(work / "key.pem")}
-            gw = harness.Gateway(docroot, m=mode, max_message="32M", **tls)
+            if mode == "direct":
+                gw = harness.Gateway(docroot, direct=True)
+            else:
+                gw = harness.Gateway(docroot, m=mode, max_message="32M", **tls)
             if args.tls:
                 tunnel = TlsTunnel(gw.port, work / "cert.pem")
         except (OSError, TimeoutError, RuntimeError, subprocess.CalledProcessError) as e:
@@ -382,12 +398,12 @@ def main() -> int:
     if not gateway_alive:
         print(f"autobahn[{mode}]: wsgate died during the run (see reports/autobahn-{mode}-wsgate.log)")
         bad_cases.add("wsgate-died")
-    if mode == "framed":
+    if mode in STRICT_MODES:
         for case_id, (beh, close) in actual.items():
             if beh in BAD or close in BAD:
                 bad_cases.add(case_id)
                 d = details[case_id]
-                print(f"  NOT ALLOWED in framed mode: {case_id} {beh}/{close}: {d.get('result')} | "
+                print(f"  NOT ALLOWED in {mode} mode: {case_id} {beh}/{close}: {d.get('result')} | "
                       f"{d.get('resultClose', '')}")
 
     differing: set[str] = set()
@@ -416,7 +432,7 @@ def main() -> int:
             elif not matches_expected(want, got):
                 d = details[case_id]
                 want_text = " or ".join("/".join(p) for p in alternatives(want))
-                if mode != "framed" and not args.strict:
+                if mode not in STRICT_MODES and not args.strict:
                     # No message boundaries (stream) or one buffer per packet (seqpacket): these
                     # verdicts depend on how reads happen to split, so they are reported, not
                     # enforced. A hang (ERROR) still fails, below.

@@ -100,4 +100,6 @@ if [ -z "${SKIP_AUTOBAHN:-}" ]; then
     done
     step "autobahn (framed, over wss:// through a client-side TLS tunnel)"
     timeout 900 "$PY" scripts/autobahn.py --mode framed --tls
+    step "autobahn (direct: the gateway hands the client's socket to websocket_echo -d)"
+    timeout 900 "$PY" scripts/autobahn.py --mode direct
 fi
