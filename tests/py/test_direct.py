@@ -11,7 +11,14 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from harness import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
     OP_TEXT,
     build_request,
     encode_frame,
@@ -168,3 +175,123 @@ def test_direct_is_refused_with_tls(tmp_path, docroot):
                        capture_output=True, text=True, timeout=10)
     assert p.returncode == 2, p.stderr
     assert "direct mode cannot work over TLS" in p.stderr, p.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# websocket_echo -d: the sample server in direct mode (backend::direct in Rust)
+# --------------------------------------------------------------------------------------------
+
+
+def test_websocket_echo_direct_echoes_messages(echo_backend, gateway):
+    e = echo_backend("framed", extra=("-d", "-v"))
+    g = gateway(direct=True)
+    c = ws_connect(g.url("/echo"), max_size=2 << 20)
+    try:
+        for m in ["hello", "é" * 5000, "", b"", b"\x00\x01binary", bytes(range(256)) * 4096]:
+            c.send(m)
+            got = c.recv(timeout=10)
+            assert got == m, (type(got), len(got), len(m))
+        c.ping(b"are you there").wait(5)
+        c.close(code=4000, reason="done")
+        assert c.close_code == 4000  # the echo answers with the same code
+    finally:
+        c.close()
+    e.wait_line(r"client \d+: socket of 127\.0\.0\.1 handed over \(0 early bytes\)")
+    e.wait_line(r"client \d+ disconnected \(closed\)")
+    g.wait_line(r"handed over to /echo \(direct\)")
+
+
+def test_websocket_echo_direct_reassembles_fragments_and_answers_pings(echo_backend, gateway, raw):
+    echo_backend("framed", extra=("-d",))
+    g = gateway(direct=True)
+    c = raw(g.port)
+    c.send_frame(OP_TEXT, "frag".encode(), fin=False)
+    c.send_frame(OP_PING, b"in between")
+    c.send_frame(OP_CONT, "mé".encode()[:2], fin=False)  # "m" and half of "é"
+    c.send_frame(OP_CONT, "mé".encode()[2:] + b"nts", fin=True)
+    pong = c.recv_frame()
+    assert (pong.opcode, pong.payload) == (OP_PONG, b"in between")
+    f = c.recv_frame()
+    # one whole message, one unmasked frame
+    assert (f.fin, f.opcode, f.payload, f.masked) == (True, OP_TEXT, "fragménts".encode(), False)
+    c.send_close(1000)
+    close, eof = c.wait_close(reply=False)
+    assert close.payload == b"\x03\xe8" and eof
+
+
+@pytest.mark.parametrize(
+    "frames, code",
+    [
+        ([encode_frame(OP_TEXT, b"\xff\xfe")], 1007),  # not UTF-8
+        ([encode_frame(OP_TEXT, b"a", fin=False), encode_frame(OP_CONT, b"\xc3", fin=True)], 1007),
+        ([encode_frame(OP_TEXT, b"x", mask=False)], 1002),  # unmasked
+        ([encode_frame(OP_PING, b"p" * 126)], 1002),  # control frame over 125 bytes
+        ([encode_frame(OP_PING, b"", fin=False)], 1002),  # fragmented control frame
+        ([encode_frame(OP_CONT, b"x")], 1002),  # continuation outside a message
+        ([encode_frame(OP_BINARY, b"x", rsv=4)], 1002),  # RSV without an extension
+        ([encode_frame(OP_CLOSE, b"\x03\xed")], 1002),  # close code 1005 on the wire
+        ([encode_frame(OP_BINARY, b"x" * 2000)], 1009),  # over -M 1K
+    ],
+)
+def test_websocket_echo_direct_fails_protocol_errors_with_their_codes(echo_backend, gateway, raw, frames, code):
+    echo_backend("framed", extra=("-d", "-M", "1K"))
+    g = gateway(direct=True)
+    c = raw(g.port)
+    c.send_raw(b"".join(frames))
+    close, eof = c.wait_close(reply=False)
+    assert close is not None and close.payload[:2] == code.to_bytes(2, "big"), close
+    assert eof  # the echo closes the TCP connection after its close (§7.1.1)
+
+
+def test_websocket_echo_direct_gets_bytes_sent_with_the_handshake(echo_backend, gateway):
+    """Frames in the same packet as the upgrade request travel in the hand-over record and are
+    decoded before anything read from the socket."""
+    e = echo_backend("framed", extra=("-d", "-v"))
+    g = gateway(direct=True)
+    early = encode_frame(OP_TEXT, b"first") + encode_frame(OP_BINARY, b"second")
+    with socket.create_connection(("127.0.0.1", g.port), timeout=5) as s:
+        s.sendall(build_request(g.port, "/echo") + early)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(4096)
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        assert parse_response_head(head + b"\r\n\r\n").status == 101
+        got = bytearray(rest)
+        frames = []
+        while len(frames) < 2:
+            while (d := try_decode_frame(got)) is None:
+                got += s.recv(4096)
+            frames.append(d[0])
+            del got[: d[1]]
+        assert [(f.opcode, f.payload) for f in frames] == [(OP_TEXT, b"first"), (OP_BINARY, b"second")]
+        s.sendall(encode_frame(OP_CLOSE, b"\x03\xe8"))
+        s.recv(100)
+    e.wait_line(rf"handed over \({len(early)} early bytes\)")
+
+
+def test_websocket_echo_direct_serves_many_clients_at_once(echo_backend, gateway):
+    echo_backend("framed", extra=("-d",))
+    g = gateway(direct=True)
+    clients = [ws_connect(g.url("/echo")) for _ in range(20)]
+    try:
+        for i, c in enumerate(clients):
+            c.send(f"client {i}")
+        for i, c in enumerate(clients):
+            assert c.recv(timeout=5) == f"client {i}"
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_websocket_echo_direct_serves_a_relaying_gateway_too(echo_backend, gateway):
+    """No socket comes with the first bytes: the gateway relays this endpoint, and the same
+    echo serves it in its -m mode (as ouistiti's interposer returned the UNIX connection)."""
+    e = echo_backend("framed", extra=("-d", "-v"))
+    g = gateway(m="framed")
+    c = ws_connect(g.url("/echo"))
+    try:
+        c.send("relayed")
+        assert c.recv(timeout=5) == "relayed"
+    finally:
+        c.close()
+    e.wait_line(r"no socket handed over, relaying in framed mode")
