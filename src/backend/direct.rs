@@ -155,6 +155,24 @@ impl Handover {
         Some(std::net::SocketAddr::new(ip, port))
     }
 
+    /// The endpoint's path (`SCRIPT_NAME`, e.g. `/chat`).
+    #[must_use]
+    pub fn path(&self) -> Option<&str> {
+        self.value("SCRIPT_NAME")
+    }
+
+    /// The request's query string, without `?` (empty when there is none).
+    #[must_use]
+    pub fn query(&self) -> Option<&str> {
+        self.value("QUERY_STRING")
+    }
+
+    /// The subprotocol the gateway chose in the 101, if any.
+    #[must_use]
+    pub fn protocol(&self) -> Option<&str> {
+        self.value("SEC_WEBSOCKET_PROTOCOL")
+    }
+
     /// The client bytes the gateway read after the request head: they come first.
     #[must_use]
     pub fn early(&self) -> &[u8] {

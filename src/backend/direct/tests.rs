@@ -78,7 +78,9 @@ fn the_receiver_takes_the_descriptor_and_a_record_in_pieces() {
     (&gw).write_all(&RECORD[10..]).unwrap();
     let Some(Taken::Direct(h)) = rx.receive(&backend).unwrap() else { panic!("no hand-over") };
     assert_eq!(h.value("SCRIPT_NAME"), Some("/echo"));
-    assert_eq!(h.value("SEC_WEBSOCKET_PROTOCOL"), Some("chat"));
+    assert_eq!(h.path(), Some("/echo"));
+    assert_eq!(h.protocol(), Some("chat"));
+    assert_eq!(h.query(), None);
     assert_eq!(h.peer(), Some("[2001:db8::20]:51234".parse().unwrap()));
     assert_eq!(h.early(), b"abc");
     // The descriptor is the other end of our pair.
@@ -242,4 +244,32 @@ fn the_queue_is_bounded() {
     assert!(ep.send(DataKind::Binary, &[0; 98]));
     assert!(!ep.send(DataKind::Binary, &[]));
     assert_eq!(ep.pending(), 100);
+}
+
+#[test]
+fn a_descriptor_after_the_first_bytes_or_two_at_once_are_refused() {
+    let (_a, b) = UnixStream::pair().unwrap();
+    // A second descriptor in the middle of the record.
+    let (gw, backend) = UnixStream::pair().unwrap();
+    backend.set_nonblocking(true).unwrap();
+    send_with_fd(&gw, b"EARLY_DATA_", Some(b.as_raw_fd()));
+    send_with_fd(&gw, b"LENGTH=0\n\n", Some(b.as_raw_fd()));
+    let mut rx = Receiver::new(16);
+    let got = rx.receive(&backend);
+    assert!(matches!(got, Err(HandoverError::BadDescriptor(_))), "{got:?}");
+
+    let (gw, backend) = UnixStream::pair().unwrap();
+    backend.set_nonblocking(true).unwrap();
+    let fds = [b.as_raw_fd(), b.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"EARLY_DATA_LENGTH=0\n\n")];
+    sendmsg::<()>(
+        gw.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let got = Receiver::new(16).receive(&backend);
+    assert!(matches!(got, Err(HandoverError::BadDescriptor(_))), "{got:?}");
 }
