@@ -13,6 +13,10 @@
 //!   bytes); pings are answered with pongs, a close with a close; messages go out as unmasked
 //!   server frames through a queue of at most `max_queue` bytes.
 //!
+//! Memory per connection: the read buffer, one message being reassembled and the output queue;
+//! the last two grow on use, up to their limits, and give back what is over 64 KiB once a
+//! message is handled.
+//!
 //! What it does not own: the poll loop, timers (a caller should end a connection that stays
 //! [`Endpoint::is_closing`] too long) and what the messages mean.
 use std::io::{Read, Write};
@@ -31,6 +35,9 @@ pub const MAX_RECORD_LINES: usize = 16 * 1024;
 pub const MAX_EARLY_DATA: usize = 16 * 1024 * 1024;
 /// Bytes read at a time by a [`Receiver`].
 const CHUNK: usize = 4096;
+/// The message and output buffers keep at most this much capacity between messages: a big
+/// message costs its memory while it is handled, not for the rest of the connection.
+const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// A hand-over record that cannot be taken.
 #[derive(Debug)]
@@ -446,6 +453,7 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
     pub fn next_incoming(&mut self) -> Option<(Incoming<'_>, &mut Outbox)> {
         if core::mem::take(&mut self.msg_taken) {
             self.msg.clear();
+            self.msg.shrink_to(KEEP_CAPACITY);
         }
         let found = self.decode_one()?;
         let event = match found {
@@ -587,6 +595,7 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
         }
         if self.pending() == 0 {
             self.out.buf.clear();
+            self.out.buf.shrink_to(KEEP_CAPACITY);
             self.out.start = 0;
             if self.stage == Stage::Flushing {
                 // §7.1.1: the server closes the TCP connection first; the client's bytes
