@@ -295,3 +295,15 @@ def test_websocket_echo_direct_serves_a_relaying_gateway_too(echo_backend, gatew
     finally:
         c.close()
     e.wait_line(r"no socket handed over, relaying in framed mode")
+
+
+def test_websocket_echo_direct_bounds_the_closing_handshake(echo_backend, gateway, raw):
+    """A client that never ends its side after the echo's close is dropped after 5 s."""
+    e = echo_backend("framed", extra=("-d", "-v"))
+    g = gateway(direct=True)
+    c = raw(g.port)
+    c.send_raw(encode_frame(OP_TEXT, b"\xff"))
+    close, eof = c.wait_close(reply=False)
+    assert close.close_code == 1007 and eof  # the echo shut its side down at once
+    # the client keeps its side open: the echo gives up after the close timeout
+    e.wait_line(r"client \d+ disconnected \(closing handshake timed out\)", timeout=8)
