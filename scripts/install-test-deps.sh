@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need. Idempotent: a second run installs nothing.
 #
-#   * Debian packages: procps, and python3-venv when `python3 -m venv` does not work.
+#   * Debian packages: procps, openssl, shellcheck (the packaging tests, tests/board), and
+#     python3-venv when `python3 -m venv` does not work.
 #   * .venv in the repo root with the pinned Python packages of tests/py/requirements.txt
 #     (websockets: the real client; pytest; kosoku: the Autobahn|Testsuite runner).
 #   * checks that cargo, rustfmt and clippy are there (they cannot be installed from here).
@@ -21,6 +22,9 @@ command -v ps >/dev/null 2>&1 || missing+=(procps)
 # The TLS tests make RSA, PKCS#1 and SEC1 keys with the openssl command.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v "$PY" >/dev/null 2>&1 || missing+=(python3)
+# tests/board: every shell script must be shellcheck-clean; the SysV script uses start-stop-daemon.
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+command -v start-stop-daemon >/dev/null 2>&1 || missing+=(dpkg)
 
 venv_ok() {
     local tmp
