@@ -3,6 +3,7 @@
 #
 #   scripts/cross.sh setup            install the tools (apt, rust-src, zig from PyPI); idempotent
 #   scripts/cross.sh build [T...]     static, stripped release builds of every [[bin]]
+#   scripts/cross.sh build-small [T...]   the same in the release-small profile (board/sizes.md)
 #   scripts/cross.sh test [T...]      cargo test (unit + integration) under qemu-user
 #   scripts/cross.sh sizes            build all targets (+ the release-small profile), write board/sizes.md
 #   scripts/cross.sh all              setup, then build and test every target
@@ -163,6 +164,12 @@ test_one() {
     log "tested $t in $(( $(date +%s) - start ))s"
 }
 
+cmd_build_small() {
+    local t
+    [ $# -gt 0 ] || set -- "${ALL_TARGETS[@]}"
+    for t in "$@"; do check_target "$t"; build_one "$t" release-small; done
+}
+
 cmd_test() {
     local t
     [ $# -gt 0 ] || set -- "${ALL_TARGETS[@]}"
@@ -196,9 +203,10 @@ cmd_sizes() {
 case "${1:-}" in
     setup) shift; cmd_setup "$@" ;;
     build) shift; cmd_build "$@" ;;
+    build-small) shift; cmd_build_small "$@" ;;
     test) shift; cmd_test "$@" ;;
     sizes) shift; cmd_sizes "$@" ;;
     all) shift; cmd_all "$@" ;;
     ci) shift; cmd_ci "$@" ;;
-    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,15p' "$0" >&2; exit 2 ;;
 esac
