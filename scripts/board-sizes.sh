@@ -2,7 +2,7 @@
 # Regenerates board/sizes.md: the stripped size of every binary for every router target, in
 # the release profile and in release-small, and what the armv7-musl gateway is made of
 # (cargo-bloat, per crate). Run through `scripts/cross.sh sizes` (it needs the cross setup).
-# Takes about 15 minutes on 2 cores: 11 LTO builds with std built from source.
+# Takes 15-25 minutes on 2 cores: 15 LTO builds with std built from source.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,32 +25,51 @@ mapfile -t BINS < <(cargo metadata --no-deps --format-version 1 |
 
 kib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1024 }'; }
 
+# The shipped builds and the release-small ones, exactly as scripts/cross.sh makes them (it
+# checks that each binary is static and stripped and prints "target profile bin bytes").
 rows=()
 for t in "${TARGETS[@]}"; do
-    for profile in release release-small; do
-        extra=()
-        [ "$profile" = release-small ] &&
-            extra=(-Zpanic-immediate-abort --config 'profile.release-small.panic="immediate-abort"')
-        echo "board-sizes: $t $profile" >&2
-        nice -n 10 cargo build -q --target "$t" "-Zbuild-std=std,panic_abort" --profile "$profile" --bins "${extra[@]}"
-        for b in "${BINS[@]}"; do
-            f="$CARGO_TARGET_DIR/$t/$profile/$b"
-            file -b "$f" | grep -q 'statically linked.*stripped' || { echo "$f: not static and stripped" >&2; exit 1; }
-            rows+=("$t $profile $b $(stat -c %s "$f")")
-        done
-    done
+    echo "board-sizes: $t" >&2
+    while read -r line; do rows+=("$line"); done < <(
+        bash scripts/cross.sh build "$t"
+        bash scripts/cross.sh build-small "$t"
+    )
 done
+
+if [ "${#rows[@]}" -ne $(( ${#TARGETS[@]} * 2 * ${#BINS[@]} )) ]; then
+    echo "board-sizes: a build failed (${#rows[@]} sizes)" >&2
+    exit 1
+fi
 
 size_of() {  # target profile bin
     local r t p b n
     for r in "${rows[@]}"; do
-        read -r t p b n <<<"$r"
+        read -r t p b n _ <<<"$r"
         if [ "$t" = "$1" ] && [ "$p" = "$2" ] && [ "$b" = "$3" ]; then echo "$n"; return; fi
     done
 }
 
+# One knob at a time on the budget target's gateway, from the shipped release build (separate
+# target dir: same profile name, other std).
+knobs=(
+    "std with its backtrace symbolizer (cargo's default build-std features)|-Zbuild-std-features=panic-unwind,backtrace"
+    "opt-level = \"z\"|-Zbuild-std-features=panic-unwind|--config|profile.release.opt-level=\"z\""
+    "std feature optimize_for_size|-Zbuild-std-features=panic-unwind,optimize_for_size"
+    "panic = \"immediate-abort\"|-Zbuild-std-features=panic-unwind|-Zpanic-immediate-abort|--config|profile.release.panic=\"immediate-abort\""
+)
+knob_rows=()
+for k in "${knobs[@]}"; do
+    IFS='|' read -r -a parts <<<"$k"
+    echo "board-sizes: $BUDGET_TARGET release + ${parts[0]}" >&2
+    dir="$CARGO_TARGET_DIR/size-knobs"
+    nice -n 10 cargo build -q --release --target "$BUDGET_TARGET" "-Zbuild-std=std,panic_abort" --bin wsgate \
+        --target-dir "$dir" "${parts[@]:1}"
+    knob_rows+=("${parts[0]}|$(stat -c %s "$dir/$BUDGET_TARGET/release/wsgate")")
+done
+
 echo "board-sizes: cargo bloat ($BUDGET_TARGET)" >&2
 bloat=$(nice -n 10 cargo bloat --release --target "$BUDGET_TARGET" -Z "build-std=std,panic_abort" \
+    -Z "build-std-features=panic-unwind" \
     --target-dir "$CARGO_TARGET_DIR/bloat" --config profile.release.strip=false \
     --bin wsgate --crates -n 14 2>/dev/null | sed 's/[[:space:]]*$//')
 
@@ -62,9 +81,12 @@ bloat=$(nice -n 10 cargo bloat --release --target "$BUDGET_TARGET" -Z "build-std
     echo "(\`-Zbuild-std=std,panic_abort\`). Stripped, fully static executables, in bytes (KiB)."
     echo
     echo "* **release**: the normal release profile (\`opt-level = \"s\"\`, LTO, one codegen unit,"
-    echo "  \`panic = \"abort\"\`, stripped): what \`scripts/cross.sh build\` makes and the packages ship."
+    echo "  \`panic = \"abort\"\`, stripped), std without its backtrace symbolizer"
+    echo "  (\`-Zbuild-std-features=panic-unwind\`: a stripped binary has no symbols for it; panic"
+    echo "  messages stay): what \`scripts/cross.sh build\` makes."
     echo "* **release-small**: \`opt-level = \"z\"\` and \`panic = \"immediate-abort\"\` (no panic"
-    echo "  messages: a panic is a bare SIGILL/SIGTRAP), \`scripts/cross.sh build-small\`."
+    echo "  messages: a panic is a bare SIGILL/SIGTRAP), \`scripts/cross.sh build-small\`, std built"
+    echo "  with its \`optimize_for_size\` feature."
     echo
     printf '| target |'
     for b in "${BINS[@]}"; do printf ' %s release | %s release-small |' "$b" "$b"; done
@@ -90,6 +112,17 @@ bloat=$(nice -n 10 cargo bloat --release --target "$BUDGET_TARGET" -Z "build-std
     verdict() { [ "$1" -le $((BUDGET_KIB * 1024)) ] && echo "within budget" || echo "**over budget** by $(kib $(($1 - BUDGET_KIB * 1024))) KiB"; }
     echo "* release: $r bytes ($(kib "$r") KiB): $(verdict "$r")."
     echo "* release-small: $s bytes ($(kib "$s") KiB): $(verdict "$s")."
+    echo
+    echo "One knob at a time on top of the release profile (the gateway, $BUDGET_TARGET):"
+    echo
+    echo "| release (shipped) + | bytes | KiB | vs release |"
+    echo "|---|---:|---:|---:|"
+    echo "| (nothing) | $r | $(kib "$r") | |"
+    for k in "${knob_rows[@]}"; do
+        n=${k##*|}
+        echo "| ${k%|*} | $n | $(kib "$n") | $(awk -v a="$n" -v b="$r" 'BEGIN { printf "%+.1f %%", (a - b) * 100 / b }') |"
+    done
+    echo "| the last three (release-small) | $s | $(kib "$s") | $(awk -v a="$s" -v b="$r" 'BEGIN { printf "%+.1f %%", (a - b) * 100 / b }') |"
     echo
     echo "## What the $BUDGET_TARGET gateway is made of"
     echo

@@ -56,6 +56,7 @@ boot() {
     bash scripts/cross.sh build "$target"
     # The guest's init, built with the same toolchain settings (.cargo/config.toml).
     nice -n 10 cargo build -q --release --target "$target" "-Zbuild-std=std,panic_abort" \
+        "-Zbuild-std-features=panic-unwind" \
         --manifest-path board/qemu/init/Cargo.toml --target-dir "$CARGO_TARGET_DIR/qemu-init"
 
     stage=$(mktemp -d)
