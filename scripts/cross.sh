@@ -181,6 +181,12 @@ test_one() {
     log "tested $t in $(( $(date +%s) - start ))s"
 }
 
+cmd_build_small() {
+    local t
+    [ $# -gt 0 ] || set -- "${ALL_TARGETS[@]}"
+    for t in "$@"; do check_target "$t"; build_one "$t" release-small; done
+}
+
 cmd_test() {
     local t
     [ $# -gt 0 ] || set -- "${ALL_TARGETS[@]}"

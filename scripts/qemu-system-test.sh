@@ -54,14 +54,15 @@ boot() {
     kernel=$(bash scripts/qemu-kernel.sh "$guest")
     log "$guest kernel: $kernel ($(( $(date +%s) - start ))s)"
     bash scripts/cross.sh build "$target"
-    # The guest's init, built with the same toolchain settings (.cargo/config.toml).
+    # The guest's init, built with the same toolchain settings (.cargo/config.toml) into the
+    # same target directory, so it reuses the std just built for the gateway.
     nice -n 10 cargo build -q --release --target "$target" "-Zbuild-std=std,panic_abort" \
         "-Zbuild-std-features=panic-unwind" \
-        --manifest-path board/qemu/init/Cargo.toml --target-dir "$CARGO_TARGET_DIR/qemu-init"
+        --manifest-path board/qemu/init/Cargo.toml
 
     stage=$(mktemp -d)
     mkdir -p "$stage"/{bin,etc,dev,proc,sys,run}
-    cp "$CARGO_TARGET_DIR/qemu-init/$target/release/init" "$stage/init"
+    cp "$CARGO_TARGET_DIR/$target/release/init" "$stage/init"
     cp "$CARGO_TARGET_DIR/$target/release/wsgate" "$CARGO_TARGET_DIR/$target/release/websocket_echo" "$stage/bin/"
     cp board/qemu/wsgate.conf "$stage/etc/wsgate.conf"
     # The kernel opens /dev/console for init before devtmpfs is mounted.
