@@ -32,6 +32,9 @@ log() { printf 'qemu-system-test: %s\n' "$*" >&2; }
 
 [ -x "$PY" ] || bash scripts/install-test-deps.sh
 bash scripts/cross.sh setup
+# The guest's init is its own crate (not in the gateway's package): hold it to the same rules.
+cargo fmt --check --manifest-path board/qemu/init/Cargo.toml
+nice -n 10 cargo clippy -q --release --manifest-path board/qemu/init/Cargo.toml -- -D warnings
 
 boot() {
     local guest=$1 target qemu con pkg kernel stage initrd port logf qpid rc start
