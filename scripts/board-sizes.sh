@@ -126,9 +126,22 @@ bloat=$(nice -n 10 cargo bloat --release --target "$BUDGET_TARGET" -Z "build-std
     echo
     echo "## What the $BUDGET_TARGET gateway is made of"
     echo
-    echo "\`cargo bloat --release --crates\` on the same build, unstripped (sizes of the code in"
-    echo "\`.text\` per crate; \`std\` includes core and alloc; \`[Unknown]\` is code without symbol"
-    echo "names, mostly zig's musl libc and ring's C and assembly):"
+    echo "\`cargo bloat --release --crates\` on the same build, unstripped: the code in \`.text\` per"
+    echo "crate (\`[Unknown]\` is code without a crate: mostly zig's musl libc and compiler-rt)."
+    # TLS = ring (crypto, Rust and C), rustls, webpki (certificate verification), pki-types.
+    read -r tls own total < <(awk '
+        function kib(s) {
+            if (s ~ /KiB$/) { sub(/KiB$/, "", s); return s + 0 }
+            if (s ~ /MiB$/) { sub(/MiB$/, "", s); return s * 1024 }
+            sub(/B$/, "", s); return s / 1024
+        }
+        $4 ~ /^(ring|rustls|webpki|rustls_pki_types)$/ { tls += kib($3) }
+        $4 == "wsgate" { own = kib($3) }
+        /\.text section size/ { total = kib($3) }
+        END { printf "%.0f %.0f %.0f\n", tls, own, total }' <<<"$bloat")
+    echo "TLS (ring, rustls, webpki, rustls-pki-types) is about $tls KiB of the $total KiB of code,"
+    echo "wsgate's own code $own KiB; the rest is std, core, alloc and libc. The stripped file is"
+    echo "larger than \`.text\` by its read-only data (tables, strings) and relocations."
     echo
     echo '```'
     echo "$bloat"
