@@ -2,7 +2,8 @@
 # Installs what the end-to-end tests need. Idempotent: a second run installs nothing.
 #
 #   * Debian packages: procps, openssl, chromium (the browser tests), gcc (the C plugin test),
-#     and python3-venv when `python3 -m venv` does not work.
+#     shellcheck and dpkg's start-stop-daemon (the packaging tests, tests/board), and
+#     python3-venv when `python3 -m venv` does not work.
 #   * .venv in the repo root with the pinned Python packages of tests/py/requirements.txt
 #     (websockets: the real client; pytest; kosoku: the Autobahn|Testsuite runner;
 #     playwright: drives /usr/bin/chromium, never downloads a browser).
@@ -27,6 +28,9 @@ command -v "$PY" >/dev/null 2>&1 || missing+=(python3)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 # The plugin ABI test compiles a C plugin against plugins/wsgate_rpc.h.
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+# tests/board: every shell script must be shellcheck-clean; the SysV script uses start-stop-daemon.
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+command -v start-stop-daemon >/dev/null 2>&1 || missing+=(dpkg)
 
 venv_ok() {
     local tmp

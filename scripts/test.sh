@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The one test command: formatting, lints, build, Rust tests, end-to-end tests, Autobahn.
+# The one test command: formatting, lints, build, Rust tests, end-to-end tests, Autobahn,
+# packaging tests, router cross builds with their tests under qemu-user, a QEMU system boot.
 # Stops at the first failing step. Ends with a line "N passed, N failed" counting the pytest
 # tests and the Autobahn cases (when those steps ran).
 #
 #   scripts/test.sh                     everything
 #   SKIP_AUTOBAHN=1 scripts/test.sh     without the Autobahn runs
+#   SKIP_CROSS=1 scripts/test.sh        without the cross builds and qemu-user tests
+#   SKIP_QEMU_SYSTEM=1 scripts/test.sh  without the QEMU system boot
+#   QEMU_GUESTS="mips arm" scripts/test.sh   system-boot these guests (default: mips)
 #   PYTEST_ARGS="-k relay" scripts/test.sh
 set -euo pipefail
 
@@ -16,7 +20,7 @@ fi
 
 REPORTS="$ROOT/reports"
 mkdir -p "$REPORTS"
-rm -f "$REPORTS"/pytest.xml "$REPORTS"/autobahn-*.summary.json
+rm -f "$REPORTS"/pytest*.xml "$REPORTS"/autobahn-*.summary.json
 PY="$ROOT/.venv/bin/python"
 STEP=""
 START=$(date +%s)
@@ -35,8 +39,7 @@ import xml.etree.ElementTree as ET
 reports = sys.argv[1]
 passed = failed = 0
 ran = False
-xml = os.path.join(reports, "pytest.xml")
-if os.path.exists(xml):
+for xml in sorted(glob.glob(os.path.join(reports, "pytest*.xml"))):
     ran = True
     for suite in ET.parse(xml).getroot().iter("testsuite"):
         tests = int(suite.get("tests", 0))
@@ -102,4 +105,18 @@ if [ -z "${SKIP_AUTOBAHN:-}" ]; then
     timeout 900 "$PY" scripts/autobahn.py --mode framed --tls
     step "autobahn (direct: the gateway hands the client's socket to websocket_echo -d)"
     timeout 900 "$PY" scripts/autobahn.py --mode direct
+fi
+
+step "packaging tests (tests/board: shellcheck, OpenWrt UCI and procd, SysV script, systemd unit)"
+timeout 600 "$PY" -m pytest tests/board -q -rfE -p no:cacheprovider --junitxml="$REPORTS/pytest-board.xml"
+
+if [ -z "${SKIP_CROSS:-}" ]; then
+    step "cross builds and tests under qemu-user (scripts/cross.sh ci)"
+    timeout 2400 bash scripts/cross.sh ci
+fi
+
+if [ -z "${SKIP_QEMU_SYSTEM:-}" ]; then
+    step "QEMU system test, 32 MB guest (scripts/qemu-system-test.sh ${QEMU_GUESTS:-mips})"
+    # shellcheck disable=SC2086 # a list of guests
+    timeout 2400 bash scripts/qemu-system-test.sh ${QEMU_GUESTS:-mips}
 fi

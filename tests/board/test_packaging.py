@@ -1,0 +1,303 @@
+"""Packaging for the router images (board/): shellcheck of every shell script, the OpenWrt
+init script's UCI-to-config mapping and procd calls (with stand-ins for uci and
+/lib/functions.sh, tests/board/openwrt/), the Buildroot SysV script starting, reloading and
+stopping the real gateway, and the systemd unit's commands.
+
+The gateway is $WSGATE_BIN (default target/release/wsgate), as for tests/py."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+WSGATE = os.environ.get("WSGATE_BIN", str(ROOT / "target/release/wsgate"))
+INIT = ROOT / "board/openwrt/files/wsgate.init"
+UCI_DEFAULT = ROOT / "board/openwrt/files/wsgate.config"
+SYSV = ROOT / "board/buildroot/S50wsgate"
+
+
+def shell_scripts() -> list[Path]:
+    """Every committed file that is a shell script: *.sh, or a sh/bash/ash shebang."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    out = []
+    for f in files:
+        if not f:
+            continue
+        p = ROOT / f.decode()
+        if p.is_symlink() or not p.is_file():
+            continue
+        head = p.open("rb").readline()
+        if p.suffix == ".sh" or re.match(rb"#!\s*/(usr/)?bin/(env )?(ba|a|da)?sh\b", head):
+            out.append(p)
+    return out
+
+
+def test_shellcheck_every_shell_script():
+    scripts = shell_scripts()
+    names = {str(p.relative_to(ROOT)) for p in scripts}
+    # The packaging scripts must be among them (the shebang detection finds them).
+    for must in ["board/openwrt/files/wsgate.init", "board/buildroot/S50wsgate",
+                 "scripts/cross.sh", "scripts/qemu-system-test.sh", "cross/bin/zigcc"]:
+        assert must in names
+    r = subprocess.run(["shellcheck", "-x", *map(str, scripts)], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---- OpenWrt: UCI -> /var/etc/wsgate.conf ------------------------------------------------
+
+def run_init(tmp: Path, uci_text: str, script: str) -> subprocess.CompletedProcess:
+    """Runs `script` in a sh that has loaded the stand-in functions.sh and the init script,
+    with /etc/config/wsgate = uci_text, procd_* recording their calls in $tmp/procd."""
+    (tmp / "config").mkdir(exist_ok=True)
+    (tmp / "config/wsgate").write_text(uci_text)
+    prelude = f"""
+        . {HERE}/openwrt/lib/functions.sh
+        procd_open_instance() {{ echo "open $*" >>"$T/procd"; }}
+        procd_set_param() {{ echo "set $*" >>"$T/procd"; }}
+        procd_append_param() {{ echo "append $*" >>"$T/procd"; }}
+        procd_close_instance() {{ echo "close" >>"$T/procd"; }}
+        . {INIT}
+        PROG={WSGATE}
+        ECHO_PROG=/usr/bin/websocket_echo
+        CONF=$T/var/etc/wsgate.conf
+    """
+    env = dict(os.environ, T=str(tmp), UCI_CONFIG_DIR=str(tmp / "config"),
+               PATH=f"{HERE}/openwrt/bin:{os.environ['PATH']}")
+    return subprocess.run(["sh", "-ec", prelude + script], env=env, capture_output=True,
+                          text=True, timeout=30)
+
+
+def generate(tmp: Path, uci_text: str) -> str:
+    r = run_init(tmp, uci_text, 'config_load wsgate; wsgate_generate "$T/wsgate.conf"')
+    assert r.returncode == 0, r.stderr
+    return (tmp / "wsgate.conf").read_text()
+
+
+def check(tmp: Path, conf: str) -> str:
+    """`wsgate --check -f`: the generated file must be valid; returns the effective config."""
+    f = tmp / "check.conf"
+    f.write_text(conf)
+    r = subprocess.run([WSGATE, "--check", "-f", str(f)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, f"{r.stdout}{r.stderr}\n--- generated:\n{conf}"
+    assert "warning" not in r.stderr.lower(), r.stderr
+    return r.stdout + r.stderr
+
+
+def test_default_uci_config_maps_to_a_valid_gateway_config(tmp_path):
+    conf = generate(tmp_path, UCI_DEFAULT.read_text())
+    assert 'user = "nobody";' in conf
+    assert "syslog = true;" in conf
+    assert "port = 8080;" in conf
+    assert "maxclients = 32;" in conf
+    assert 'docroot = "/var/run/websocket";' in conf
+    assert 'mode = "stream";' in conf
+    assert 'modes = { echo = "framed"; };' in conf
+    assert 'origin = "same";' in conf
+    effective = check(tmp_path, conf)
+    assert "8080" in effective and "framed" in effective
+
+
+def test_every_uci_option_and_two_servers(tmp_path):
+    uci = """
+config wsgate 'global'
+	option enabled '1'
+	option user 'www-data'
+	option syslog '0'
+	option log_file '/tmp/wsgate "quoted".log'
+
+config server 'lan'
+	option port '8081'
+	option addr '127.0.0.1'
+	option maxclients '7'
+	option docroot '/run/ws lan'
+	option mode 'lines'
+	list modes 'echo=framed'
+	list modes 'raw=stream'
+	option allow '^/echo,raw'
+	option deny 'admin*'
+	option denylast 'yes'
+	option origin 'http://router.lan'
+	option htdocs '/www/ws'
+	option context '1'
+	option ping_interval_ms '20000'
+	option idle_timeout_ms '60000'
+	option max_message '65536'
+
+config server
+	option port '8082'
+	option addr '::1'
+"""
+    conf = generate(tmp_path, uci)
+    assert "syslog" not in conf
+    assert r'log-file = "/tmp/wsgate \"quoted\".log";' in conf
+    assert 'addr = "127.0.0.1";' in conf and 'addr = "::1";' in conf
+    assert 'modes = { echo = "framed"; raw = "stream"; };' in conf
+    assert 'allow = "^/echo,raw";' in conf and 'deny = "admin*";' in conf
+    assert "denylast = true;" in conf and "context = true;" in conf
+    assert 'document = { docroot = "/www/ws"; defaultpage = "index.html"; };' in conf
+    assert "ping_interval_ms = 20000;" in conf and "max_message = 65536;" in conf
+    assert conf.count("websocket = {") == 2
+    effective = check(tmp_path, conf)
+    for want in ["8081", "8082", "127.0.0.1", "::1", "lines", "/run/ws lan", "65536"]:
+        assert want in effective, f"{want!r} not in:\n{effective}"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("option port 'eighty'", "port must be a number"),
+    ("option maxclients '-1'", "maxclients must be a number"),
+    ("list modes 'a b=framed'", "bad endpoint name"),
+    ("option max_message '1M'", "max_message must be a number"),
+])
+def test_bad_uci_values_are_refused_and_leave_no_file(tmp_path, bad, message):
+    # The bad value is in the first of two servers: a later good section must not hide it.
+    uci = f"config server 'a'\n\t{bad}\n\nconfig server 'b'\n\toption port '9000'\n"
+    r = run_init(tmp_path, uci, 'config_load wsgate; wsgate_generate "$T/wsgate.conf"')
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert not (tmp_path / "wsgate.conf").exists()
+
+
+def test_no_server_section_is_an_error(tmp_path):
+    r = run_init(tmp_path, "config wsgate 'global'\n\toption enabled '1'\n",
+                 'config_load wsgate; wsgate_generate "$T/wsgate.conf"')
+    assert r.returncode != 0 and "no 'server' section" in r.stderr
+
+
+def test_start_service_runs_gateway_and_backends_with_respawn(tmp_path):
+    uci = UCI_DEFAULT.read_text().replace(
+        "config backend 'echo'\n\toption enabled '0'", "config backend 'echo'\n\toption enabled '1'")
+    uci = uci.replace("/var/run/websocket", str(tmp_path / "run"))
+    r = run_init(tmp_path, uci, "start_service")
+    assert r.returncode == 0, r.stderr
+    calls = (tmp_path / "procd").read_text().splitlines()
+    conf = tmp_path / "var/etc/wsgate.conf"
+    assert calls == [
+        "open backend_echo",
+        f"set command /usr/bin/websocket_echo -R {tmp_path}/run -n echo -m framed",
+        "append command -u nobody",
+        "set respawn 3600 5 5",
+        "set stderr 1",
+        "close",
+        "open gateway",
+        f"set command {WSGATE} -f {conf}",
+        "set respawn 3600 5 5",
+        f"set file {conf}",
+        "set stderr 1",
+        "close",
+    ]
+    check(tmp_path, conf.read_text())
+
+
+def test_disabled_service_starts_nothing(tmp_path):
+    uci = UCI_DEFAULT.read_text().replace("option enabled '1'", "option enabled '0'", 1)
+    r = run_init(tmp_path, uci, "start_service")
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "procd").exists()
+
+
+def test_start_service_refuses_a_config_the_gateway_rejects(tmp_path):
+    # A valid number for UCI, a mode name that wsgate --check refuses.
+    uci = "config server 'lan'\n\toption port '8080'\n\toption mode 'nonsense'\n"
+    r = run_init(tmp_path, uci, "start_service")
+    assert r.returncode != 0
+    assert not (tmp_path / "procd").exists()
+
+
+# ---- Buildroot: S50wsgate with the real binary -------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sysv(tmp: Path, action: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WSGATE_BIN=WSGATE, WSGATE_CONF=str(tmp / "wsgate.conf"),
+               PIDFILE=str(tmp / "run/wsgate.pid"), WSGATE_DEFAULTS=str(tmp / "default"))
+    return subprocess.run(["sh", str(SYSV), action], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("start-stop-daemon") is None, reason="needs start-stop-daemon")
+def test_sysv_script_starts_reloads_and_stops_the_gateway(tmp_path):
+    port = free_port()
+    (tmp_path / "ws").mkdir()
+    conf = f'servers = ({{ port = {port}; addr = "127.0.0.1"; websocket = {{ docroot = "{tmp_path}/ws"; }}; }});\n'
+    (tmp_path / "wsgate.conf").write_text(conf)
+    # Log to a file, not syslog: the test machine may have no /dev/log.
+    (tmp_path / "default").write_text(f'WSGATE_ARGS="-L {tmp_path}/wsgate.log"\n')
+
+    r = sysv(tmp_path, "start")
+    assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
+    pid = int((tmp_path / "run/wsgate.pid").read_text())
+    assert Path(f"/proc/{pid}/exe").resolve() == Path(WSGATE).resolve()
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()  # it listens
+    assert "already running" in sysv(tmp_path, "start").stdout
+    assert sysv(tmp_path, "status").returncode == 0
+
+    r = sysv(tmp_path, "reload")
+    assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
+    time.sleep(0.3)
+    assert Path(f"/proc/{pid}").exists()  # SIGHUP reloads, the process stays
+
+    r = sysv(tmp_path, "stop")
+    assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
+    assert not Path(f"/proc/{pid}").exists()
+    assert not (tmp_path / "run/wsgate.pid").exists()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1)
+    assert sysv(tmp_path, "status").returncode == 3
+    assert "not running" in sysv(tmp_path, "stop").stdout
+    log = (tmp_path / "wsgate.log").read_text()
+    assert log, "the gateway logged nothing to -L"
+
+    # restart from stopped, then stop again
+    assert sysv(tmp_path, "restart").returncode == 0
+    pid2 = int((tmp_path / "run/wsgate.pid").read_text())
+    assert pid2 != pid
+    assert sysv(tmp_path, "stop").returncode == 0
+    assert not Path(f"/proc/{pid2}").exists()
+
+
+def test_sysv_script_refuses_a_bad_config(tmp_path):
+    (tmp_path / "wsgate.conf").write_text("servers = ( { port = ; } );\n")
+    r = sysv(tmp_path, "start")
+    assert r.returncode != 0 and "FAIL" in r.stdout
+    assert not (tmp_path / "run/wsgate.pid").exists()
+
+
+# ---- systemd -----------------------------------------------------------------------------
+
+def test_systemd_unit_commands_are_the_gateways(tmp_path):
+    unit = (ROOT / "board/systemd/wsgate.service").read_text()
+    keys = dict(
+        line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#")
+    )
+    assert keys["ExecStart"] == "/usr/bin/wsgate -f /etc/wsgate.conf"
+    assert keys["Type"] == "simple" and keys["KillSignal"] == "SIGTERM"
+    assert "[Install]" in unit and keys["WantedBy"] == "multi-user.target"
+    # The flags the unit passes exist: run them against the Buildroot default config.
+    conf = ROOT / "board/buildroot/wsgate.conf"
+    r = subprocess.run([WSGATE, "--check", "-f", str(conf)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    if shutil.which("systemd-analyze"):
+        # verify checks that the commands exist: point them at the built binary.
+        local = tmp_path / "wsgate.service"
+        local.write_text(unit.replace("/usr/bin/wsgate", WSGATE).replace("/etc/wsgate.conf", str(conf)))
+        r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(local)],
+                           capture_output=True, text=True)
+        assert "wsgate.service:" not in r.stderr, r.stderr
