@@ -2,7 +2,7 @@
 # Installs what the end-to-end tests need. Idempotent: a second run installs nothing.
 #
 #   * Debian packages: procps, openssl, chromium (the browser tests), gcc (the C plugin test),
-#     shellcheck and dpkg's start-stop-daemon (the packaging tests, tests/board), and
+#     the packaging tests' tools (tests/board: a shell linter, dpkg's start-stop-daemon), and
 #     python3-venv when `python3 -m venv` does not work.
 #   * .venv in the repo root with the pinned Python packages of tests/py/requirements.txt
 #     (websockets: the real client; pytest; kosoku: the Autobahn|Testsuite runner;
