@@ -227,6 +227,22 @@ struct BackendSock {
     wants_write: bool,
 }
 
+impl BackendSock {
+    /// A freshly connected backend, writable until it says otherwise; `readable` when its
+    /// replies are wanted (not in direct mode, where nothing is read from it).
+    fn new(sock: Backend, readable: bool) -> Self {
+        Self {
+            sock,
+            readable,
+            writable: true,
+            eof: false,
+            finish: false,
+            read_closed: false,
+            wants_write: false,
+        }
+    }
+}
+
 /// Byte and message counters for the close log line.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
@@ -649,6 +665,15 @@ impl Connection {
         }
         self.phase = Phase::Flushing;
         self.deadline = Some(cx.now + cx.site.close_timeout);
+    }
+
+    /// The 101 was queued but what the backend must get first does not fit in its buffer:
+    /// take the 101 back and refuse with 431.
+    fn refuse_after_101(&mut self, cx: &mut Ctx<'_>) {
+        if let Some(o) = self.to_client.as_mut() {
+            o.consume(o.len());
+        }
+        self.refuse(cx, 431, Refusal::TooLarge);
     }
 
     /// Queues a close frame to the client (once).
@@ -1580,22 +1605,11 @@ impl Connection {
                     .as_mut()
                     .is_some_and(|tb| crate::relay::context::write(tb, mode, &info, head, headers));
             if !written {
-                if let Some(o) = self.to_client.as_mut() {
-                    o.consume(o.len());
-                }
-                self.refuse(cx, 431, Refusal::TooLarge);
+                self.refuse_after_101(cx);
                 return true;
             }
         }
-        self.backend = Some(BackendSock {
-            sock: backend,
-            readable: true,
-            writable: true,
-            eof: false,
-            finish: false,
-            read_closed: false,
-            wants_write: false,
-        });
+        self.backend = Some(BackendSock::new(backend, true));
         self.mode = mode;
         self.uplink = Uplink::new(mode);
         self.downlink = Downlink::new(mode, cx.site.data_type);
@@ -1660,21 +1674,10 @@ impl Connection {
             });
         if !written {
             let _ = cx.registry.deregister(&mut SourceFd(&backend.fd.as_raw_fd()));
-            if let Some(o) = self.to_client.as_mut() {
-                o.consume(o.len());
-            }
-            self.refuse(cx, 431, Refusal::TooLarge);
+            self.refuse_after_101(cx);
             return false;
         }
-        self.backend = Some(BackendSock {
-            sock: backend,
-            readable: false,
-            writable: true,
-            eof: false,
-            finish: false,
-            read_closed: false,
-            wants_write: false,
-        });
+        self.backend = Some(BackendSock::new(backend, false));
         self.mode = cx.site.mode_for(endpoint);
         self.phase = Phase::Handover;
         self.deadline = Some(cx.now + cx.site.close_timeout);
