@@ -148,7 +148,8 @@ def _is_socket(path: Path) -> bool:
 
 class SampleBackend(Child):
     """A sample server (`websocket_echo`, `websocket_chat`, `websocket_jsonrpc`) started with
-    `-R <docroot> -n <name> -m <mode>` and waited for until its socket exists."""
+    `-R <docroot> -n <name> -m <mode>` and waited for until it says "listening on": the socket
+    file appears before the server drops privileges (`-u`), the line only after."""
 
     def __init__(self, binary: str, docroot: Path, name: str, mode: str = "stream", extra=(), timeout=5.0):
         argv = [binary, "-R", str(docroot), "-n", name, "-m", mode, *[str(a) for a in extra]]
@@ -165,6 +166,11 @@ class SampleBackend(Child):
                 self.stop()
                 raise TimeoutError(f"{self.name}: {self.path} did not appear:\n" + self.log_text())
             time.sleep(0.02)
+        try:
+            self.wait_line(r": listening on ", timeout=max(0.1, deadline - time.monotonic()))
+        except Exception:
+            self.stop()
+            raise
 
 
 class EchoBackend(SampleBackend):
