@@ -1,0 +1,131 @@
+/*
+ * An echo server written the way ouistiti's utils/websocket/echo.c is: an AF_UNIX stream
+ * socket at <dir>/<name>, accept, one forked process per connection, select + recv + send.
+ * It knows nothing of WebSocket or of wsgate: each recv() is taken as one message and sent
+ * back with one send(). Run with LD_PRELOAD=libwsgate_ouistiti_ws.so behind wsgate in direct
+ * mode (tests/py/test_shim.py), it serves WebSocket clients.
+ *
+ *   ouistiti_echo -R DIR -n NAME [-p PROTOCOL] [-b BUFSIZE] [-r]
+ *     -p   the protocol argument of socket(): 0, or 153 (ouistiti's WS_TEXT)
+ *     -b   receive buffer size (default 65536)
+ *     -r   use read()/write() instead of recv()/send()
+ *
+ * A message "close" makes it close the connection itself. Lines on stderr say what happened.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static size_t bufsize = 65536;
+static int use_read;
+
+static void echo(int sock)
+{
+	char *buffer = malloc(bufsize);
+	if (buffer == NULL)
+		exit(1);
+	for (;;) {
+		fd_set rfds;
+		FD_ZERO(&rfds);
+		FD_SET(sock, &rfds);
+		if (select(sock + 1, &rfds, NULL, NULL, NULL) <= 0)
+			continue;
+		ssize_t ret = use_read ? read(sock, buffer, bufsize)
+		                       : recv(sock, buffer, bufsize, MSG_NOSIGNAL);
+		if (ret > 0) {
+			if (ret == 5 && memcmp(buffer, "close", 5) == 0) {
+				fprintf(stderr, "echo: closing\n");
+				close(sock);
+				break;
+			}
+			fprintf(stderr, "echo: receive %zd\n", ret);
+			ssize_t sent = use_read ? write(sock, buffer, (size_t)ret)
+			                        : send(sock, buffer, (size_t)ret, MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (sent != ret)
+				fprintf(stderr, "echo: send %zd of %zd: %s\n", sent, ret, strerror(errno));
+		} else if (ret == 0) {
+			fprintf(stderr, "echo: client closed\n");
+			close(sock);
+			break;
+		} else if (errno == EAGAIN) {
+			fprintf(stderr, "echo: nothing yet\n");
+		} else {
+			fprintf(stderr, "echo: recv error %s\n", strerror(errno));
+			close(sock);
+			break;
+		}
+	}
+	free(buffer);
+}
+
+int main(int argc, char **argv)
+{
+	const char *root = "/var/run/websocket";
+	const char *name = "echo";
+	int protocol = 0;
+	int opt;
+
+	while ((opt = getopt(argc, argv, "R:n:p:b:r")) != -1) {
+		switch (opt) {
+		case 'R': root = optarg; break;
+		case 'n': name = optarg; break;
+		case 'p': protocol = atoi(optarg); break;
+		case 'b': bufsize = (size_t)atol(optarg); break;
+		case 'r': use_read = 1; break;
+		default: return 2;
+		}
+	}
+	signal(SIGCHLD, SIG_IGN);
+	setvbuf(stderr, NULL, _IOLBF, 0);
+
+	int sock = socket(AF_UNIX, SOCK_STREAM, protocol);
+	if (sock < 0) {
+		fprintf(stderr, "echo: socket: %s\n", strerror(errno));
+		return 1;
+	}
+	struct sockaddr_un addr;
+	memset(&addr, 0, sizeof(addr));
+	addr.sun_family = AF_UNIX;
+	snprintf(addr.sun_path, sizeof(addr.sun_path) - 1, "%s/%s", root, name);
+	unlink(addr.sun_path);
+	if (bind(sock, (struct sockaddr *)&addr, sizeof(addr)) != 0 || chmod(addr.sun_path, 0777) != 0
+	    || listen(sock, 50) != 0) {
+		fprintf(stderr, "echo: %s: %s\n", addr.sun_path, strerror(errno));
+		return 1;
+	}
+	fprintf(stderr, "echo: listening on %s\n", addr.sun_path);
+
+	for (;;) {
+		struct sockaddr_storage peer;
+		socklen_t peerlen = sizeof(peer);
+		int newsock = accept(sock, (struct sockaddr *)&peer, &peerlen);
+		if (newsock < 0) {
+			fprintf(stderr, "echo: accept: %s\n", strerror(errno));
+			return 1;
+		}
+		char text[INET6_ADDRSTRLEN] = "unix";
+		if (peer.ss_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&peer)->sin_addr, text, sizeof(text));
+		else if (peer.ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&peer)->sin6_addr, text, sizeof(text));
+		fprintf(stderr, "echo: new connection from %s\n", text);
+		pid_t pid = fork();
+		if (pid == 0) {
+			close(sock);
+			echo(newsock);
+			_exit(0);
+		}
+		/* the parent's copy: closed at once, as echo.c does */
+		close(newsock);
+	}
+}
