@@ -58,12 +58,24 @@ static CLOSE: Real = Real::new(c"close");
 type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
 type Accept4Fn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int;
 type RecvFn = unsafe extern "C" fn(c_int, *mut c_void, size_t, c_int) -> ssize_t;
-type RecvfromFn =
-    unsafe extern "C" fn(c_int, *mut c_void, size_t, c_int, *mut sockaddr, *mut socklen_t) -> ssize_t;
+type RecvfromFn = unsafe extern "C" fn(
+    c_int,
+    *mut c_void,
+    size_t,
+    c_int,
+    *mut sockaddr,
+    *mut socklen_t,
+) -> ssize_t;
 type ReadFn = unsafe extern "C" fn(c_int, *mut c_void, size_t) -> ssize_t;
 type SendFn = unsafe extern "C" fn(c_int, *const c_void, size_t, c_int) -> ssize_t;
-type SendtoFn =
-    unsafe extern "C" fn(c_int, *const c_void, size_t, c_int, *const sockaddr, socklen_t) -> ssize_t;
+type SendtoFn = unsafe extern "C" fn(
+    c_int,
+    *const c_void,
+    size_t,
+    c_int,
+    *const sockaddr,
+    socklen_t,
+) -> ssize_t;
 type WriteFn = unsafe extern "C" fn(c_int, *const c_void, size_t) -> ssize_t;
 type CloseFn = unsafe extern "C" fn(c_int) -> c_int;
 
@@ -397,7 +409,12 @@ mod exports {
     /// # Safety
     /// As `recv(2)`.
     #[no_mangle]
-    pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    pub unsafe extern "C" fn recv(
+        fd: c_int,
+        buf: *mut c_void,
+        len: size_t,
+        flags: c_int,
+    ) -> ssize_t {
         if let Some(kind) = crate::lookup(fd) {
             // SAFETY: recv(2)'s contract on buf/len.
             let Some(b) = (unsafe { buf_mut(buf, len) }) else { return fail(Errno::EFAULT) };
@@ -459,7 +476,12 @@ mod exports {
     /// # Safety
     /// As `send(2)`.
     #[no_mangle]
-    pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    pub unsafe extern "C" fn send(
+        fd: c_int,
+        buf: *const c_void,
+        len: size_t,
+        flags: c_int,
+    ) -> ssize_t {
         if let Some(kind) = crate::lookup(fd) {
             // SAFETY: send(2)'s contract on buf/len.
             let Some(b) = (unsafe { buf_ref(buf, len) }) else { return fail(Errno::EFAULT) };

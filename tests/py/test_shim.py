@@ -1,0 +1,299 @@
+"""libwsgate_ouistiti_ws.so (shim/): an unmodified ouistiti-style backend behind wsgate.
+
+tests/c/ouistiti_echo.c is written as ouistiti's utils/websocket/echo.c: an AF_UNIX stream
+socket, accept, one forked process per client, select + recv + send, and nothing about
+WebSocket or wsgate. It is compiled here with gcc and run with LD_PRELOAD=<the shim>; the
+gateway runs in direct mode (and, in one test, in relay mode); the clients are the real
+`websockets` client or raw sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from harness import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    REPO_ROOT,
+    Child,
+    build_request,
+    encode_frame,
+    parse_response_head,
+    try_decode_frame,
+    wait_until,
+    ws_connect,
+)
+from websockets.exceptions import ConnectionClosedOK
+
+WS_TEXT = 153  # ouistiti's websocket.h: socket(AF_UNIX, SOCK_STREAM, WS_TEXT) asks for text
+
+
+def shim_path() -> str:
+    p = os.environ.get("WSGATE_SHIM") or str(REPO_ROOT / "target/release/libwsgate_ouistiti_ws.so")
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"{p} does not exist (cargo build --release builds it)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def c_echo(tmp_path_factory) -> str:
+    exe = tmp_path_factory.mktemp("ouistiti") / "ouistiti_echo"
+    subprocess.run(
+        ["gcc", "-Wall", "-Wextra", "-Werror", "-O2", "-o", str(exe), str(REPO_ROOT / "tests/c/ouistiti_echo.c")],
+        check=True,
+    )
+    return str(exe)
+
+
+@pytest.fixture
+def ouistiti(docroot, c_echo):
+    """Starts the C echo, preloaded with the shim: ouistiti(name="echo", extra=(), env={})."""
+    started: list[Child] = []
+
+    def start(name: str = "echo", extra=(), env=None) -> Child:
+        envs = [f"{k}={v}" for k, v in (env or {}).items()]
+        argv = ["/usr/bin/env", f"LD_PRELOAD={shim_path()}", *envs, c_echo, "-R", str(docroot), "-n", name,
+                *[str(a) for a in extra]]
+        b = Child(argv, f"ouistiti_echo[{name}]")
+        started.append(b)
+        b.wait_line(r"echo: listening on ")
+        return b
+
+    yield start
+    for b in started:
+        try:  # the forked per-client processes too (same process group)
+            os.killpg(b.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        b.stop()
+        print(f"---- {b.name} stderr ----\n{b.log_text()}")
+
+
+def handshake_with(port: int, extra: bytes = b"") -> tuple[socket.socket, bytearray]:
+    """A raw client: the upgrade request (and `extra` in the same packet); returns the socket
+    and the bytes received after the 101."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(build_request(port, "/echo") + extra)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        assert chunk, buf
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    assert parse_response_head(head + b"\r\n\r\n").status == 101
+    return s, bytearray(rest)
+
+
+def next_frame(s: socket.socket, buf: bytearray):
+    while (d := try_decode_frame(buf)) is None:
+        chunk = s.recv(65536)
+        if not chunk:
+            return None
+        buf += chunk
+    frame, used = d
+    del buf[:used]
+    return frame
+
+
+def test_text_messages_are_echoed_and_accept_gives_the_client_address(ouistiti, gateway):
+    """With WS_TEXT the server's messages are text. The parent process closes its copy of each
+    client socket right after fork (as echo.c does): a close frame from it would end the test."""
+    e = ouistiti(extra=("-p", WS_TEXT))
+    g = gateway(direct=True)
+    with ws_connect(g.url("/echo")) as c:
+        for m in ["hello", "é" * 3000, "x", "la fin"]:
+            c.send(m)
+            assert c.recv(timeout=5) == m
+    e.wait_line(r"echo: new connection from 127\.0\.0\.1$")
+    e.wait_line(r"echo: receive 6000$")
+    g.wait_line(r"handed over to /echo \(direct\)")
+
+
+def test_messages_are_binary_by_default_as_with_the_original(ouistiti, gateway):
+    ouistiti()  # socket(AF_UNIX, SOCK_STREAM, 0)
+    g = gateway(direct=True)
+    with ws_connect(g.url("/echo")) as c:
+        c.send("hello")
+        assert c.recv(timeout=5) == b"hello"
+        c.send(b"\x00\xff\x01")
+        assert c.recv(timeout=5) == b"\x00\xff\x01"
+
+
+def test_wsgate_ws_type_text_and_bytes_that_are_not_utf8(ouistiti, gateway):
+    ouistiti(env={"WSGATE_WS_TYPE": "text"})
+    g = gateway(direct=True)
+    with ws_connect(g.url("/echo")) as c:
+        c.send("ünïcode")
+        assert c.recv(timeout=5) == "ünïcode"
+        # text on the wire must be UTF-8: these bytes go back as a binary message
+        c.send(b"\xff\xfe")
+        assert c.recv(timeout=5) == b"\xff\xfe"
+
+
+def test_read_and_write_work_as_recv_and_send(ouistiti, gateway):
+    ouistiti(extra=("-p", WS_TEXT, "-r"))
+    g = gateway(direct=True)
+    with ws_connect(g.url("/echo")) as c:
+        for m in ["read", "and", "write"]:
+            c.send(m)
+            assert c.recv(timeout=5) == m
+
+
+def test_several_clients_at_once(ouistiti, gateway):
+    e = ouistiti(extra=("-p", WS_TEXT))
+    g = gateway(direct=True)
+    clients = [ws_connect(g.url("/echo")) for _ in range(12)]
+    try:
+        for round_ in range(3):
+            for i, c in enumerate(clients):
+                c.send(f"client {i} round {round_}")
+            for i, c in enumerate(clients):
+                assert c.recv(timeout=5) == f"client {i} round {round_}"
+    finally:
+        for c in clients:
+            c.close()
+    assert wait_until(lambda: sum("new connection from 127.0.0.1" in line for line in e.lines) == 12)
+
+
+def test_a_large_message_is_one_recv_and_one_message_back(ouistiti, gateway):
+    ouistiti(extra=("-b", 1 << 20))
+    g = gateway(direct=True)
+    big = bytes(range(256)) * 2048  # 512 KiB: many TCP segments, a 64-bit length header
+    with ws_connect(g.url("/echo"), max_size=2 << 20) as c:
+        c.send(big)
+        assert c.recv(timeout=10) == big
+        # in fragments: still one message for the server
+        c.send([big[:1000], big[1000:70000], big[70000:]])
+        assert c.recv(timeout=10) == big
+
+
+def test_a_message_larger_than_the_buffer_comes_in_parts(ouistiti, gateway):
+    """recv(256) of a 1000-byte message: 256, 256, 256, 232 (each echoed as one message)."""
+    e = ouistiti(extra=("-b", 256))
+    g = gateway(direct=True)
+    msg = os.urandom(1000)
+    with ws_connect(g.url("/echo")) as c:
+        c.send(msg)
+        parts = [c.recv(timeout=5) for _ in range(4)]
+    assert [len(p) for p in parts] == [256, 256, 256, 232]
+    assert b"".join(parts) == msg
+    e.wait_line(r"echo: receive 232$")
+
+
+def test_pings_are_answered_with_their_payload(ouistiti, gateway):
+    e = ouistiti(extra=("-p", WS_TEXT))
+    g = gateway(direct=True)
+    s, buf = handshake_with(g.port)
+    with s:
+        s.sendall(encode_frame(OP_PING, b"are you there"))
+        f = next_frame(s, buf)
+        assert (f.opcode, f.payload, f.masked) == (OP_PONG, b"are you there", False)
+        # the server's recv found only the ping: EAGAIN, and it goes on serving
+        e.wait_line(r"echo: nothing yet$")
+        s.sendall(encode_frame(OP_TEXT, b"after the ping"))
+        f = next_frame(s, buf)
+        assert (f.fin, f.opcode, f.payload) == (True, OP_TEXT, b"after the ping")
+    with ws_connect(g.url("/echo")) as c:
+        c.ping(b"websockets").wait(5)
+        c.send("still echoing")
+        assert c.recv(timeout=5) == "still echoing"
+
+
+def test_client_close_is_answered_and_the_server_sees_the_end(ouistiti, gateway):
+    e = ouistiti(extra=("-p", WS_TEXT))
+    g = gateway(direct=True)
+    c = ws_connect(g.url("/echo"))
+    c.send("one")
+    assert c.recv(timeout=5) == "one"
+    c.close(code=4000, reason="done")
+    assert c.close_code == 4000  # our close code, echoed by the shim
+    e.wait_line(r"echo: client closed$")
+
+
+def test_server_close_sends_a_close_frame(ouistiti, gateway):
+    e = ouistiti(extra=("-p", WS_TEXT))
+    g = gateway(direct=True)
+    with ws_connect(g.url("/echo")) as c:
+        c.send("close")
+        with pytest.raises(ConnectionClosedOK):
+            c.recv(timeout=5)
+        assert c.close_code == 1000
+    e.wait_line(r"echo: closing$")
+    # on the wire: one close frame 1000, then the end of the stream
+    s, buf = handshake_with(g.port)
+    with s:
+        s.sendall(encode_frame(OP_TEXT, b"close"))
+        f = next_frame(s, buf)
+        assert (f.opcode, f.payload) == (OP_CLOSE, b"\x03\xe8")
+        s.sendall(encode_frame(OP_CLOSE, b"\x03\xe8"))
+        assert next_frame(s, buf) is None
+
+
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        (encode_frame(OP_TEXT, b"unmasked", mask=False), 1002),
+        (encode_frame(OP_TEXT, b"\xff\xfe"), 1007),  # not UTF-8
+        (encode_frame(OP_BINARY, b"x", rsv=4), 1002),  # RSV without an extension
+        (encode_frame(OP_PING, b"p" * 126), 1002),  # control frame over 125 bytes
+    ],
+    ids=["unmasked", "bad-utf8", "rsv", "long-ping"],
+)
+def test_protocol_errors_get_their_close_code_and_the_server_sees_the_end(ouistiti, gateway, frame, code):
+    e = ouistiti(extra=("-p", WS_TEXT))
+    g = gateway(direct=True)
+    s, buf = handshake_with(g.port)
+    with s:
+        s.sendall(frame)
+        f = next_frame(s, buf)
+        assert f is not None and (f.opcode, f.payload[:2]) == (OP_CLOSE, code.to_bytes(2, "big"))
+        assert next_frame(s, buf) is None  # the server side closed the TCP connection
+    e.wait_line(r"echo: client closed$")
+
+
+def test_bytes_sent_with_the_upgrade_request_are_not_lost(ouistiti, gateway):
+    """Frames in the same packet as the request reach the shim in the hand-over record; a
+    server waiting in select() reads them when the socket next becomes readable."""
+    ouistiti(extra=("-p", WS_TEXT))
+    g = gateway(direct=True)
+    s, buf = handshake_with(g.port, encode_frame(OP_TEXT, b"early"))
+    with s:
+        time.sleep(0.3)
+        s.sendall(encode_frame(OP_TEXT, b"later"))
+        got = [next_frame(s, buf).payload for _ in range(2)]
+        assert got == [b"early", b"later"]
+
+
+def test_the_same_server_works_behind_a_relaying_gateway(ouistiti, gateway):
+    """No descriptor comes from a relaying gateway: accept returns the UNIX connection itself,
+    as the original did, and the server speaks the relay's byte stream."""
+    e = ouistiti(extra=("-p", WS_TEXT), env={"WSGATE_WS_WAIT_MS": "300"})
+    g = gateway(m="stream")
+    with ws_connect(g.url("/echo")) as c:
+        c.send("relayed")
+        assert c.recv(timeout=5) == "relayed"
+    e.wait_line(r"echo: new connection from unix$")
+    # a client that stays silent past the wait: still a relay connection
+    with ws_connect(g.url("/echo")) as c:
+        time.sleep(0.6)
+        c.send("silent first")
+        assert c.recv(timeout=5) == "silent first"
+
+
+def test_other_descriptors_pass_through(ouistiti, gateway, tmp_path):
+    """The server's stderr (write on fd 2) and files go through the real calls: the log lines
+    above prove the first; here a preloaded `cat` copies a file untouched."""
+    src = tmp_path / "in.bin"
+    src.write_bytes(os.urandom(100_000))
+    out = subprocess.run(["/usr/bin/env", f"LD_PRELOAD={shim_path()}", "cat", str(src)], capture_output=True,
+                         timeout=10, check=True)
+    assert out.stdout == src.read_bytes()
