@@ -297,3 +297,20 @@ def test_other_descriptors_pass_through(ouistiti, gateway, tmp_path):
     out = subprocess.run(["/usr/bin/env", f"LD_PRELOAD={shim_path()}", "cat", str(src)], capture_output=True,
                          timeout=10, check=True)
     assert out.stdout == src.read_bytes()
+
+
+def test_an_ipv6_client_address_is_whole(ouistiti, docroot):
+    """ouistiti passed a sockaddr_in-sized record; accept here gives the client's address as
+    accept(2) would (getpeername on the client's socket)."""
+    from harness import LISTEN_RE, gateway_bin
+
+    e = ouistiti(extra=("-p", WS_TEXT))
+    g = Child([gateway_bin(), "-a", "::1", "-p", "0", "-R", str(docroot), "--direct"], "wsgate")
+    try:
+        port = int(g.wait_line(LISTEN_RE, 10).group(2))
+        with ws_connect(f"ws://[::1]:{port}/echo") as c:
+            c.send("v6")
+            assert c.recv(timeout=5) == "v6"
+    finally:
+        g.stop()
+    e.wait_line(r"echo: new connection from ::1$")
