@@ -51,7 +51,7 @@ mod sys;
 use std::io::Write as _;
 use std::os::fd::{AsRawFd as _, IntoRawFd as _, OwnedFd};
 use std::os::raw::c_int;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -126,15 +126,51 @@ enum Kind {
 /// The descriptors the shim handles, by number. Small (one entry per listener and client),
 /// locked only to look up, insert or remove, never across I/O.
 static TABLE: Mutex<Vec<(c_int, Kind)>> = Mutex::new(Vec::new());
-/// `TABLE`'s length, so that the calls of a process with nothing to handle skip the lock.
-static ENTRIES: AtomicUsize = AtomicUsize::new(0);
+/// Which numbers below 1024 are in `TABLE`, and how many entries are 1024 or above: the calls
+/// on every other descriptor (files, pipes, stderr; a signal handler's `write` to a self-pipe
+/// while this thread holds the lock) decide without taking the lock.
+static LOW: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+static HIGH: AtomicUsize = AtomicUsize::new(0);
 
 fn table() -> MutexGuard<'static, Vec<(c_int, Kind)>> {
     TABLE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Whether `fd` may be in `TABLE` (false: surely not).
+fn maybe_tracked(fd: c_int) -> bool {
+    match usize::try_from(fd) {
+        Ok(n) if n < 1024 => {
+            LOW.get(n / 64).is_some_and(|w| w.load(Ordering::Acquire) & (1 << (n % 64)) != 0)
+        }
+        Ok(_) => HIGH.load(Ordering::Acquire) > 0,
+        Err(_) => false,
+    }
+}
+
+/// Updates the lock-free summary of `fd` (called with the table locked).
+fn mark(fd: c_int, tracked: bool) {
+    match usize::try_from(fd) {
+        Ok(n) if n < 1024 => {
+            if let Some(w) = LOW.get(n / 64) {
+                if tracked {
+                    w.fetch_or(1 << (n % 64), Ordering::Release);
+                } else {
+                    w.fetch_and(!(1 << (n % 64)), Ordering::Release);
+                }
+            }
+        }
+        Ok(_) if tracked => {
+            HIGH.fetch_add(1, Ordering::Release);
+        }
+        Ok(_) => {
+            HIGH.fetch_sub(1, Ordering::Release);
+        }
+        Err(_) => {}
+    }
+}
+
 fn lookup(fd: c_int) -> Option<Kind> {
-    if ENTRIES.load(Ordering::Acquire) == 0 {
+    if !maybe_tracked(fd) {
         return None;
     }
     table().iter().find(|(f, _)| *f == fd).map(|(_, k)| k.clone())
@@ -142,22 +178,25 @@ fn lookup(fd: c_int) -> Option<Kind> {
 
 fn insert(fd: c_int, kind: Kind) {
     let mut t = table();
-    t.retain(|(f, _)| *f != fd);
+    if let Some(at) = t.iter().position(|(f, _)| *f == fd) {
+        t.swap_remove(at);
+        mark(fd, false);
+    }
     if t.try_reserve(1).is_ok() {
         t.push((fd, kind));
+        mark(fd, true);
     }
-    ENTRIES.store(t.len(), Ordering::Release);
 }
 
 /// Removes `fd` (closed, or a new descriptor reusing its number); the entry it had.
 fn forget(fd: c_int) -> Option<Kind> {
-    if ENTRIES.load(Ordering::Acquire) == 0 {
+    if !maybe_tracked(fd) {
         return None;
     }
     let mut t = table();
     let at = t.iter().position(|(f, _)| *f == fd)?;
     let (_, kind) = t.swap_remove(at);
-    ENTRIES.store(t.len(), Ordering::Release);
+    mark(fd, false);
     Some(kind)
 }
 
@@ -855,6 +894,13 @@ mod tests {
 
     #[test]
     fn the_table_tracks_and_forgets() {
+        for fd in [5, 63, 64, 1023] {
+            assert!(!maybe_tracked(fd));
+            insert(fd, Kind::Listen);
+            assert!(maybe_tracked(fd) && !maybe_tracked(fd + 1));
+            assert!(matches!(forget(fd), Some(Kind::Listen)));
+            assert!(!maybe_tracked(fd));
+        }
         assert!(lookup(100_000).is_none());
         insert(100_000, Kind::Listen);
         assert!(matches!(lookup(100_000), Some(Kind::Listen)));
