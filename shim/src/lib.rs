@@ -51,7 +51,7 @@ mod sys;
 use std::io::Write as _;
 use std::os::fd::{AsRawFd as _, IntoRawFd as _, OwnedFd};
 use std::os::raw::c_int;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -129,7 +129,8 @@ static TABLE: Mutex<Vec<(c_int, Kind)>> = Mutex::new(Vec::new());
 /// Which numbers below 1024 are in `TABLE`, and how many entries are 1024 or above: the calls
 /// on every other descriptor (files, pipes, stderr; a signal handler's `write` to a self-pipe
 /// while this thread holds the lock) decide without taking the lock.
-static LOW: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+/// 32-bit words: 32-bit MIPS has no 64-bit atomics.
+static LOW: [AtomicU32; 32] = [const { AtomicU32::new(0) }; 32];
 static HIGH: AtomicUsize = AtomicUsize::new(0);
 
 fn table() -> MutexGuard<'static, Vec<(c_int, Kind)>> {
@@ -140,7 +141,7 @@ fn table() -> MutexGuard<'static, Vec<(c_int, Kind)>> {
 fn maybe_tracked(fd: c_int) -> bool {
     match usize::try_from(fd) {
         Ok(n) if n < 1024 => {
-            LOW.get(n / 64).is_some_and(|w| w.load(Ordering::Acquire) & (1 << (n % 64)) != 0)
+            LOW.get(n / 32).is_some_and(|w| w.load(Ordering::Acquire) & (1 << (n % 32)) != 0)
         }
         Ok(_) => HIGH.load(Ordering::Acquire) > 0,
         Err(_) => false,
@@ -151,11 +152,11 @@ fn maybe_tracked(fd: c_int) -> bool {
 fn mark(fd: c_int, tracked: bool) {
     match usize::try_from(fd) {
         Ok(n) if n < 1024 => {
-            if let Some(w) = LOW.get(n / 64) {
+            if let Some(w) = LOW.get(n / 32) {
                 if tracked {
-                    w.fetch_or(1 << (n % 64), Ordering::Release);
+                    w.fetch_or(1 << (n % 32), Ordering::Release);
                 } else {
-                    w.fetch_and(!(1 << (n % 64)), Ordering::Release);
+                    w.fetch_and(!(1 << (n % 32)), Ordering::Release);
                 }
             }
         }
@@ -894,7 +895,7 @@ mod tests {
 
     #[test]
     fn the_table_tracks_and_forgets() {
-        for fd in [5, 63, 64, 1023] {
+        for fd in [5, 31, 32, 63, 64, 1023] {
             assert!(!maybe_tracked(fd));
             insert(fd, Kind::Listen);
             assert!(maybe_tracked(fd) && !maybe_tracked(fd + 1));
