@@ -5,16 +5,20 @@
  * back with one send(). Run with LD_PRELOAD=libwsgate_ouistiti_ws.so behind wsgate in direct
  * mode (tests/py/test_shim.py), it serves WebSocket clients.
  *
- *   ouistiti_echo -R DIR -n NAME [-p PROTOCOL] [-b BUFSIZE] [-r]
+ *   ouistiti_echo -R DIR -n NAME [-p PROTOCOL] [-b BUFSIZE] [-r] [-m fork|thread|select]
  *     -p   the protocol argument of socket(): 0, or 153 (ouistiti's WS_TEXT)
  *     -b   receive buffer size (default 65536)
  *     -r   use read()/write() instead of recv()/send()
+ *     -m   one process per client (default, as echo.c), one thread per client (echo.c built
+ *          with PTHREAD), or one process with one select() over every client (as chat.c)
  *
  * A message "close" makes it close the connection itself. Lines on stderr say what happened.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +33,37 @@
 static size_t bufsize = 65536;
 static int use_read;
 
+/* One readable client: 1 while it goes on, 0 once it is closed. */
+static int serve_one(int sock, char *buffer)
+{
+	ssize_t ret = use_read ? read(sock, buffer, bufsize) : recv(sock, buffer, bufsize, MSG_NOSIGNAL);
+	if (ret > 0) {
+		if (ret == 5 && memcmp(buffer, "close", 5) == 0) {
+			fprintf(stderr, "echo: closing\n");
+			close(sock);
+			return 0;
+		}
+		fprintf(stderr, "echo: receive %zd\n", ret);
+		ssize_t sent = use_read ? write(sock, buffer, (size_t)ret)
+		                        : send(sock, buffer, (size_t)ret, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (sent != ret)
+			fprintf(stderr, "echo: send %zd of %zd: %s\n", sent, ret, strerror(errno));
+		return 1;
+	}
+	if (ret == 0) {
+		fprintf(stderr, "echo: client closed\n");
+		close(sock);
+		return 0;
+	}
+	if (errno == EAGAIN) {
+		fprintf(stderr, "echo: nothing yet\n");
+		return 1;
+	}
+	fprintf(stderr, "echo: recv error %s\n", strerror(errno));
+	close(sock);
+	return 0;
+}
+
 static void echo(int sock)
 {
 	char *buffer = malloc(bufsize);
@@ -40,32 +75,61 @@ static void echo(int sock)
 		FD_SET(sock, &rfds);
 		if (select(sock + 1, &rfds, NULL, NULL, NULL) <= 0)
 			continue;
-		ssize_t ret = use_read ? read(sock, buffer, bufsize)
-		                       : recv(sock, buffer, bufsize, MSG_NOSIGNAL);
-		if (ret > 0) {
-			if (ret == 5 && memcmp(buffer, "close", 5) == 0) {
-				fprintf(stderr, "echo: closing\n");
-				close(sock);
-				break;
-			}
-			fprintf(stderr, "echo: receive %zd\n", ret);
-			ssize_t sent = use_read ? write(sock, buffer, (size_t)ret)
-			                        : send(sock, buffer, (size_t)ret, MSG_DONTWAIT | MSG_NOSIGNAL);
-			if (sent != ret)
-				fprintf(stderr, "echo: send %zd of %zd: %s\n", sent, ret, strerror(errno));
-		} else if (ret == 0) {
-			fprintf(stderr, "echo: client closed\n");
-			close(sock);
+		if (!serve_one(sock, buffer))
 			break;
-		} else if (errno == EAGAIN) {
-			fprintf(stderr, "echo: nothing yet\n");
-		} else {
-			fprintf(stderr, "echo: recv error %s\n", strerror(errno));
-			close(sock);
-			break;
-		}
 	}
 	free(buffer);
+}
+
+static void *echo_thread(void *arg)
+{
+	echo((int)(intptr_t)arg);
+	return NULL;
+}
+
+static void describe(struct sockaddr_storage *peer)
+{
+	char text[INET6_ADDRSTRLEN] = "unix";
+	if (peer->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)peer)->sin_addr, text, sizeof(text));
+	else if (peer->ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)peer)->sin6_addr, text, sizeof(text));
+	fprintf(stderr, "echo: new connection from %s\n", text);
+}
+
+/* As chat.c: one select() over the listener and every client, in one process. */
+static int select_loop(int sock)
+{
+	int clients[FD_SETSIZE];
+	int n = 0;
+	char *buffer = malloc(bufsize);
+	if (buffer == NULL)
+		return 1;
+	for (;;) {
+		fd_set rfds;
+		FD_ZERO(&rfds);
+		FD_SET(sock, &rfds);
+		int maxfd = sock;
+		for (int i = 0; i < n; i++) {
+			FD_SET(clients[i], &rfds);
+			maxfd = clients[i] > maxfd ? clients[i] : maxfd;
+		}
+		if (select(maxfd + 1, &rfds, NULL, NULL, NULL) <= 0)
+			continue;
+		if (FD_ISSET(sock, &rfds)) {
+			struct sockaddr_storage peer;
+			socklen_t peerlen = sizeof(peer);
+			int newsock = accept(sock, (struct sockaddr *)&peer, &peerlen);
+			if (newsock >= 0 && n < FD_SETSIZE - 1 && newsock < FD_SETSIZE) {
+				describe(&peer);
+				clients[n++] = newsock;
+			}
+		}
+		for (int i = 0; i < n; i++) {
+			if (FD_ISSET(clients[i], &rfds) && !serve_one(clients[i], buffer))
+				clients[i--] = clients[--n];
+		}
+	}
 }
 
 int main(int argc, char **argv)
@@ -73,15 +137,17 @@ int main(int argc, char **argv)
 	const char *root = "/var/run/websocket";
 	const char *name = "echo";
 	int protocol = 0;
+	const char *model = "fork";
 	int opt;
 
-	while ((opt = getopt(argc, argv, "R:n:p:b:r")) != -1) {
+	while ((opt = getopt(argc, argv, "R:n:p:b:rm:")) != -1) {
 		switch (opt) {
 		case 'R': root = optarg; break;
 		case 'n': name = optarg; break;
 		case 'p': protocol = atoi(optarg); break;
 		case 'b': bufsize = (size_t)atol(optarg); break;
 		case 'r': use_read = 1; break;
+		case 'm': model = optarg; break;
 		default: return 2;
 		}
 	}
@@ -104,6 +170,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	fprintf(stderr, "echo: listening on %s\n", addr.sun_path);
+	if (strcmp(model, "select") == 0)
+		return select_loop(sock);
 
 	for (;;) {
 		struct sockaddr_storage peer;
@@ -113,12 +181,13 @@ int main(int argc, char **argv)
 			fprintf(stderr, "echo: accept: %s\n", strerror(errno));
 			return 1;
 		}
-		char text[INET6_ADDRSTRLEN] = "unix";
-		if (peer.ss_family == AF_INET)
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&peer)->sin_addr, text, sizeof(text));
-		else if (peer.ss_family == AF_INET6)
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&peer)->sin6_addr, text, sizeof(text));
-		fprintf(stderr, "echo: new connection from %s\n", text);
+		describe(&peer);
+		if (strcmp(model, "thread") == 0) {
+			pthread_t thread;
+			if (pthread_create(&thread, NULL, echo_thread, (void *)(intptr_t)newsock) == 0)
+				pthread_detach(thread);
+			continue;
+		}
 		pid_t pid = fork();
 		if (pid == 0) {
 			close(sock);

@@ -48,7 +48,8 @@ def shim_path() -> str:
 def c_echo(tmp_path_factory) -> str:
     exe = tmp_path_factory.mktemp("ouistiti") / "ouistiti_echo"
     subprocess.run(
-        ["gcc", "-Wall", "-Wextra", "-Werror", "-O2", "-o", str(exe), str(REPO_ROOT / "tests/c/ouistiti_echo.c")],
+        ["gcc", "-Wall", "-Wextra", "-Werror", "-O2", "-pthread", "-o", str(exe),
+         str(REPO_ROOT / "tests/c/ouistiti_echo.c")],
         check=True,
     )
     return str(exe)
@@ -314,3 +315,35 @@ def test_an_ipv6_client_address_is_whole(ouistiti, docroot):
     finally:
         g.stop()
     e.wait_line(r"echo: new connection from ::1$")
+
+
+@pytest.mark.parametrize("model", ["thread", "select"])
+def test_threaded_and_single_select_servers(ouistiti, gateway, model):
+    """echo.c built with PTHREAD (a thread per client, no fork) and chat.c's shape (one select()
+    over every client in one process). In the latter, a client's ping must not stall the
+    others: the recv that finds only the ping returns EAGAIN instead of waiting for data."""
+    e = ouistiti(extra=("-p", WS_TEXT, "-m", model))
+    g = gateway(direct=True)
+    s, buf = handshake_with(g.port)
+    clients = [ws_connect(g.url("/echo")) for _ in range(5)]
+    try:
+        with s:
+            s.sendall(encode_frame(OP_PING, b"only a ping"))
+            f = next_frame(s, buf)
+            assert (f.opcode, f.payload) == (OP_PONG, b"only a ping")
+            for i, c in enumerate(clients):
+                c.send(f"{model} {i}")
+            for i, c in enumerate(clients):
+                assert c.recv(timeout=5) == f"{model} {i}"
+            s.sendall(encode_frame(OP_TEXT, b"the pinger speaks"))
+            assert next_frame(s, buf).payload == b"the pinger speaks"
+        clients[0].send("close")
+        with pytest.raises(ConnectionClosedOK):
+            clients[0].recv(timeout=5)
+        assert clients[0].close_code == 1000
+        clients[1].send("still here")
+        assert clients[1].recv(timeout=5) == "still here"
+    finally:
+        for c in clients:
+            c.close()
+    e.wait_line(r"echo: nothing yet$")
