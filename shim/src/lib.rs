@@ -18,7 +18,10 @@
 //!   `accept` makes it (`accept4` flags apply), with the client's address in `addr`. When the
 //!   first bytes come without a descriptor, or none come in time, the gateway relays this
 //!   endpoint: the UNIX connection itself is returned, as the original did, and the server
-//!   talks to the relay (a late hand-over is still taken at the first `recv`/`read`).
+//!   talks to the relay (a late hand-over is still taken at the first `recv`/`read`, the
+//!   client's socket replacing the UNIX connection under the same number; with
+//!   `WSGATE_WS_WAIT_MS=0` that is always how it is taken).
+//! * `bind`, `listen`: not replaced (the original passed them through).
 //! * `recv`/`recvfrom`/`read` on a client socket: one call returns one message (or, when the
 //!   buffer is too small, the next part of it); pings are answered with pongs carrying their
 //!   payload; a client close is answered with the same code and the call returns 0 (end of
@@ -574,7 +577,8 @@ fn like_accepted(client: &OwnedFd, nonblock: bool, cloexec: bool) {
 fn after_accept(unix: c_int, nonblock: bool, cloexec: bool) -> Accepted {
     watch_forks();
     let wait = settings().wait;
-    if !sys::wait_readable(unix, Some(wait)).unwrap_or(false) {
+    // 0: never look in `accept`; the first use of the connection decides.
+    if wait.is_zero() || !sys::wait_readable(unix, Some(wait)).unwrap_or(false) {
         insert(unix, Kind::Pending { nonblock, cloexec });
         return Accepted::Same;
     }

@@ -347,3 +347,21 @@ def test_threaded_and_single_select_servers(ouistiti, gateway, model):
         for c in clients:
             c.close()
     e.wait_line(r"echo: nothing yet$")
+
+
+def test_a_hand_over_that_comes_after_accept_is_taken_at_the_first_recv(ouistiti, gateway):
+    """WSGATE_WS_WAIT_MS=0: accept does not wait, so the record is not there yet; the server
+    gets the UNIX connection (its address says so), and its first recv takes the hand-over,
+    putting the client's socket under the same descriptor number."""
+    e = ouistiti(extra=("-p", WS_TEXT), env={"WSGATE_WS_WAIT_MS": "0"})
+    g = gateway(direct=True)
+    with ws_connect(g.url("/echo")) as c:
+        for m in ["late", "hand-over"]:
+            c.send(m)
+            assert c.recv(timeout=5) == m
+        c.send("close")
+        with pytest.raises(ConnectionClosedOK):
+            c.recv(timeout=5)
+        assert c.close_code == 1000
+    e.wait_line(r"echo: new connection from unix$")
+    g.wait_line(r"handed over to /echo \(direct\)")
