@@ -365,3 +365,31 @@ def test_a_hand_over_that_comes_after_accept_is_taken_at_the_first_recv(ouistiti
         assert c.close_code == 1000
     e.wait_line(r"echo: new connection from unix$")
     g.wait_line(r"handed over to /echo \(direct\)")
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"no equals sign\n\n",
+        b"REMOTE_ADDR=1.2.3.4\nEARLY_DATA_LENGTH=99999999999\n\n",
+        b"EARLY_DATA_LENGTH=x\n\n",
+        b"REMOTE_ADDR=1.2.3.4\n",  # never ends: the wait runs out
+    ],
+    ids=["no-equals", "huge-early", "bad-length", "unfinished"],
+)
+def test_a_bad_hand_over_is_dropped_and_the_server_goes_on(ouistiti, gateway, docroot, record):
+    """Not from the gateway: a local process hands over a descriptor with a broken record. The
+    shim logs it, closes both, and the server's accept goes on to the next connection."""
+    e = ouistiti(extra=("-p", WS_TEXT), env={"WSGATE_WS_WAIT_MS": "500"})
+    g = gateway(direct=True)
+    a, b = socket.socketpair()
+    with b, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as u:
+        u.connect(str(docroot / "echo"))
+        socket.send_fds(u, [record], [a.fileno()])
+        a.close()  # the shim now holds the only other copy
+        e.wait_line(r"hand-over from the gateway failed", timeout=5)
+        b.settimeout(5)
+        assert b.recv(10) == b""  # the shim closed the descriptor it was given
+    with ws_connect(g.url("/echo")) as c:
+        c.send("still serving")
+        assert c.recv(timeout=5) == "still serving"
