@@ -91,10 +91,11 @@ fn settings() -> &'static Settings {
             Ok("binary") => Some(false),
             _ => None,
         };
+        // At most an hour: a deadline past what `Instant` can add would panic.
         let wait = std::env::var("WSGATE_WS_WAIT_MS")
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
-            .map_or(Duration::from_millis(1000), Duration::from_millis);
+            .map_or(Duration::from_millis(1000), |ms| Duration::from_millis(ms.min(3_600_000)));
         Settings { text, wait }
     })
 }
@@ -320,7 +321,7 @@ impl Conn {
         self.send_control(OpCode::Close, payload);
         rx.done = true;
         if self.is_owner() {
-            let _ = sys::shutdown_write(self.fd);
+            let _ = sys::shutdown(self.fd, libc::SHUT_WR);
         }
     }
 
@@ -497,7 +498,7 @@ impl Conn {
                 let _ = self.write_frame(&mut tx, OpCode::Close, &payload, flags);
             }
         }
-        let _ = sys::shutdown_write(self.fd);
+        let _ = sys::shutdown(self.fd, libc::SHUT_WR);
         let mut scratch = [0u8; 4096];
         for _ in 0..16 {
             match sys::recv(self.fd, &mut scratch, true) {
@@ -544,15 +545,21 @@ fn watch_forks() {
     ONCE.call_once(sys::register_atfork);
 }
 
-/// A hand-over taken from `unix`: the client's socket and the early bytes, within `wait`.
-fn take_handover(unix: c_int, wait: Duration) -> Result<(OwnedFd, Vec<u8>), String> {
+/// A hand-over taken from `unix` within `wait`: the client's socket and its connection (for
+/// the descriptor number `fd`, or the client socket's own when `None`).
+fn take_handover(
+    unix: c_int,
+    wait: Duration,
+    fd: Option<c_int>,
+) -> Result<(OwnedFd, Conn), String> {
     let deadline = Instant::now() + wait;
     let mut receiver = Receiver::new(MAX_EARLY);
     loop {
         match sys::with_fd(unix, |fd| receiver.receive(fd)) {
             Ok(Some(Taken::Direct(h))) => {
-                let early = h.early().to_vec();
-                return Ok((h.client, early));
+                let number = fd.unwrap_or_else(|| h.client.as_raw_fd());
+                let conn = Conn::new(number, h.early()).ok_or("no memory for the early bytes")?;
+                return Ok((h.client, conn));
             }
             Ok(Some(Taken::Relay(_))) => return Err("a descriptor came after data".into()),
             Ok(None) => {
@@ -585,22 +592,13 @@ fn after_accept(unix: c_int, nonblock: bool, cloexec: bool) -> Accepted {
     if sys::peek_has_fd(unix) != Ok(true) {
         return Accepted::Same;
     }
-    match take_handover(unix, wait) {
-        Ok((client, early)) => {
+    match take_handover(unix, wait, None) {
+        Ok((client, conn)) => {
             like_accepted(&client, nonblock, cloexec);
             let fd = client.into_raw_fd();
             sys::real_close(unix);
-            match Conn::new(fd, &early) {
-                Some(conn) => {
-                    insert(fd, Kind::Conn(Arc::new(conn)));
-                    Accepted::Direct(fd)
-                }
-                None => {
-                    log(format_args!("no memory for a connection; closing it"));
-                    sys::real_close(fd);
-                    Accepted::Retry
-                }
-            }
+            insert(fd, Kind::Conn(Arc::new(conn)));
+            Accepted::Direct(fd)
         }
         Err(why) => {
             log(format_args!("hand-over from the gateway failed: {why}"));
@@ -627,17 +625,19 @@ fn resolve(
     if sys::peek_has_fd(fd) != Ok(true) {
         return Ok(None);
     }
-    match take_handover(fd, settings().wait) {
-        Ok((client, early)) => {
+    match take_handover(fd, settings().wait, Some(fd)) {
+        Ok((client, conn)) => {
             like_accepted(&client, nonblock, cloexec);
             sys::replace(client, fd, cloexec)?;
-            let conn = Arc::new(Conn::new(fd, &early).ok_or(Errno::ENOMEM)?);
+            let conn = Arc::new(conn);
             insert(fd, Kind::Conn(conn.clone()));
             Ok(Some(conn))
         }
         Err(why) => {
+            // The connection is useless: the server reads its end and closes it.
             log(format_args!("late hand-over from the gateway failed: {why}"));
-            Err(Errno::ECONNABORTED)
+            let _ = sys::shutdown(fd, libc::SHUT_RDWR);
+            Ok(None)
         }
     }
 }

@@ -220,10 +220,10 @@ pub(crate) fn send_all(
     Ok(())
 }
 
-/// `shutdown(SHUT_WR)`.
-pub(crate) fn shutdown_write(fd: c_int) -> Result<(), Errno> {
+/// `shutdown(how)`.
+pub(crate) fn shutdown(fd: c_int, how: c_int) -> Result<(), Errno> {
     // SAFETY: shutdown takes plain integers.
-    Errno::result(unsafe { libc::shutdown(fd, libc::SHUT_WR) }).map(drop)
+    Errno::result(unsafe { libc::shutdown(fd, how) }).map(drop)
 }
 
 fn wait_ready(fd: c_int, events: i16, wait: Option<Duration>) -> Result<bool, Errno> {
