@@ -393,3 +393,22 @@ def test_a_bad_hand_over_is_dropped_and_the_server_goes_on(ouistiti, gateway, do
     with ws_connect(g.url("/echo")) as c:
         c.send("still serving")
         assert c.recv(timeout=5) == "still serving"
+
+
+def test_a_bad_late_hand_over_ends_that_connection_only(ouistiti, gateway, docroot):
+    """With WSGATE_WS_WAIT_MS=0 the record is read at the server's first recv: a broken one
+    ends that connection (the server reads the end of the stream), not the server."""
+    e = ouistiti(extra=("-p", WS_TEXT), env={"WSGATE_WS_WAIT_MS": "0"})
+    g = gateway(direct=True)
+    a, b = socket.socketpair()
+    with b, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as u:
+        u.connect(str(docroot / "echo"))
+        socket.send_fds(u, [b"no equals sign\n\n"], [a.fileno()])
+        a.close()
+        e.wait_line(r"late hand-over from the gateway failed", timeout=5)
+        e.wait_line(r"echo: client closed$")
+        b.settimeout(5)
+        assert b.recv(10) == b""
+    with ws_connect(g.url("/echo")) as c:
+        c.send("still serving")
+        assert c.recv(timeout=5) == "still serving"
