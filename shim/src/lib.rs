@@ -9,7 +9,8 @@
 //!
 //! * `socket(AF_UNIX, SOCK_STREAM, proto)`: a real socket, remembered as a possible listener;
 //!   `proto == WS_TEXT` (153, ouistiti's `websocket.h`) makes every message the server sends a
-//!   text message (the real socket gets protocol 0). Any other socket passes through.
+//!   text message (the real socket gets protocol 0; so does `WS_AUTO`, -1, which means the
+//!   default). Any other socket passes through.
 //! * `accept`/`accept4` on such a socket: accepts the gateway's UNIX connection, waits (at most
 //!   `WSGATE_WS_WAIT_MS`, 1000 by default) for its first bytes, and when a descriptor comes
 //!   with them (direct mode) takes the hand-over record (`backend::direct::Receiver`: the
@@ -67,6 +68,9 @@ use wsgate::ws::session::{Event, Session};
 
 /// ouistiti's `WS_TEXT` (`utils/websocket.h`): the `protocol` of `socket()` asking for text.
 const WS_TEXT: c_int = 153;
+/// ouistiti's `WS_AUTO`: the old "detect the type" request; detection is gone from ouistiti
+/// too, so it means the default (binary). The real socket gets protocol 0.
+const WS_AUTO: c_int = -1;
 /// Early client bytes taken with a hand-over (the gateway's buffer is 16 KiB by default).
 const MAX_EARLY: usize = 1024 * 1024;
 /// A header and a whole control frame: 2 + 8 + 4 + 125 bytes.
@@ -697,6 +701,9 @@ fn on_socket(domain: c_int, ty: c_int, protocol: c_int) -> (c_int, bool) {
         TEXT.store(true, Ordering::Relaxed);
         return (0, true);
     }
+    if protocol == WS_AUTO {
+        return (0, true);
+    }
     (protocol, true)
 }
 
@@ -729,6 +736,7 @@ mod tests {
         assert_eq!(on_socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0), (0, true));
         assert_eq!(on_socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0), (0, false));
         assert_eq!(on_socket(libc::AF_INET, libc::SOCK_STREAM, 0), (0, false));
+        assert_eq!(on_socket(libc::AF_UNIX, libc::SOCK_STREAM, WS_AUTO), (0, true));
         assert!(!TEXT.load(Ordering::Relaxed) || settings().text.is_some());
         assert_eq!(on_socket(libc::AF_UNIX, libc::SOCK_STREAM, WS_TEXT), (0, true));
         assert!(TEXT.load(Ordering::Relaxed));
