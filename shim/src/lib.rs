@@ -732,6 +732,8 @@ mod tests {
 
     #[test]
     fn only_unix_stream_sockets_are_listeners() {
+        // WS_TEXT flips the process-wide type that the send test checks.
+        let _serial = lock(&SERIAL);
         assert_eq!(on_socket(libc::AF_UNIX, libc::SOCK_STREAM, 0), (0, true));
         assert_eq!(on_socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0), (0, true));
         assert_eq!(on_socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0), (0, false));
@@ -746,7 +748,7 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     /// Tests that use connections run one at a time: the fork test moves the process-wide
-    /// fork counter, which decides who closes politely.
+    /// fork counter, which decides who closes politely, and the socket test the message type.
     static SERIAL: Mutex<()> = Mutex::new(());
 
     /// A masked client frame (RFC 6455 §5.3).
