@@ -912,7 +912,9 @@ impl Server {
         }
         let mut gone = client.finished();
         if gone.is_none() {
-            if was_paused && client.wants_read(max_queue) {
+            // Unpaused: run it again even if nothing new arrives (edge-triggered readiness);
+            // a direct client may hold messages read but not yet decoded.
+            if was_paused && !client.backpressured(max_queue) {
                 self.again.push(idx);
             }
             let want = client.wanted();

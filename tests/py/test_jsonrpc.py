@@ -12,10 +12,11 @@ import json
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from harness import REPO_ROOT, plugin_path, release_bin
+from harness import REPO_ROOT, encode_frame, plugin_path, release_bin
 
 MODES = ["stream", "lines", "framed", "seqpacket"]
 
@@ -389,3 +390,36 @@ def test_direct_mode_request_over_the_limit_closes_with_1009(rpc):
     with pytest.raises(ConnectionClosed) as info:
         c.conn.recv(timeout=5)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+
+
+def test_direct_mode_pauses_a_client_that_does_not_read_and_resumes(sample_backend, gateway, raw):
+    """Requests pipelined faster than their answers are read: once more than half of the
+    client's queue waits, the server stops reading it (backpressure) and goes on when the
+    client reads again; every answer comes, in order, none is lost."""
+    import threading
+
+    from harness import OP_TEXT
+
+    sample_backend("websocket_jsonrpc", "rpc", "framed", ["-L", plugin_path("sysinfo"), "-d"])
+    g = gateway(direct=True)
+    c = raw(g.port, "/rpc", rcvbuf=4096)
+    n, per = 1500, 32  # batches of 32 requests: answers of ~7 KB each, ~10 MB in all
+    requests = b"".join(
+        encode_frame(OP_TEXT, json.dumps(
+            [{"jsonrpc": "2.0", "method": "system", "id": i * per + j} for j in range(per)]).encode())
+        for i in range(n)
+    )
+    sender = threading.Thread(target=c.send_raw, args=(requests,), daemon=True)
+    sender.start()
+    time.sleep(1.0)  # the server fills its queue for us and pauses
+    total = 0
+    for i in range(n):
+        opcode, payload = c.recv_message(timeout=10)
+        resp = json.loads(payload)
+        assert [r["id"] for r in resp] == list(range(i * per, (i + 1) * per)), resp
+        assert all(r["result"]["kernel"] for r in resp)
+        total += len(payload)
+    sender.join(10)
+    # More than the kernel's socket buffers (tcp_wmem: at most 4 MiB here) could hold: the
+    # server's own queue filled, and a server without backpressure would have dropped us.
+    assert total > 8 << 20, total
