@@ -529,7 +529,7 @@ impl Server {
                 self.accept_blocked = true;
                 return;
             };
-            let sock = match self.listener.accept() {
+            let mut sock = match self.listener.accept() {
                 Ok(sock) => sock,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     self.accept_blocked = false;
@@ -547,38 +547,37 @@ impl Server {
                     return;
                 }
             };
-            let link = if self.direct {
-                Link::Pending(Box::new(Pending {
+            // A relayed client's buffer now; a direct-mode one's when its kind is known.
+            let input = if self.direct {
+                None
+            } else {
+                let Some(input) = self.input() else { continue };
+                Some(input)
+            };
+            if let Err(e) = sock.register(self.poll.registry(), Token(idx), Interest::READABLE) {
+                say(format_args!("poll register: {e}"));
+                continue;
+            }
+            let link = match input {
+                None => Link::Pending(Box::new(Pending {
                     sock,
                     rx: Receiver::new(direct::MAX_EARLY_DATA),
                     held: Held { buf: Vec::new(), cap: self.limits.max_queue },
-                }))
-            } else {
-                let Some(input) = self.input() else { continue };
-                Link::Relay(Box::new(Relay {
+                })),
+                input @ Some(_) => Link::Relay(Box::new(Relay {
                     sock,
-                    input: Some(input),
+                    input,
                     out: Outbox::new(self.mode, self.limits.max_queue),
                     eof: false,
-                }))
+                })),
             };
-            let mut client = Client {
+            let client = Client {
                 link,
                 interest: Interest::READABLE,
                 closing: None,
                 doomed: None,
                 dirty: false,
             };
-            let registered = match &mut client.link {
-                Link::Relay(r) => &mut r.sock,
-                Link::Pending(p) => &mut p.sock,
-                Link::Direct(_) => continue,
-            }
-            .register(self.poll.registry(), Token(idx), Interest::READABLE);
-            if let Err(e) = registered {
-                say(format_args!("poll register: {e}"));
-                continue;
-            }
             if self.verbose {
                 say(format_args!("client {idx} connected"));
             }
