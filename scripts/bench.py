@@ -7,7 +7,8 @@
              --json FILE (default reports/bench.json), --peers a,b,..., --scenarios a,b,...,
              --nice N (niceness of every benchmark process; negative needs root),
              --baseline-bin PATH (adds peers base-stream, base-framed: another wsgate binary,
-             for before/after comparisons of a change)
+             for before/after comparisons of a change),
+             --direct (direct mode against relaying instead: see below)
 
 Peers, each on 127.0.0.1 with its own config in a temp dir, each with its own echo backend:
 
@@ -17,6 +18,8 @@ Peers, each on 127.0.0.1 with its own config in a temp dir, each with its own ec
   wsgate-stream   wsgate -m stream -> websocket_echo -m stream
   wsgate-framed   wsgate -m framed -> websocket_echo -m framed
   wsgate-tls      wsgate over TLS (wss://), -m framed -> websocket_echo -m framed
+  wsgate-direct   wsgate --direct -> websocket_echo -d (the echo takes each client's socket
+                  and speaks WebSocket itself; the gateway leaves the data path after the 101)
 
 Scenarios (load generator: examples/wsload.rs, which checks every echoed byte):
 
@@ -24,6 +27,14 @@ Scenarios (load generator: examples/wsload.rs, which checks every echoed byte):
   b   100 connections, 32 B ping-pong
   c   100 connections, 4 KiB, 8 messages in flight per connection
   d   1,000 idle connections (each did one echo): RSS of the gateway's processes
+  e   1 connection, 4 KiB ping-pong (in --direct runs)
+
+--direct measures direct mode against relaying in one interleaved run: peers wsgate-direct,
+wsgate-framed, wsgate-stream; scenarios a, b, e, c (1 and 100 connections, 32 B and 4 KiB);
+msgs/s, gateway CPU per message and, since a direct gateway's work is the connection set-up,
+gateway CPU per connection set-up (from wsload's start until every connection is up); ratios
+against wsgate-framed. It writes its own block of docs/performance.md and
+reports/bench-direct.json.
 
 Runs are interleaved (round 1 of every scenario and peer, then round 2, ...; the peer order
 rotates each round) and every round starts fresh peer processes. Tables give medians over the
@@ -64,6 +75,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 PEERS = ["lighttpd", "nginx", "websocketd", "wsgate-stream", "wsgate-framed", "wsgate-tls"]
+DIRECT_PEERS = ["wsgate-direct", "wsgate-framed", "wsgate-stream"]
+DIRECT_SCENARIOS = ["a", "b", "e", "c"]
 BASE_PEERS = ["base-stream", "base-framed"]
 BASELINE_BIN: Path | None = None
 SCENARIOS = {
@@ -72,6 +85,7 @@ SCENARIOS = {
     "b": ("100 connections, 32 B ping-pong", 100, 32, 1, 2000, 600),
     "c": ("100 connections, 4 KiB, 8 in flight", 100, 4096, 8, 800, 250),
     "d": ("1,000 idle connections (one echo each)", 1000, 32, 1, 1, 1),
+    "e": ("1 connection, 4 KiB ping-pong", 1, 4096, 1, 20000, 6000),
 }
 APT_PACKAGES = ["lighttpd", "nginx", "websocketd"]
 
@@ -243,10 +257,12 @@ def start_peer(name: str, work: Path, nice: int, pki: Path) -> Peer:
     port = free_port()
     sock = d / "www" / "echo"
     echo_mode = {"lighttpd": "stream", "wsgate-stream": "stream", "base-stream": "stream"}.get(name, "framed")
+    direct = ["-d"] if name == "wsgate-direct" else []
     backend = None
     if name != "websocketd" and name != "nginx":
         backend = spawn(f"{name}-backend", [str(ECHO), "-R", str(d / "www"), "-n", "echo",
-                                             "-m", echo_mode, "-c", "2000", "-b", "1024"], d, nice)
+                                             "-m", echo_mode, "-c", "2000", "-b", "1024", *direct],
+                        d, nice)
     elif name == "nginx":
         backend = spawn(f"{name}-backend", [str(WSECHO), str(sock)], d, nice)
     if backend:
@@ -309,6 +325,8 @@ http {{
                 "-m", echo_mode, "-c", "1100", "--ping-interval", "0", "-q"]
         if name == "wsgate-tls":
             argv += ["--tls-cert", str(pki / "cert.pem"), "--tls-key", str(pki / "key.pem")]
+        if name == "wsgate-direct":
+            argv += ["--direct"]
         gw = spawn(name, argv, d, nice)
         wait_for(lambda: port_open(port), f"{name} on port {port}")
         return Peer(name, port, gw, backend, "/echo", tls=(name == "wsgate-tls"), argv=argv)
@@ -358,6 +376,10 @@ def run_load(peer: Peer, scen: str, quick: bool, work: Path, pki: Path, nice: in
         if nice:
             os.nice(nice)
 
+    # Before wsload starts: from here to "every connection is up" is the connection set-up.
+    # The previous run's connections are closed by then (their teardown is not counted).
+    time.sleep(0.3)
+    p0 = (cpu_ns(gw_pid), cpu_ns(be_pid) if be_pid else 0)
     lg = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pre)
     try:
         wait_for(lambda: start_f.exists() or lg.poll() is not None, "wsload connections", 90)
@@ -390,6 +412,9 @@ def run_load(peer: Peer, scen: str, quick: bool, work: Path, pki: Path, nice: in
     res.update({
         "peer": peer.name, "scenario": scen,
         "gw_cpu_us_per_msg": (c1[0] - c0[0]) / 1e3 / done,
+        "gw_setup_us_per_conn": (c0[0] - p0[0]) / 1e3 / max(res.get("connected", conns), 1),
+        "be_setup_us_per_conn": ((c0[1] - p0[1]) / 1e3 / max(res.get("connected", conns), 1)
+                                 if be_pid else None),
         "gw_cpu_pct": (c1[0] - c0[0]) / 1e9 / wall * 100,
         "be_cpu_us_per_msg": (c1[1] - c0[1]) / 1e3 / done if be_pid else None,
         "lg_cpu_us_per_msg": (c1[2] - c0[2]) / 1e3 / done,
@@ -568,19 +593,88 @@ def report(results: list[dict], meta: dict) -> str:
     return "\n".join(L)
 
 
+def report_direct(results: list[dict], meta: dict) -> str:
+    """The --direct tables: direct mode against the relay modes, ratios against framed."""
+    by = {}
+    for r in results:
+        by.setdefault((r["scenario"], r["peer"]), []).append(r)
+    peers = meta["peers"]
+    both = lambda r: r["gw_cpu_us_per_msg"] + (r["be_cpu_us_per_msg"] or 0)  # noqa: E731
+    L = []
+    L.append(f"Generated by `scripts/bench.py --direct{' --quick' if meta['quick'] else ''}` on "
+             f"{meta['date']}, {meta['rounds']} interleaved rounds, medians; "
+             f"wall time {meta['wall_s']:.0f} s.")
+    L.append("")
+    L.append(f"* Machine: {meta['machine']}. Shared with other jobs: the CPU they used during the "
+             f"measured runs was {fmt(meta['other_load_median'])} % of one core (median; max "
+             f"{fmt(meta['other_load_max'])} %), so compare ratios from this run, not absolute "
+             f"figures from different runs.")
+    L.append(f"* {meta['versions']['wsgate']}")
+    L.append("")
+    L.append("| scenario | peer | msgs/s | min..max | × framed relay | RTT p50 µs | errors | "
+             "gateway CPU µs/msg | gateway + backend CPU µs/msg | × framed relay |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for scen in meta["scenarios"]:
+        title = SCENARIOS[scen][0]
+        base = by.get((scen, "wsgate-framed"), [])
+        b_rate = med([r["msgs_per_s"] for r in base])
+        b_both = med([both(r) for r in base])
+        for p in peers:
+            rs = by.get((scen, p), [])
+            if not rs:
+                continue
+            rate = med([r["msgs_per_s"] for r in rs])
+            cpu = med([both(r) for r in rs])
+            errs = sum(abs(r.get("error_total", 0)) for r in rs)
+            L.append(
+                f"| ({scen}) {title} | {p} | {fmt(rate)} "
+                f"| {fmt(min(r['msgs_per_s'] for r in rs))}..{fmt(max(r['msgs_per_s'] for r in rs))} "
+                f"| {fmt(ratio(rate, b_rate), 2)} "
+                f"| {fmt(med([r['latency_us']['p50'] for r in rs if 'latency_us' in r]))} | {errs} "
+                f"| {fmt(med([r['gw_cpu_us_per_msg'] for r in rs]), 2)} | {fmt(cpu, 1)} "
+                f"| {fmt(ratio(cpu, b_both), 2)} |")
+    L.append("")
+    many = [s for s in meta["scenarios"] if SCENARIOS[s][1] >= 100]
+    if many:
+        L.append(f"Connection set-up, CPU per connection (scenarios {', '.join(many)}: from "
+                 "wsload's start until all 100 connections are open; the gateway's figure "
+                 "includes the TCP accept, the HTTP upgrade, the backend connect and, in direct "
+                 "mode, the hand-over):")
+        L.append("")
+        L.append("| peer | gateway µs | backend µs | × framed relay (gateway) |")
+        L.append("|---|---:|---:|---:|")
+        rows = {p: [r for s in many for r in by.get((s, p), [])] for p in peers}
+        b_setup = med([r["gw_setup_us_per_conn"] for r in rows.get("wsgate-framed", [])])
+        for p in peers:
+            rs = rows[p]
+            if not rs:
+                continue
+            g = med([r["gw_setup_us_per_conn"] for r in rs])
+            L.append(f"| {p} | {fmt(g, 1)} | {fmt(med([r['be_setup_us_per_conn'] for r in rs]), 1)} "
+                     f"| {fmt(ratio(g, b_setup), 2)} |")
+        L.append("")
+    return "\n".join(L)
+
+
 BEGIN = "<!-- bench:begin (generated by scripts/bench.py; edits inside are overwritten) -->"
 END = "<!-- bench:end -->"
+DIRECT_BEGIN = ("<!-- bench-direct:begin (generated by scripts/bench.py --direct; edits inside "
+                "are overwritten) -->")
+DIRECT_END = "<!-- bench-direct:end -->"
 
 
-def write_doc(path: Path, body: str) -> None:
-    block = f"{BEGIN}\n{body}\n{END}"
+def write_doc(path: Path, body: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replaces the block between `begin` and `end` in `path`; appends it when missing."""
+    block = f"{begin}\n{body}\n{end}"
     if path.exists():
         text = path.read_text()
-        if BEGIN in text and END in text:
-            pre, rest = text.split(BEGIN, 1)
-            post = rest.split(END, 1)[1]
+        if begin in text and end in text:
+            pre, rest = text.split(begin, 1)
+            post = rest.split(end, 1)[1]
             path.write_text(pre + block + post)
-            return
+        else:
+            path.write_text(text.rstrip("\n") + f"\n\n{block}\n")
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"# Performance\n\n{block}\n")
 
@@ -588,8 +682,9 @@ def write_doc(path: Path, body: str) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def install(no_install: bool) -> None:
-    missing = [p for p, exe in zip(APT_PACKAGES, ["lighttpd", "nginx", "websocketd"]) if not shutil.which(exe)]
+def install(no_install: bool, peers: list[str]) -> None:
+    """Installs the Debian packages of the `peers` that need one (not the wsgate peers)."""
+    missing = [p for p in APT_PACKAGES if p in peers and not shutil.which(p)]
     if not missing:
         return
     if no_install or os.geteuid() != 0:
@@ -619,28 +714,33 @@ def main() -> int:
     ap.add_argument("--no-install", action="store_true")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
-    ap.add_argument("--json", default=str(ROOT / "reports" / "bench.json"))
-    ap.add_argument("--peers", default=",".join(PEERS))
-    ap.add_argument("--scenarios", default="a,b,c,d")
+    ap.add_argument("--json")
+    ap.add_argument("--peers")
+    ap.add_argument("--scenarios")
     ap.add_argument("--nice", type=int, default=0)
     ap.add_argument("--baseline-bin")
+    ap.add_argument("--direct", action="store_true")
     args = ap.parse_args()
+    default_peers = DIRECT_PEERS if args.direct else PEERS
+    args.peers = args.peers or ",".join(default_peers)
+    args.scenarios = args.scenarios or ",".join(DIRECT_SCENARIOS if args.direct else "abcd")
+    args.json = args.json or str(ROOT / "reports" / ("bench-direct.json" if args.direct else "bench.json"))
     global BASELINE_BIN
     if args.baseline_bin:
         BASELINE_BIN = Path(args.baseline_bin).resolve()
     rounds = args.rounds or (3 if args.quick else 5)
     peers = [p for p in args.peers.split(",") if p]
     scens = [s for s in args.scenarios.split(",") if s]
-    if BASELINE_BIN and args.peers == ",".join(PEERS):
+    if BASELINE_BIN and args.peers == ",".join(default_peers):
         peers += BASE_PEERS
     for p in peers:
-        if p not in PEERS + (BASE_PEERS if BASELINE_BIN else []):
+        if p not in PEERS + DIRECT_PEERS + (BASE_PEERS if BASELINE_BIN else []):
             raise SystemExit(f"unknown peer {p}")
     for s in scens:
         if s not in SCENARIOS:
             raise SystemExit(f"unknown scenario {s}")
     t_start = time.monotonic()
-    install(args.no_install)
+    install(args.no_install, peers)
     if not args.no_build:
         log("cargo build --release --bins --examples")
         subprocess.run(["cargo", "build", "--release", "-q", "--bins", "--examples"], cwd=ROOT, check=True)
@@ -686,8 +786,12 @@ def main() -> int:
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    body = report(results, meta)
-    write_doc(Path(args.out), body)
+    if args.direct:
+        body = report_direct(results, meta)
+        write_doc(Path(args.out), body, DIRECT_BEGIN, DIRECT_END)
+    else:
+        body = report(results, meta)
+        write_doc(Path(args.out), body)
     print(body)
     bad = sum(1 for r in results if r.get("error_total", 0) != 0)
     if bad:

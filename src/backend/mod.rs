@@ -14,7 +14,8 @@
 //! * [`direct`]: direct mode: taking the client's socket from the gateway, and a WebSocket
 //!   server endpoint over it.
 //! * [`server`]: a single-threaded mio loop for message-oriented servers, with fixed limits:
-//!   a [`server::Service`] only sees messages and sends messages.
+//!   a [`server::Service`] only sees messages and sends messages, whether its clients are
+//!   relayed or (direct mode) handed over.
 //!
 //! What it does not own: the echo semantics (`websocket_echo` streams bytes through its own
 //! loop), chat or JSON-RPC.

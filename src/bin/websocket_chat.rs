@@ -68,6 +68,11 @@ struct Args {
     /// and seqpacket modes, recognised without it in framed mode
     #[argh(switch, short = 'c')]
     context: bool,
+    /// direct mode (the gateway's --direct): take each client's socket from the gateway and
+    /// speak WebSocket on it; a connection without a socket is served in the -m mode (stream,
+    /// lines or framed)
+    #[argh(switch, short = 'd')]
+    direct: bool,
     /// print a line per client connect and disconnect
     #[argh(switch, short = 'v')]
     verbose: bool,
@@ -96,10 +101,12 @@ fn run(args: &Args) -> Result<(), Fatal> {
     let max_message = args.max_message.0;
     let limits =
         Limits { max_clients: MAX_CLIENTS, max_message, max_queue: max_message.saturating_mul(4) };
-    let mut server = Server::new(started.listener, args.mode, limits, args.context, args.verbose)?;
+    let mut server =
+        Server::new(started.listener, args.mode, limits, args.context, args.direct, args.verbose)?;
     backend::say(format_args!(
-        "listening on {} ({}{})",
+        "listening on {} ({}{}{})",
         started.path.display(),
+        if args.direct { "direct, else " } else { "" },
         args.mode,
         if args.commands { ", commands" } else { "" }
     ));

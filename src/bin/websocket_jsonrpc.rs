@@ -80,6 +80,11 @@ struct Args {
     /// and seqpacket modes, recognised without it in framed mode
     #[argh(switch, short = 'c')]
     context: bool,
+    /// direct mode (the gateway's --direct): take each client's socket from the gateway and
+    /// speak WebSocket on it; a connection without a socket is served in the -m mode (stream,
+    /// lines or framed)
+    #[argh(switch, short = 'd')]
+    direct: bool,
     /// print a line per client connect and disconnect
     #[argh(switch, short = 'v')]
     verbose: bool,
@@ -114,10 +119,12 @@ fn run(args: &Args) -> Result<(), Fatal> {
         // read (backpressure).
         max_queue: 2 * (MAX_RESPONSE + 8),
     };
-    let mut server = Server::new(started.listener, args.mode, limits, args.context, args.verbose)?;
+    let mut server =
+        Server::new(started.listener, args.mode, limits, args.context, args.direct, args.verbose)?;
     backend::say(format_args!(
-        "listening on {} ({}, plugin {})",
+        "listening on {} ({}{}, plugin {})",
         started.path.display(),
+        if args.direct { "direct, else " } else { "" },
         args.mode,
         args.library.display()
     ));

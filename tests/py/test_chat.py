@@ -2,12 +2,15 @@
 
 Broadcast in every relay mode, ouistiti's -w commands (WSHello/WSWelcome with the
 duplicate-name suffix, WSPrivate, WSWhois/WSIs with the address from the connection context),
-the message limit, and the safe socket set-up and privilege drop shared by the sample servers.
+the message limit, the safe socket set-up and privilege drop shared by the sample servers, and
+direct mode (-d: the gateway hands each client's socket over; direct and relayed clients in one
+chat).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 
@@ -204,3 +207,144 @@ def test_u_drops_privileges_for_real(sample_backend, docroot):
     gids = next(line for line in status.splitlines() if line.startswith("Gid:")).split()[1:]
     assert uids == [str(nobody.pw_uid)] * 4
     assert gids == [str(nobody.pw_gid)] * 4
+
+
+# ---- direct mode (-d): the gateway hands each client's socket to the chat ---------------------
+
+
+def from_address(g, source: str):
+    """A websockets client of gateway `g` whose TCP connection comes from `source` (another
+    loopback address), so that the peer address the chat reports can only be the real one."""
+    from harness import ws_connect
+
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=5, source_address=(source, 0))
+    return ws_connect(g.url("/chat"), sock=s)
+
+
+def test_direct_broadcast_between_handed_over_clients(sample_backend, gateway, ws):
+    b = sample_backend("websocket_chat", "chat", "framed", ["-d", "-v"])
+    g = gateway(direct=True)
+    a, c, d = ws(g.url("/chat")), ws(g.url("/chat")), ws(g.url("/chat"))
+    a.send("hello from a")
+    assert c.recv(timeout=5) == "hello from a"
+    assert d.recv(timeout=5) == "hello from a"
+    quiet(a)
+    d.send(b"\x00\x01\xff")  # binary stays binary
+    assert a.recv(timeout=5) == b"\x00\x01\xff"
+    assert c.recv(timeout=5) == b"\x00\x01\xff"
+    # The chat is the WebSocket server: it answers pings and the closing handshake itself.
+    c.ping(b"still there").wait(5)
+    c.close(code=4001)
+    assert c.close_code == 4001
+    b.wait_line(r"client \d+: socket of 127\.0\.0\.1 handed over \(0 early bytes\)")
+    b.wait_line(r"client \d+ disconnected \(close answered\)")
+    # The gateway left the data path of every client.
+    assert len(re.findall(r"handed over to /chat \(direct\)", g.log_text())) == 3
+    a.send("after c left")
+    assert d.recv(timeout=5) == "after c left"
+
+
+def test_direct_and_relayed_clients_share_one_chat(sample_backend, gateway, ws):
+    """One chat behind a direct gateway and a relaying one (framed, with the context): a
+    message from either kind of client reaches both kinds."""
+    b = sample_backend("websocket_chat", "chat", "framed", ["-d", "-w", "-v"])
+    direct = gateway(direct=True)
+    relay = gateway(m="framed", context=True)
+    a = from_address(direct, "127.0.0.2")
+    r = from_address(relay, "127.0.0.3")
+    a.send("WSHello alice")
+    assert a.recv(timeout=5) == "WSWelcome alice"
+    r.send("WSHello rob")
+    assert r.recv(timeout=5) == "WSWelcome rob"
+    a.send("from the direct client")
+    assert r.recv(timeout=5) == "from the direct client"
+    r.send("from the relayed client")
+    assert a.recv(timeout=5) == "from the relayed client"
+    quiet(a)
+    quiet(r)
+    # Each side's address: from the hand-over record, and from the relayed context.
+    r.send("WSWhois alice")
+    assert r.recv(timeout=5) == "WSIs alice 127.0.0.2"
+    a.send("WSWhois rob")
+    assert a.recv(timeout=5) == "WSIs rob 127.0.0.3"
+    a.send("WSPrivate rob just for you")
+    assert r.recv(timeout=5) == "just for you"
+    b.wait_line(r"socket of 127\.0\.0\.2 handed over")
+    b.wait_line(r"no socket handed over, relaying in framed mode")
+
+
+def test_direct_chat_holds_messages_for_a_relayed_client_until_it_shows(sample_backend, gateway, ws):
+    from harness import wait_until
+
+    """Without the context a relayed client sends nothing before its first message, so until
+    then the chat cannot tell it from a hand-over still on its way: what others send meanwhile
+    is held and delivered once it speaks (within its queue limit)."""
+    b = sample_backend("websocket_chat", "chat", "framed", ["-d", "-v"])
+    direct = gateway(direct=True)
+    relay = gateway(m="framed")
+    a = ws(direct.url("/chat"))
+    r = ws(relay.url("/chat"))
+    # Both connections are accepted (r's as one whose kind is not known yet).
+    assert wait_until(lambda: len(re.findall(r"client \d+ connected", b.log_text())) == 2)
+    a.send("one")
+    a.send(b"two")
+    quiet(r)  # held: the chat does not know yet how to reach r
+    r.send("here")
+    assert a.recv(timeout=5) == "here"
+    assert r.recv(timeout=5) == "one"
+    assert r.recv(timeout=5) == b"two"
+    a.send("three")
+    assert r.recv(timeout=5) == "three"
+
+
+def test_direct_wswhois_answers_the_peer_address_from_the_hand_over(sample_backend, gateway, ws):
+    """In direct mode the address comes with every hand-over record: no --context needed
+    (in relay mode without it WSWhois says "network error")."""
+    sample_backend("websocket_chat", "chat", "framed", ["-d", "-w"])
+    g = gateway(direct=True)
+    a, b = from_address(g, "127.0.0.2"), from_address(g, "127.0.0.3")
+    a.send("WSHello alice")
+    assert a.recv(timeout=5) == "WSWelcome alice"
+    b.send("WSHello alice")
+    assert b.recv(timeout=5) == "WSWelcome alice001"
+    b.send("WSWhois alice")
+    assert b.recv(timeout=5) == "WSIs alice 127.0.0.2"
+    a.send("WSWhois alice001")
+    assert a.recv(timeout=5) == "WSIs alice001 127.0.0.3"
+    a.send("WSWhois nobody")
+    assert a.recv(timeout=5) == "WSIs nobody undefined"
+    quiet(b)
+
+
+def test_direct_chat_fails_protocol_errors_and_keeps_the_others(sample_backend, gateway, ws, raw):
+    from harness import OP_TEXT
+
+    sample_backend("websocket_chat", "chat", "framed", ["-d", "-M", "100"])
+    g = gateway(direct=True)
+    a = ws(g.url("/chat"))
+    big = raw(g.port, "/chat")
+    big.send_frame(OP_TEXT, b"x" * 101)
+    close, eof = big.wait_close(reply=False)
+    assert close.close_code == 1009 and eof
+    bad = raw(g.port, "/chat")
+    bad.send_frame(OP_TEXT, b"\xff\xfe")
+    close, eof = bad.wait_close(reply=False)
+    assert close.close_code == 1007 and eof
+    quiet(a)  # nothing of theirs was broadcast
+    b = ws(g.url("/chat"))
+    a.send("y" * 100)
+    assert b.recv(timeout=5) == "y" * 100
+
+
+def test_direct_is_refused_in_seqpacket_mode(docroot):
+    import subprocess
+
+    from harness import release_bin
+
+    p = subprocess.run(
+        [release_bin("websocket_chat"), "-R", str(docroot), "-n", "chat", "-m", "seqpacket", "-d"],
+        capture_output=True, text=True, timeout=10,
+    )
+    assert p.returncode == 1
+    assert "-d: direct mode takes the socket over a stream connection" in p.stderr
+    assert not (docroot / "chat").exists()

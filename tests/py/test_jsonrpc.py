@@ -3,7 +3,7 @@
 The protocol's errors (parse error, invalid request, method not found, invalid params),
 notifications and batches; every relay mode; the plugin ABI with a plugin written in C
 (tests/c/rpc_test_plugin.c, compiled here with gcc against plugins/wsgate_rpc.h); the two
-shipped plugins (auth, sysinfo).
+shipped plugins (auth, sysinfo); direct mode (-d: the gateway hands each client's socket over).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import json
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from harness import REPO_ROOT, plugin_path, release_bin
+from harness import REPO_ROOT, encode_frame, plugin_path, release_bin
 
 MODES = ["stream", "lines", "framed", "seqpacket"]
 
@@ -334,3 +335,91 @@ def test_header_is_the_documented_abi():
         assert symbol in header
     assert "plugins/wsgate_rpc.h" in (REPO_ROOT / "README.md").read_text()
     assert Path(plugin_path("auth")).exists() and Path(plugin_path("sysinfo")).exists()
+
+
+# ---- direct mode (-d): the gateway hands each client's socket to the server -------------------
+
+
+def test_direct_mode_calls_batches_and_errors(rpc):
+    client = rpc(plugin_path("sysinfo"), extra=["-d", "-v"], direct=True)
+    c = client()
+    assert c.result("uptime")["seconds"] > 0
+    assert c.error("reboot")[0] == -32601
+    assert c.error("rpc.discover") == (-32601, "Method not found")
+    assert c.error("load", [1, 2])[0] == -32602
+    resp = c.raw("not json")
+    assert resp == {"jsonrpc": "2.0", "error": {"code": -32700, "message": "Parse error"}, "id": None}
+    batch = [
+        {"jsonrpc": "2.0", "method": "uptime", "id": 1},
+        {"jsonrpc": "2.0", "method": "load"},  # notification: no entry
+        {"jsonrpc": "2.0", "method": "nope", "id": 2},
+        {"jsonrpc": "2.0", "method": "memory", "id": 3},
+    ]
+    resp = c.raw(json.dumps(batch))
+    assert [r["id"] for r in resp] == [1, 2, 3], resp
+    assert resp[0]["result"]["seconds"] > 0
+    assert resp[1]["error"]["code"] == -32601
+    assert resp[2]["result"]["total_kb"] > 0
+    c.conn.send(json.dumps({"jsonrpc": "2.0", "method": "uptime"}))
+    no_answer(c)
+    client.backend.wait_line(r"client \d+: socket of 127\.0\.0\.1 handed over")
+
+
+def test_direct_mode_gives_the_plugin_the_hand_over_record_as_context(rpc, c_plugin, gateway, ws):
+    """The record's lines reach wsgate_rpc_open as the context (no --context needed), and the
+    same server serves a relaying gateway's clients too."""
+    direct = rpc(c_plugin["ok"], extra=["-d", "-v"], direct=True)
+    a, b = direct(), direct()
+    assert a.result("peer") == "127.0.0.1"
+    assert [a.result("count") for _ in range(3)] == [1, 2, 3]
+    assert b.result("count") == 1  # per-connection plugin state
+    assert a.error("fail") == (-32000, "it failed")
+    relay = gateway(m="framed", context=True)
+    r = Rpc(ws(relay.url("/rpc")))
+    assert r.result("peer") == "127.0.0.1"
+    assert r.result("add", [40, 2]) == 42
+    direct.backend.wait_line(r"no socket handed over, relaying in framed mode")
+
+
+def test_direct_mode_request_over_the_limit_closes_with_1009(rpc):
+    from websockets.exceptions import ConnectionClosed
+
+    c = rpc(plugin_path("sysinfo"), extra=["-d", "-M", "200"], direct=True)()
+    assert c.result("uptime")["seconds"] > 0
+    c.conn.send(json.dumps({"jsonrpc": "2.0", "method": "uptime", "id": "x" * 300}))
+    with pytest.raises(ConnectionClosed) as info:
+        c.conn.recv(timeout=5)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+
+
+def test_direct_mode_pauses_a_client_that_does_not_read_and_resumes(sample_backend, gateway, raw):
+    """Requests pipelined faster than their answers are read: once more than half of the
+    client's queue waits, the server stops reading it (backpressure) and goes on when the
+    client reads again; every answer comes, in order, none is lost."""
+    import threading
+
+    from harness import OP_TEXT
+
+    sample_backend("websocket_jsonrpc", "rpc", "framed", ["-L", plugin_path("sysinfo"), "-d"])
+    g = gateway(direct=True)
+    c = raw(g.port, "/rpc", rcvbuf=4096)
+    n, per = 1500, 32  # batches of 32 requests: answers of ~7 KB each, ~10 MB in all
+    requests = b"".join(
+        encode_frame(OP_TEXT, json.dumps(
+            [{"jsonrpc": "2.0", "method": "system", "id": i * per + j} for j in range(per)]).encode())
+        for i in range(n)
+    )
+    sender = threading.Thread(target=c.send_raw, args=(requests,), daemon=True)
+    sender.start()
+    time.sleep(1.0)  # the server fills its queue for us and pauses
+    total = 0
+    for i in range(n):
+        opcode, payload = c.recv_message(timeout=10)
+        resp = json.loads(payload)
+        assert [r["id"] for r in resp] == list(range(i * per, (i + 1) * per)), resp
+        assert all(r["result"]["kernel"] for r in resp)
+        total += len(payload)
+    sender.join(10)
+    # More than the kernel's socket buffers (tcp_wmem: at most 4 MiB here) could hold: the
+    # server's own queue filled, and a server without backpressure would have dropped us.
+    assert total > 8 << 20, total
