@@ -747,6 +747,12 @@ impl Connection {
             return false;
         }
         let Some(buf) = self.from_client.as_mut() else { return false };
+        if matches!(self.phase, Phase::Linger | Phase::Flushing) {
+            // Input left from before the end is not wanted either (a backend that failed while
+            // the client was sending leaves the buffer full): without the room, the client's
+            // EOF would never be read and the connection would wait for the close timeout.
+            buf.consume(buf.len());
+        }
         if buf.free() == 0 {
             return false;
         }

@@ -298,8 +298,10 @@ time.sleep(120)
 def test_backend_killed_mid_message(gw, docroot, direction):
     """SIGKILL to a backend in the middle of a message. Down (the backend was sending): the
     client gets what came, then close 1011 (the message can never be completed). Up (the client
-    was sending a 4 MiB message): close 1011 too. Other connections do not notice."""
-    g = gw(max_message="8M")
+    was sending a 4 MiB message): close 1011 too, and the gateway then reads the client's
+    remaining input until its EOF instead of waiting out the close timeout with a full buffer.
+    Other connections do not notice."""
+    g = gw(max_message="8M", close_timeout="5s")
 
     def fault(r):
         path = docroot / f"victim{r}"
@@ -326,12 +328,18 @@ def test_backend_killed_mid_message(gw, docroot, direction):
             time.sleep(0.2)
             b.proc.kill()
             b.proc.wait(5)
-            close, _ = c.wait_close(timeout=10)
+            t0 = time.monotonic()
+            close, eof = c.wait_close(timeout=10)
+            # The gateway reads (and drops) what the client still sends until the client's
+            # EOF, rather than waiting for the close timeout (5 s) with a full buffer.
+            assert eof and time.monotonic() - t0 < 2.5, (eof, time.monotonic() - t0)
+            with contextlib.suppress(OSError):
+                c.sock.shutdown(socket.SHUT_RDWR)  # ends a send still blocked in the thread
+            if sender is not None:
+                sender.join(10)
             c.close()
             assert close is not None and close.close_code == 1011, close
             close_line(g, port, r"\(1011\)")
-            if sender is not None:
-                sender.join(10)
         finally:
             b.stop()
             with contextlib.suppress(FileNotFoundError):
@@ -345,7 +353,7 @@ def test_backend_that_never_reads(gw, py_backend):
     """A backend that accepts and never reads: the gateway stops reading the client (the
     client's sends stall well before 64 MiB), its memory does not follow the client. When the
     backend finally goes away with the data unread, the client gets close 1011."""
-    g = gw(max_message="1M")
+    g = gw(max_message="1M", close_timeout="5s")
 
     def fault(r):
         b = py_backend(f"deaf{r}")
@@ -371,8 +379,10 @@ def test_backend_that_never_reads(gw, py_backend):
         c.sock.settimeout(10)
         assert sent < 8 * MiB, f"the gateway took {sent} bytes for a backend that never reads"
         s.close()  # gone, with the data unread
-        close, _ = c.wait_close(timeout=10)
+        t0 = time.monotonic()
+        close, eof = c.wait_close(timeout=10)
         c.close()
+        assert eof and time.monotonic() - t0 < 2.5, (eof, time.monotonic() - t0)
         assert close is not None and close.close_code == 1011, close
         close_line(g, port, r"\(1011\)")
         b.close()
