@@ -516,8 +516,9 @@ impl Connection {
                         self.pong_deadline = Some(now + cx.site.pong_timeout);
                     }
                     if !queued {
-                        // No room now: try again shortly.
-                        self.ping_at = Some(now + interval / 4);
+                        // No room now: try again shortly, and before the pong is due, so that
+                        // a client heard from meanwhile is not failed for a ping it never got.
+                        self.ping_at = Some(now + (interval / 4).min(cx.site.pong_timeout / 2));
                     }
                 } else {
                     // Heard from since a ping that never fitted: nothing is outstanding.
