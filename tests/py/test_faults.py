@@ -610,6 +610,10 @@ def test_half_open_tcp(gw):
                 subprocess.run(["ip", "addr", "del", f"{addr}/32", "dev", "lo"], check=True)
                 close_line(g, port, r"ping timeout \(1011\)", timeout=10)
                 assert time.monotonic() - t0 < 5
+                # Really half-open: the ping, the close frame, the FIN: none of it arrived.
+                s.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    s.recv(100)
             finally:
                 s.close()  # its FIN goes nowhere either
 
