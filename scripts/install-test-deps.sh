@@ -2,8 +2,9 @@
 # Installs what the end-to-end tests need. Idempotent: a second run installs nothing.
 #
 #   * Debian packages: procps, openssl, chromium (the browser tests), gcc (the C plugin test),
-#     the packaging tests' tools (tests/board: a shell linter, dpkg's start-stop-daemon), and
-#     python3-venv when `python3 -m venv` does not work.
+#     the packaging tests' tools (tests/board: a shell linter, dpkg's start-stop-daemon),
+#     iproute2 (`ip`: the half-open TCP fault test), and python3-venv when `python3 -m venv`
+#     does not work.
 #   * .venv in the repo root with the pinned Python packages of tests/py/requirements.txt
 #     (websockets: the real client; pytest; kosoku: the Autobahn|Testsuite runner;
 #     playwright: drives /usr/bin/chromium, never downloads a browser).
@@ -31,6 +32,8 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 # tests/board: every shell script must be shellcheck-clean; the SysV script uses start-stop-daemon.
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v start-stop-daemon >/dev/null 2>&1 || missing+=(dpkg)
+# test_faults.py's half-open TCP test takes an address away in a private network namespace.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 
 venv_ok() {
     local tmp

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The one test command: formatting, lints, build, Rust tests, end-to-end tests, Autobahn,
-# packaging tests, router cross builds with their tests under qemu-user, a QEMU system boot.
+# The one test command: formatting, lints, build, Rust tests, end-to-end tests (the fault suite
+# included), a 2-minute soak under a 16 MB memory limit, Autobahn, packaging tests, router cross
+# builds with their tests under qemu-user, a QEMU system boot.
 # Stops at the first failing step. Ends with a line "N passed, N failed" counting the pytest
 # tests and the Autobahn cases (when those steps ran).
 #
 #   scripts/test.sh                     everything
+#   SKIP_SOAK=1 scripts/test.sh         without the 2-minute soak
 #   SKIP_AUTOBAHN=1 scripts/test.sh     without the Autobahn runs
 #   SKIP_CROSS=1 scripts/test.sh        without the cross builds and qemu-user tests
 #   SKIP_QEMU_SYSTEM=1 scripts/test.sh  without the QEMU system boot
@@ -95,6 +97,12 @@ export WSGATE_ECHO_BIN="$ROOT/target/release/websocket_echo"
 step "pytest tests/py"
 # shellcheck disable=SC2086
 timeout 1500 "$PY" -m pytest tests/py -q -rfE --junitxml="$REPORTS/pytest.xml" ${PYTEST_ARGS:-}
+
+if [ -z "${SKIP_SOAK:-}" ]; then
+    step "soak: 2 minutes, slab full, mixed traffic, under a 16 MB memory limit (scripts/soak.py)"
+    # ~125 s; 10 minutes by hand: scripts/soak.py (the default duration).
+    timeout 300 "$PY" scripts/soak.py --duration 120 --report "$REPORTS/soak.json"
+fi
 
 if [ -z "${SKIP_AUTOBAHN:-}" ]; then
     for mode in framed stream seqpacket; do

@@ -88,6 +88,8 @@ pub enum Reason {
     Uplink(UplinkError),
     /// The backend closed its socket.
     BackendEof,
+    /// The backend closed its socket in the middle of a message (1011).
+    BackendEofMidMessage,
     /// The backend sent a close record.
     BackendClose(u16),
     /// The backend broke the mode's rules.
@@ -165,6 +167,9 @@ impl core::fmt::Display for Reason {
                 f.write_str("newline in a lines-mode message (1003)")
             }
             Self::BackendEof => f.write_str("backend closed"),
+            Self::BackendEofMidMessage => {
+                f.write_str("backend closed in the middle of a message (1011)")
+            }
             Self::BackendClose(c) => write!(f, "backend sent close ({c})"),
             Self::BackendProtocol(e) => write!(f, "{e} (1011)"),
             Self::BackendPacketTooBig => {
@@ -499,18 +504,25 @@ impl Connection {
             self.ping_at = None;
             if let Some(interval) = cx.site.ping_interval {
                 if now.duration_since(self.last_rx) >= interval {
-                    if cx.pool.ensure(&mut self.to_client) {
-                        if let Some(out) = self.to_client.as_mut() {
-                            if codec::emit(out, true, OpCode::Ping, b"wsgate") {
-                                self.pong_deadline = Some(now + cx.site.pong_timeout);
-                            }
-                        }
-                    }
+                    let queued = cx.pool.ensure(&mut self.to_client)
+                        && self
+                            .to_client
+                            .as_mut()
+                            .is_some_and(|out| codec::emit(out, true, OpCode::Ping, b"wsgate"));
+                    // The pong is due from the first attempt, queued or not: a client that
+                    // reads nothing keeps its output full, so its ping never fits, and it
+                    // must not hold its slot (and stall its backend) for ever.
                     if self.pong_deadline.is_none() {
-                        // No room now: try again shortly.
-                        self.ping_at = Some(now + interval / 4);
+                        self.pong_deadline = Some(now + cx.site.pong_timeout);
+                    }
+                    if !queued {
+                        // No room now: try again shortly, and before the pong is due, so that
+                        // a client heard from meanwhile is not failed for a ping it never got.
+                        self.ping_at = Some(now + (interval / 4).min(cx.site.pong_timeout / 2));
                     }
                 } else {
+                    // Heard from since a ping that never fitted: nothing is outstanding.
+                    self.pong_deadline = None;
                     self.ping_at = Some(self.last_rx + interval);
                 }
             }
@@ -736,6 +748,12 @@ impl Connection {
             return false;
         }
         let Some(buf) = self.from_client.as_mut() else { return false };
+        if matches!(self.phase, Phase::Linger | Phase::Flushing) {
+            // Input left from before the end is not wanted either (a backend that failed while
+            // the client was sending leaves the buffer full): without the room, the client's
+            // EOF would never be read and the connection would wait for the close timeout.
+            buf.consume(buf.len());
+        }
         if buf.free() == 0 {
             return false;
         }
@@ -1105,9 +1123,10 @@ impl Connection {
         if !has_input {
             if eof {
                 // Everything the backend sent has gone to the client.
-                let code = if self.downlink.in_message()
-                    || matches!(self.reason, Some(Reason::BackendError(_)))
-                {
+                let code = if self.downlink.in_message() {
+                    self.set_reason(Reason::BackendEofMidMessage);
+                    close_code::INTERNAL_ERROR
+                } else if matches!(self.reason, Some(Reason::BackendError(_))) {
                     close_code::INTERNAL_ERROR
                 } else {
                     close_code::NORMAL
