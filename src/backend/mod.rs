@@ -18,6 +18,7 @@
 //!
 //! What it does not own: the echo semantics (`websocket_echo` streams bytes through its own
 //! loop), chat or JSON-RPC.
+pub mod conn;
 pub mod context;
 pub mod direct;
 pub mod message;
@@ -161,7 +162,7 @@ pub fn start(setup: &Setup<'_>) -> Result<Started, Fatal> {
     Ok(Started { listener: listener(fd, setup.mode), signals, path, socket_file })
 }
 
-fn listener(fd: OwnedFd, mode: Mode) -> sock::Listener {
+pub(crate) fn listener(fd: OwnedFd, mode: Mode) -> sock::Listener {
     match socket_kind(mode) {
         SocketKind::Stream => sock::Listener::Stream(mio::net::UnixListener::from_std(
             std::os::unix::net::UnixListener::from(fd),
@@ -208,7 +209,7 @@ pub struct SocketFile {
 }
 
 impl SocketFile {
-    fn new(path: &Path) -> Result<Self, Fatal> {
+    pub(crate) fn new(path: &Path) -> Result<Self, Fatal> {
         let meta = std::fs::symlink_metadata(path)
             .map_err(|e| Fatal::new("stat", format!("{}: {e}", path.display())))?;
         Ok(Self { path: path.to_owned(), id: (meta.dev(), meta.ino()) })
