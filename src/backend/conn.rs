@@ -958,3 +958,6 @@ fn feed(
         *failed = Some(e);
     }
 }
+
+#[cfg(test)]
+mod tests;
