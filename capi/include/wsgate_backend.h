@@ -50,6 +50,10 @@
  *           }
  *   }
  *
+ * Call wsb_recv until -EAGAIN before waiting on a connection, and right after wsb_accept:
+ * bytes may already wait inside the library (the client's frames sent with its upgrade
+ * request, messages that came with the context), where poll cannot see them.
+ *
  * A connection that stays closing (wsb_is_open() == 0 but not WSB_DONE) waits for the client's
  * answer: bound that time with a timer of your own and wsb_free it.
  */
