@@ -1,6 +1,11 @@
-//! The sample websocket servers' shared code (`websocket_echo`, `websocket_chat`,
-//! `websocket_jsonrpc`): what every backend of the gateway needs and none should copy.
+//! The backend library and the sample websocket servers' shared code (`websocket_echo`,
+//! `websocket_chat`, `websocket_jsonrpc`): what every backend of the gateway needs and none
+//! should copy.
 //!
+//! * [`conn`]: the backend library: one listener for a handed-over client (direct mode) or a
+//!   relayed connection (in a stated mode), one connection type with the same operations
+//!   (whole messages with their type, close with a code, the context, non-blocking). Its C ABI
+//!   is the `capi/` crate (`wsgate_backend.h`).
 //! * [`start`]: the socket `<docroot>/<name>` created safely (a stale socket is replaced only
 //!   when nobody listens on it; mode 0660, owned by the `-u` user), SIGTERM/SIGINT routed to a
 //!   signalfd, then the real privilege drop of [`crate::sys::user`]. The socket file is
