@@ -90,12 +90,9 @@ def run_backend(docroot, installed):
     def start(binary: str, mode: str, *flags: str, name: str = "echo") -> Child:
         prefix, _ = installed
         # The shared library is found through LD_LIBRARY_PATH, as from a prefix off the
-        # loader's path (an install into /usr/lib needs nothing).
-        os.environ["LD_LIBRARY_PATH"] = str(prefix / "lib")
-        try:
-            b = Child([binary, str(docroot / name), mode, *flags], f"backend_echo[{mode}]")
-        finally:
-            del os.environ["LD_LIBRARY_PATH"]
+        # loader's path (an install into /usr/lib needs nothing). env execs: same process.
+        argv = ["/usr/bin/env", f"LD_LIBRARY_PATH={prefix / 'lib'}", binary, str(docroot / name), mode, *flags]
+        b = Child(argv, f"backend_echo[{mode}]")
         started.append(b)
         b.wait_line(r"backend_echo: listening on ", 5)
         return b
@@ -226,6 +223,22 @@ def test_c_backend_stream_relay_static(c_backend_static, run_backend, gateway, w
         while True:
             c.recv(timeout=5)
     assert c.close_code is not None and c.close_code != 4005
+    b.wait_line(r"conn \d+: done \(closed\)")
+
+
+@pytest.mark.parametrize("mode", ["lines", "seqpacket"])
+def test_c_backend_lines_and_seqpacket_relay(c_backend, run_backend, gateway, ws, mode):
+    """The other relay modes through the same API: text messages, the context."""
+    b = run_backend(c_backend, mode, "context")
+    g = gateway(m=mode, context=True)  # a SOCK_SEQPACKET backend is detected when connecting
+    c = ws(g.url("/echo?m=1"))
+    for m in ["hello", "é" * 500, "third"]:
+        c.send(m)
+        assert c.recv(timeout=5) == m
+    c.send("whoami")
+    port = c.local_address[1]
+    assert c.recv(timeout=5) == f"direct=0 peer=127.0.0.1:{port} path=/echo query=m=1 protocol=-"
+    c.close()
     b.wait_line(r"conn \d+: done \(closed\)")
 
 
