@@ -21,8 +21,8 @@ use crate::relay::codec::Mode;
 use crate::relay::record::{self, RecordHeader, HEADER_LEN};
 
 /// The type of a message: what `framed` mode carries; the other modes receive text. The same
-/// type as a WebSocket data message's ([`crate::ws::session::DataKind`]), so that one backend code path serves the
-/// relay modes and direct mode ([`super::conn`]).
+/// type as a WebSocket data message's ([`crate::ws::session::DataKind`]), so that one backend
+/// code path serves the relay modes and direct mode ([`super::conn`]).
 pub use crate::ws::session::DataKind as Kind;
 
 /// What the decoder found.
