@@ -19,9 +19,11 @@
 //! [`std::io::ErrorKind::WouldBlock`], and [`Connection::wants_write`] says when to wait for
 //! writability too. A hand-over record (or a relayed connection's context) may arrive in
 //! pieces: the listener keeps such connections in a small table of its own (at most
-//! `max_pending`), behind its one descriptor (a mio poll, itself pollable), and [`Listener::accept`]
-//! returns only connections whose socket and context are there; so the descriptor of a
-//! connection never changes.
+//! `max_pending`), behind its one descriptor (a mio poll, itself pollable), and
+//! [`Listener::accept`] returns only connections whose socket and context are there; so the
+//! descriptor of a connection never changes. Call [`Connection::recv`] until `WouldBlock`
+//! before waiting on a connection, and right after `accept`: bytes may already wait inside
+//! (the client's early frames, messages that came with the context).
 //!
 //! Memory is bounded by [`Options`]: per connection a read buffer, one message being
 //! reassembled (at most `max_message`), the messages decoded from one read waiting to be
