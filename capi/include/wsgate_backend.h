@@ -73,7 +73,11 @@ extern "C" {
 #define WSB_SEQPACKET 3 /* a SOCK_SEQPACKET socket; not with WSB_DIRECT */
 
 /* wsb_listen's `flags`. */
-#define WSB_DIRECT 0x1u  /* expect the client's socket (gateway --direct) */
+/* WSB_DIRECT: expect the client's socket (gateway --direct). A connection without one is
+ * recognised by its first bytes (the context, with the gateway's --context; else the client's
+ * first message) and served in `mode`; until then it waits in the listener's table of 32 pending
+ * connections, so a relaying gateway should send the context. */
+#define WSB_DIRECT 0x1u
 #define WSB_CONTEXT 0x2u /* the gateway sends the connection context (--context) */
 
 /* Message types. */

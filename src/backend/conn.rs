@@ -70,7 +70,9 @@ const LISTEN: Token = Token(usize::MAX);
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Expect the client's socket (the gateway's `--direct`); a connection that comes without
-    /// one is relayed in `mode`.
+    /// one is relayed in `mode`. Such a connection is recognised by its first bytes (the
+    /// context with the gateway's `--context`, else the client's first message): until then it
+    /// holds a `max_pending` slot, so a relaying gateway should send the context.
     pub direct: bool,
     /// The relay mode (the gateway's `-m` for this endpoint); `seqpacket` makes a
     /// `SOCK_SEQPACKET` socket, and cannot be combined with `direct`.
