@@ -29,6 +29,8 @@ command -v "$PY" >/dev/null 2>&1 || missing+=(python3)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 # The plugin ABI test compiles a C plugin against plugins/wsgate_rpc.h.
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+# The backend library's C test builds with the flags of its pkg-config file.
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 # tests/board: every shell script must be shellcheck-clean; the SysV script uses start-stop-daemon.
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v start-stop-daemon >/dev/null 2>&1 || missing+=(dpkg)

@@ -26,7 +26,8 @@
 //!   `event_loop::tls_io` runs rustls inside a connection, with the same readiness rules as a
 //!   plain socket.
 //! * [`sys`] holds the only `unsafe` code (`fork`, JSON-RPC plugin calls) and the OS-level
-//!   helpers; [`backend`] is the sample websocket servers' shared code; [`service`] is the
+//!   helpers; [`backend`] is the backend library (`backend::conn`, with its C ABI in `capi/`)
+//!   and the sample websocket servers' shared code; [`service`] is the
 //!   daemon around the loop: init.d scripts, privilege drop, log sinks, pid file.
 //!
 //! `http`, `ws` and `relay::codec` never see a socket, a clock or the slab. The event loop

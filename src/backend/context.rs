@@ -11,6 +11,14 @@ pub fn value<'a>(lines: &'a [u8], name: &str) -> Option<&'a str> {
     })
 }
 
+/// The client's address and port (`REMOTE_ADDR`, `REMOTE_PORT`; IPv4 or IPv6, whole).
+#[must_use]
+pub fn peer(lines: &[u8]) -> Option<std::net::SocketAddr> {
+    let ip = value(lines, "REMOTE_ADDR")?.parse().ok()?;
+    let port = value(lines, "REMOTE_PORT")?.parse().ok()?;
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -23,5 +31,10 @@ mod tests {
         assert_eq!(value(ctx, "REMOTE"), None);
         assert_eq!(value(ctx, "HOST"), None);
         assert_eq!(value(b"", "REMOTE_ADDR"), None);
+        assert_eq!(peer(ctx), "10.0.0.2:5000".parse().ok());
+        assert_eq!(
+            peer(b"REMOTE_ADDR=2001:db8::1\nREMOTE_PORT=1\n"),
+            "[2001:db8::1]:1".parse().ok()
+        );
     }
 }

@@ -157,9 +157,7 @@ impl Handover {
     /// The client's address and port, from the record (whole, IPv4 or IPv6).
     #[must_use]
     pub fn peer(&self) -> Option<std::net::SocketAddr> {
-        let ip = self.value("REMOTE_ADDR")?.parse().ok()?;
-        let port = self.value("REMOTE_PORT")?.parse().ok()?;
-        Some(std::net::SocketAddr::new(ip, port))
+        context::peer(self.lines())
     }
 
     /// The endpoint's path (`SCRIPT_NAME`, e.g. `/chat`).
@@ -366,6 +364,11 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
         })
     }
 
+    /// The stream.
+    pub fn io(&self) -> &S {
+        &self.io
+    }
+
     /// The stream (to register it with a poll).
     pub fn io_mut(&mut self) -> &mut S {
         &mut self.io
@@ -451,20 +454,27 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
     /// borrowed (an echo needs no copy of its own). Do not call it while [`Self::pending`] is
     /// more than the caller wants queued: decoding is what makes answers.
     pub fn next_incoming(&mut self) -> Option<(Incoming<'_>, &mut Outbox)> {
+        let Decoded(found) = self.decode_next()?;
+        let event = found.incoming(&self.input, &self.msg);
+        Some((event, &mut self.out))
+    }
+
+    /// [`Self::next_incoming`] in two steps, for a caller that returns the event from a loop
+    /// that reads on `None` (the borrow checker cannot see that the `None` branch holds no
+    /// borrow): decodes up to the next event and returns a token for it, read with
+    /// [`Self::incoming`] until the next call.
+    pub fn decode_next(&mut self) -> Option<Decoded> {
         if core::mem::take(&mut self.msg_taken) {
             self.msg.clear();
             self.msg.shrink_to(KEEP_CAPACITY);
         }
-        let found = self.decode_one()?;
-        let event = match found {
-            Found::Piece(kind, range) => {
-                Incoming::Message(kind, self.input.get(range).unwrap_or_default())
-            }
-            Found::Message(kind) => Incoming::Message(kind, &self.msg),
-            Found::Closed(code) => Incoming::Closed(code),
-            Found::Failed(e) => Incoming::Failed(e),
-        };
-        Some((event, &mut self.out))
+        self.decode_one().map(Decoded)
+    }
+
+    /// The event a [`Decoded`] token of the last [`Self::decode_next`] stands for.
+    #[must_use]
+    pub fn incoming(&self, decoded: &Decoded) -> Incoming<'_> {
+        decoded.0.clone().incoming(&self.input, &self.msg)
     }
 
     fn decode_one(&mut self) -> Option<Found> {
@@ -662,12 +672,29 @@ impl Outbox {
     }
 }
 
+/// An event found by [`Endpoint::decode_next`] (where its message is, not the bytes).
 #[derive(Debug)]
+pub struct Decoded(Found);
+
+#[derive(Clone, Debug)]
 enum Found {
     Piece(DataKind, core::ops::Range<usize>),
     Message(DataKind),
     Closed(Option<u16>),
     Failed(ProtocolError),
+}
+
+impl Found {
+    fn incoming<'a>(self, input: &'a [u8], msg: &'a [u8]) -> Incoming<'a> {
+        match self {
+            Self::Piece(kind, range) => {
+                Incoming::Message(kind, input.get(range).unwrap_or_default())
+            }
+            Self::Message(kind) => Incoming::Message(kind, msg),
+            Self::Closed(code) => Incoming::Closed(code),
+            Self::Failed(e) => Incoming::Failed(e),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,14 +20,10 @@ use std::collections::VecDeque;
 use crate::relay::codec::Mode;
 use crate::relay::record::{self, RecordHeader, HEADER_LEN};
 
-/// The type of a message: what `framed` mode carries; the other modes receive text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// A text message.
-    Text,
-    /// A binary message.
-    Binary,
-}
+/// The type of a message: what `framed` mode carries; the other modes receive text. The same
+/// type as a WebSocket data message's ([`crate::ws::session::DataKind`]), so that one backend
+/// code path serves the relay modes and direct mode ([`super::conn`]).
+pub use crate::ws::session::DataKind as Kind;
 
 /// What the decoder found.
 #[derive(Debug, PartialEq, Eq)]

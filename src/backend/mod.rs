@@ -1,6 +1,11 @@
-//! The sample websocket servers' shared code (`websocket_echo`, `websocket_chat`,
-//! `websocket_jsonrpc`): what every backend of the gateway needs and none should copy.
+//! The backend library and the sample websocket servers' shared code (`websocket_echo`,
+//! `websocket_chat`, `websocket_jsonrpc`): what every backend of the gateway needs and none
+//! should copy.
 //!
+//! * [`conn`]: the backend library: one listener for a handed-over client (direct mode) or a
+//!   relayed connection (in a stated mode), one connection type with the same operations
+//!   (whole messages with their type, close with a code, the context, non-blocking). Its C ABI
+//!   is the `capi/` crate (`wsgate_backend.h`).
 //! * [`start`]: the socket `<docroot>/<name>` created safely (a stale socket is replaced only
 //!   when nobody listens on it; mode 0660, owned by the `-u` user), SIGTERM/SIGINT routed to a
 //!   signalfd, then the real privilege drop of [`crate::sys::user`]. The socket file is
@@ -19,6 +24,7 @@
 //!
 //! What it does not own: the echo semantics (`websocket_echo` streams bytes through its own
 //! loop), chat or JSON-RPC.
+pub mod conn;
 pub mod context;
 pub mod direct;
 pub mod message;
@@ -162,7 +168,7 @@ pub fn start(setup: &Setup<'_>) -> Result<Started, Fatal> {
     Ok(Started { listener: listener(fd, setup.mode), signals, path, socket_file })
 }
 
-fn listener(fd: OwnedFd, mode: Mode) -> sock::Listener {
+pub(crate) fn listener(fd: OwnedFd, mode: Mode) -> sock::Listener {
     match socket_kind(mode) {
         SocketKind::Stream => sock::Listener::Stream(mio::net::UnixListener::from_std(
             std::os::unix::net::UnixListener::from(fd),
@@ -209,7 +215,7 @@ pub struct SocketFile {
 }
 
 impl SocketFile {
-    fn new(path: &Path) -> Result<Self, Fatal> {
+    pub(crate) fn new(path: &Path) -> Result<Self, Fatal> {
         let meta = std::fs::symlink_metadata(path)
             .map_err(|e| Fatal::new("stat", format!("{}: {e}", path.display())))?;
         Ok(Self { path: path.to_owned(), id: (meta.dev(), meta.ino()) })

@@ -78,6 +78,12 @@ pub enum Sock {
     Packet(OwnedFd),
 }
 
+impl std::os::fd::AsRawFd for Sock {
+    fn as_raw_fd(&self) -> RawFd {
+        self.raw()
+    }
+}
+
 impl Sock {
     fn raw(&self) -> RawFd {
         match self {
@@ -129,6 +135,14 @@ impl Sock {
             Self::Stream(s) => registry.deregister(s),
             Self::Packet(fd) => registry.deregister(&mut SourceFd(&fd.as_raw_fd())),
         }
+    }
+
+    /// Shuts down the writing side (the peer reads the end of the stream).
+    ///
+    /// # Errors
+    /// The `shutdown` error.
+    pub fn shutdown_write(&self) -> std::io::Result<()> {
+        socket::shutdown(self.raw(), socket::Shutdown::Write).map_err(std::io::Error::from)
     }
 
     /// Reads into `buf`: `Some(0)` is end of stream, `None` would block. A SEQPACKET read takes
