@@ -57,7 +57,8 @@ fn every_workspace_crate_denies_the_panicking_lints() {
     assert!(members.len() >= 4, "{members:?}");
     for m in members {
         let toml = fs::read_to_string(m.join("Cargo.toml")).unwrap();
-        let inherits = table(&toml, "[lints]").iter().any(|l| l.replace(' ', "") == "workspace=true");
+        let inherits =
+            table(&toml, "[lints]").iter().any(|l| l.replace(' ', "") == "workspace=true");
         let result = if inherits {
             denies_all(&table(&root_toml, "[workspace.lints.clippy]"))
         } else {
@@ -125,7 +126,8 @@ fn every_allowed_panicking_lint_outside_tests_is_argued() {
                 continue;
             }
             checked += 1;
-            let argued = line.contains("//") || before(1).starts_with("//") || after.starts_with("//");
+            let argued =
+                line.contains("//") || before(1).starts_with("//") || after.starts_with("//");
             if !argued {
                 unargued.push(format!("{}:{}: {line}", file.display(), i + 1));
             }
