@@ -54,7 +54,7 @@ fuzz() {
     local t="$1" secs="$2" work="$3"
     shift 3
     mkdir -p "$work" "$FUZZ/artifacts"
-    cp -n "$FUZZ/corpus/$t"/* "$work"/ 2>/dev/null || true
+    cp "$FUZZ/corpus/$t"/* "$work"/
     # stdin from /dev/null: the config target must never wait on a terminal it names.
     "$BIN/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=1024 \
         -max_len="$(max_len "$t")" -print_final_stats=1 \

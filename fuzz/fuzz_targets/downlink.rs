@@ -19,17 +19,24 @@ use wsgate::relay::record::{self, RecordHeader};
 use wsgate::ws::frame::OpCode;
 use wsgate_fuzz::{client_view, steps, Message};
 
-/// Buffer sizes tried, input and output alike. The pools are made once: `BufPool` leaks its
-/// arena by design (it lives as long as the gateway).
-const SIZES: [usize; 4] = [64, 300, 1024, 4096];
+/// Buffer sizes tried: small ones reach the room-limited paths often. The output buffer has
+/// room for a whole close frame (127 bytes), which the connection waits for (conn.rs); the
+/// gateway's own buffers are at least 1 KiB (`config::MIN_BUFFER_SIZE`).
+const IN_SIZES: [usize; 4] = [64, 300, 1024, 4096];
+const OUT_SIZES: [usize; 4] = [160, 300, 1024, 4096];
 
-fn pools() -> &'static [Mutex<BufPool>; 4] {
-    static POOLS: OnceLock<[Mutex<BufPool>; 4]> = OnceLock::new();
-    POOLS.get_or_init(|| SIZES.map(|s| Mutex::new(BufPool::new(2, s))))
+/// One pool per size, input and output sizes apart, made once: `BufPool` leaks its arena by
+/// design (it lives as long as the gateway).
+fn pools() -> &'static [Mutex<BufPool>; 8] {
+    static POOLS: OnceLock<[Mutex<BufPool>; 8]> = OnceLock::new();
+    POOLS.get_or_init(|| {
+        let mut sizes = IN_SIZES.into_iter().chain(OUT_SIZES);
+        core::array::from_fn(|_| Mutex::new(BufPool::new(1, sizes.next().unwrap())))
+    })
 }
 
 fn take(i: usize) -> Buf {
-    pools()[i].lock().unwrap().take().expect("two buffers per size, two taken at most")
+    pools()[i].lock().unwrap().take().expect("one buffer per pool, taken once per run")
 }
 
 fn give(i: usize, mut buf: Buf) {
@@ -75,7 +82,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&[p, q], data)) = data.split_first_chunk::<2>() else { return };
     let mode = [Mode::Framed, Mode::Stream, Mode::Lines, Mode::SeqPacket][usize::from(p & 3)];
     let data_type = [DataType::Auto, DataType::Text, DataType::Binary][usize::from((p >> 2) % 3)];
-    let (in_i, out_i) = (usize::from(q & 3), usize::from((q >> 2) & 3));
+    let (in_i, out_i) = (usize::from(q & 3), 4 + usize::from((q >> 2) & 3));
     let (mut input, mut out) = (take(in_i), take(out_i));
     let mut downlink = Downlink::new(mode, data_type);
 
