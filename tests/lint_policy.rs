@@ -41,10 +41,12 @@ fn denies_all(lines: &[&str]) -> Result<(), String> {
 /// The workspace members, from `members = [...]` in the root Cargo.toml.
 fn members() -> Vec<PathBuf> {
     let toml = fs::read_to_string(root().join("Cargo.toml")).unwrap();
-    let line = toml.lines().find(|l| l.trim_start().starts_with("members")).unwrap();
-    let list = line.split_once('[').unwrap().1.split_once(']').unwrap().0;
+    // `members = [...]`, on one line or several.
+    let at = toml.lines().find(|l| l.trim_start().starts_with("members")).unwrap();
+    let from = &toml[toml.find(at).unwrap()..];
+    let list = from.split_once('[').unwrap().1.split_once(']').unwrap().0;
     list.split(',')
-        .map(|m| m.trim().trim_matches('"'))
+        .map(|m| m.split('#').next().unwrap_or_default().trim().trim_matches('"'))
         .filter(|m| !m.is_empty())
         .map(|m| root().join(m))
         .collect()
