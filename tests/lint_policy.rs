@@ -43,10 +43,13 @@ fn members() -> Vec<PathBuf> {
     let toml = fs::read_to_string(root().join("Cargo.toml")).unwrap();
     // `members = [...]`, on one line or several.
     let at = toml.lines().find(|l| l.trim_start().starts_with("members")).unwrap();
-    let from = &toml[toml.find(at).unwrap()..];
+    let from: String = toml[toml.find(at).unwrap()..]
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default())
+        .collect();
     let list = from.split_once('[').unwrap().1.split_once(']').unwrap().0;
     list.split(',')
-        .map(|m| m.split('#').next().unwrap_or_default().trim().trim_matches('"'))
+        .map(|m| m.trim().trim_matches('"'))
         .filter(|m| !m.is_empty())
         .map(|m| root().join(m))
         .collect()
