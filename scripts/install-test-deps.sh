@@ -2,6 +2,7 @@
 # Installs what the end-to-end tests need. Idempotent: a second run installs nothing.
 #
 #   * Debian packages: procps, openssl, chromium (the browser tests), gcc (the C plugin test),
+#     g++ (libFuzzer, for scripts/fuzz.sh), pkg-config (the backend library's C test),
 #     the packaging tests' tools (tests/board: a shell linter, dpkg's start-stop-daemon),
 #     iproute2 (`ip`: the half-open TCP fault test), and python3-venv when `python3 -m venv`
 #     does not work.
@@ -31,6 +32,8 @@ command -v "$PY" >/dev/null 2>&1 || missing+=(python3)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 # The backend library's C test builds with the flags of its pkg-config file.
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+# The fuzz targets (scripts/fuzz.sh) link libFuzzer, which libfuzzer-sys builds from C++.
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
 # tests/board: every shell script must be shellcheck-clean; the SysV script uses start-stop-daemon.
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v start-stop-daemon >/dev/null 2>&1 || missing+=(dpkg)

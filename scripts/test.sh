@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The one test command: formatting, lints, build, Rust tests, end-to-end tests (the fault suite
-# included), a 2-minute soak under a 16 MB memory limit, Autobahn, packaging tests, router cross
-# builds with their tests under qemu-user, a QEMU system boot.
+# The one test command: formatting, lints, build, Rust tests, a fuzz smoke run, end-to-end tests
+# (the fault suite included), a 2-minute soak under a 16 MB memory limit, Autobahn, packaging
+# tests, router cross builds with their tests under qemu-user, a QEMU system boot.
 # Stops at the first failing step. Ends with a line "N passed, N failed" counting the pytest
 # tests and the Autobahn cases (when those steps ran).
 #
 #   scripts/test.sh                     everything
 #   SKIP_SOAK=1 scripts/test.sh         without the 2-minute soak
 #   SKIP_AUTOBAHN=1 scripts/test.sh     without the Autobahn runs
+#   SKIP_FUZZ=1 scripts/test.sh         without the fuzz smoke run
 #   SKIP_CROSS=1 scripts/test.sh        without the cross builds and qemu-user tests
 #   SKIP_QEMU_SYSTEM=1 scripts/test.sh  without the QEMU system boot
 #   QEMU_GUESTS="mips arm" scripts/test.sh   system-boot these guests (default: mips)
@@ -90,6 +91,11 @@ cargo build --release --examples
 
 step "cargo test --release"
 cargo test --release
+
+if [ -z "${SKIP_FUZZ:-}" ]; then
+    step "fuzz smoke: saved crashes replayed, 20 s of libFuzzer per target (scripts/fuzz.sh)"
+    timeout 900 bash scripts/fuzz.sh smoke 20
+fi
 
 export WSGATE_BIN="$ROOT/target/release/wsgate"
 export WSGATE_ECHO_BIN="$ROOT/target/release/websocket_echo"

@@ -91,14 +91,16 @@ pub struct RecordLayout {
 /// # Errors
 /// [`HandoverError`] for a record that can never be right, as soon as that shows.
 pub fn parse_record(bytes: &[u8], max_early: usize) -> Result<Option<RecordLayout>, HandoverError> {
+    // A blank first line ends the record at once: it has no lines. Checked before looking
+    // for "\n\n", which would otherwise skip it once a later blank line arrived, and make
+    // the answer depend on how the bytes were cut (found by fuzz/direct_record).
+    if bytes.first() == Some(&b'\n') {
+        return Err(HandoverError::Malformed("empty record"));
+    }
     let window = bytes.get(..MAX_RECORD_LINES).unwrap_or(bytes);
     let Some(blank) = window.windows(2).position(|w| w == b"\n\n").map(|p| p + 1) else {
-        if bytes.len() >= MAX_RECORD_LINES || bytes.first() == Some(&b'\n') {
-            return Err(if bytes.first() == Some(&b'\n') {
-                HandoverError::Malformed("empty record")
-            } else {
-                HandoverError::LinesTooLong
-            });
+        if bytes.len() >= MAX_RECORD_LINES {
+            return Err(HandoverError::LinesTooLong);
         }
         return Ok(None);
     };

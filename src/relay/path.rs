@@ -19,8 +19,9 @@ pub enum PathError {
     BadEscape,
     /// A decoded NUL byte (`%00`): it would cut the name short at the OS boundary.
     Nul,
-    /// A decoded control character (`%01`..`%1F`, `%7F`) other than NUL: never part of a name,
-    /// and a line break would forge log lines.
+    /// A decoded control character (`%01`..`%1F`, `%7F`, or a C1 control U+0080..U+009F,
+    /// raw or encoded) other than NUL: never part of a name, and a line break would forge log
+    /// lines.
     Control,
     /// An encoded `/` (`%2F`).
     EncodedSlash,
@@ -127,6 +128,12 @@ pub fn decode<'o>(raw: &str, out: &'o mut [u8; MAX_PATH]) -> Result<&'o str, Pat
     let out: &'o [u8; MAX_PATH] = out;
     let path = out.get(..len).ok_or(PathError::TooLong)?;
     let path = core::str::from_utf8(path).map_err(|_| PathError::NotUtf8)?;
+    // The C1 controls (U+0080..U+009F) are control characters too, raw or encoded: U+0085
+    // (NEL) is a line break to some log readers, U+009B a terminal's CSI (found by
+    // fuzz/handshake).
+    if path.chars().any(char::is_control) {
+        return Err(PathError::Control);
+    }
     // Only '/' bytes from `raw` separate segments here: an encoded one was refused above.
     let name = path.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
     if name.is_empty() {
@@ -193,6 +200,8 @@ mod tests {
             ("/a%0a", PathError::Control),
             ("/a%0D%0A", PathError::Control),
             ("/a%7f", PathError::Control),
+            ("/a%C2%85", PathError::Control),
+            ("/a\u{9b}b", PathError::Control),
             ("/a\\..\\b", PathError::Backslash),
             ("/a%5c..%5Cb", PathError::Backslash),
             ("/a%zz", PathError::BadEscape),
