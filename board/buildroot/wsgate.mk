@@ -21,6 +21,50 @@ endef
 WSGATE_POST_INSTALL_TARGET_HOOKS += WSGATE_REMOVE_ECHO
 endif
 
+# Build the profile board/sizes.md measures, the one within the size budget: release-small
+# (Cargo.toml: opt-level "z") with panic = "immediate-abort" and std rebuilt for size without
+# its backtrace symbolizer (about 175 KiB), exactly as `scripts/cross.sh build-small`. Those
+# are unstable options: RUSTC_BOOTSTRAP=1 allows them on the stable toolchain. -Zbuild-std
+# compiles std from rust-src, which host-rust-bin does not install: it is fetched here for the
+# toolchain's version and installed into $(HOST_DIR) once. The build step is ours because
+# pkg-cargo's passes --release, which cargo refuses next to --profile; its install step takes
+# the same options.
+WSGATE_CARGO_ENV = RUSTC_BOOTSTRAP=1
+WSGATE_CARGO_PROFILE_OPTS = \
+	--profile release-small \
+	-Z build-std=std,panic_abort \
+	-Z build-std-features=optimize_for_size \
+	-Z panic-immediate-abort \
+	--config 'profile.release-small.panic="immediate-abort"'
+WSGATE_CARGO_INSTALL_OPTS = $(WSGATE_CARGO_PROFILE_OPTS)
+
+WSGATE_RUST_SRC = rust-src-$(RUST_BIN_VERSION).tar.xz
+WSGATE_EXTRA_DOWNLOADS = https://static.rust-lang.org/dist/$(WSGATE_RUST_SRC)
+
+define WSGATE_INSTALL_RUST_SRC
+	if [ ! -d $(HOST_DIR)/lib/rustlib/src/rust/library ]; then \
+		mkdir -p $(@D)/rust-src && \
+		$(call suitable-extractor,$(WSGATE_RUST_SRC)) $(WSGATE_DL_DIR)/$(WSGATE_RUST_SRC) | \
+			$(TAR) -C $(@D)/rust-src --strip-components=1 $(TAR_OPTIONS) - && \
+		(cd $(@D)/rust-src && ./install.sh --prefix=$(HOST_DIR) --disable-ldconfig); \
+	fi
+endef
+WSGATE_PRE_BUILD_HOOKS += WSGATE_INSTALL_RUST_SRC
+
+define WSGATE_BUILD_CMDS
+	cd $(@D) && \
+	$(TARGET_MAKE_ENV) \
+		$(TARGET_CONFIGURE_OPTS) \
+		$(PKG_CARGO_ENV) \
+		$(WSGATE_CARGO_ENV) \
+		cargo build \
+			--offline \
+			--manifest-path Cargo.toml \
+			--locked \
+			--bins \
+			$(WSGATE_CARGO_PROFILE_OPTS)
+endef
+
 define WSGATE_INSTALL_CONF
 	$(INSTALL) -D -m 0644 $(@D)/board/buildroot/wsgate.conf $(TARGET_DIR)/etc/wsgate.conf
 endef

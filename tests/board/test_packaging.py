@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -54,6 +55,34 @@ def test_shellcheck_every_shell_script():
     r = subprocess.run(["shellcheck", "-x", *map(str, scripts)], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---- What the packages build -------------------------------------------------------------
+
+
+def cross_sh_array(name: str) -> list[str]:
+    """A bash array assigned in scripts/cross.sh (`NAME=(...)`, possibly over several lines)."""
+    text = (ROOT / "scripts/cross.sh").read_text()
+    m = re.search(rf"^{name}=\((.*?)\)$", text, re.M | re.S)
+    assert m, f"{name} not found in scripts/cross.sh"
+    return shlex.split(m.group(1))
+
+
+def test_packages_build_the_profile_within_the_size_budget():
+    """board/sizes.md measures (and CI's size budget checks) `scripts/cross.sh build-small`:
+    the OpenWrt and Buildroot packages must build that same profile with the same flags."""
+    flags = cross_sh_array("SMALL_STD") + cross_sh_array("SMALL_EXTRA")
+    assert "-Zpanic-immediate-abort" in flags and "-Zbuild-std=std,panic_abort" in flags
+    openwrt = (ROOT / "board/openwrt/Makefile").read_text().replace("$(comma)", ",")
+    buildroot = re.sub(r"-Z (\S)", r"-Z\1", (ROOT / "board/buildroot/wsgate.mk").read_text())
+    for name, text in [("openwrt", openwrt), ("buildroot", buildroot)]:
+        for f in flags:
+            assert f in text, f"{name} does not pass {f}"
+        assert "RUSTC_BOOTSTRAP=1" in text, name
+    assert "CARGO_PKG_PROFILE:=$(if $(CONFIG_DEBUG),dev,release-small)" in openwrt
+    assert "$(call Build/Compile/Cargo,,$(WSGATE_CARGO_ARGS))" in openwrt
+    assert "--profile release-small" in buildroot
+    assert "WSGATE_CARGO_INSTALL_OPTS = $(WSGATE_CARGO_PROFILE_OPTS)" in buildroot
 
 
 # ---- OpenWrt: UCI -> /var/etc/wsgate.conf ------------------------------------------------
