@@ -6,6 +6,12 @@
 //! that got an event, (2) accepts waiting clients, (3) drives connections that yielded with
 //! work left, (4) fires due timers. A connection that is done is removed at once; its slot's
 //! generation changes, so later events of the same batch for it are ignored.
+//!
+//! A site is judged full only on fresh news. The accept loop runs until `WouldBlock`, and
+//! while it runs, clients answered earlier in the loop may already have closed: their EOF
+//! waits in the event queue, not yet read, and their slots still count. So a client accepted
+//! while the site is at its limit is held (one per listener) and the loop polls again at once;
+//! it is refused 503 only if the site is still full after that poll (see [`Held`]).
 
 pub mod conn;
 pub mod tls_io;
@@ -104,6 +110,22 @@ struct Listener {
     active: usize,
     /// Stopped accepting because the slab or the process was full.
     paused: bool,
+    /// A client accepted while the site was at its limit, waiting for the next poll's news.
+    held: Option<Held>,
+}
+
+/// A client accepted when every slot of its site was taken. Before it is refused 503 the loop
+/// polls once more: the events of that poll include the EOF of every client that closed before
+/// this one connected (on loopback its FIN is queued before its `close` returns), so a slot
+/// that is really free by then is seen free. Without this, a sequential flood of refused
+/// clients, each closing before the next connects, fills the site inside one accept loop when
+/// the gateway is slower than the client.
+#[derive(Debug)]
+struct Held {
+    stream: mio::net::TcpStream,
+    peer: SocketAddr,
+    /// [`Server::polls`] when it was accepted: refused only once the count has moved on.
+    poll: u32,
 }
 
 /// The gateway: listeners, connections, buffers.
@@ -121,6 +143,8 @@ pub struct Server {
     handle: Handle,
     signals: Option<Signals>,
     reloader: Option<Reloader>,
+    /// Polls so far (wrapping): tells whether a poll happened since a client was [`Held`].
+    polls: u32,
     /// Set by SIGTERM/SIGINT: no more accepts; return once every connection has closed, or at
     /// this instant.
     draining: Option<Instant>,
@@ -157,7 +181,15 @@ impl Server {
                 Some(files) => Some(crate::tls::load(files).map_err(StartError::Tls)?),
                 None => None,
             };
-            listeners.push(Listener { socket, docroot, htdocs, tls, active: 0, paused: false });
+            listeners.push(Listener {
+                socket,
+                docroot,
+                htdocs,
+                tls,
+                active: 0,
+                paused: false,
+                held: None,
+            });
             slots += site.max_connections + site.overflow_slots();
         }
         let waker = Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Io("waker", e))?;
@@ -174,6 +206,7 @@ impl Server {
             handle: Handle { waker: Arc::new(waker), stop: Arc::new(AtomicBool::new(false)) },
             signals: None,
             reloader: None,
+            polls: 0,
             draining: None,
             config,
         })
@@ -285,7 +318,8 @@ impl Server {
     /// A `poll` failure other than `EINTR`.
     pub fn run(&mut self) -> std::io::Result<()> {
         loop {
-            let timeout = if self.again.is_empty() {
+            let held = self.listeners.iter().any(|l| l.held.is_some());
+            let timeout = if self.again.is_empty() && !held {
                 self.next_wake.map(|w| w.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
@@ -296,6 +330,7 @@ impl Server {
                 }
                 return Err(e);
             }
+            self.polls = self.polls.wrapping_add(1);
             if self.handle.stop.load(Ordering::SeqCst) {
                 return Ok(());
             }
@@ -330,7 +365,9 @@ impl Server {
             }
             if self.draining.is_none() {
                 for i in 0..self.listeners.len() {
-                    if accept & (1 << i) != 0 || self.listeners.get(i).is_some_and(|l| l.paused) {
+                    let waiting =
+                        self.listeners.get(i).is_some_and(|l| l.paused || l.held.is_some());
+                    if accept & (1 << i) != 0 || waiting {
                         self.accept(i, now);
                     }
                 }
@@ -375,6 +412,9 @@ impl Server {
                 );
                 for l in &mut self.listeners {
                     let _ = self.poll.registry().deregister(&mut l.socket);
+                    if let Some(h) = l.held.take() {
+                        log!(INFO, "peer={} dropped: shutting down before a slot was free", h.peer);
+                    }
                 }
                 let grace =
                     self.config.sites.iter().map(|s| s.close_timeout).max().unwrap_or_default();
@@ -499,54 +539,64 @@ impl Server {
     fn accept(&mut self, site: usize, now: Instant) {
         loop {
             let full = self.conns.len() >= self.conns.capacity();
+            let polls = self.polls;
             let Some(l) = self.listeners.get_mut(site) else { return };
             if full {
                 l.paused = true;
                 return;
             }
-            match l.socket.accept() {
-                Ok((stream, peer)) => {
-                    l.paused = false;
-                    let _ = stream.set_nodelay(true);
-                    let max = self.config.sites.get(site).map_or(0, |s| s.max_connections);
-                    let overflow = l.active >= max as usize;
-                    let tls = match l.tls.as_ref().map(crate::tls::new_connection) {
-                        None => None,
-                        // The one allocation per TLS connection: rustls' state lives on the
-                        // heap, bounded by its buffer limit (see `crate::tls`).
-                        Some(Ok(t)) => Some(Box::new(t)),
-                        Some(Err(e)) => {
-                            log!(WARN, "peer={peer} accept: TLS: {e}");
-                            continue;
-                        }
-                    };
-                    let Some((mut cx, conns)) = self.ctx(site, now) else { return };
-                    match conns.try_insert_with(|key| {
-                        Connection::accept(key, stream, peer, &mut cx, site, overflow, tls)
-                    }) {
-                        Some(Ok(key)) => {
-                            if !overflow {
-                                if let Some(l) = self.listeners.get_mut(site) {
-                                    l.active += 1;
-                                }
-                            }
-                            self.drive(key, now);
-                        }
-                        Some(Err(e)) => log!(WARN, "peer={peer} accept: {e}"),
-                        None => {}
+            let Held { stream, peer, poll } = match l.held.take() {
+                Some(h) => h,
+                None => match l.socket.accept() {
+                    Ok((stream, peer)) => {
+                        l.paused = false;
+                        let _ = stream.set_nodelay(true);
+                        Held { stream, peer, poll: polls }
                     }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        l.paused = false;
+                        return;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // EMFILE and friends: stop accepting until a connection closes.
+                        log!(WARN, "accept: {e}");
+                        l.paused = true;
+                        return;
+                    }
+                },
+            };
+            let max = self.config.sites.get(site).map_or(0, |s| s.max_connections);
+            let overflow = l.active >= max as usize;
+            if overflow && poll == polls {
+                // Full, but maybe only on old news: poll first (see `Held`).
+                l.held = Some(Held { stream, peer, poll });
+                return;
+            }
+            let tls = match l.tls.as_ref().map(crate::tls::new_connection) {
+                None => None,
+                // The one allocation per TLS connection: rustls' state lives on the
+                // heap, bounded by its buffer limit (see `crate::tls`).
+                Some(Ok(t)) => Some(Box::new(t)),
+                Some(Err(e)) => {
+                    log!(WARN, "peer={peer} accept: TLS: {e}");
+                    continue;
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    l.paused = false;
-                    return;
+            };
+            let Some((mut cx, conns)) = self.ctx(site, now) else { return };
+            match conns.try_insert_with(|key| {
+                Connection::accept(key, stream, peer, &mut cx, site, overflow, tls)
+            }) {
+                Some(Ok(key)) => {
+                    if !overflow {
+                        if let Some(l) = self.listeners.get_mut(site) {
+                            l.active += 1;
+                        }
+                    }
+                    self.drive(key, now);
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // EMFILE and friends: stop accepting until a connection closes.
-                    log!(WARN, "accept: {e}");
-                    l.paused = true;
-                    return;
-                }
+                Some(Err(e)) => log!(WARN, "peer={peer} accept: {e}"),
+                None => {}
             }
         }
     }

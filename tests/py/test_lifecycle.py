@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
 import time
 
@@ -279,6 +281,34 @@ def test_slots_are_reused_many_times(echo_backend, gateway, ws):
         assert c.recv(timeout=5) == str(i)
         c.close()
         assert wait_until(lambda: raw_handshake(g.port, "/echo")[0] == 101, timeout=3, interval=0.05)
+
+
+def test_clients_that_closed_hold_no_slot(gateway):
+    """A site looks full only after the closes already queued are seen. Two clients send their
+    request and close at once, then a third asks, all while the gateway is stopped: on waking,
+    one accept loop takes all three, and the two before the third still hold both slots until
+    their EOF events are read. The third must get its 404, not a 503 (the bug this pins: the
+    accept loop drained the backlog before the batch's other events, so a sequential flood of
+    refused clients saw 503 after 64 of them)."""
+    g = gateway(c=2)
+    start = len(g.lines)
+    os.kill(g.pid, signal.SIGSTOP)
+    try:
+        for _ in range(2):
+            s = open_socket(g.port, 5)
+            s.sendall(build_request(g.port, "/nope"))
+            s.close()
+        last = open_socket(g.port, 5)
+        last.sendall(build_request(g.port, "/nope"))
+    finally:
+        os.kill(g.pid, signal.SIGCONT)
+    try:
+        assert read_response_head(last, 5).status == 404
+    finally:
+        last.close()
+    assert wait_until(lambda: sum("close /nope refused 404" in x for x in g.lines[start:]) == 3,
+                      timeout=5), g.lines[start:]
+    assert not any("refused 503" in x for x in g.lines[start:]), g.lines[start:]
 
 
 def test_backend_backlog_full_503(py_backend, gateway):
