@@ -509,22 +509,19 @@ impl Connection {
         if !self.is_open() {
             return Err(ErrorKind::NotConnected.into());
         }
-        let fits = match &mut self.inner {
-            Inner::Direct(ep) => ep.send(kind, data),
-            Inner::Relay(relay) => relay.out.push(kind, data),
-        };
-        if fits {
-            self.flush()?;
-            return Ok(());
-        }
-        self.flush()?;
-        let fits = match &mut self.inner {
-            Inner::Direct(ep) => ep.send(kind, data),
-            Inner::Relay(relay) => relay.out.push(kind, data),
-        };
-        if fits {
-            self.flush()?;
-            return Ok(());
+        // A full queue may drain on a flush: one more try after it.
+        for retry in [false, true] {
+            if retry {
+                self.flush()?;
+            }
+            let fits = match &mut self.inner {
+                Inner::Direct(ep) => ep.send(kind, data),
+                Inner::Relay(relay) => relay.out.push(kind, data),
+            };
+            if fits {
+                self.flush()?;
+                return Ok(());
+            }
         }
         let framing = FrameHeader::server_header_len(data.len() as u64) + 1;
         if data.len().saturating_add(framing) > self.max_queue {
