@@ -708,3 +708,33 @@ class Stopwatch:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
+
+
+# Raw upgrades with early bytes (direct-mode tests)
+
+
+def handshake_with(port: int, extra: bytes = b"", path: str = "/echo") -> tuple[socket.socket, bytearray]:
+    """A raw client: the upgrade request (and `extra` in the same packet); returns the socket
+    and the bytes received after the 101."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(build_request(port, path) + extra)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        assert chunk, buf
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    assert parse_response_head(head + b"\r\n\r\n").status == 101
+    return s, bytearray(rest)
+
+
+def next_frame(s: socket.socket, buf: bytearray):
+    """The next frame from `buf`, reading `s` as needed (None at EOF); removes it from `buf`."""
+    while (d := try_decode_frame(buf)) is None:
+        chunk = s.recv(65536)
+        if not chunk:
+            return None
+        buf += chunk
+    frame, used = d
+    del buf[:used]
+    return frame

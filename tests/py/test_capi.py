@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import subprocess
 from pathlib import Path
 
@@ -18,14 +17,13 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from harness import (
+    handshake_with,
+    next_frame,
     OP_TEXT,
     REPO_ROOT,
     Child,
-    build_request,
     encode_frame,
     gateway_bin,
-    parse_response_head,
-    try_decode_frame,
 )
 
 CFLAGS = ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Wall", "-Wextra", "-Werror", "-O1"]
@@ -145,24 +143,14 @@ def test_c_backend_direct_client_closes_and_early_bytes(c_backend, run_backend, 
     hand-over's early data), and the client's close code reaches it too."""
     b = run_backend(c_backend, "framed", "direct")
     g = gateway(direct=True)
-    with socket.create_connection(("127.0.0.1", g.port), timeout=5) as s:
-        s.sendall(build_request(g.port, "/echo") + encode_frame(OP_TEXT, b"early bird"))
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            buf += s.recv(4096)
-        head, rest = buf.split(b"\r\n\r\n", 1)
-        assert parse_response_head(head + b"\r\n\r\n").status == 101
-        got = bytearray(rest)
-        while (d := try_decode_frame(got)) is None:
-            got += s.recv(4096)
-        assert (d[0].opcode, d[0].payload) == (OP_TEXT, b"early bird")
-        del got[: d[1]]
+    s, got = handshake_with(g.port, encode_frame(OP_TEXT, b"early bird"))
+    with s:
+        f = next_frame(s, got)
+        assert f is not None and (f.opcode, f.payload) == (OP_TEXT, b"early bird")
         s.sendall(encode_frame(0x8, (4100).to_bytes(2, "big") + b"done"))
-        while (d := try_decode_frame(got)) is None:
-            more = s.recv(4096)
-            assert more, "no close frame came back"
-            got += more
-        assert d[0].opcode == 0x8 and d[0].close_code == 4100  # echoed (RFC 6455 §5.5.1)
+        f = next_frame(s, got)
+        assert f is not None, "no close frame came back"
+        assert f.opcode == 0x8 and f.close_code == 4100  # echoed (RFC 6455 §5.5.1)
         assert s.recv(100) == b""  # the server closes the TCP connection first (§7.1.1)
     b.wait_line(r"conn \d+: client closed with 4100")
     b.wait_line(r"conn \d+: done \(closed\)")

@@ -14,17 +14,17 @@ import time
 import pytest
 
 from harness import (
+    handshake_with,
+    next_frame,
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    build_request,
     encode_frame,
     fd_count,
     gateway_bin,
-    parse_response_head,
     try_decode_frame,
     ws_connect,
 )
@@ -127,17 +127,10 @@ def test_bytes_sent_with_the_handshake_reach_the_backend(py_backend, gateway):
     results: dict = {}
     t = backend_thread(b, results)
     frame = encode_frame(OP_TEXT, b"sent with the request")
-    with socket.create_connection(("127.0.0.1", g.port), timeout=5) as s:
-        s.sendall(build_request(g.port, "/echo") + frame)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            buf += s.recv(4096)
-        head, rest = buf.split(b"\r\n\r\n", 1)
-        assert parse_response_head(head + b"\r\n\r\n").status == 101
-        got = bytearray(rest)
-        while (d := try_decode_frame(got)) is None:
-            got += s.recv(4096)
-        assert d[0].payload == b"sent with the request"
+    s, got = handshake_with(g.port, frame)
+    with s:
+        f = next_frame(s, got)
+        assert f is not None and f.payload == b"sent with the request"
         s.sendall(encode_frame(0x8, b"\x03\xe8"))
         s.recv(100)
     t.join(10)
@@ -249,20 +242,10 @@ def test_websocket_echo_direct_gets_bytes_sent_with_the_handshake(echo_backend, 
     e = echo_backend("framed", extra=("-d", "-v"))
     g = gateway(direct=True)
     early = encode_frame(OP_TEXT, b"first") + encode_frame(OP_BINARY, b"second")
-    with socket.create_connection(("127.0.0.1", g.port), timeout=5) as s:
-        s.sendall(build_request(g.port, "/echo") + early)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            buf += s.recv(4096)
-        head, rest = buf.split(b"\r\n\r\n", 1)
-        assert parse_response_head(head + b"\r\n\r\n").status == 101
-        got = bytearray(rest)
-        frames = []
-        while len(frames) < 2:
-            while (d := try_decode_frame(got)) is None:
-                got += s.recv(4096)
-            frames.append(d[0])
-            del got[: d[1]]
+    s, got = handshake_with(g.port, early)
+    with s:
+        frames = [next_frame(s, got), next_frame(s, got)]
+        assert None not in frames, frames
         assert [(f.opcode, f.payload) for f in frames] == [(OP_TEXT, b"first"), (OP_BINARY, b"second")]
         s.sendall(encode_frame(OP_CLOSE, b"\x03\xe8"))
         s.recv(100)

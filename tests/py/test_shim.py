@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from harness import (
+    handshake_with,
+    next_frame,
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
@@ -25,10 +27,7 @@ from harness import (
     OP_TEXT,
     REPO_ROOT,
     Child,
-    build_request,
     encode_frame,
-    parse_response_head,
-    try_decode_frame,
     wait_until,
     ws_connect,
 )
@@ -77,32 +76,6 @@ def ouistiti(docroot, c_echo):
             pass
         b.stop()
         print(f"---- {b.name} stderr ----\n{b.log_text()}")
-
-
-def handshake_with(port: int, extra: bytes = b"") -> tuple[socket.socket, bytearray]:
-    """A raw client: the upgrade request (and `extra` in the same packet); returns the socket
-    and the bytes received after the 101."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(build_request(port, "/echo") + extra)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(4096)
-        assert chunk, buf
-        buf += chunk
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    assert parse_response_head(head + b"\r\n\r\n").status == 101
-    return s, bytearray(rest)
-
-
-def next_frame(s: socket.socket, buf: bytearray):
-    while (d := try_decode_frame(buf)) is None:
-        chunk = s.recv(65536)
-        if not chunk:
-            return None
-        buf += chunk
-    frame, used = d
-    del buf[:used]
-    return frame
 
 
 def test_text_messages_are_echoed_and_accept_gives_the_client_address(ouistiti, gateway):
