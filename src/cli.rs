@@ -19,6 +19,11 @@ pub struct Args {
     /// validate the configuration, print the effective one, and exit
     #[argh(switch)]
     pub check: bool,
+    /// working directory: every relative path (the configuration's config_d, docroots, init_d,
+    /// certificates, log and pid files; -R, -L...) is resolved from DIR, -f's excepted; as
+    /// ouistiti's -W, but without a chroot
+    #[argh(option, short = 'W')]
+    pub workdir: Option<PathBuf>,
     /// address to listen on (default 0.0.0.0)
     #[argh(option, short = 'a', default = "String::from(\"0.0.0.0\")")]
     pub addr: String,

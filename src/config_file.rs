@@ -2,10 +2,13 @@
 //!
 //! wsgate reads the file ouistiti reads (libconfig syntax, see [`crate::libconfig`]) and takes
 //! from it what a WebSocket gateway needs: the servers (listeners) and their `websocket`
-//! sections, plus the few service-wide settings. Everything else ouistiti knows is reported
-//! as a [`Warning`] and ignored, never an error; unknown keys likewise. Values of the wrong
-//! type or out of range, and combinations that cannot work, are a [`ConfigFileError`] naming
-//! `file:line:col`.
+//! sections, plus the few service-wide settings. What ouistiti knows but wsgate does not
+//! provide is reported as a [`Warning`] and ignored when leaving it out serves less than the
+//! file asks for (a CGI directory, a virtual host, CORS headers: none of it is served), and is
+//! a [`ConfigFileError`] when leaving it out would serve more (`auth`, `clientfilter`,
+//! `userfilter`, `redirect` with `hsts`: pages and WebSockets the file protects would be open);
+//! see [`REFUSED_MODULES`]. Unknown keys are warnings. Values of the wrong type or out of range,
+//! and combinations that cannot work, are a [`ConfigFileError`] naming `file:line:col`.
 //!
 //! # Schema
 //!
@@ -13,7 +16,9 @@
 //! user, log-file (log_file), pid-file (pid_file), init_d : strings
 //! syslog : boolean, default false (log to the syslog socket, see [`crate::logging`])
 //! config_d : a directory whose *.conf files (in name order) each add servers, or one file;
-//!            relative to the file that names it; a missing one is a warning
+//!            a relative path is resolved from the working directory, as ouistiti does (its
+//!            init scripts run it with -W /; wsgate's -W DIR sets it too); a missing one is a
+//!            warning
 //! servers (server) = ( { ... }, ... )   at most 8 in all, config_d included
 //!   hostname         string
 //!   addr             IP address; absent or "" = all interfaces (dual-stack)
@@ -22,9 +27,12 @@
 //!   keepalivetimeout seconds 0..=86400, default 0
 //!   tls = { crtfile; keyfile (or pemfile); cachain; client_ca (wsgate's: verify client
 //!           certificates against these CAs); dhmfile (ignored, warning) }
-//!   document (static_file, filestorage) = group, or a list whose first group is used
-//!     docroot (required); defaultpage "index.html"; allow "*"; deny ""; denylast false;
+//!   document (static_file) = group, or a list whose first group is used
+//!     docroot (required); defaultpage "index.html"; allow (accepted_ext) "*";
+//!     deny (ignored_ext) ""; denylast false;
 //!     options (transfer_type): "dirlisting" in the comma list turns listing on
+//!   filestorage: ouistiti's read/write file store, not provided (warning; nothing of it is
+//!     served, not even read-only)
 //!   websocket = {
 //!     docroot (required); allow "*"; deny ""; denylast false
 //!     options   comma list; "direct" hands the socket to the backend (not with tls)
@@ -71,6 +79,10 @@ pub const MAX_KEEPALIVE_SECS: i64 = 86_400;
 /// Largest `*_ms` timeout: one year, as [`crate::config::parse_duration`] allows.
 pub const MAX_TIMEOUT_MS: i64 = 365 * 86_400_000;
 
+/// The warning for a server that does not run; `{port}` is its port.
+const NOT_RUN: &str = "server on port {port} has no websocket section: not run (wsgate serves \
+                       static pages only beside a websocket section)";
+
 /// The error for direct mode on a TLS server.
 pub const DIRECT_TLS: &str =
     "direct mode cannot work over TLS: TLS state cannot move to another process";
@@ -89,26 +101,34 @@ const SERVER_IGNORED: &[&str] = &[
     "server_headers",
     "headers",
 ];
-/// ouistiti modules (server-level groups) wsgate does not provide.
+/// ouistiti modules (server-level groups) wsgate does not provide and may leave out: without
+/// them a server serves less, never more (their pages, scripts and streams are not served;
+/// CORS headers that would let other sites read responses are not sent; a `vhost`'s own
+/// document, websocket and auth are not served at all, and the server's own answer any Host).
 const SERVER_MODULES: &[&str] = &[
-    "auth",
     "authmngt",
     "cgi",
-    "clientfilter",
     "cookie",
     "cors",
     "methodlock",
     "python",
-    "redirect",
     "redirect404",
     "rewrite",
     "signup",
     "tinysvcmdns",
     "upgrade",
-    "userfilter",
     "vhost",
     "vhosts",
     "webstream",
+];
+
+/// ouistiti modules that protect what a server serves, and why leaving one out is refused:
+/// the server would serve, to anyone, what the file says only some may have. `redirect` is
+/// refused only with its `hsts` option (see [`Reader::redirect`]).
+pub const REFUSED_MODULES: &[(&str, &str)] = &[
+    ("auth", "wsgate does not authenticate clients"),
+    ("clientfilter", "wsgate does not filter clients by address"),
+    ("userfilter", "wsgate does not filter authenticated users"),
 ];
 
 /// Settings for the whole service.
@@ -128,6 +148,22 @@ pub struct ServiceConfig {
     pub servers: Vec<ServerConfig>,
 }
 
+impl ServiceConfig {
+    /// The same settings with every [`Place`] (and server line) cleared: what two readings of
+    /// one configuration from different files have in common.
+    #[must_use]
+    pub fn without_places(mut self) -> Self {
+        for s in &mut self.servers {
+            s.file = PathBuf::new();
+            s.line = 0;
+            if let Some(t) = &mut s.tls {
+                t.at = Default::default();
+            }
+        }
+        self
+    }
+}
+
 /// One server: a listener and what it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -143,11 +179,13 @@ pub struct ServerConfig {
     pub keepalive_timeout: Duration,
     /// `tls`.
     pub tls: Option<TlsFiles>,
-    /// `document` / `static_file` / `filestorage`.
+    /// `document` / `static_file`.
     pub document: Option<DocumentConfig>,
     /// `websocket`.
     pub websocket: Option<WebsocketConfig>,
-    /// Line where the server's group starts, for messages.
+    /// File and line where the server's group starts, for messages.
+    pub file: PathBuf,
+    /// See [`ServerConfig::file`].
     pub line: u32,
 }
 
@@ -163,6 +201,37 @@ pub struct TlsFiles {
     /// CA certificates that client certificates must chain to (`client_ca`, wsgate's own key):
     /// when set, every client must present one.
     pub client_ca: Option<PathBuf>,
+    /// Where the group and each file were named (group, crtfile, keyfile, cachain, client_ca),
+    /// so that a file found unusable after loading is reported at its own line.
+    pub at: [Place; 5],
+}
+
+impl TlsFiles {
+    /// Where `path` was named in the group, or the group itself when no setting names it.
+    #[must_use]
+    pub fn place_of(&self, path: Option<&Path>) -> &Place {
+        let named = [
+            Some(&self.crtfile),
+            Some(&self.keyfile),
+            self.cachain.as_ref(),
+            self.client_ca.as_ref(),
+        ];
+        let i = named.iter().position(|p| p.is_some() && p.map(PathBuf::as_path) == path);
+        let i = i.map_or(0, |i| i + 1);
+        let [group, ..] = &self.at;
+        self.at.get(i).unwrap_or(group)
+    }
+}
+
+/// Where a setting was written: `file:line:col`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Place {
+    /// The file (an included one where the setting is in it).
+    pub file: PathBuf,
+    /// The line.
+    pub line: u32,
+    /// The column.
+    pub col: u32,
 }
 
 /// The `document` group (static files).
@@ -255,30 +324,67 @@ impl fmt::Display for ConfigFileError {
 
 impl std::error::Error for ConfigFileError {}
 
+impl ConfigFileError {
+    /// An error about the setting at `place`.
+    #[must_use]
+    pub fn at(place: &Place, message: String) -> Self {
+        Self { file: place.file.clone(), line: place.line, col: place.col, message }
+    }
+}
+
 impl From<ParseError> for ConfigFileError {
     fn from(e: ParseError) -> Self {
         Self { file: e.file, line: e.line, col: e.col, message: e.message }
     }
 }
 
-/// Reads the ouistiti configuration at `path` (its includes and `config_d` too).
+/// Reads the ouistiti configuration at `path` (its includes and `config_d` too). A relative
+/// `config_d` is resolved from the working directory.
 ///
 /// # Errors
-/// A [`ConfigFileError`] for the first syntax error, type error, range error or impossible
-/// combination.
+/// A [`ConfigFileError`] for the first syntax error, type error, range error, impossible
+/// combination or protection wsgate cannot give.
 pub fn load(path: &Path) -> Result<(ServiceConfig, Vec<Warning>), ConfigFileError> {
-    let doc = libconfig::parse_file(path)?;
-    from_document(&doc)
+    load_in(path, &working_dir())
 }
 
-/// [`load`] for text already in memory, as if read from `path` (includes and `config_d` are
-/// relative to its directory).
+/// [`load`] with relative `config_d` paths resolved from `workdir`.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_in(
+    path: &Path,
+    workdir: &Path,
+) -> Result<(ServiceConfig, Vec<Warning>), ConfigFileError> {
+    let doc = libconfig::parse_file(path)?;
+    from_document(&doc, workdir)
+}
+
+/// [`load`] for text already in memory, as if read from `path` (includes are relative to its
+/// directory).
 ///
 /// # Errors
 /// As [`load`].
 pub fn load_str(text: &str, path: &Path) -> Result<(ServiceConfig, Vec<Warning>), ConfigFileError> {
+    load_str_in(text, path, &working_dir())
+}
+
+/// [`load_str`] with relative `config_d` paths resolved from `workdir`.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_str_in(
+    text: &str,
+    path: &Path,
+    workdir: &Path,
+) -> Result<(ServiceConfig, Vec<Warning>), ConfigFileError> {
     let doc = libconfig::parse_str(text, path)?;
-    from_document(&doc)
+    from_document(&doc, workdir)
+}
+
+/// The working directory, for messages and relative `config_d` paths (`.` if it is gone).
+fn working_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
 }
 
 /// A server being read, with where its listener was set.
@@ -288,7 +394,10 @@ struct Loaded {
     listen: Pos,
 }
 
-fn from_document(doc: &Document) -> Result<(ServiceConfig, Vec<Warning>), ConfigFileError> {
+fn from_document(
+    doc: &Document,
+    workdir: &Path,
+) -> Result<(ServiceConfig, Vec<Warning>), ConfigFileError> {
     let mut warnings = Vec::new();
     let mut cfg = ServiceConfig::default();
     let mut servers: Vec<Loaded> = Vec::new();
@@ -309,8 +418,7 @@ fn from_document(doc: &Document) -> Result<(ServiceConfig, Vec<Warning>), Config
             }
         }
         if let Some((s, dir)) = config_d {
-            let base = doc.path(s.pos).parent().map(Path::to_path_buf).unwrap_or_default();
-            r.config_d(s, &base.join(dir), &mut servers)?;
+            r.config_d(s, &workdir.join(dir), &mut servers)?;
         }
     }
     check_listeners(&servers)?;
@@ -377,13 +485,12 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    fn place(&self, pos: Pos) -> Place {
+        Place { file: self.doc.path(pos).to_path_buf(), line: pos.line, col: pos.col }
+    }
+
     fn err(&self, pos: Pos, message: String) -> ConfigFileError {
-        ConfigFileError {
-            file: self.doc.path(pos).to_path_buf(),
-            line: pos.line,
-            col: pos.col,
-            message,
-        }
+        ConfigFileError::at(&self.place(pos), message)
     }
 
     fn warn(&mut self, pos: Pos, message: String) {
@@ -498,6 +605,7 @@ impl Reader<'_> {
             tls: None,
             document: None,
             websocket: None,
+            file: self.doc.path(pos).to_path_buf(),
             line: pos.line,
         };
         let mut listen = pos;
@@ -539,7 +647,13 @@ impl Reader<'_> {
                         Duration::from_secs(u64::try_from(secs).unwrap_or_default());
                 }
                 "tls" => server.tls = Some(self.tls(s)?),
-                "document" | "static_file" | "filestorage" => {
+                "filestorage" => self.warn(
+                    s.pos,
+                    "filestorage (ouistiti's read/write file store) is not part of wsgate \
+                     (ignored: nothing under its docroot is served)"
+                        .to_owned(),
+                ),
+                "document" | "static_file" => {
                     let first = match &s.value.kind {
                         Kind::Group(g) => Some((s.value.pos, g.as_slice())),
                         Kind::List(items) => {
@@ -594,6 +708,10 @@ impl Reader<'_> {
                     server.websocket = Some(ws);
                     direct = d;
                 }
+                n if REFUSED_MODULES.iter().any(|(m, _)| *m == n) => {
+                    return Err(self.refused(s));
+                }
+                "redirect" => self.redirect(s)?,
                 n if SERVER_MODULES.contains(&n) => self.warn(
                     s.pos,
                     format!("ouistiti module {} is not part of wsgate (ignored)", quote(n)),
@@ -608,15 +726,56 @@ impl Reader<'_> {
         Ok(Loaded { server, file: self.doc.path(pos).to_path_buf(), listen })
     }
 
+    /// The error for a module of [`REFUSED_MODULES`].
+    fn refused(&self, s: &Setting) -> ConfigFileError {
+        let why = REFUSED_MODULES.iter().find(|(m, _)| *m == s.name).map_or("", |(_, w)| w);
+        self.err(
+            s.pos,
+            format!(
+                "{}: {why}, and serving this server without it would open to anyone what the \
+                 file protects; remove the section to serve the server unprotected on purpose",
+                s.name
+            ),
+        )
+    }
+
+    /// `redirect`: its links are routing (left out, with a warning); its `hsts` option sends
+    /// plain-HTTP clients to HTTPS, a protection wsgate does not give (an error).
+    fn redirect(&mut self, s: &Setting) -> Result<(), ConfigFileError> {
+        let hsts = s.value.as_group().and_then(|g| {
+            g.iter().find(|o| {
+                o.name == "options" && o.value.as_str().is_some_and(|v| v.contains("hsts"))
+            })
+        });
+        if let Some(o) = hsts {
+            return Err(self.err(
+                o.value.pos,
+                "redirect options \"hsts\": wsgate does not redirect plain HTTP to HTTPS nor \
+                 send Strict-Transport-Security; serve this server over tls instead"
+                    .to_owned(),
+            ));
+        }
+        self.warn(
+            s.pos,
+            "ouistiti module \"redirect\" is not part of wsgate (ignored: no redirections are sent)"
+                .to_owned(),
+        );
+        Ok(())
+    }
+
     fn tls(&mut self, s: &Setting) -> Result<TlsFiles, ConfigFileError> {
         let g = self.group(s, "tls")?;
         let (mut crtfile, mut keyfile, mut cachain, mut client_ca) = (None, None, None, None);
+        let mut at: [Place; 5] = Default::default();
+        let [group_at, crt_at, key_at, chain_at, ca_at] = &mut at;
+        *group_at = self.place(s.value.pos);
         for t in g {
+            let here = self.place(t.value.pos);
             match t.name.as_str() {
-                "crtfile" => crtfile = Some(self.path(t)?),
-                "keyfile" | "pemfile" => keyfile = Some(self.path(t)?),
-                "cachain" => cachain = Some(self.path(t)?),
-                "client_ca" => client_ca = Some(self.path(t)?),
+                "crtfile" => (crtfile, *crt_at) = (Some(self.path(t)?), here),
+                "keyfile" | "pemfile" => (keyfile, *key_at) = (Some(self.path(t)?), here),
+                "cachain" => (cachain, *chain_at) = (Some(self.path(t)?), here),
+                "client_ca" => (client_ca, *ca_at) = (Some(self.path(t)?), here),
                 "dhmfile" => {
                     self.warn(t.pos, "dhmfile is not used by wsgate (ignored)".to_owned());
                 }
@@ -633,6 +792,7 @@ impl Reader<'_> {
             keyfile: need(keyfile, "keyfile", "the private key file")?,
             cachain,
             client_ca,
+            at,
         })
     }
 
@@ -648,8 +808,8 @@ impl Reader<'_> {
             match s.name.as_str() {
                 "docroot" => docroot = Some(self.path(s)?),
                 "defaultpage" => doc.defaultpage = self.string(s)?.to_owned(),
-                "allow" => doc.access.allow = self.string(s)?.to_owned(),
-                "deny" => doc.access.deny = self.string(s)?.to_owned(),
+                "allow" | "accepted_ext" => doc.access.allow = self.string(s)?.to_owned(),
+                "deny" | "ignored_ext" => doc.access.deny = self.string(s)?.to_owned(),
                 "denylast" => doc.access.denylast = self.boolean(s)?,
                 "options" | "transfer_type" => {
                     doc.dirlisting = self.words(s)?.contains(&"dirlisting");
@@ -855,7 +1015,11 @@ impl Reader<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.warn(
                     s.pos,
-                    format!("config_d {} does not exist (no servers added)", dir.display()),
+                    format!(
+                        "config_d {} does not exist (no servers added; a relative config_d is \
+                         resolved from the working directory, which -W sets)",
+                        dir.display()
+                    ),
                 );
                 return Ok(());
             }
@@ -1090,6 +1254,24 @@ pub fn render(cfg: &ServiceConfig) -> String {
     o.text
 }
 
+/// What `wsgate --check` prints: [`render`] of the servers that run, then a comment for each
+/// server that does not (one without a websocket section, see [`to_runtime`]).
+#[must_use]
+pub fn render_check(cfg: &ServiceConfig) -> String {
+    let (run, idle): (Vec<ServerConfig>, Vec<ServerConfig>) =
+        cfg.servers.iter().cloned().partition(|s| s.websocket.is_some());
+    let mut text = render(&ServiceConfig { servers: run, ..cfg.clone() });
+    for s in idle {
+        text.push_str(&format!(
+            "# not run: the server at {}:{} (port {}) has no websocket section\n",
+            s.file.display(),
+            s.line,
+            s.port
+        ));
+    }
+    text
+}
+
 /// The runtime configuration of a loaded file: one site per server that has a `websocket`
 /// section. `base` supplies what the file does not say (buffer size, verbosity).
 ///
@@ -1109,31 +1291,23 @@ pub fn to_runtime(
     for server in &cfg.servers {
         let Some(ws) = &server.websocket else {
             warnings.push(Warning {
-                file: file.to_path_buf(),
+                file: server.file.clone(),
                 line: server.line,
-                message: format!(
-                    "server on port {} has no websocket section; static pages are not served yet (ignored)",
-                    server.port
-                ),
+                message: NOT_RUN.replace("{port}", &server.port.to_string()),
             });
             continue;
         };
-        let tls = server.tls.as_ref().map(crate::tls::TlsFiles::from);
-        if let Some(files) = &tls {
+        if let Some(t) = &server.tls {
             // The certificate and key are checked now, so that a typo shows at start-up (and
-            // with --check) with the line of its server.
-            if let Err(e) = crate::tls::load(files) {
-                return Err(ConfigFileError {
-                    file: file.to_path_buf(),
-                    line: server.line,
-                    col: 1,
-                    message: format!("tls: {e}"),
-                });
+            // with --check) at the line that names the file.
+            if let Err(e) = crate::tls::load(&t.into()) {
+                return Err(ConfigFileError::at(t.place_of(e.path()), format!("tls: {e}")));
             }
         }
+        let tls = server.tls.as_ref().map(crate::tls::TlsFiles::from);
         if server.document.as_ref().is_some_and(|d| d.dirlisting) {
             warnings.push(Warning {
-                file: file.to_path_buf(),
+                file: server.file.clone(),
                 line: server.line,
                 message: "document: directory listings are not generated (\"dirlisting\" ignored)"
                     .into(),
@@ -1272,7 +1446,7 @@ mod tests {
     #[test]
     fn warnings_for_ignored_and_unknown() {
         let (_, w) = load_text(
-            "version = \"x\";\nfoo = 1;\nservers = ({\n version = \"HTTP11\";\n auth = { type = \"Basic\"; };\n bar = 2;\n websocket = { docroot = \"/w\"; baz = 1; options = \"zap\"; };\n tls = { crtfile = \"c\"; pemfile = \"k\"; dhmfile = \"d\"; qux = 1; };\n});",
+            "version = \"x\";\nfoo = 1;\nservers = ({\n version = \"HTTP11\";\n cgi = { docroot = \"/c\"; };\n bar = 2;\n websocket = { docroot = \"/w\"; baz = 1; options = \"zap\"; };\n tls = { crtfile = \"c\"; pemfile = \"k\"; dhmfile = \"d\"; qux = 1; };\n});",
         );
         let got: Vec<String> = w.iter().map(ToString::to_string).collect();
         assert!(
@@ -1287,7 +1461,7 @@ mod tests {
             &"t.conf:4: ouistiti setting \"version\" is not used by wsgate (ignored)".to_owned()
         ));
         assert!(got.contains(
-            &"t.conf:5: ouistiti module \"auth\" is not part of wsgate (ignored)".to_owned()
+            &"t.conf:5: ouistiti module \"cgi\" is not part of wsgate (ignored)".to_owned()
         ));
         assert!(got.contains(&"t.conf:6: unknown key \"bar\" in server (ignored)".to_owned()));
         assert!(got.contains(&"t.conf:7: unknown key \"baz\" in websocket (ignored)".to_owned()));
@@ -1310,7 +1484,10 @@ mod tests {
             got.iter().any(|g| g.contains("only the first static_file of a list is used")),
             "{got:?}"
         );
-        assert!(got.iter().any(|g| g.starts_with("t.conf:2: filestorage ignored")), "{got:?}");
+        assert!(
+            got.iter().any(|g| g.starts_with("t.conf:2: filestorage (ouistiti's read/write")),
+            "{got:?}"
+        );
         assert!(got.iter().any(|g| g.contains("nothing to relay")));
     }
 
@@ -1325,6 +1502,7 @@ mod tests {
             tls: None,
             document: None,
             websocket: None,
+            file: PathBuf::new(),
             line: 1,
         };
         assert!(overlaps(&s(None, 80), &s(Some("::1"), 80)));
@@ -1348,14 +1526,10 @@ mod tests {
              { port = 443; tls = { crtfile = \"c\"; keyfile = \"k\"; cachain = \"ca\"; }; websocket = { docroot = \"/w2\"; }; });",
         );
         let text = render(&c);
-        let (mut back, w) =
+        let (back, w) =
             load_str(&text, Path::new("rendered.conf")).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert!(w.is_empty(), "{w:?}\n{text}");
-        let mut c = c;
-        for s in c.servers.iter_mut().chain(back.servers.iter_mut()) {
-            s.line = 0;
-        }
-        assert_eq!(back, c, "{text}");
+        assert_eq!(back.without_places(), c.clone().without_places(), "{text}");
         assert!(text.contains("# ping_interval_ms = 30000; (wsgate's default)"), "{text}");
         assert!(text.contains("# addr: all interfaces"));
     }

@@ -13,18 +13,45 @@ use wsgate::logging::{self, WARN};
 use wsgate::service::{self, Service, Settings};
 use wsgate::sys::signals::Signals;
 
-/// Loads `path` on top of `base`, with the file's warnings.
-fn load(path: &Path, base: &Config) -> Result<(Config, ServiceConfig, Vec<Warning>), String> {
-    let (service, mut warnings) = config_file::load(path).map_err(|e| e.to_string())?;
-    let (config, more) =
-        config_file::to_runtime(path, &service, base).map_err(|e| e.to_string())?;
-    warnings.extend(more);
-    Ok((config, service, warnings))
+/// A loaded file: the runtime configuration, the file's own settings, its warnings.
+type Loaded = (Config, ServiceConfig, Vec<Warning>);
+/// A file that cannot run: the error, and the warnings that explain it.
+type Refused = (String, Vec<Warning>);
+
+/// Loads `path` on top of `base`, with the file's warnings. A file that reads but cannot run
+/// comes back with the warnings that explain it (a `config_d` that was not found, servers
+/// that do not run) beside the error.
+fn load(path: &Path, base: &Config) -> Result<Loaded, Refused> {
+    let (service, mut warnings) =
+        config_file::load(path).map_err(|e| (e.to_string(), Vec::new()))?;
+    match config_file::to_runtime(path, &service, base) {
+        Ok((config, more)) => {
+            warnings.extend(more);
+            Ok((config, service, warnings))
+        }
+        Err(e) => Err((e.to_string(), warnings)),
+    }
+}
+
+/// `-W DIR`: makes `file` absolute (it is named from where wsgate was started), then moves
+/// into DIR, from which every other relative path is resolved.
+fn enter_workdir(dir: &Path, file: &mut Option<PathBuf>) -> Result<(), String> {
+    if let Some(f) = file.as_mut().filter(|f| f.is_relative()) {
+        let cwd = std::env::current_dir().map_err(|e| format!("-W: working directory: {e}"))?;
+        *f = cwd.join(&*f);
+    }
+    std::env::set_current_dir(dir).map_err(|e| format!("-W {}: {e}", dir.display()))
 }
 
 fn main() -> ExitCode {
     let mut args: Args = argh::from_env();
-    let (file, check): (Option<PathBuf>, bool) = (args.config.clone(), args.check);
+    let (mut file, check): (Option<PathBuf>, bool) = (args.config.clone(), args.check);
+    if let Some(dir) = args.workdir.take() {
+        if let Err(e) = enter_workdir(&dir, &mut file) {
+            eprintln!("wsgate: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let cli = Settings {
         user: args.user.take(),
         log_file: args.log_file.take(),
@@ -47,13 +74,16 @@ fn main() -> ExitCode {
                     for w in &warnings {
                         eprintln!("wsgate: warning: {w}");
                     }
-                    print!("{}", config_file::render(&service));
+                    print!("{}", config_file::render_check(&service));
                     println!("# {}: ok", path.display());
                     return ExitCode::SUCCESS;
                 }
                 (config, service, warnings)
             }
-            Err(e) => {
+            Err((e, warnings)) => {
+                for w in &warnings {
+                    eprintln!("wsgate: warning: {w}");
+                }
                 eprintln!("wsgate: {e}");
                 return ExitCode::from(2);
             }
@@ -96,13 +126,19 @@ fn main() -> ExitCode {
     // SIGHUP: the file is read again; without one, the command line's configuration is
     // applied again, which reopens the docroots and reloads TLS certificates.
     let reloader = match file {
-        Some(path) => Reloader(Box::new(move || {
-            load(&path, &base).map(|(c, _, warnings)| {
+        Some(path) => Reloader(Box::new(move || match load(&path, &base) {
+            Ok((c, _, warnings)) => {
                 for w in &warnings {
                     wsgate::log!(WARN, "warning: {w}");
                 }
-                c
-            })
+                Ok(c)
+            }
+            Err((e, warnings)) => {
+                for w in &warnings {
+                    wsgate::log!(WARN, "warning: {w}");
+                }
+                Err(e)
+            }
         })),
         None => Reloader(Box::new(move || Ok(base.clone()))),
     };

@@ -182,6 +182,25 @@ pub enum TlsError {
     Config(rustls::Error),
 }
 
+impl TlsError {
+    /// The file at fault (the key file for a key that does not match its certificate).
+    #[must_use]
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            TlsError::Read { path, .. }
+            | TlsError::TooLarge { path }
+            | TlsError::Pem { path, .. }
+            | TlsError::NoCertificate { path }
+            | TlsError::NoKey { path }
+            | TlsError::BadKey { path, .. }
+            | TlsError::BadCertificate { path, .. }
+            | TlsError::ClientCa { path, .. } => Some(path),
+            TlsError::KeyMismatch { keyfile, .. } => Some(keyfile),
+            TlsError::Config(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -27,13 +27,6 @@ fn good(name: &str) -> (ServiceConfig, Vec<Warning>) {
     load(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn without_lines(mut c: ServiceConfig) -> ServiceConfig {
-    for s in &mut c.servers {
-        s.line = 0;
-    }
-    c
-}
-
 #[test]
 fn every_good_file_loads_and_renders_back_to_itself() {
     let files = corpus("good");
@@ -51,7 +44,12 @@ fn every_good_file_loads_and_renders_back_to_itself() {
         let (back, back_warnings) =
             load_str(&text, &again).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
         assert!(back_warnings.is_empty(), "{}: {back_warnings:?}\n{text}", path.display());
-        assert_eq!(without_lines(back), without_lines(cfg.clone()), "{}\n{text}", path.display());
+        assert_eq!(
+            back.without_places(),
+            cfg.clone().without_places(),
+            "{}\n{text}",
+            path.display()
+        );
         // Rendering is stable.
         assert_eq!(render(&cfg), text);
     }
@@ -194,7 +192,13 @@ fn legacy_layout_warns_but_loads() {
     let (c, w) = good("ouistiti_legacy.conf");
     assert!(c.servers[0].websocket.as_ref().unwrap().direct);
     assert!(c.servers[0].document.as_ref().unwrap().dirlisting);
-    assert_eq!(c.servers[1].document.as_ref().unwrap().docroot, PathBuf::from("/"));
+    let doc = c.servers[0].document.as_ref().unwrap();
+    assert_eq!(
+        (doc.access.allow.as_str(), doc.access.deny.as_str()),
+        (".html,.css,*", ".htaccess,.php")
+    );
+    // ouistiti's read/write file store is not served, not even read-only.
+    assert_eq!(c.servers[1].document, None);
     let shown: Vec<String> = w.iter().map(ToString::to_string).collect();
     let has = |s: &str| shown.iter().any(|w| w.contains(s));
     assert!(
@@ -203,11 +207,11 @@ fn legacy_layout_warns_but_loads() {
     );
     assert!(has(":11: ouistiti setting \"chunksize\""));
     assert!(has(":16: ouistiti module \"cgi\" is not part of wsgate (ignored)"));
-    assert!(has(":17: ouistiti module \"auth\""));
+    assert!(has(":17: ouistiti module \"redirect\" is not part of wsgate (ignored"));
     assert!(has(":18: mode = \"direct\" is ouistiti's old spelling"));
     assert!(has(":19: ouistiti module \"webstream\""));
     assert!(has(":24: ouistiti setting \"unlock_groups\""));
-    assert!(has(":25: only the first filestorage of a list is used (ignored)"));
+    assert!(has(":25: filestorage (ouistiti's read/write file store) is not part of wsgate"));
     assert!(has(":28: links are not supported; use docroot (ignored)"));
     assert!(has(":33: dhmfile is not used by wsgate (ignored)"));
 }
@@ -240,4 +244,47 @@ fn direct_over_tls_is_refused_with_the_reason() {
 fn missing_file_names_the_file() {
     let e = load(Path::new("/nonexistent/wsgate.conf")).unwrap_err();
     assert!(e.to_string().starts_with("/nonexistent/wsgate.conf: cannot read"), "{e}");
+}
+
+/// A certificate and a key of another certificate, each named on its own line of a config_d
+/// file: `to_runtime` reports the unusable file at the line that names it, in that file.
+#[test]
+fn tls_files_are_reported_at_their_own_line() {
+    let dir = std::env::temp_dir().join(format!("wsgate-cfgtls-{}", std::process::id()));
+    let confd = dir.join("conf.d");
+    std::fs::create_dir_all(&confd).unwrap();
+    let a = rcgen::generate_simple_self_signed(vec!["a.local".into()]).unwrap();
+    let b = rcgen::generate_simple_self_signed(vec!["b.local".into()]).unwrap();
+    std::fs::write(dir.join("a.crt"), a.cert.pem()).unwrap();
+    std::fs::write(dir.join("b.key"), b.key_pair.serialize_pem()).unwrap();
+    let main = dir.join("main.conf");
+    std::fs::write(&main, "# main\n\n\n\nconfig_d = \"conf.d\";\n").unwrap();
+    let server = |key: &str| {
+        format!(
+            "servers = ({{\n  port = 0;\n  websocket = {{ docroot = \"/w\"; }};\n  tls = {{\n    crtfile = \"{}\";\n    keyfile = \"{}\";\n  }};\n}});\n",
+            dir.join("a.crt").display(),
+            dir.join(key).display()
+        )
+    };
+    let inc = confd.join("tls.conf");
+    let runtime = |key: &str| {
+        std::fs::write(&inc, server(key)).unwrap();
+        let (cfg, _) = wsgate::config_file::load_in(&main, &dir).unwrap();
+        wsgate::config_file::to_runtime(&main, &cfg, &wsgate::config::Config::default())
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let mismatch = runtime("b.key");
+    assert!(
+        mismatch.starts_with(&format!("{}:6:15: tls: ", inc.display())),
+        "key line of the included file: {mismatch}"
+    );
+    assert!(mismatch.contains("does not match the certificate"), "{mismatch}");
+    let absent = runtime("absent.key");
+    assert!(absent.starts_with(&format!("{}:6:15: tls: ", inc.display())), "{absent}");
+    std::fs::write(dir.join("a.crt"), "not a certificate").unwrap();
+    let bad_cert = runtime("b.key");
+    assert!(bad_cert.starts_with(&format!("{}:5:15: tls: ", inc.display())), "{bad_cert}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
