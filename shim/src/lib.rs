@@ -44,7 +44,8 @@
 //!
 //! All `unsafe` code is in `sys`: the exported C symbols, the real functions and `errno`.
 //! Nothing here may panic (the host is a C program): every failure is an errno, as from the
-//! real call.
+//! real call, and a call that succeeds leaves `errno` as the caller had it, as libc does, even
+//! when the shim's own system calls on the way failed harmlessly.
 #![deny(unsafe_code)]
 // The unit tests leave out the exported symbols (their own I/O must stay libc's), and with
 // them the only callers of the accept path.
