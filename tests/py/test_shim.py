@@ -409,7 +409,12 @@ QUIET_TIME = 1.5
 
 def cpu_over(pids, seconds: float = QUIET_TIME) -> float:
     """CPU seconds the processes `pids` use over the next `seconds` (those that live on)."""
-    before = {p: cpu_seconds(p) for p in pids}
+    before = {}
+    for p in pids:
+        try:
+            before[p] = cpu_seconds(p)
+        except FileNotFoundError:
+            pass
     time.sleep(seconds)
     spent = 0.0
     for p, t in before.items():
@@ -418,6 +423,33 @@ def cpu_over(pids, seconds: float = QUIET_TIME) -> float:
         except FileNotFoundError:
             pass
     return spent
+
+
+@pytest.mark.parametrize("model", ["fork", "thread"])
+def test_a_client_that_pinged_then_left_ends_its_server(ouistiti, gateway, model):
+    """The recv that found only the ping returned -1 with EAGAIN; the end of the stream that
+    comes later must not carry it: the per-client process (or thread) closes the socket and
+    ends, and nothing spins."""
+    e = ouistiti(extra=("-p", WS_TEXT, "-m", model))
+    g = gateway(direct=True)
+    fds, children = fd_count(e.pid), child_pids(e.pid)
+    with ws_connect(g.url("/echo")) as c:
+        c.send("before the ping")
+        assert c.recv(timeout=5) == "before the ping"
+        c.ping(b"ping").wait(5)
+        e.wait_line(r"echo: nothing yet$")
+        served = child_pids(e.pid) - children
+        assert len(served) == (1 if model == "fork" else 0), served
+    # the client has closed (close frame answered, TCP closed)
+    if model == "fork":
+        gone = wait_until(lambda: not child_pids(e.pid) & served, timeout=3)
+        assert gone, f"the per-client process {served} is still there, {cpu_over(served, 1):.2f} s CPU in 1 s"
+    else:
+        closed = wait_until(lambda: fd_count(e.pid) == fds, timeout=3)
+        assert closed, f"{fd_count(e.pid) - fds} descriptor(s) left open, {cpu_over([e.pid], 1):.2f} s CPU in 1 s"
+    e.wait_line(r"echo: client closed$")
+    spent = cpu_over([e.pid])
+    assert spent < QUIET_CPU, f"the server used {spent:.2f} s of CPU in {QUIET_TIME} s with no client"
 
 
 def test_a_chat_server_sees_each_client_leave(ouistiti, gateway):
