@@ -29,7 +29,8 @@
 //!   stream); a protocol error (unmasked frame, bad UTF-8 in text, ...) is answered with its
 //!   close code and the call returns 0. A call that found only control frames, and nothing
 //!   more waiting, returns -1 with `EAGAIN`, which ouistiti's servers (`select`, then `recv`)
-//!   take as "nothing yet".
+//!   take as "nothing yet"; the next call that succeeds leaves `errno` as the caller had it
+//!   before that one (they test `errno` after an end of stream too, see `sys::received`).
 //! * `send`/`sendto`/`write` on a client socket: the whole buffer is one message, binary by
 //!   default (as the original) or text after `WS_TEXT` or with `WSGATE_WS_TYPE=text` (bytes that
 //!   are not UTF-8 then go as binary: text on the wire is always valid). Returns the length.
@@ -44,7 +45,8 @@
 //!
 //! All `unsafe` code is in `sys`: the exported C symbols, the real functions and `errno`.
 //! Nothing here may panic (the host is a C program): every failure is an errno, as from the
-//! real call.
+//! real call, and a call that succeeds leaves `errno` as the caller had it, as libc does, even
+//! when the shim's own system calls on the way failed harmlessly.
 #![deny(unsafe_code)]
 // The unit tests leave out the exported symbols (their own I/O must stay libc's), and with
 // them the only callers of the accept path.
@@ -228,6 +230,16 @@ struct Conn {
     used: AtomicU32,
 }
 
+/// What a `recv` on a client socket came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Received {
+    /// This many bytes of a message; 0 at the end of the stream.
+    Bytes(usize),
+    /// Only control frames were waiting (each handled), and nothing more: no message bytes, and
+    /// the stream goes on. The C call returns -1 with `EAGAIN` (see `sys::received`).
+    OnlyControl,
+}
+
 /// The receive side: where the decoder is in the client's byte stream.
 #[derive(Debug)]
 struct Reader {
@@ -348,14 +360,14 @@ impl Conn {
     }
 
     /// `recv`: the next message, or the next part of it when `buf` is too small.
-    fn recv(&self, buf: &mut [u8], dontwait: bool) -> Result<usize, Errno> {
+    fn recv(&self, buf: &mut [u8], dontwait: bool) -> Result<Received, Errno> {
         self.touch();
         let mut rx = lock(&self.rx);
         let mut got = 0usize;
         let mut control = false;
         loop {
             if rx.done || buf.is_empty() {
-                return Ok(got);
+                return Ok(Received::Bytes(got));
             }
             // Once only control frames were handled, do not block for more: a `select` loop
             // must get back to its other clients.
@@ -364,7 +376,7 @@ impl Conn {
                 // A data frame's payload: straight into the caller's buffer, unmasked there.
                 let room = buf.get_mut(got..).unwrap_or_default();
                 if room.is_empty() {
-                    return Ok(got);
+                    return Ok(Received::Bytes(got));
                 }
                 let want = room.len().min(usize::try_from(rx.remaining).unwrap_or(usize::MAX));
                 let dst = room.get_mut(..want).unwrap_or_default();
@@ -377,13 +389,13 @@ impl Conn {
                                 got += len;
                                 rx.remaining = rx.remaining.saturating_sub(len as u64);
                                 if fin {
-                                    return Ok(got);
+                                    return Ok(Received::Bytes(got));
                                 }
                             }
                             Ok(_) => {}
                             Err(e) => {
                                 self.end(&mut rx, &e.close_code().to_be_bytes());
-                                return Ok(got);
+                                return Ok(Received::Bytes(got));
                             }
                         }
                         Ok(n)
@@ -403,7 +415,7 @@ impl Conn {
                     r
                 } else {
                     if let Some(done) = self.frame(&mut rx, got, &mut control) {
-                        return Ok(done);
+                        return Ok(Received::Bytes(done));
                     }
                     continue;
                 }
@@ -412,15 +424,19 @@ impl Conn {
                 Ok(0) => {
                     // The client's TCP stream ended without a close frame.
                     rx.done = true;
-                    return Ok(got);
+                    return Ok(Received::Bytes(got));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     if !matches!(e, Errno::EAGAIN | Errno::EINTR) {
                         rx.done = true;
                     }
-                    // A message cut by "would block" goes out in parts (non-blocking only).
-                    return if got > 0 { Ok(got) } else { Err(e) };
+                    return match (got, e) {
+                        (0, Errno::EAGAIN) if control => Ok(Received::OnlyControl),
+                        (0, e) => Err(e),
+                        // A message cut by "would block" goes out in parts (non-blocking only).
+                        (got, _) => Ok(Received::Bytes(got)),
+                    };
                 }
             }
         }
@@ -647,7 +663,7 @@ fn resolve(
 }
 
 /// `recv`/`read` on a descriptor the shim knows; `None`: call the real function.
-fn on_recv(fd: c_int, kind: Kind, buf: &mut [u8], flags: c_int) -> Option<Result<usize, Errno>> {
+fn on_recv(fd: c_int, kind: Kind, buf: &mut [u8], flags: c_int) -> Option<Result<Received, Errno>> {
     let conn = match kind {
         Kind::Listen => return None,
         Kind::Conn(c) => c,
@@ -709,7 +725,7 @@ fn on_socket(domain: c_int, ty: c_int, protocol: c_int) -> (c_int, bool) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
     use super::*;
 
     #[test]
@@ -810,13 +826,13 @@ mod tests {
         two.extend(client_frame(true, 1, b"second"));
         client.write_all(&two).unwrap();
         let mut buf = [0u8; 64];
-        assert_eq!(conn.recv(&mut buf, false), Ok(5));
+        assert_eq!(conn.recv(&mut buf, false), Ok(Received::Bytes(5)));
         assert_eq!(&buf[..5], b"early");
-        assert_eq!(conn.recv(&mut buf, false), Ok(5));
+        assert_eq!(conn.recv(&mut buf, false), Ok(Received::Bytes(5)));
         assert_eq!(&buf[..5], b"first");
-        assert_eq!(conn.recv(&mut buf, false), Ok(6));
+        assert_eq!(conn.recv(&mut buf, false), Ok(Received::Bytes(6)));
         assert_eq!(&buf[..6], b"second");
-        assert_eq!(conn.recv(&mut buf, true), Err(Errno::EAGAIN));
+        assert_eq!(conn.recv(&mut buf, true), Err(Errno::EAGAIN), "nothing at all: a real EAGAIN");
     }
 
     #[test]
@@ -827,7 +843,7 @@ mod tests {
         frames.extend(client_frame(true, 0, b"ments"));
         client.write_all(&frames).unwrap();
         let mut buf = [0u8; 64];
-        assert_eq!(conn.recv(&mut buf, false), Ok(9));
+        assert_eq!(conn.recv(&mut buf, false), Ok(Received::Bytes(9)));
         assert_eq!(&buf[..9], b"fragments");
         assert_eq!(read_frame(&mut client), (0x8a, b"in between".to_vec()));
         let big: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
@@ -835,7 +851,9 @@ mod tests {
         let mut got = Vec::new();
         let mut small = [0u8; 1000];
         while got.len() < big.len() {
-            let n = conn.recv(&mut small, false).unwrap();
+            let Received::Bytes(n) = conn.recv(&mut small, false).unwrap() else {
+                panic!("a control-only answer")
+            };
             got.extend_from_slice(&small[..n]);
         }
         assert_eq!(got, big);
@@ -846,12 +864,12 @@ mod tests {
         let (conn, _ours, mut client, _serial) = pair(&[]);
         client.write_all(&client_frame(true, 9, b"p")).unwrap();
         let mut buf = [0u8; 16];
-        assert_eq!(conn.recv(&mut buf, false), Err(Errno::EAGAIN));
+        assert_eq!(conn.recv(&mut buf, false), Ok(Received::OnlyControl));
         assert_eq!(read_frame(&mut client), (0x8a, b"p".to_vec()));
         client.write_all(&client_frame(true, 8, &4000u16.to_be_bytes())).unwrap();
-        assert_eq!(conn.recv(&mut buf, false), Ok(0));
+        assert_eq!(conn.recv(&mut buf, false), Ok(Received::Bytes(0)));
         assert_eq!(read_frame(&mut client), (0x88, 4000u16.to_be_bytes().to_vec()));
-        assert_eq!(conn.recv(&mut buf, false), Ok(0));
+        assert_eq!(conn.recv(&mut buf, false), Ok(Received::Bytes(0)));
         assert_eq!(conn.send(b"late", 0), Err(Errno::EPIPE));
     }
 
@@ -866,7 +884,7 @@ mod tests {
             let (conn, _ours, mut client, _serial) = pair(&[]);
             client.write_all(&bytes).unwrap();
             let mut buf = [0u8; 16];
-            assert_eq!(conn.recv(&mut buf, false), Ok(0));
+            assert_eq!(conn.recv(&mut buf, false), Ok(Received::Bytes(0)));
             assert_eq!(read_frame(&mut client), (0x88, code.to_be_bytes().to_vec()));
             // our side is shut down (the server closes TCP first)
             assert_eq!(client.read(&mut buf).unwrap(), 0);

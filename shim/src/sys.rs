@@ -1,12 +1,16 @@
 //! The C side: the exported libc symbols, the real functions behind them, `errno`, and the
 //! few system calls the shim makes itself. The crate's only `unsafe` code.
 //!
+//! Every exported call runs its body through [`as_libc`], the one place that decides what the
+//! caller finds in `errno`.
+//!
 //! Internal I/O never calls a name the shim exports (`recv`, `send`, `read`, `write`, ...):
 //! inside a preloaded object those resolve to the shim itself. It uses `recvmsg`/`sendmsg`
 //! (not replaced), and the real `close`/`accept4`/`socket` through their `dlsym(RTLD_NEXT)`
 //! pointers.
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{BorrowedFd, IntoRawFd as _, OwnedFd};
 use std::os::raw::{c_char, c_int, c_void};
@@ -93,10 +97,68 @@ macro_rules! real {
     }};
 }
 
-fn set_errno(e: c_int) {
+fn errno() -> c_int {
     // SAFETY: __errno_location returns the calling thread's errno slot, valid for the
     // thread's life (glibc and musl).
+    unsafe { *libc::__errno_location() }
+}
+
+fn set_errno(e: c_int) {
+    // SAFETY: as in `errno`.
     unsafe { *libc::__errno_location() = e };
+}
+
+/// Runs the body of an exported call with `errno` as libc leaves it: set by a call that fails
+/// (by the real call, or by [`fail`]), untouched by one that succeeds, whatever the shim's own
+/// system calls did to it on the way. Those may fail harmlessly: the read that drains a closed
+/// connection ends in `EAGAIN`, the shutdown of a connection the client already ended in
+/// `ENOTCONN`, a contended lock's futex wait in `EAGAIN`. ouistiti's servers test
+/// `ret <= 0 && errno != EAGAIN` after an end of stream (0), so a stray `EAGAIN` there makes
+/// them keep a departed client for ever.
+///
+/// `body` gets the caller's value, the one a success leaves; only [`received`] changes it.
+fn as_libc<T: PartialOrd + From<i8>>(body: impl FnOnce(&mut c_int) -> T) -> T {
+    let mut caller = errno();
+    let r = body(&mut caller);
+    if r >= T::from(0) {
+        set_errno(caller);
+    }
+    r
+}
+
+thread_local! {
+    /// What `errno` was before the last `recv` of this thread that only control frames
+    /// answered (see [`received`]), until the next `recv` on a client socket.
+    static CUT_SHORT: Cell<Option<c_int>> = const { Cell::new(None) };
+}
+
+/// The result of a `recv`/`read` the shim answered on a client socket; `caller` as in
+/// [`as_libc`].
+///
+/// Where libc's blocking `recv` would go on waiting after control frames, the shim's returns
+/// -1 with `EAGAIN` (a server with one `select` over every client must get back to the others),
+/// an `EAGAIN` that libc would never have set on a blocking socket. ouistiti's servers read
+/// `errno` after a 0 too (`ret <= 0 && errno != EAGAIN`): left there, it would make them take
+/// the end of the stream for "nothing yet" and spin for ever. So the next `recv` on a client
+/// socket of this thread takes up from the call that was cut short: when it succeeds, `errno`
+/// is what the caller had before that call, as if it had waited for this result (unless the
+/// caller set `errno` to something else since).
+fn received(r: Result<crate::Received, Errno>, caller: &mut c_int) -> ssize_t {
+    let before = match CUT_SHORT.take() {
+        Some(before) if *caller == libc::EAGAIN => before,
+        _ => *caller,
+    };
+    match r {
+        Ok(crate::Received::Bytes(n)) => {
+            *caller = before;
+            ssize_t::try_from(n).unwrap_or(ssize_t::MAX)
+        }
+        Ok(crate::Received::OnlyControl) => {
+            CUT_SHORT.set(Some(before));
+            fail(Errno::EAGAIN)
+        }
+        Err(e) => fail(e),
+    }
 }
 
 /// -1 with `errno`, as the real call fails.
@@ -333,17 +395,19 @@ mod exports {
     /// As `socket(2)`.
     #[no_mangle]
     pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
-        let Some(real) = real!(SOCKET as SocketFn) else { return fail(Errno::ENOSYS) };
-        let (protocol, remember) = crate::on_socket(domain, ty, protocol);
-        // SAFETY: the real socket(2) with the caller's integers.
-        let fd = unsafe { real(domain, ty, protocol) };
-        if fd >= 0 {
-            crate::forget(fd);
-            if remember {
-                crate::insert(fd, crate::Kind::Listen);
+        as_libc(|_| {
+            let Some(real) = real!(SOCKET as SocketFn) else { return fail(Errno::ENOSYS) };
+            let (protocol, remember) = crate::on_socket(domain, ty, protocol);
+            // SAFETY: the real socket(2) with the caller's integers.
+            let fd = unsafe { real(domain, ty, protocol) };
+            if fd >= 0 {
+                crate::forget(fd);
+                if remember {
+                    crate::insert(fd, crate::Kind::Listen);
+                }
             }
-        }
-        fd
+            fd
+        })
     }
 
     /// `accept(2)`: on a remembered socket, a direct-mode hand-over is taken (see the crate
@@ -353,6 +417,7 @@ mod exports {
     /// As `accept(2)`.
     #[no_mangle]
     pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+        // `accept4` keeps errno as libc does.
         // SAFETY: the caller's contract, passed on.
         unsafe { accept4(fd, addr, len, 0) }
     }
@@ -368,40 +433,42 @@ mod exports {
         len: *mut socklen_t,
         flags: c_int,
     ) -> c_int {
-        let Some(real) = real!(ACCEPT4 as Accept4Fn) else { return fail(Errno::ENOSYS) };
-        let listener = matches!(crate::lookup(fd), Some(crate::Kind::Listen));
-        // The caller's address room: the UNIX accept overwrites *len with its own length.
-        let room = if len.is_null() {
-            0
-        } else {
-            // SAFETY: accept(2)'s contract: a non-null len points to a socklen_t.
-            unsafe { *len }
-        };
-        loop {
-            // SAFETY: the real accept4(2) with the caller's pointers, under its contract.
-            let u = unsafe { real(fd, addr, len, flags) };
-            if u < 0 || !listener {
-                return u;
-            }
-            crate::forget(u);
-            let nonblock = flags & libc::SOCK_NONBLOCK != 0;
-            let cloexec = flags & libc::SOCK_CLOEXEC != 0;
-            match crate::after_accept(u, nonblock, cloexec) {
-                crate::Accepted::Same => return u,
-                crate::Accepted::Retry => {}
-                crate::Accepted::Direct(c) => {
-                    if !addr.is_null() && !len.is_null() {
-                        // The client's address, as accept(2) gives it (truncated to the room).
-                        // SAFETY: the caller's addr (`room` bytes) and len, per accept(2).
-                        unsafe {
-                            *len = room;
-                            libc::getpeername(c, addr, len);
+        as_libc(|_| {
+            let Some(real) = real!(ACCEPT4 as Accept4Fn) else { return fail(Errno::ENOSYS) };
+            let listener = matches!(crate::lookup(fd), Some(crate::Kind::Listen));
+            // The caller's address room: the UNIX accept overwrites *len with its own length.
+            let room = if len.is_null() {
+                0
+            } else {
+                // SAFETY: accept(2)'s contract: a non-null len points to a socklen_t.
+                unsafe { *len }
+            };
+            loop {
+                // SAFETY: the real accept4(2) with the caller's pointers, under its contract.
+                let u = unsafe { real(fd, addr, len, flags) };
+                if u < 0 || !listener {
+                    return u;
+                }
+                crate::forget(u);
+                let nonblock = flags & libc::SOCK_NONBLOCK != 0;
+                let cloexec = flags & libc::SOCK_CLOEXEC != 0;
+                match crate::after_accept(u, nonblock, cloexec) {
+                    crate::Accepted::Same => return u,
+                    crate::Accepted::Retry => {}
+                    crate::Accepted::Direct(c) => {
+                        if !addr.is_null() && !len.is_null() {
+                            // The client's address, as accept(2) gives it (truncated to the room).
+                            // SAFETY: the caller's addr (`room` bytes) and len, per accept(2).
+                            unsafe {
+                                *len = room;
+                                libc::getpeername(c, addr, len);
+                            }
                         }
+                        return c;
                     }
-                    return c;
                 }
             }
-        }
+        })
     }
 
     /// `recv(2)`: on a client socket, one message (or its next part).
@@ -415,16 +482,18 @@ mod exports {
         len: size_t,
         flags: c_int,
     ) -> ssize_t {
-        if let Some(kind) = crate::lookup(fd) {
-            // SAFETY: recv(2)'s contract on buf/len.
-            let Some(b) = (unsafe { buf_mut(buf, len) }) else { return fail(Errno::EFAULT) };
-            if let Some(r) = crate::on_recv(fd, kind, b, flags) {
-                return size_result(r);
+        as_libc(|caller| {
+            if let Some(kind) = crate::lookup(fd) {
+                // SAFETY: recv(2)'s contract on buf/len.
+                let Some(b) = (unsafe { buf_mut(buf, len) }) else { return fail(Errno::EFAULT) };
+                if let Some(r) = crate::on_recv(fd, kind, b, flags) {
+                    return received(r, caller);
+                }
             }
-        }
-        let Some(real) = real!(RECV as RecvFn) else { return fail(Errno::ENOSYS) };
-        // SAFETY: the real recv(2) with the caller's arguments.
-        unsafe { real(fd, buf, len, flags) }
+            let Some(real) = real!(RECV as RecvFn) else { return fail(Errno::ENOSYS) };
+            // SAFETY: the real recv(2) with the caller's arguments.
+            unsafe { real(fd, buf, len, flags) }
+        })
     }
 
     /// `recvfrom(2)`: as [`recv`] on a client socket (no address is written for a connected
@@ -441,16 +510,18 @@ mod exports {
         addr: *mut sockaddr,
         addrlen: *mut socklen_t,
     ) -> ssize_t {
-        if let Some(kind) = crate::lookup(fd) {
-            // SAFETY: recvfrom(2)'s contract on buf/len.
-            let Some(b) = (unsafe { buf_mut(buf, len) }) else { return fail(Errno::EFAULT) };
-            if let Some(r) = crate::on_recv(fd, kind, b, flags) {
-                return size_result(r);
+        as_libc(|caller| {
+            if let Some(kind) = crate::lookup(fd) {
+                // SAFETY: recvfrom(2)'s contract on buf/len.
+                let Some(b) = (unsafe { buf_mut(buf, len) }) else { return fail(Errno::EFAULT) };
+                if let Some(r) = crate::on_recv(fd, kind, b, flags) {
+                    return received(r, caller);
+                }
             }
-        }
-        let Some(real) = real!(RECVFROM as RecvfromFn) else { return fail(Errno::ENOSYS) };
-        // SAFETY: the real recvfrom(2) with the caller's arguments.
-        unsafe { real(fd, buf, len, flags, addr, addrlen) }
+            let Some(real) = real!(RECVFROM as RecvfromFn) else { return fail(Errno::ENOSYS) };
+            // SAFETY: the real recvfrom(2) with the caller's arguments.
+            unsafe { real(fd, buf, len, flags, addr, addrlen) }
+        })
     }
 
     /// `read(2)`: as [`recv`] on a client socket.
@@ -459,16 +530,18 @@ mod exports {
     /// As `read(2)`.
     #[no_mangle]
     pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
-        if let Some(kind) = crate::lookup(fd) {
-            // SAFETY: read(2)'s contract on buf/len.
-            let Some(b) = (unsafe { buf_mut(buf, len) }) else { return fail(Errno::EFAULT) };
-            if let Some(r) = crate::on_recv(fd, kind, b, 0) {
-                return size_result(r);
+        as_libc(|caller| {
+            if let Some(kind) = crate::lookup(fd) {
+                // SAFETY: read(2)'s contract on buf/len.
+                let Some(b) = (unsafe { buf_mut(buf, len) }) else { return fail(Errno::EFAULT) };
+                if let Some(r) = crate::on_recv(fd, kind, b, 0) {
+                    return received(r, caller);
+                }
             }
-        }
-        let Some(real) = real!(READ as ReadFn) else { return fail(Errno::ENOSYS) };
-        // SAFETY: the real read(2) with the caller's arguments.
-        unsafe { real(fd, buf, len) }
+            let Some(real) = real!(READ as ReadFn) else { return fail(Errno::ENOSYS) };
+            // SAFETY: the real read(2) with the caller's arguments.
+            unsafe { real(fd, buf, len) }
+        })
     }
 
     /// `send(2)`: on a client socket, the buffer as one message.
@@ -482,16 +555,18 @@ mod exports {
         len: size_t,
         flags: c_int,
     ) -> ssize_t {
-        if let Some(kind) = crate::lookup(fd) {
-            // SAFETY: send(2)'s contract on buf/len.
-            let Some(b) = (unsafe { buf_ref(buf, len) }) else { return fail(Errno::EFAULT) };
-            if let Some(r) = crate::on_send(fd, kind, b, flags) {
-                return size_result(r);
+        as_libc(|_| {
+            if let Some(kind) = crate::lookup(fd) {
+                // SAFETY: send(2)'s contract on buf/len.
+                let Some(b) = (unsafe { buf_ref(buf, len) }) else { return fail(Errno::EFAULT) };
+                if let Some(r) = crate::on_send(fd, kind, b, flags) {
+                    return size_result(r);
+                }
             }
-        }
-        let Some(real) = real!(SEND as SendFn) else { return fail(Errno::ENOSYS) };
-        // SAFETY: the real send(2) with the caller's arguments.
-        unsafe { real(fd, buf, len, flags) }
+            let Some(real) = real!(SEND as SendFn) else { return fail(Errno::ENOSYS) };
+            // SAFETY: the real send(2) with the caller's arguments.
+            unsafe { real(fd, buf, len, flags) }
+        })
     }
 
     /// `sendto(2)`: as [`send`] on a client socket (the address is ignored, as TCP does).
@@ -507,16 +582,18 @@ mod exports {
         addr: *const sockaddr,
         addrlen: socklen_t,
     ) -> ssize_t {
-        if let Some(kind) = crate::lookup(fd) {
-            // SAFETY: sendto(2)'s contract on buf/len.
-            let Some(b) = (unsafe { buf_ref(buf, len) }) else { return fail(Errno::EFAULT) };
-            if let Some(r) = crate::on_send(fd, kind, b, flags) {
-                return size_result(r);
+        as_libc(|_| {
+            if let Some(kind) = crate::lookup(fd) {
+                // SAFETY: sendto(2)'s contract on buf/len.
+                let Some(b) = (unsafe { buf_ref(buf, len) }) else { return fail(Errno::EFAULT) };
+                if let Some(r) = crate::on_send(fd, kind, b, flags) {
+                    return size_result(r);
+                }
             }
-        }
-        let Some(real) = real!(SENDTO as SendtoFn) else { return fail(Errno::ENOSYS) };
-        // SAFETY: the real sendto(2) with the caller's arguments.
-        unsafe { real(fd, buf, len, flags, addr, addrlen) }
+            let Some(real) = real!(SENDTO as SendtoFn) else { return fail(Errno::ENOSYS) };
+            // SAFETY: the real sendto(2) with the caller's arguments.
+            unsafe { real(fd, buf, len, flags, addr, addrlen) }
+        })
     }
 
     /// `write(2)`: as [`send`] on a client socket.
@@ -525,16 +602,18 @@ mod exports {
     /// As `write(2)`.
     #[no_mangle]
     pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
-        if let Some(kind) = crate::lookup(fd) {
-            // SAFETY: write(2)'s contract on buf/len.
-            let Some(b) = (unsafe { buf_ref(buf, len) }) else { return fail(Errno::EFAULT) };
-            if let Some(r) = crate::on_send(fd, kind, b, 0) {
-                return size_result(r);
+        as_libc(|_| {
+            if let Some(kind) = crate::lookup(fd) {
+                // SAFETY: write(2)'s contract on buf/len.
+                let Some(b) = (unsafe { buf_ref(buf, len) }) else { return fail(Errno::EFAULT) };
+                if let Some(r) = crate::on_send(fd, kind, b, 0) {
+                    return size_result(r);
+                }
             }
-        }
-        let Some(real) = real!(WRITE as WriteFn) else { return fail(Errno::ENOSYS) };
-        // SAFETY: the real write(2) with the caller's arguments.
-        unsafe { real(fd, buf, len) }
+            let Some(real) = real!(WRITE as WriteFn) else { return fail(Errno::ENOSYS) };
+            // SAFETY: the real write(2) with the caller's arguments.
+            unsafe { real(fd, buf, len) }
+        })
     }
 
     /// `close(2)`: on a client socket, a close frame first (see the crate documentation).
@@ -543,9 +622,59 @@ mod exports {
     /// As `close(2)`.
     #[no_mangle]
     pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-        crate::on_close(fd);
-        let Some(real) = real!(CLOSE as CloseFn) else { return fail(Errno::ENOSYS) };
-        // SAFETY: the real close(2) with the caller's descriptor.
-        unsafe { real(fd) }
+        as_libc(|_| {
+            crate::on_close(fd);
+            let Some(real) = real!(CLOSE as CloseFn) else { return fail(Errno::ENOSYS) };
+            // SAFETY: the real close(2) with the caller's descriptor.
+            unsafe { real(fd) }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_is_set_by_a_failure_and_kept_by_a_success() {
+        set_errno(12345);
+        // successes, after internal calls that failed on the way
+        let r: c_int = as_libc(|_| {
+            set_errno(libc::EAGAIN);
+            0
+        });
+        assert_eq!((r, errno()), (0, 12345));
+        let r: ssize_t = as_libc(|_| {
+            set_errno(libc::ENOTCONN);
+            7
+        });
+        assert_eq!((r, errno()), (7, 12345));
+        // a failure: its own errno
+        let r: ssize_t = as_libc(|_| fail(Errno::EPIPE));
+        assert_eq!((r, errno()), (-1, libc::EPIPE));
+    }
+
+    #[test]
+    fn the_recv_after_one_cut_short_leaves_errno_as_before_that_one() {
+        use crate::Received::{Bytes, OnlyControl};
+        let recv = |r| as_libc(|caller| received(r, caller));
+        // a ping alone, then the end of the stream: the caller's errno from before the ping
+        set_errno(777);
+        assert_eq!((recv(Ok(OnlyControl)), errno()), (-1, libc::EAGAIN));
+        assert_eq!((recv(Ok(OnlyControl)), errno()), (-1, libc::EAGAIN));
+        assert_eq!((recv(Ok(Bytes(0))), errno()), (0, 777));
+        // a success with nothing cut short before it: untouched
+        set_errno(libc::EAGAIN);
+        assert_eq!((recv(Ok(Bytes(4))), errno()), (4, libc::EAGAIN));
+        // the caller set errno since: its value stays
+        set_errno(777);
+        recv(Ok(OnlyControl));
+        set_errno(555);
+        assert_eq!((recv(Ok(Bytes(3))), errno()), (3, 555));
+        // a real failure in between ends the cut-short call: its EAGAIN is libc's
+        set_errno(777);
+        recv(Ok(OnlyControl));
+        assert_eq!((recv(Err(Errno::EAGAIN)), errno()), (-1, libc::EAGAIN));
+        assert_eq!((recv(Ok(Bytes(0))), errno()), (0, libc::EAGAIN));
     }
 }

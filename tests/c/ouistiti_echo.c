@@ -5,14 +5,19 @@
  * back with one send(). Run with LD_PRELOAD=libwsgate_ouistiti_ws.so behind wsgate in direct
  * mode (tests/py/test_shim.py), it serves WebSocket clients.
  *
- *   ouistiti_echo -R DIR -n NAME [-p PROTOCOL] [-b BUFSIZE] [-r] [-m fork|thread|select]
+ *   ouistiti_echo -R DIR -n NAME [-p PROTOCOL] [-b BUFSIZE] [-r] [-m fork|thread|select] [-e]
  *     -p   the protocol argument of socket(): 0, or 153 (ouistiti's WS_TEXT)
  *     -b   receive buffer size (default 65536)
  *     -r   use read()/write() instead of recv()/send()
  *     -m   one process per client (default, as echo.c), one thread per client (echo.c built
  *          with PTHREAD), or one process with one select() over every client (as chat.c)
+ *     -e   before each accept, recv/read, send/write and close, set errno to a value no call
+ *          sets, and say whether a call that succeeded left it alone (as libc does)
  *
- * A message "close" makes it close the connection itself. Lines on stderr say what happened.
+ * As echo.c and chat.c, it decides on errno after any recv() that returned <= 0, the end of the
+ * stream included: `ret <= 0 && errno != EAGAIN` closes the client; an EAGAIN, whenever it was
+ * set, keeps it. A message "close" makes it close the connection itself. Lines on stderr say
+ * what happened.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -32,36 +37,80 @@
 
 static size_t bufsize = 65536;
 static int use_read;
+static int check_errno;
+
+/* -e: what errno is set to before each call; no call sets it. */
+#define SENTINEL 12345
+
+static void errno_set(void)
+{
+	if (check_errno)
+		errno = SENTINEL;
+}
+
+/* -e: after `call` returned `ret`, says whether a success left errno alone (errno is kept). */
+static void errno_check(const char *call, long ret)
+{
+	int e = errno;
+	if (!check_errno || ret < 0)
+		return;
+	if (e == SENTINEL)
+		fprintf(stderr, "echo: errno kept by %s\n", call);
+	else
+		fprintf(stderr, "echo: errno changed by %s: %d (%s)\n", call, e, strerror(e));
+	errno = e;
+}
+
+static int checked_close(int sock)
+{
+	errno_set();
+	int ret = close(sock);
+	errno_check("close", ret);
+	return ret;
+}
+
+static int checked_accept(int sock, struct sockaddr_storage *peer)
+{
+	socklen_t peerlen = sizeof(*peer);
+	errno_set();
+	int ret = accept(sock, (struct sockaddr *)peer, &peerlen);
+	errno_check("accept", ret);
+	return ret;
+}
 
 /* One readable client: 1 while it goes on, 0 once it is closed. */
 static int serve_one(int sock, char *buffer)
 {
+	errno_set();
 	ssize_t ret = use_read ? read(sock, buffer, bufsize) : recv(sock, buffer, bufsize, MSG_NOSIGNAL);
+	errno_check(ret > 0 ? (use_read ? "read data" : "recv data") : (use_read ? "read end" : "recv end"), ret);
 	if (ret > 0) {
 		if (ret == 5 && memcmp(buffer, "close", 5) == 0) {
 			fprintf(stderr, "echo: closing\n");
-			close(sock);
+			checked_close(sock);
 			return 0;
 		}
 		fprintf(stderr, "echo: receive %zd\n", ret);
+		errno_set();
 		ssize_t sent = use_read ? write(sock, buffer, (size_t)ret)
 		                        : send(sock, buffer, (size_t)ret, MSG_DONTWAIT | MSG_NOSIGNAL);
+		errno_check(use_read ? "write" : "send", sent);
 		if (sent != ret)
 			fprintf(stderr, "echo: send %zd of %zd: %s\n", sent, ret, strerror(errno));
 		return 1;
 	}
-	if (ret == 0) {
-		fprintf(stderr, "echo: client closed\n");
-		close(sock);
+	/* echo.c's test: errno decides, after an end of stream (0) too */
+	if (ret <= 0 && errno != EAGAIN) {
+		if (ret == 0)
+			fprintf(stderr, "echo: client closed\n");
+		else
+			fprintf(stderr, "echo: recv error %s\n", strerror(errno));
+		checked_close(sock);
 		return 0;
 	}
-	if (errno == EAGAIN) {
+	if (ret < 0)
 		fprintf(stderr, "echo: nothing yet\n");
-		return 1;
-	}
-	fprintf(stderr, "echo: recv error %s\n", strerror(errno));
-	close(sock);
-	return 0;
+	return 1;
 }
 
 static void echo(int sock)
@@ -118,8 +167,7 @@ static int select_loop(int sock)
 			continue;
 		if (FD_ISSET(sock, &rfds)) {
 			struct sockaddr_storage peer;
-			socklen_t peerlen = sizeof(peer);
-			int newsock = accept(sock, (struct sockaddr *)&peer, &peerlen);
+			int newsock = checked_accept(sock, &peer);
 			if (newsock >= 0 && n < FD_SETSIZE - 1 && newsock < FD_SETSIZE) {
 				describe(&peer);
 				clients[n++] = newsock;
@@ -140,7 +188,7 @@ int main(int argc, char **argv)
 	const char *model = "fork";
 	int opt;
 
-	while ((opt = getopt(argc, argv, "R:n:p:b:rm:")) != -1) {
+	while ((opt = getopt(argc, argv, "R:n:p:b:rm:e")) != -1) {
 		switch (opt) {
 		case 'R': root = optarg; break;
 		case 'n': name = optarg; break;
@@ -148,6 +196,7 @@ int main(int argc, char **argv)
 		case 'b': bufsize = (size_t)atol(optarg); break;
 		case 'r': use_read = 1; break;
 		case 'm': model = optarg; break;
+		case 'e': check_errno = 1; break;
 		default: return 2;
 		}
 	}
@@ -175,8 +224,7 @@ int main(int argc, char **argv)
 
 	for (;;) {
 		struct sockaddr_storage peer;
-		socklen_t peerlen = sizeof(peer);
-		int newsock = accept(sock, (struct sockaddr *)&peer, &peerlen);
+		int newsock = checked_accept(sock, &peer);
 		if (newsock < 0) {
 			fprintf(stderr, "echo: accept: %s\n", strerror(errno));
 			return 1;
@@ -190,11 +238,11 @@ int main(int argc, char **argv)
 		}
 		pid_t pid = fork();
 		if (pid == 0) {
-			close(sock);
+			checked_close(sock);
 			echo(newsock);
 			_exit(0);
 		}
 		/* the parent's copy: closed at once, as echo.c does */
-		close(newsock);
+		checked_close(newsock);
 	}
 }

@@ -2,9 +2,11 @@
 
 tests/c/ouistiti_echo.c is written as ouistiti's utils/websocket/echo.c: an AF_UNIX stream
 socket, accept, one forked process per client, select + recv + send, and nothing about
-WebSocket or wsgate. It is compiled here with gcc and run with LD_PRELOAD=<the shim>; the
-gateway runs in direct mode (and, in one test, in relay mode); the clients are the real
-`websockets` client or raw sockets.
+WebSocket or wsgate; tests/c/ouistiti_chat.c as its chat.c: one pselect over every client,
+read, and a broadcast. Both decide on errno after a read that returned <= 0, as ouistiti's do.
+They are compiled here with gcc and run with LD_PRELOAD=<the shim>; the gateway runs in direct
+mode (and, in some tests, in relay mode); the clients are the real `websockets` client or raw
+sockets.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from harness import (
     OP_TEXT,
     REPO_ROOT,
     Child,
+    child_pids,
+    cpu_seconds,
     encode_frame,
+    fd_count,
     wait_until,
     ws_connect,
 )
@@ -44,28 +49,34 @@ def shim_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def c_echo(tmp_path_factory) -> str:
-    exe = tmp_path_factory.mktemp("ouistiti") / "ouistiti_echo"
-    subprocess.run(
-        ["gcc", "-Wall", "-Wextra", "-Werror", "-O2", "-pthread", "-o", str(exe),
-         str(REPO_ROOT / "tests/c/ouistiti_echo.c")],
-        check=True,
-    )
-    return str(exe)
+def c_servers(tmp_path_factory) -> dict[str, str]:
+    """tests/c/ouistiti_{echo,chat}.c compiled: {"echo": path, "chat": path}."""
+    out = tmp_path_factory.mktemp("ouistiti")
+    built = {}
+    for program in ["echo", "chat"]:
+        exe = out / f"ouistiti_{program}"
+        subprocess.run(
+            ["gcc", "-Wall", "-Wextra", "-Werror", "-O2", "-pthread", "-o", str(exe),
+             str(REPO_ROOT / f"tests/c/ouistiti_{program}.c")],
+            check=True,
+        )
+        built[program] = str(exe)
+    return built
 
 
 @pytest.fixture
-def ouistiti(docroot, c_echo):
-    """Starts the C echo, preloaded with the shim: ouistiti(name="echo", extra=(), env={})."""
+def ouistiti(docroot, c_servers):
+    """Starts a C server (the echo by default), preloaded with the shim:
+    ouistiti(name="echo", extra=(), env={}, program="echo")."""
     started: list[Child] = []
 
-    def start(name: str = "echo", extra=(), env=None) -> Child:
+    def start(name: str = "echo", extra=(), env=None, program: str = "echo") -> Child:
         envs = [f"{k}={v}" for k, v in (env or {}).items()]
-        argv = ["/usr/bin/env", f"LD_PRELOAD={shim_path()}", *envs, c_echo, "-R", str(docroot), "-n", name,
-                *[str(a) for a in extra]]
-        b = Child(argv, f"ouistiti_echo[{name}]")
+        argv = ["/usr/bin/env", f"LD_PRELOAD={shim_path()}", *envs, c_servers[program], "-R", str(docroot),
+                "-n", name, *[str(a) for a in extra]]
+        b = Child(argv, f"ouistiti_{program}[{name}]")
         started.append(b)
-        b.wait_line(r"echo: listening on ")
+        b.wait_line(rf"{program}: listening on ")
         return b
 
     yield start
@@ -385,3 +396,130 @@ def test_a_bad_late_hand_over_ends_that_connection_only(ouistiti, gateway, docro
     with ws_connect(g.url("/echo")) as c:
         c.send("still serving")
         assert c.recv(timeout=5) == "still serving"
+
+
+# errno: set by a call that fails, left alone by one that succeeds. ouistiti's servers test
+# `ret <= 0 && errno != EAGAIN` after every read, the end of the stream (0) included: an EAGAIN
+# left over from anything before makes them take a client's departure for "nothing yet", and
+# select() then wakes them at once, for ever.
+
+QUIET_CPU = 0.1  # seconds of CPU over QUIET_TIME: a server that waits in select uses none
+QUIET_TIME = 1.5
+
+
+def cpu_over(pids, seconds: float = QUIET_TIME) -> float:
+    """CPU seconds the processes `pids` use over the next `seconds` (those that live on)."""
+    before = {}
+    for p in pids:
+        try:
+            before[p] = cpu_seconds(p)
+        except FileNotFoundError:
+            pass
+    time.sleep(seconds)
+    spent = 0.0
+    for p, t in before.items():
+        try:
+            spent += cpu_seconds(p) - t
+        except FileNotFoundError:
+            pass
+    return spent
+
+
+@pytest.mark.parametrize("model", ["fork", "thread"])
+def test_a_client_that_pinged_then_left_ends_its_server(ouistiti, gateway, model):
+    """The recv that found only the ping returned -1 with EAGAIN; the end of the stream that
+    comes later must not carry it: the per-client process (or thread) closes the socket and
+    ends, and nothing spins."""
+    e = ouistiti(extra=("-p", WS_TEXT, "-m", model))
+    g = gateway(direct=True)
+    fds, children = fd_count(e.pid), child_pids(e.pid)
+    with ws_connect(g.url("/echo")) as c:
+        c.send("before the ping")
+        assert c.recv(timeout=5) == "before the ping"
+        c.ping(b"ping").wait(5)
+        e.wait_line(r"echo: nothing yet$")
+        served = child_pids(e.pid) - children
+        assert len(served) == (1 if model == "fork" else 0), served
+    # the client has closed (close frame answered, TCP closed)
+    if model == "fork":
+        gone = wait_until(lambda: not child_pids(e.pid) & served, timeout=3)
+        assert gone, f"the per-client process {served} is still there, {cpu_over(served, 1):.2f} s CPU in 1 s"
+    else:
+        closed = wait_until(lambda: fd_count(e.pid) == fds, timeout=3)
+        assert closed, f"{fd_count(e.pid) - fds} descriptor(s) left open, {cpu_over([e.pid], 1):.2f} s CPU in 1 s"
+    e.wait_line(r"echo: client closed$")
+    spent = cpu_over([e.pid])
+    assert spent < QUIET_CPU, f"the server used {spent:.2f} s of CPU in {QUIET_TIME} s with no client"
+
+
+def test_a_chat_server_sees_each_client_leave(ouistiti, gateway):
+    """chat.c's shape: one pselect over every client, read, broadcast; `read <= 0 && errno !=
+    EAGAIN` drops a client. A first client leaving makes the server close() its socket; that
+    close must not leave an EAGAIN for the next departure to be taken for "nothing yet"."""
+    ch = ouistiti(name="chat", program="chat")
+    g = gateway(direct=True)
+    fds = fd_count(ch.pid)
+    a, b, c, d = [ws_connect(g.url("/chat")) for _ in range(4)]
+    try:
+        assert wait_until(lambda: sum("chat: new connection" in line for line in ch.lines) == 4)
+        a.send(b"from a")
+        for other in (b, c, d):
+            assert other.recv(timeout=5) == b"from a"
+        assert fd_count(ch.pid) == fds + 4
+        c.close()
+        ch.wait_line(r"chat: goodbye ")
+        a.close()
+        left = wait_until(lambda: sum("chat: goodbye" in line for line in ch.lines) == 2, timeout=3)
+        assert left, f"the second client to leave was missed, {cpu_over([ch.pid], 1):.2f} s CPU in 1 s"
+        assert fd_count(ch.pid) == fds + 2
+        d.send(b"from d")
+        assert b.recv(timeout=5) == b"from d"
+        spent = cpu_over([ch.pid])
+        assert spent < QUIET_CPU, f"the server used {spent:.2f} s of CPU in {QUIET_TIME} s, waiting"
+    finally:
+        for x in (a, b, c, d):
+            x.close()
+    assert wait_until(lambda: fd_count(ch.pid) == fds)
+
+
+@pytest.mark.parametrize(
+    "extra, env, gateway_opts, names",
+    [
+        ((), {}, {"direct": True}, ("recv", "send")),
+        (("-r",), {}, {"direct": True}, ("read", "write")),
+        (("-m", "select"), {}, {"direct": True}, ("recv", "send")),
+        ((), {"WSGATE_WS_WAIT_MS": "0"}, {"direct": True}, ("recv", "send")),
+        ((), {"WSGATE_WS_WAIT_MS": "300"}, {"m": "stream"}, ("recv", "send")),
+    ],
+    ids=["direct", "read-write", "select", "late-hand-over", "relay"],
+)
+def test_a_call_that_succeeds_leaves_errno_alone(ouistiti, gateway, extra, env, gateway_opts, names):
+    """The echo with -e sets errno to 12345 before each accept, recv/read, send/write and close,
+    and says whether a call that succeeded changed it: none may (libc never does)."""
+    recv, send = names
+    e = ouistiti(extra=("-p", WS_TEXT, "-e", *extra), env=env)
+    g = gateway(**gateway_opts)
+    # a client that pings, talks, and closes
+    with ws_connect(g.url("/echo")) as c:
+        c.send("one")
+        assert c.recv(timeout=5) == "one"
+        c.ping(b"p").wait(5)
+        c.send("two")
+        assert c.recv(timeout=5) == "two"
+    # the server closes
+    with ws_connect(g.url("/echo")) as c:
+        c.send("close")
+        with pytest.raises(ConnectionClosedOK):
+            c.recv(timeout=5)
+    # the client's TCP connection ends without a close frame
+    s, buf = handshake_with(g.port)
+    s.sendall(encode_frame(OP_TEXT, b"three"))
+    assert next_frame(s, buf).payload == b"three"
+    s.close()
+    assert wait_until(lambda: sum("echo: client closed" in line for line in e.lines) == 2)
+    assert wait_until(lambda: sum("echo: closing" in line for line in e.lines) == 1)
+    time.sleep(0.2)  # the forked processes' last lines
+    changed = [line for line in e.lines if "errno changed" in line]
+    assert not changed, "\n".join(changed)
+    kept = {line.split("errno kept by ")[1] for line in e.lines if "errno kept by" in line}
+    assert kept >= {"accept", f"{recv} data", f"{recv} end", send, "close"}, kept
