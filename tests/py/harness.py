@@ -692,6 +692,14 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (/proc/<pid>/stat, clock ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    # after the command: state is field 3, utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_until(pred, timeout: float = 5.0, interval: float = 0.05):
     """Polls pred() until truthy; returns its last value."""
     deadline = time.monotonic() + timeout
