@@ -82,7 +82,8 @@ pub struct Args {
     /// close when a ping is unanswered this long (default 10s)
     #[argh(option, default = "String::from(\"10s\")")]
     pub pong_timeout: String,
-    /// time allowed for the upgrade request (default 10s)
+    /// time allowed for the upgrade request, and for a backend whose listen queue is full to
+    /// make room (default 10s)
     #[argh(option, default = "String::from(\"10s\")")]
     pub handshake_timeout: String,
     /// close after this much silence both ways, 0 disables (default 0)

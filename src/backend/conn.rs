@@ -57,8 +57,12 @@ pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
 pub const DEFAULT_MAX_QUEUE: usize = (1 << 20) + 64;
 /// The default number of connections whose hand-over (or context) is still arriving.
 pub const DEFAULT_MAX_PENDING: usize = 32;
-/// The default listen backlog.
-pub const DEFAULT_BACKLOG: i32 = 64;
+/// The default listen backlog: the largest the system allows (`SOMAXCONN`; the kernel caps it
+/// at `net.core.somaxconn`, 4096 since Linux 5.4, 128 before). A gateway connects to its backend
+/// the moment a client's request is read, so when every device reconnects at once (a router
+/// that rebooted) connections arrive faster than any loop accepts them. The limit costs nothing
+/// until connections wait in it.
+pub const DEFAULT_BACKLOG: i32 = nix::libc::SOMAXCONN;
 /// Bytes read at a time from a handed-over client socket.
 const DIRECT_READ_LEN: usize = 16 * 1024;
 /// Queued messages (decoded from one read) keep at most this much capacity once taken.

@@ -88,8 +88,9 @@ struct Args {
     /// relay mode: stream (default), lines, framed or seqpacket
     #[argh(option, short = 'm', default = "Mode::Stream")]
     mode: Mode,
-    /// listen backlog (default 64)
-    #[argh(option, short = 'b', default = "64")]
+    /// listen backlog: connections the kernel queues until they are accepted (default
+    /// SOMAXCONN, which the kernel caps at net.core.somaxconn)
+    #[argh(option, short = 'b', default = "wsgate::backend::conn::DEFAULT_BACKLOG")]
     backlog: i32,
     /// most clients served at once (default 256; each costs a 64 KiB buffer while connected)
     #[argh(option, short = 'c', default = "MAX_CLIENTS")]

@@ -63,8 +63,9 @@ struct Args {
     /// relay mode: stream (default), lines, framed or seqpacket
     #[argh(option, short = 'm', default = "Mode::Stream")]
     mode: Mode,
-    /// listen backlog (default 64)
-    #[argh(option, short = 'b', default = "64")]
+    /// listen backlog: connections the kernel queues until they are accepted (default
+    /// SOMAXCONN, which the kernel caps at net.core.somaxconn)
+    #[argh(option, short = 'b', default = "wsgate::backend::conn::DEFAULT_BACKLOG")]
     backlog: i32,
     /// largest request in bytes, or with a K or M suffix (default 64K)
     #[argh(option, short = 'M', default = "ByteSize(64 << 10)")]

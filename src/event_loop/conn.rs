@@ -7,6 +7,7 @@
 //! Handshake ─101─→ Open ─client close / protocol error / timeout─→ Flushing ─→ Linger ─→ done
 //!     │              └─backend EOF or close record─→ Closing ─client close─→ Flushing
 //!     ├─refusal (4xx/5xx)─→ Flushing          client vanished (Open) ─→ Draining ─→ done
+//!     ├─backend's listen queue full─→ Connecting ─retry timer─→ Handshake (connects again)
 //!     └─direct mode: 101─→ Handover ─fd sent to the backend (SCM_RIGHTS)─→ done
 //! ```
 //!
@@ -15,6 +16,8 @@
 //! * `Linger`: read and discard until the client closes too, so that unread input cannot turn
 //!   our close into a reset that destroys the close frame in flight.
 //! * `Draining`: the client is gone; what it sent before still reaches the backend.
+//! * `Connecting`: the request is complete but the backend's listen queue was full. See
+//!   [`BackendWait`].
 //!
 //! I/O is driven by readiness flags (mio is edge-triggered): a flag is set by an event and
 //! cleared by `WouldBlock`, so a side that was not read because a buffer was full is read
@@ -53,6 +56,11 @@ use crate::ws::session::{Control, Event, ProtocolError, Session};
 
 /// Rounds of I/O per drive before yielding to other connections.
 const MAX_ROUNDS: u32 = 16;
+/// The pause before the first new connect to a backend whose listen queue was full; it doubles
+/// at each try, up to [`CONNECT_PAUSE_MAX`].
+const CONNECT_PAUSE_MIN: std::time::Duration = std::time::Duration::from_millis(1);
+/// The longest pause between two connects to a full backend.
+const CONNECT_PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(64);
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +81,9 @@ pub enum Phase {
     File,
     /// Direct mode: the 101 goes out, then the client's socket goes to the backend.
     Handover,
+    /// The request is complete, the backend's listen queue was full: waiting to try again
+    /// (see [`BackendWait`]).
+    Connecting,
 }
 
 /// Why a connection ended (the close log line says it).
@@ -139,6 +150,8 @@ pub enum Refusal {
     TooLarge,
     /// All slots busy.
     Full,
+    /// The backend's listen queue stayed full for this many milliseconds.
+    BackendBusy(u32),
     /// Plain HTTP sent to a TLS port.
     PlainHttp,
 }
@@ -157,6 +170,9 @@ impl core::fmt::Display for Reason {
                     Refusal::ModeMismatch => f.write_str("seqpacket mode but a stream socket"),
                     Refusal::TooLarge => f.write_str("request head too large"),
                     Refusal::Full => f.write_str("all connection slots busy"),
+                    Refusal::BackendBusy(ms) => {
+                        write!(f, "backend busy: listen queue full for {ms} ms")
+                    }
                     Refusal::PlainHttp => f.write_str("plain HTTP request on a TLS port"),
                 }
             }
@@ -261,6 +277,31 @@ pub struct Stats {
     pub frames_down: u64,
 }
 
+/// A backend whose listen queue was full when the request was complete.
+///
+/// A non-blocking `connect` to a UNIX socket answers `EAGAIN` while the listener's queue of
+/// connections not yet accepted is full. That is momentary when many clients arrive at once (a
+/// router's devices all reconnecting after a reboot): the backend accepts as fast as it can,
+/// but each client's connect is made the moment its request is read. The kernel has no event
+/// for "room in that queue", so the connection waits in [`Phase::Connecting`] for its
+/// `deadline`, then connects again (from the request still in `from_client`, walking the path
+/// anew), pausing 1 ms, then twice as long at each try up to 64 ms. The last try is made at the
+/// handshake deadline; if the queue is still full then, the answer is 503. Each try is a fresh
+/// socket: a Linux stream socket whose `connect` failed with `EAGAIN` could be connected
+/// again, but a fresh walk also finds a backend that was restarted meanwhile (a new socket
+/// file), and no descriptor is held while waiting. Nothing is sent to the client before the
+/// connect succeeds; what it sends meanwhile stays in `from_client`, which it can fill, no
+/// more.
+#[derive(Clone, Copy, Debug)]
+struct BackendWait {
+    /// The first connect that found the queue full.
+    since: Instant,
+    /// The pause before the next try.
+    pause: std::time::Duration,
+    /// The handshake deadline: the last try.
+    last_try: Instant,
+}
+
 /// A WebSocket connection and its backend.
 #[derive(Debug)]
 pub struct Connection {
@@ -316,6 +357,8 @@ pub struct Connection {
     no_sendfile: bool,
     /// Direct mode: the client's fd went to the backend.
     fd_sent: bool,
+    /// Set while the backend's listen queue is full (see [`BackendWait`]).
+    backend_wait: Option<BackendWait>,
 }
 
 impl Connection {
@@ -371,6 +414,7 @@ impl Connection {
             keep_alive: false,
             no_sendfile: false,
             fd_sent: false,
+            backend_wait: None,
         };
         // Pages over https:// go through rustls, not sendfile.
         c.no_sendfile = c.tls.is_some();
@@ -457,7 +501,7 @@ impl Connection {
     /// Starts closing for a gateway shutdown: close 1001 to open connections, drop handshakes.
     pub fn shutdown(&mut self, cx: &mut Ctx<'_>) {
         match self.phase {
-            Phase::Handshake => {
+            Phase::Handshake | Phase::Connecting => {
                 self.set_reason(Reason::Shutdown);
                 self.phase = Phase::Linger;
                 self.client_eof = true;
@@ -473,6 +517,9 @@ impl Connection {
     /// Fires the timers that are due. Returns `true` when the connection should be driven.
     pub fn on_timers(&mut self, cx: &mut Ctx<'_>) -> bool {
         let now = cx.now;
+        if self.phase == Phase::Connecting {
+            return self.connect_again(now);
+        }
         if self.deadline.is_some_and(|d| d <= now) {
             self.deadline = None;
             let r = match self.phase {
@@ -625,8 +672,8 @@ impl Connection {
         let to_client_empty = self.to_client.as_ref().is_none_or(Buf::is_empty)
             && !self.tls.as_ref().is_some_and(|t| t.wants_write() || t.is_handshaking());
         match self.phase {
-            // The client left (or TLS failed) before its request was complete.
-            Phase::Handshake if self.client_eof => {
+            // The client left (or TLS failed) before it was answered.
+            Phase::Handshake | Phase::Connecting if self.client_eof => {
                 self.phase = Phase::Linger;
                 true
             }
@@ -1521,6 +1568,7 @@ impl Connection {
                 return true;
             }
         };
+        self.name.clear();
         let _ = self.name.push_str(truncate(decoded.trim_start_matches('/'), 64));
         if !cx.site.access.permits(decoded) {
             self.refuse(cx, 403, Refusal::Denied);
@@ -1534,6 +1582,7 @@ impl Connection {
         let mut endpoint = name;
         let backend = match cx.docroot.connect(name) {
             Ok(b) => b,
+            Err(RouteError::Busy) => return self.wait_for_backend(cx),
             Err(RouteError::NotFound) if protocol.is_some() => {
                 // ouistiti's fallback: the one offered subprotocol names the socket. It must be a
                 // single safe segment, and pass allow/deny as a path of its own.
@@ -1553,6 +1602,7 @@ impl Connection {
                         endpoint = token;
                         b
                     }
+                    Err(RouteError::Busy) => return self.wait_for_backend(cx),
                     Err(e) => {
                         self.refuse(cx, e.status(), Refusal::Route(e));
                         return true;
@@ -1582,6 +1632,7 @@ impl Connection {
         out.commit(n);
         self.name.clear();
         let _ = self.name.push_str(truncate(endpoint, 64));
+        self.backend_wait = None;
         let fd = backend.fd.as_raw_fd();
         if let Err(e) = cx.registry.register(
             &mut SourceFd(&fd),
@@ -1658,6 +1709,51 @@ impl Connection {
 }
 
 impl Connection {
+    /// The backend's listen queue is full: wait in `Connecting` for the next try (see
+    /// [`BackendWait`]), or refuse with 503 once the last try, at the handshake deadline, has
+    /// found it full too. The request stays in `from_client`.
+    fn wait_for_backend(&mut self, cx: &mut Ctx<'_>) -> bool {
+        let now = cx.now;
+        let last_try = self.deadline.unwrap_or(now);
+        let wait = self.backend_wait.get_or_insert(BackendWait {
+            since: now,
+            pause: std::time::Duration::ZERO,
+            last_try,
+        });
+        if now >= wait.last_try {
+            let waited = now.saturating_duration_since(wait.since).as_millis();
+            self.backend_wait = None;
+            self.refuse(cx, 503, Refusal::BackendBusy(u32::try_from(waited).unwrap_or(u32::MAX)));
+            return true;
+        }
+        if wait.pause.is_zero() {
+            crate::log!(
+                crate::logging::DEBUG,
+                "conn={} peer={} backend /{} busy (listen queue full): connecting again for up \
+                 to {} ms",
+                self.key,
+                self.peer,
+                self.name,
+                wait.last_try.saturating_duration_since(now).as_millis()
+            );
+        }
+        wait.pause = wait.pause.saturating_mul(2).clamp(CONNECT_PAUSE_MIN, CONNECT_PAUSE_MAX);
+        self.deadline = Some((now + wait.pause).min(wait.last_try));
+        self.phase = Phase::Connecting;
+        true
+    }
+
+    /// `Connecting`: at the time of the next try, back to `Handshake`, whose deadline is the
+    /// last try again; the drive that follows connects. `true` when that drive is due.
+    fn connect_again(&mut self, now: Instant) -> bool {
+        if self.deadline.is_some_and(|d| d > now) {
+            return false;
+        }
+        self.deadline = self.backend_wait.map(|w| w.last_try);
+        self.phase = Phase::Handshake;
+        true
+    }
+
     /// Direct mode, after the 101 was queued: the hand-over record (request metadata and the
     /// client bytes already read past the request head) waits in `to_backend`, and the
     /// connection waits in `Handover` for the 101 to leave (see [`Self::handover`]). `false`

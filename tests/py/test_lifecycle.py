@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import struct
 import time
 
@@ -12,7 +14,10 @@ from harness import (
     OP_CLOSE,
     OP_PING,
     OP_TEXT,
+    RawWS,
     build_request,
+    cpu_seconds,
+    encode_frame,
     fd_count,
     open_socket,
     raw_handshake,
@@ -311,15 +316,83 @@ def test_clients_that_closed_hold_no_slot(gateway):
     assert not any("refused 503" in x for x in g.lines[start:]), g.lines[start:]
 
 
-def test_backend_backlog_full_503(py_backend, gateway):
-    """A backend that never accepts: once its listen backlog is full the gateway answers 503."""
-    b = py_backend("slow", backlog=0)
-    b._stop = True  # the accept thread stops accepting
-    b._thread.join(2)
-    g = gateway()
-    statuses = [raw_handshake(g.port, "/slow", timeout=3)[0] for _ in range(6)]
-    assert 503 in statuses, statuses
-    assert all(s in (101, 503) for s in statuses), statuses
+def full_backend(path) -> tuple[socket.socket, list[socket.socket]]:
+    """A UNIX stream socket at `path` that listens with a backlog of 1 and does not accept,
+    with its queue filled (connects until one answers EAGAIN): (listener, the fillers)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    fillers = []
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        err = s.connect_ex(str(path))
+        if err == errno.EAGAIN:
+            s.close()
+            break
+        assert err == 0, os.strerror(err)
+        fillers.append(s)
+        assert len(fillers) < 100, "the listen queue never filled"
+    return listener, fillers
+
+
+def test_backend_that_stays_full_gets_503_after_the_handshake_timeout(docroot, gateway):
+    """A backend whose listen queue stays full: the gateway tries again, with a growing pause
+    between tries, until the handshake timeout, then answers 503 with a log line that says how
+    long it waited. Waiting costs next to no CPU (no busy loop)."""
+    listener, fillers = full_backend(docroot / "full")
+    try:
+        g = gateway(handshake_timeout="1s", log_rate=0)
+        start = len(g.lines)
+        cpu0 = cpu_seconds(g.pid)
+        t0 = time.monotonic()
+        status, _, _ = raw_handshake(g.port, "/full", timeout=10)
+        took = time.monotonic() - t0
+        cpu = cpu_seconds(g.pid) - cpu0
+        assert status == 503
+        m = g.wait_line(r"conn=\S+ peer=\S+ close /full refused 503: backend busy: listen queue "
+                        r"full for (\d+) ms", start=start)
+        print(f"503 after {took:.2f}s, {m.group(0)!r}, gateway CPU {cpu:.2f}s")
+        assert 0.9 <= took < 3, took
+        assert 900 <= int(m.group(1)) <= 1500, m.group(0)
+        assert cpu < 0.2, f"the gateway used {cpu:.2f}s of CPU while waiting {took:.2f}s"
+        assert g.alive()
+    finally:
+        listener.close()
+        for s in fillers:
+            s.close()
+
+
+def test_backend_full_for_a_moment(docroot, gateway):
+    """A backend whose listen queue is full for 0.3 s: the client waits for its 101, which is
+    sent only once the backend is connected, and the frame it sent right after its request,
+    held in the gateway meanwhile, then reaches the backend."""
+    listener, fillers = full_backend(docroot / "full")
+    try:
+        g = gateway(handshake_timeout="5s")
+        c = open_socket(g.port, 5)
+        c.sendall(build_request(g.port, "/full") + encode_frame(OP_TEXT, b"early bird"))
+        time.sleep(0.3)
+        c.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            c.recv(100)  # nothing yet: no 101 before the backend has the connection
+        c.setblocking(True)
+        listener.settimeout(5)
+        for _ in fillers:
+            listener.accept()[0].close()
+        s, _ = listener.accept()
+        s.settimeout(5)
+        assert read_response_head(c, 5).status == 101
+        assert recv_exact(s, 10) == b"early bird"
+        s.sendall(b"and back")
+        ws = RawWS(c)
+        assert ws.recv_message(timeout=5) == (OP_TEXT, b"and back")
+        g.wait_line(r"conn=\S+ peer=\S+ open /full mode=stream")
+        s.close()
+    finally:
+        listener.close()
+        for s in fillers:
+            s.close()
 
 
 def test_no_fd_leak(echo_backend, gateway, ws):

@@ -10,7 +10,9 @@ import socket
 import threading
 import time
 
+import pytest
 from harness import OP_BINARY, RawWS, encode_frame, record, recv_record_message, rss_kb
+from test_wsload import wsload
 
 MiB = 1024 * 1024
 
@@ -157,3 +159,25 @@ def test_many_clients_framed_echo(echo_backend, gateway):
     assert done == [200] * 50
     print(f"50 clients x 200 messages in {time.monotonic() - t0:.1f}s")
     assert g.alive()
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["relay", "direct"])
+def test_burst_of_1000_clients_against_a_backlog_of_8(echo_backend, gateway, direct):
+    """1,000 clients connect at once (wsload: 64 handshakes in flight) to `-c 1100` in front of
+    websocket_echo `-c 1100 -b 8`. The echo accepts as fast as it can, yet its listen queue of 8
+    overflows again and again, and each overflow is a connect that answers EAGAIN: a momentary
+    state, which the gateway waits out instead of answering 503. Every client gets its 101 and
+    the echo of its message, relayed or handed over (direct mode connects first too)."""
+    echo_backend("stream", extra=("-c", "1100", "-b", "8", *(("-d",) if direct else ())))
+    g = gateway(c=1100, log_rate=0, ping_interval="0", direct=direct, v=True)
+    t0 = time.monotonic()
+    rc, res = wsload("--url", g.url("/echo"), "--conns", "1000", "--msgs", "1", "--size", "32",
+                     "--duration", "15", timeout=60)
+    took = time.monotonic() - t0
+    refused = sum("refused 503" in line for line in g.lines)
+    waited = sum("busy (listen queue full): connecting again" in line for line in g.lines)
+    print(f"1,000 clients in {took:.1f}s: {res['connected']} connected, {res['completed']} echoed, "
+          f"{refused} refused 503, {waited} waited for room in the backend's queue")
+    assert refused == 0, f"{refused} of 1,000 clients refused 503: {res['first_error']}"
+    assert (rc, res["connected"], res["completed"], res["error_total"]) == (0, 1000, 1000, 0), res
+    assert waited > 0, "the backend's queue never overflowed: the test tested nothing"
