@@ -583,7 +583,7 @@ def report(results: list[dict], meta: dict) -> str:
                  "Kernel socket memory is not in RSS for any peer. websocketd's RSS sums every `cat` "
                  "child (shared pages counted per process): its PSS is the fairer figure.")
         L.append("")
-    L.append("### Goals (issue 9), from this run")
+    L.append("### Goals, from this run")
     L.append("")
     L.append("| goal | measured | met |")
     L.append("|---|---:|---|")

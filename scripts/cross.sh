@@ -49,7 +49,7 @@ RELEASE_STD=("-Zbuild-std=std,panic_abort" "-Zbuild-std-features=panic-unwind")
 # symbolizer. board/openwrt/Makefile and board/buildroot/wsgate.mk pass the same flags.
 SMALL_STD=("-Zbuild-std=std,panic_abort" "-Zbuild-std-features=optimize_for_size")
 SMALL_EXTRA=(-Zpanic-immediate-abort --config 'profile.release-small.panic="immediate-abort"')
-# The size budget (issue 5, board/sizes.md): the shipped armv7-musl gateway, TLS included.
+# The size budget (board/sizes.md): the shipped armv7-musl gateway, TLS included.
 BUDGET_TARGET=armv7-unknown-linux-musleabihf
 BUDGET_BYTES=$((900 * 1024))
 ZIG_VERSION=0.17.1

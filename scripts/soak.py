@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Bounded soak (issue 8, item 3): wsgate under a 16 MB memory limit, its slab full, mixed
+"""Bounded soak: wsgate under a 16 MB memory limit, its slab full, mixed
 traffic for a fixed time; no errors, RSS stable.
 
     scripts/soak.py                      10 minutes (by hand)

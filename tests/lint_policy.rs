@@ -1,4 +1,4 @@
-//! Issue 8 item 4, "no panic reachable from input", as a check on the sources: every crate of
+//! "No panic reachable from input", as a check on the sources: every crate of
 //! the workspace denies clippy's `unwrap_used`, `expect_used`, `panic` and `indexing_slicing`
 //! (so `cargo clippy -- -D warnings`, a CI step, refuses them in non-test code), and every
 //! place that allows one of them outside test code says why in a comment beside it.

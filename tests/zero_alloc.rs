@@ -1,4 +1,4 @@
-//! Issue 2, acceptance 2: no heap allocation in the gateway while established connections
+//! No heap allocation in the gateway while established connections
 //! relay 10,000 messages of mixed sizes, 1 MiB fragmented ones included.
 //!
 //! A counting global allocator counts only on the gateway's thread (a thread-local switch);

@@ -1,4 +1,4 @@
-"""The backend library's C ABI (issue 7, acceptance 2): tests/c/backend_echo.c is compiled here
+"""The backend library's C ABI: tests/c/backend_echo.c is compiled here
 with gcc against the installed header and library (scripts/install-backend-lib.sh into a temp
 prefix, flags from `pkg-config --cflags --libs wsgate-backend`), then run behind the real
 gateway in direct mode and in the relay modes, driven by a websockets client.

@@ -1,5 +1,5 @@
 """wsgate -f: a ouistiti-style configuration with two servers (one on ::1), routing,
-allow/deny/denylast, --check, SIGHUP reload and SIGTERM (issue 3, acceptance 1 and 2)."""
+allow/deny/denylast, --check, SIGHUP reload and SIGTERM."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Connection context (--context): delivered to the backend before any payload, kept apart
-from payload in each relay mode (issue 3, acceptance 5)."""
+from payload in each relay mode."""
 
 from __future__ import annotations
 

@@ -422,7 +422,7 @@ def test_client_that_does_not_read_over_tls_keeps_memory_bounded(pki, gateway, p
 
 
 def test_rss_per_idle_tls_connection(pki, gateway, echo_backend):
-    """Goal (issue 4): an idle wss:// connection costs at most 24 kB of gateway RSS."""
+    """Goal: an idle wss:// connection costs at most 24 kB of gateway RSS."""
     echo_backend("framed")
     g = tls_gateway(gateway, pki, c=300, ping_interval="0")
     ctx = client_context(pki)
