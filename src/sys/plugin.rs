@@ -89,8 +89,9 @@ impl Plugin {
         // SAFETY: loading runs the library's initialisers; the administrator chose this
         // library with -L, which is the trust this server extends to it.
         let lib = unsafe { Library::new(path) }.map_err(|e| PluginError::Open(e.to_string()))?;
-        // SAFETY (each `sym` call): the types are the header's signatures for these names; the
-        // pointers are copied out and used only while `lib` is loaded (it is dropped last).
+        // SAFETY: (here and at each `sym` call below) the types are the header's signatures
+        // for these names; the pointers are copied out and used only while `lib` is loaded (it
+        // is dropped last).
         let version: AbiVersionFn = unsafe { sym(&lib, b"wsgate_rpc_abi_version\0") }
             .ok_or(PluginError::Symbol("wsgate_rpc_abi_version"))?;
         // SAFETY: takes no arguments, per the header.
@@ -98,12 +99,17 @@ impl Plugin {
         if v != ABI_VERSION {
             return Err(PluginError::Version(v));
         }
+        // SAFETY: a header signature, used while `lib` is loaded (see above).
         let init: InitFn = unsafe { sym(&lib, b"wsgate_rpc_init\0") }
             .ok_or(PluginError::Symbol("wsgate_rpc_init"))?;
+        // SAFETY: a header signature, used while `lib` is loaded (see above).
         let call: CallFn = unsafe { sym(&lib, b"wsgate_rpc_call\0") }
             .ok_or(PluginError::Symbol("wsgate_rpc_call"))?;
+        // SAFETY: a header signature, used while `lib` is loaded (see above).
         let open: Option<OpenFn> = unsafe { sym(&lib, b"wsgate_rpc_open\0") };
+        // SAFETY: a header signature, used while `lib` is loaded (see above).
         let close: Option<CloseFn> = unsafe { sym(&lib, b"wsgate_rpc_close\0") };
+        // SAFETY: a header signature, used while `lib` is loaded (see above).
         let fini: Option<FiniFn> = unsafe { sym(&lib, b"wsgate_rpc_fini\0") };
         // SAFETY: `config` is NUL-terminated and outlives the call.
         let state = unsafe { init(config.as_ptr()) };

@@ -44,6 +44,7 @@ pub struct Counting;
 // const-initialised thread-local, neither of which allocates.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for this method is the system allocator's.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() && counting() {
             ALLOCS.fetch_add(1, Ordering::SeqCst);
@@ -55,9 +56,11 @@ unsafe impl GlobalAlloc for Counting {
         if counting() {
             add(-(layout.size() as isize));
         }
+        // SAFETY: the caller's contract for this method is the system allocator's.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for this method is the system allocator's.
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() && counting() {
             ALLOCS.fetch_add(1, Ordering::SeqCst);
@@ -66,6 +69,7 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract for this method is the system allocator's.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() && counting() {
             ALLOCS.fetch_add(1, Ordering::SeqCst);
