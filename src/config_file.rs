@@ -206,6 +206,18 @@ pub struct TlsFiles {
     pub at: [Place; 5],
 }
 
+/// The files alone, as the TLS layer loads them (it knows nothing of configuration files).
+impl From<&TlsFiles> for crate::tls::TlsFiles {
+    fn from(t: &TlsFiles) -> Self {
+        Self {
+            crtfile: t.crtfile.clone(),
+            keyfile: t.keyfile.clone(),
+            cachain: t.cachain.clone(),
+            client_ca: t.client_ca.clone(),
+        }
+    }
+}
+
 impl TlsFiles {
     /// Where `path` was named in the group, or the group itself when no setting names it.
     #[must_use]

@@ -107,17 +107,6 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
-impl From<&crate::config_file::TlsFiles> for TlsFiles {
-    fn from(t: &crate::config_file::TlsFiles) -> Self {
-        TlsFiles {
-            crtfile: t.crtfile.clone(),
-            keyfile: t.keyfile.clone(),
-            cachain: t.cachain.clone(),
-            client_ca: t.client_ca.clone(),
-        }
-    }
-}
-
 /// Why a TLS configuration could not be built. Every variant names the file at fault.
 #[derive(Debug)]
 pub enum TlsError {
