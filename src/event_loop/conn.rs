@@ -46,7 +46,7 @@ use crate::relay::codec::{
     self, DataType, Downlink, DownlinkError, Mode, Uplink, UplinkError, CONTROL_ROOM,
 };
 use crate::relay::path;
-use crate::relay::route::{Backend, Docroot, RouteError};
+use crate::relay::route::{Backend, Docroot, FileError, RouteError};
 use crate::slab::Key;
 use crate::ws::frame::{close_code, OpCode, MAX_SERVER_HEADER_LEN};
 use crate::ws::session::{Control, Event, ProtocolError, Session};
@@ -133,6 +133,8 @@ pub enum Refusal {
     Origin,
     /// No backend.
     Route(RouteError),
+    /// No page.
+    File(FileError),
     /// `seqpacket` configured, stream socket found.
     ModeMismatch,
     /// Request head too large.
@@ -154,6 +156,7 @@ impl core::fmt::Display for Reason {
                     Refusal::Denied => f.write_str("denied by allow/deny"),
                     Refusal::Origin => f.write_str("Origin not allowed"),
                     Refusal::Route(e) => write!(f, "{e}"),
+                    Refusal::File(e) => write!(f, "{e}"),
                     Refusal::ModeMismatch => f.write_str("seqpacket mode but a stream socket"),
                     Refusal::TooLarge => f.write_str("request head too large"),
                     Refusal::Full => f.write_str("all connection slots busy"),
@@ -1312,12 +1315,8 @@ impl Connection {
         }
         let file = match htdocs.open_file(name, &doc.default_page) {
             Ok(f) => f,
-            Err(RouteError::NotSocket) => {
-                self.refuse(cx, 403, Refusal::Route(RouteError::NotSocket));
-                return true;
-            }
             Err(e) => {
-                self.refuse(cx, 404, Refusal::Route(e));
+                self.refuse(cx, e.status(), Refusal::File(e));
                 return true;
             }
         };
@@ -1335,6 +1334,14 @@ impl Connection {
             return true;
         };
         out.commit(n);
+        crate::log!(
+            crate::logging::INFO,
+            "conn={} peer={} {} /{name} 200 ({} bytes)",
+            self.key,
+            self.peer,
+            if head_only { "HEAD" } else { "GET" },
+            file.len
+        );
         self.keep_alive = keep_alive;
         if head_only || file.len == 0 {
             self.finish_response(cx);
@@ -1346,10 +1353,10 @@ impl Connection {
         true
     }
 
-    /// After a static response: wait for the next request, or close.
+    /// After a static response: wait for the next request, or close. The name stays (the
+    /// close line names the last path served) until the next request replaces it.
     fn finish_response(&mut self, cx: &mut Ctx<'_>) {
         self.file = None;
-        self.name.clear();
         if self.keep_alive && !self.client_eof {
             self.phase = Phase::Handshake;
             self.deadline = Some(cx.now + cx.site.keepalive);
@@ -1454,18 +1461,19 @@ impl Connection {
         if input.is_empty() {
             return false;
         }
+        // A new request: the last one's name (a page served on this connection) is not its.
+        self.name.clear();
         if cx.htdocs.is_some() {
             match static_files::parse(input.readable()) {
                 Ok(Some(req)) if !req.upgrade => {
                     let (head_only, keep_alive, head_len) =
                         (req.head_only, req.keep_alive, req.head_len);
                     let mut decoded_buf = [0u8; path::MAX_PATH];
-                    let name = match path::decode(req.path, &mut decoded_buf) {
+                    let name = match path::decode_page(req.path, &mut decoded_buf) {
                         Ok(d) => d.trim_start_matches('/'),
-                        Err(path::PathError::Empty) => "",
                         Err(e) => {
-                            let status = e.status();
-                            self.refuse(cx, status, Refusal::Path(e));
+                            self.name_raw(req.path);
+                            self.refuse(cx, e.status(), Refusal::Path(e));
                             return true;
                         }
                     };
@@ -1516,8 +1524,8 @@ impl Connection {
         let decoded = match path::decode(req.path, &mut decoded_buf) {
             Ok(d) => d,
             Err(e) => {
-                let status = e.status();
-                self.refuse(cx, status, Refusal::Path(e));
+                self.name_raw(req.path);
+                self.refuse(cx, e.status(), Refusal::Path(e));
                 return true;
             }
         };
@@ -1658,6 +1666,24 @@ impl Connection {
 }
 
 impl Connection {
+    /// Names the connection after a request path that failed its checks, as it was sent (less
+    /// its leading '/'), for the close line: control characters are escaped, so the name cannot
+    /// break the line, and it is cut to the name's capacity.
+    fn name_raw(&mut self, raw: &str) {
+        self.name.clear();
+        let raw = raw.strip_prefix('/').unwrap_or(raw);
+        for c in raw.chars() {
+            let full = if c.is_control() {
+                c.escape_debug().any(|e| self.name.push(e).is_err())
+            } else {
+                self.name.push(c).is_err()
+            };
+            if full {
+                break;
+            }
+        }
+    }
+
     /// Direct mode, after the 101 was queued: the hand-over record (request metadata and the
     /// client bytes already read past the request head) waits in `to_backend`, and the
     /// connection waits in `Handover` for the 101 to leave (see [`Self::handover`]). `false`
