@@ -37,6 +37,7 @@ use mio::{Interest, Registry};
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, shutdown, MsgFlags};
 
+use super::timers::{self, Timeouts};
 use super::tls_io::{TlsFault, TlsIo};
 use super::token::{self, Side};
 use crate::buffer::{Buf, BufPool};
@@ -309,8 +310,9 @@ pub struct Connection {
     pub queued: bool,
     /// Index of the site (listener) that accepted it.
     pub site: usize,
-    /// The site's idle timeout, copied at the handshake (timers are computed without the site).
-    idle: Option<std::time::Duration>,
+    /// The site's timeouts when the connection was accepted: every timer is armed and fired
+    /// from this copy, never from the site (see `timers`).
+    timeouts: Timeouts,
     /// The static file being sent and the bytes left.
     file: Option<(std::fs::File, u64)>,
     /// Keep the HTTP connection for another request after this response.
@@ -336,6 +338,7 @@ impl Connection {
         tls: Option<Box<rustls::ServerConnection>>,
     ) -> std::io::Result<Self> {
         cx.registry.register(&mut client, token::encode(key, Side::Client), Interest::READABLE)?;
+        let timeouts = Timeouts::of(cx.site);
         let mut c = Self {
             key,
             client,
@@ -357,7 +360,7 @@ impl Connection {
             client_wants_write: false,
             close_sent: false,
             reason: None,
-            deadline: Some(cx.now + cx.site.handshake_timeout),
+            deadline: Some(cx.now + timeouts.handshake),
             ping_at: None,
             pong_deadline: None,
             last_rx: cx.now,
@@ -369,7 +372,7 @@ impl Connection {
             overflow,
             queued: false,
             site,
-            idle: None,
+            timeouts,
             file: None,
             keep_alive: false,
             no_sendfile: false,
@@ -399,6 +402,12 @@ impl Connection {
     #[must_use]
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// The timeouts it was admitted with.
+    #[must_use]
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 
     /// Records an event's readiness.
@@ -444,11 +453,19 @@ impl Connection {
     /// The earliest timer.
     #[must_use]
     pub fn next_deadline(&self) -> Option<Instant> {
-        let idle = match (self.phase, self.idle) {
+        [self.deadline, self.ping_at, self.pong_deadline, self.idle_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When the connection is idle for its timeout: only `Open` has one, counted from the
+    /// last activity either way.
+    fn idle_deadline(&self) -> Option<Instant> {
+        match (self.phase, self.timeouts.idle) {
             (Phase::Open, Some(d)) => Some(self.last_activity + d),
             _ => None,
-        };
-        [self.deadline, self.ping_at, self.pong_deadline, idle].into_iter().flatten().min()
+        }
     }
 
     fn set_reason(&mut self, r: Reason) {
@@ -474,10 +491,17 @@ impl Connection {
     }
 
     /// Fires the timers that are due. Returns `true` when the connection should be driven.
+    ///
+    /// Every due deadline is taken first, then acted on only where the phase gives it a
+    /// meaning; none is left in the past (see `timers`).
     pub fn on_timers(&mut self, cx: &mut Ctx<'_>) -> bool {
         let now = cx.now;
-        if self.deadline.is_some_and(|d| d <= now) {
-            self.deadline = None;
+        let t = self.timeouts;
+        let deadline = timers::take_due(&mut self.deadline, now);
+        let pong_due = timers::take_due(&mut self.pong_deadline, now);
+        let ping_due = timers::take_due(&mut self.ping_at, now);
+        let idle_due = self.idle_deadline().is_some_and(|d| d <= now);
+        if deadline {
             let r = match self.phase {
                 Phase::Handshake => Reason::HandshakeTimeout,
                 Phase::Handover => Reason::HandoverTimeout,
@@ -491,21 +515,17 @@ impl Connection {
         if self.phase != Phase::Open {
             return false;
         }
-        if self.pong_deadline.is_some_and(|d| d <= now) {
-            self.pong_deadline = None;
+        if pong_due {
             self.fail(cx, Reason::PingTimeout, close_code::INTERNAL_ERROR);
             return true;
         }
-        if let Some(idle) = cx.site.idle_timeout {
-            if now.duration_since(self.last_activity) >= idle {
-                self.set_reason(Reason::IdleTimeout);
-                self.start_close(cx, close_code::GOING_AWAY);
-                return true;
-            }
+        if idle_due {
+            self.set_reason(Reason::IdleTimeout);
+            self.start_close(cx, close_code::GOING_AWAY);
+            return true;
         }
-        if self.ping_at.is_some_and(|d| d <= now) {
-            self.ping_at = None;
-            if let Some(interval) = cx.site.ping_interval {
+        if ping_due {
+            if let Some(interval) = t.ping_interval {
                 if now.duration_since(self.last_rx) >= interval {
                     let queued = cx.pool.ensure(&mut self.to_client)
                         && self
@@ -516,12 +536,12 @@ impl Connection {
                     // reads nothing keeps its output full, so its ping never fits, and it
                     // must not hold its slot (and stall its backend) for ever.
                     if self.pong_deadline.is_none() {
-                        self.pong_deadline = Some(now + cx.site.pong_timeout);
+                        self.pong_deadline = Some(now + t.pong);
                     }
                     if !queued {
                         // No room now: try again shortly, and before the pong is due, so that
                         // a client heard from meanwhile is not failed for a ping it never got.
-                        self.ping_at = Some(now + (interval / 4).min(cx.site.pong_timeout / 2));
+                        self.ping_at = Some(now + (interval / 4).min(t.pong / 2));
                     }
                 } else {
                     // Heard from since a ping that never fitted: nothing is outstanding.
@@ -661,7 +681,7 @@ impl Connection {
 
     fn enter_draining(&mut self, cx: &mut Ctx<'_>) {
         self.phase = Phase::Draining;
-        self.deadline = Some(cx.now + cx.site.close_timeout);
+        self.deadline = Some(cx.now + self.timeouts.close);
         if let Some(b) = self.backend.as_mut() {
             b.finish = true;
         }
@@ -679,7 +699,7 @@ impl Connection {
             }
         }
         self.phase = Phase::Flushing;
-        self.deadline = Some(cx.now + cx.site.close_timeout);
+        self.deadline = Some(cx.now + self.timeouts.close);
     }
 
     /// The 101 was queued but what the backend must get first does not fit in its buffer:
@@ -709,7 +729,7 @@ impl Connection {
         self.set_reason(why);
         self.send_close(cx, Some(code));
         self.phase = Phase::Flushing;
-        self.deadline = Some(cx.now + cx.site.close_timeout);
+        self.deadline = Some(cx.now + self.timeouts.close);
         if let Some(b) = self.backend.as_mut() {
             b.finish = true;
         }
@@ -720,7 +740,7 @@ impl Connection {
     fn start_close(&mut self, cx: &mut Ctx<'_>, code: u16) {
         self.send_close(cx, Some(code));
         self.phase = Phase::Closing;
-        self.deadline = Some(cx.now + cx.site.close_timeout);
+        self.deadline = Some(cx.now + self.timeouts.close);
         if let Some(b) = self.backend.as_mut() {
             b.finish = true;
         }
@@ -1178,7 +1198,7 @@ impl Connection {
                     self.close_sent = true;
                     self.set_reason(Reason::BackendClose(code));
                     self.phase = Phase::Closing;
-                    self.deadline = Some(cx.now + cx.site.close_timeout);
+                    self.deadline = Some(cx.now + self.timeouts.close);
                     if let Some(b) = self.backend.as_mut() {
                         b.finish = true;
                     }
@@ -1265,7 +1285,7 @@ impl Connection {
                 Some(Event::Ping(_)) => {}
                 Some(Event::Pong(_)) => {
                     self.pong_deadline = None;
-                    if let Some(interval) = cx.site.ping_interval {
+                    if let Some(interval) = self.timeouts.ping_interval {
                         self.ping_at = Some(cx.now + interval);
                     }
                 }
@@ -1285,7 +1305,7 @@ impl Connection {
                 }
                 self.finish_backend_if_flushed(cx);
                 self.phase = Phase::Flushing;
-                self.deadline = Some(cx.now + cx.site.close_timeout);
+                self.deadline = Some(cx.now + self.timeouts.close);
                 return true;
             }
             if n == 0 && event.is_none() {
@@ -1325,7 +1345,7 @@ impl Connection {
             return true;
         }
         let Some(out) = self.to_client.as_mut() else { return false };
-        let keep_alive = keep_alive && !cx.site.keepalive.is_zero();
+        let keep_alive = keep_alive && !self.timeouts.keepalive.is_zero();
         // The MIME type follows the name served; a directory gets its default page's.
         let mime_name = if file.default_page { doc.default_page.as_str() } else { name };
         let mime = static_files::mime_type(mime_name);
@@ -1348,7 +1368,7 @@ impl Connection {
         } else {
             self.file = Some((file.file, file.len));
             self.phase = Phase::File;
-            self.deadline = Some(cx.now + cx.site.handshake_timeout.max(cx.site.close_timeout));
+            self.deadline = Some(cx.now + self.timeouts.handshake.max(self.timeouts.close));
         }
         true
     }
@@ -1359,10 +1379,10 @@ impl Connection {
         self.file = None;
         if self.keep_alive && !self.client_eof {
             self.phase = Phase::Handshake;
-            self.deadline = Some(cx.now + cx.site.keepalive);
+            self.deadline = Some(cx.now + self.timeouts.keepalive);
         } else {
             self.phase = Phase::Flushing;
-            self.deadline = Some(cx.now + cx.site.close_timeout);
+            self.deadline = Some(cx.now + self.timeouts.close);
         }
     }
 
@@ -1402,8 +1422,7 @@ impl Connection {
                 }
                 // Sending a page is activity: push the deadline.
                 if self.phase == Phase::File {
-                    self.deadline =
-                        Some(cx.now + cx.site.close_timeout.max(cx.site.handshake_timeout));
+                    self.deadline = Some(cx.now + self.timeouts.close.max(self.timeouts.handshake));
                 }
             }
         }
@@ -1429,8 +1448,7 @@ impl Connection {
                 if *left == 0 {
                     self.finish_response(cx);
                 } else {
-                    self.deadline =
-                        Some(cx.now + cx.site.close_timeout.max(cx.site.handshake_timeout));
+                    self.deadline = Some(cx.now + self.timeouts.close.max(self.timeouts.handshake));
                 }
             }
             Err(Errno::EAGAIN) => {
@@ -1649,8 +1667,7 @@ impl Connection {
         self.deadline = None;
         self.last_rx = cx.now;
         self.last_activity = cx.now;
-        self.ping_at = cx.site.ping_interval.map(|i| cx.now + i);
-        self.idle = cx.site.idle_timeout;
+        self.ping_at = self.timeouts.ping_interval.map(|i| cx.now + i);
         crate::log!(
             crate::logging::INFO,
             "conn={} peer={} open /{} mode={}",
@@ -1725,7 +1742,7 @@ impl Connection {
         self.backend = Some(BackendSock::new(backend, false));
         self.mode = cx.site.mode_for(endpoint);
         self.phase = Phase::Handover;
-        self.deadline = Some(cx.now + cx.site.close_timeout);
+        self.deadline = Some(cx.now + self.timeouts.close);
         true
     }
 }
