@@ -91,6 +91,9 @@ pub enum Reason {
     BackendEof,
     /// The backend closed its socket in the middle of a message (1011).
     BackendEofMidMessage,
+    /// The backend closed its socket while a client message was being relayed to it: the rest
+    /// can never arrive (1011).
+    BackendEofMidClientMessage,
     /// The backend sent a close record.
     BackendClose(u16),
     /// The backend broke the mode's rules.
@@ -173,6 +176,9 @@ impl core::fmt::Display for Reason {
             Self::BackendEof => f.write_str("backend closed"),
             Self::BackendEofMidMessage => {
                 f.write_str("backend closed in the middle of a message (1011)")
+            }
+            Self::BackendEofMidClientMessage => {
+                f.write_str("backend closed while a client message was being relayed (1011)")
             }
             Self::BackendClose(c) => write!(f, "backend sent close ({c})"),
             Self::BackendProtocol(e) => write!(f, "{e} (1011)"),
@@ -1145,9 +1151,14 @@ impl Connection {
         let has_input = self.from_backend.as_ref().is_some_and(|x| !x.is_empty());
         if !has_input {
             if eof {
-                // Everything the backend sent has gone to the client.
+                // Everything the backend sent has gone to the client. EOF alone is how a
+                // backend says it is done (1000), in stream mode its only way; a message cut
+                // short in either direction, or a socket error, says it failed (1011).
                 let code = if self.downlink.in_message() {
                     self.set_reason(Reason::BackendEofMidMessage);
+                    close_code::INTERNAL_ERROR
+                } else if self.session.in_message() {
+                    self.set_reason(Reason::BackendEofMidClientMessage);
                     close_code::INTERNAL_ERROR
                 } else if matches!(self.reason, Some(Reason::BackendError(_))) {
                     close_code::INTERNAL_ERROR
