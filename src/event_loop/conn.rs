@@ -1109,7 +1109,9 @@ impl Connection {
             Ok(0) if b.sock.seqpacket && !b.read_closed && !peer_hung_up(b.sock.fd.as_fd()) => {
                 // A zero-length packet, not EOF: an empty message.
                 self.last_activity = cx.now;
-                let kind = match cx.site.data_type {
+                // The connection's own type, like its other messages: not the site's, which a
+                // reload may have changed since.
+                let kind = match self.downlink.data_type() {
                     DataType::Binary => OpCode::Binary,
                     DataType::Text | DataType::Auto => OpCode::Text,
                 };

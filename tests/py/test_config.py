@@ -13,6 +13,7 @@ import time
 import pytest
 from harness import (
     LISTEN_RE,
+    OP_BINARY,
     OP_CLOSE,
     OP_PING,
     OP_PONG,
@@ -274,6 +275,34 @@ def test_reload_turning_pings_off_keeps_the_loop_quiet(tmp_path, docroot, py_bac
         assert pings >= 3, pings
         with pytest.raises(TimeoutError):
             new.recv_frame(timeout=0.5)  # nothing in 4.5 s: not pinged
+        old.close()
+        new.close()
+    finally:
+        g.stop()
+        print(g.log_text())
+
+
+def test_reload_of_the_data_type_leaves_open_connections_theirs(tmp_path, docroot, py_backend):
+    """type = "text" then a reload to "binary": a seqpacket connection opened before keeps
+    sending text, its empty messages (a zero-length packet) included; one opened after sends
+    binary."""
+    b = py_backend("sp", socket.SOCK_SEQPACKET)
+    conf = tmp_path / "wsgate.conf"
+    write_timers(conf, docroot, type='"text"')
+    g = start_from_file(conf)
+    try:
+        old = RawWS.connect(g.port, "/sp")
+        old_backend = b.accept()
+        reload(g, conf, docroot, type='"binary"')
+        new = RawWS.connect(g.port, "/sp")
+        new_backend = b.accept()
+        for s in (old_backend, new_backend):
+            s.send(b"a")
+            s.send(b"")
+        assert old.recv_message() == (OP_TEXT, b"a")
+        assert old.recv_message() == (OP_TEXT, b"")
+        assert new.recv_message() == (OP_BINARY, b"a")
+        assert new.recv_message() == (OP_BINARY, b"")
         old.close()
         new.close()
     finally:
