@@ -80,8 +80,7 @@ mod tests {
 
     #[test]
     fn a_copy_does_not_follow_the_site() {
-        let mut site = Site::default();
-        site.idle_timeout = Some(Duration::from_secs(3));
+        let mut site = Site { idle_timeout: Some(Duration::from_secs(3)), ..Site::default() };
         let admitted = Timeouts::of(&site);
         site.idle_timeout = None;
         assert_eq!(admitted.idle, Some(Duration::from_secs(3)));
