@@ -21,7 +21,8 @@
 //! * [`buffer`] holds the fixed buffer pool allocated at start-up, [`slab`] the fixed
 //!   connection table.
 //! * [`event_loop`] owns the sockets: one single-threaded mio loop that moves bytes between the
-//!   client and the backend of each connection, with backpressure and timers.
+//!   client and the backend of each connection, with backpressure and timers
+//!   (`event_loop::timers`: each connection lives by the timeouts it was accepted with).
 //! * [`tls`] builds each TLS listener's rustls configuration from its certificate files;
 //!   `event_loop::tls_io` runs rustls inside a connection, with the same readiness rules as a
 //!   plain socket.

@@ -40,6 +40,7 @@ use mio::{Interest, Registry};
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, shutdown, MsgFlags};
 
+use super::timers::{self, Timeouts};
 use super::tls_io::{TlsFault, TlsIo};
 use super::token::{self, Side};
 use crate::buffer::{Buf, BufPool};
@@ -49,7 +50,7 @@ use crate::relay::codec::{
     self, DataType, Downlink, DownlinkError, Mode, Uplink, UplinkError, CONTROL_ROOM,
 };
 use crate::relay::path;
-use crate::relay::route::{Backend, Docroot, RouteError};
+use crate::relay::route::{Backend, Docroot, FileError, RouteError};
 use crate::slab::Key;
 use crate::ws::frame::{close_code, OpCode, MAX_SERVER_HEADER_LEN};
 use crate::ws::session::{Control, Event, ProtocolError, Session};
@@ -101,6 +102,9 @@ pub enum Reason {
     BackendEof,
     /// The backend closed its socket in the middle of a message (1011).
     BackendEofMidMessage,
+    /// The backend closed its socket while a client message was being relayed to it: the rest
+    /// can never arrive (1011).
+    BackendEofMidClientMessage,
     /// The backend sent a close record.
     BackendClose(u16),
     /// The backend broke the mode's rules.
@@ -144,6 +148,8 @@ pub enum Refusal {
     Origin,
     /// No backend.
     Route(RouteError),
+    /// No page.
+    File(FileError),
     /// `seqpacket` configured, stream socket found.
     ModeMismatch,
     /// Request head too large.
@@ -167,6 +173,7 @@ impl core::fmt::Display for Reason {
                     Refusal::Denied => f.write_str("denied by allow/deny"),
                     Refusal::Origin => f.write_str("Origin not allowed"),
                     Refusal::Route(e) => write!(f, "{e}"),
+                    Refusal::File(e) => write!(f, "{e}"),
                     Refusal::ModeMismatch => f.write_str("seqpacket mode but a stream socket"),
                     Refusal::TooLarge => f.write_str("request head too large"),
                     Refusal::Full => f.write_str("all connection slots busy"),
@@ -185,6 +192,9 @@ impl core::fmt::Display for Reason {
             Self::BackendEof => f.write_str("backend closed"),
             Self::BackendEofMidMessage => {
                 f.write_str("backend closed in the middle of a message (1011)")
+            }
+            Self::BackendEofMidClientMessage => {
+                f.write_str("backend closed while a client message was being relayed (1011)")
             }
             Self::BackendClose(c) => write!(f, "backend sent close ({c})"),
             Self::BackendProtocol(e) => write!(f, "{e} (1011)"),
@@ -347,8 +357,9 @@ pub struct Connection {
     pub queued: bool,
     /// Index of the site (listener) that accepted it.
     pub site: usize,
-    /// The site's idle timeout, copied at the handshake (timers are computed without the site).
-    idle: Option<std::time::Duration>,
+    /// The site's timeouts when the connection was accepted: every timer is armed and fired
+    /// from this copy, never from the site (see `timers`).
+    timeouts: Timeouts,
     /// The static file being sent and the bytes left.
     file: Option<(std::fs::File, u64)>,
     /// Keep the HTTP connection for another request after this response.
@@ -376,6 +387,7 @@ impl Connection {
         tls: Option<Box<rustls::ServerConnection>>,
     ) -> std::io::Result<Self> {
         cx.registry.register(&mut client, token::encode(key, Side::Client), Interest::READABLE)?;
+        let timeouts = Timeouts::of(cx.site);
         let mut c = Self {
             key,
             client,
@@ -397,7 +409,7 @@ impl Connection {
             client_wants_write: false,
             close_sent: false,
             reason: None,
-            deadline: Some(cx.now + cx.site.handshake_timeout),
+            deadline: Some(cx.now + timeouts.handshake),
             ping_at: None,
             pong_deadline: None,
             last_rx: cx.now,
@@ -409,7 +421,7 @@ impl Connection {
             overflow,
             queued: false,
             site,
-            idle: None,
+            timeouts,
             file: None,
             keep_alive: false,
             no_sendfile: false,
@@ -440,6 +452,12 @@ impl Connection {
     #[must_use]
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// The timeouts it was admitted with.
+    #[must_use]
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 
     /// Records an event's readiness.
@@ -485,11 +503,19 @@ impl Connection {
     /// The earliest timer.
     #[must_use]
     pub fn next_deadline(&self) -> Option<Instant> {
-        let idle = match (self.phase, self.idle) {
+        [self.deadline, self.ping_at, self.pong_deadline, self.idle_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When the connection is idle for its timeout: only `Open` has one, counted from the
+    /// last activity either way.
+    fn idle_deadline(&self) -> Option<Instant> {
+        match (self.phase, self.timeouts.idle) {
             (Phase::Open, Some(d)) => Some(self.last_activity + d),
             _ => None,
-        };
-        [self.deadline, self.ping_at, self.pong_deadline, idle].into_iter().flatten().min()
+        }
     }
 
     fn set_reason(&mut self, r: Reason) {
@@ -515,13 +541,20 @@ impl Connection {
     }
 
     /// Fires the timers that are due. Returns `true` when the connection should be driven.
+    ///
+    /// Every due deadline is taken first, then acted on only where the phase gives it a
+    /// meaning; none is left in the past (see `timers`).
     pub fn on_timers(&mut self, cx: &mut Ctx<'_>) -> bool {
         let now = cx.now;
         if self.phase == Phase::Connecting {
             return self.connect_again(now);
         }
-        if self.deadline.is_some_and(|d| d <= now) {
-            self.deadline = None;
+        let t = self.timeouts;
+        let deadline = timers::take_due(&mut self.deadline, now);
+        let pong_due = timers::take_due(&mut self.pong_deadline, now);
+        let ping_due = timers::take_due(&mut self.ping_at, now);
+        let idle_due = self.idle_deadline().is_some_and(|d| d <= now);
+        if deadline {
             let r = match self.phase {
                 Phase::Handshake => Reason::HandshakeTimeout,
                 Phase::Handover => Reason::HandoverTimeout,
@@ -535,21 +568,17 @@ impl Connection {
         if self.phase != Phase::Open {
             return false;
         }
-        if self.pong_deadline.is_some_and(|d| d <= now) {
-            self.pong_deadline = None;
+        if pong_due {
             self.fail(cx, Reason::PingTimeout, close_code::INTERNAL_ERROR);
             return true;
         }
-        if let Some(idle) = cx.site.idle_timeout {
-            if now.duration_since(self.last_activity) >= idle {
-                self.set_reason(Reason::IdleTimeout);
-                self.start_close(cx, close_code::GOING_AWAY);
-                return true;
-            }
+        if idle_due {
+            self.set_reason(Reason::IdleTimeout);
+            self.start_close(cx, close_code::GOING_AWAY);
+            return true;
         }
-        if self.ping_at.is_some_and(|d| d <= now) {
-            self.ping_at = None;
-            if let Some(interval) = cx.site.ping_interval {
+        if ping_due {
+            if let Some(interval) = t.ping_interval {
                 if now.duration_since(self.last_rx) >= interval {
                     let queued = cx.pool.ensure(&mut self.to_client)
                         && self
@@ -560,12 +589,12 @@ impl Connection {
                     // reads nothing keeps its output full, so its ping never fits, and it
                     // must not hold its slot (and stall its backend) for ever.
                     if self.pong_deadline.is_none() {
-                        self.pong_deadline = Some(now + cx.site.pong_timeout);
+                        self.pong_deadline = Some(now + t.pong);
                     }
                     if !queued {
                         // No room now: try again shortly, and before the pong is due, so that
                         // a client heard from meanwhile is not failed for a ping it never got.
-                        self.ping_at = Some(now + (interval / 4).min(cx.site.pong_timeout / 2));
+                        self.ping_at = Some(now + (interval / 4).min(t.pong / 2));
                     }
                 } else {
                     // Heard from since a ping that never fitted: nothing is outstanding.
@@ -705,7 +734,7 @@ impl Connection {
 
     fn enter_draining(&mut self, cx: &mut Ctx<'_>) {
         self.phase = Phase::Draining;
-        self.deadline = Some(cx.now + cx.site.close_timeout);
+        self.deadline = Some(cx.now + self.timeouts.close);
         if let Some(b) = self.backend.as_mut() {
             b.finish = true;
         }
@@ -723,7 +752,7 @@ impl Connection {
             }
         }
         self.phase = Phase::Flushing;
-        self.deadline = Some(cx.now + cx.site.close_timeout);
+        self.deadline = Some(cx.now + self.timeouts.close);
     }
 
     /// The 101 was queued but what the backend must get first does not fit in its buffer:
@@ -753,7 +782,7 @@ impl Connection {
         self.set_reason(why);
         self.send_close(cx, Some(code));
         self.phase = Phase::Flushing;
-        self.deadline = Some(cx.now + cx.site.close_timeout);
+        self.deadline = Some(cx.now + self.timeouts.close);
         if let Some(b) = self.backend.as_mut() {
             b.finish = true;
         }
@@ -764,7 +793,7 @@ impl Connection {
     fn start_close(&mut self, cx: &mut Ctx<'_>, code: u16) {
         self.send_close(cx, Some(code));
         self.phase = Phase::Closing;
-        self.deadline = Some(cx.now + cx.site.close_timeout);
+        self.deadline = Some(cx.now + self.timeouts.close);
         if let Some(b) = self.backend.as_mut() {
             b.finish = true;
         }
@@ -1127,7 +1156,9 @@ impl Connection {
             Ok(0) if b.sock.seqpacket && !b.read_closed && !peer_hung_up(b.sock.fd.as_fd()) => {
                 // A zero-length packet, not EOF: an empty message.
                 self.last_activity = cx.now;
-                let kind = match cx.site.data_type {
+                // The connection's own type, like its other messages: not the site's, which a
+                // reload may have changed since.
+                let kind = match self.downlink.data_type() {
                     DataType::Binary => OpCode::Binary,
                     DataType::Text | DataType::Auto => OpCode::Text,
                 };
@@ -1169,9 +1200,14 @@ impl Connection {
         let has_input = self.from_backend.as_ref().is_some_and(|x| !x.is_empty());
         if !has_input {
             if eof {
-                // Everything the backend sent has gone to the client.
+                // Everything the backend sent has gone to the client. EOF alone is how a
+                // backend says it is done (1000), in stream mode its only way; a message cut
+                // short in either direction, or a socket error, says it failed (1011).
                 let code = if self.downlink.in_message() {
                     self.set_reason(Reason::BackendEofMidMessage);
+                    close_code::INTERNAL_ERROR
+                } else if self.session.in_message() {
+                    self.set_reason(Reason::BackendEofMidClientMessage);
                     close_code::INTERNAL_ERROR
                 } else if matches!(self.reason, Some(Reason::BackendError(_))) {
                     close_code::INTERNAL_ERROR
@@ -1222,7 +1258,7 @@ impl Connection {
                     self.close_sent = true;
                     self.set_reason(Reason::BackendClose(code));
                     self.phase = Phase::Closing;
-                    self.deadline = Some(cx.now + cx.site.close_timeout);
+                    self.deadline = Some(cx.now + self.timeouts.close);
                     if let Some(b) = self.backend.as_mut() {
                         b.finish = true;
                     }
@@ -1309,7 +1345,7 @@ impl Connection {
                 Some(Event::Ping(_)) => {}
                 Some(Event::Pong(_)) => {
                     self.pong_deadline = None;
-                    if let Some(interval) = cx.site.ping_interval {
+                    if let Some(interval) = self.timeouts.ping_interval {
                         self.ping_at = Some(cx.now + interval);
                     }
                 }
@@ -1329,7 +1365,7 @@ impl Connection {
                 }
                 self.finish_backend_if_flushed(cx);
                 self.phase = Phase::Flushing;
-                self.deadline = Some(cx.now + cx.site.close_timeout);
+                self.deadline = Some(cx.now + self.timeouts.close);
                 return true;
             }
             if n == 0 && event.is_none() {
@@ -1359,12 +1395,8 @@ impl Connection {
         }
         let file = match htdocs.open_file(name, &doc.default_page) {
             Ok(f) => f,
-            Err(RouteError::NotSocket) => {
-                self.refuse(cx, 403, Refusal::Route(RouteError::NotSocket));
-                return true;
-            }
             Err(e) => {
-                self.refuse(cx, 404, Refusal::Route(e));
+                self.refuse(cx, e.status(), Refusal::File(e));
                 return true;
             }
         };
@@ -1373,7 +1405,7 @@ impl Connection {
             return true;
         }
         let Some(out) = self.to_client.as_mut() else { return false };
-        let keep_alive = keep_alive && !cx.site.keepalive.is_zero();
+        let keep_alive = keep_alive && !self.timeouts.keepalive.is_zero();
         // The MIME type follows the name served; a directory gets its default page's.
         let mime_name = if file.default_page { doc.default_page.as_str() } else { name };
         let mime = static_files::mime_type(mime_name);
@@ -1382,27 +1414,35 @@ impl Connection {
             return true;
         };
         out.commit(n);
+        crate::log!(
+            crate::logging::INFO,
+            "conn={} peer={} {} /{name} 200 ({} bytes)",
+            self.key,
+            self.peer,
+            if head_only { "HEAD" } else { "GET" },
+            file.len
+        );
         self.keep_alive = keep_alive;
         if head_only || file.len == 0 {
             self.finish_response(cx);
         } else {
             self.file = Some((file.file, file.len));
             self.phase = Phase::File;
-            self.deadline = Some(cx.now + cx.site.handshake_timeout.max(cx.site.close_timeout));
+            self.deadline = Some(cx.now + self.timeouts.handshake.max(self.timeouts.close));
         }
         true
     }
 
-    /// After a static response: wait for the next request, or close.
+    /// After a static response: wait for the next request, or close. The name stays (the
+    /// close line names the last path served) until the next request replaces it.
     fn finish_response(&mut self, cx: &mut Ctx<'_>) {
         self.file = None;
-        self.name.clear();
         if self.keep_alive && !self.client_eof {
             self.phase = Phase::Handshake;
-            self.deadline = Some(cx.now + cx.site.keepalive);
+            self.deadline = Some(cx.now + self.timeouts.keepalive);
         } else {
             self.phase = Phase::Flushing;
-            self.deadline = Some(cx.now + cx.site.close_timeout);
+            self.deadline = Some(cx.now + self.timeouts.close);
         }
     }
 
@@ -1442,8 +1482,7 @@ impl Connection {
                 }
                 // Sending a page is activity: push the deadline.
                 if self.phase == Phase::File {
-                    self.deadline =
-                        Some(cx.now + cx.site.close_timeout.max(cx.site.handshake_timeout));
+                    self.deadline = Some(cx.now + self.timeouts.close.max(self.timeouts.handshake));
                 }
             }
         }
@@ -1469,8 +1508,7 @@ impl Connection {
                 if *left == 0 {
                     self.finish_response(cx);
                 } else {
-                    self.deadline =
-                        Some(cx.now + cx.site.close_timeout.max(cx.site.handshake_timeout));
+                    self.deadline = Some(cx.now + self.timeouts.close.max(self.timeouts.handshake));
                 }
             }
             Err(Errno::EAGAIN) => {
@@ -1501,18 +1539,19 @@ impl Connection {
         if input.is_empty() {
             return false;
         }
+        // A new request: the last one's name (a page served on this connection) is not its.
+        self.name.clear();
         if cx.htdocs.is_some() {
             match static_files::parse(input.readable()) {
                 Ok(Some(req)) if !req.upgrade => {
                     let (head_only, keep_alive, head_len) =
                         (req.head_only, req.keep_alive, req.head_len);
                     let mut decoded_buf = [0u8; path::MAX_PATH];
-                    let name = match path::decode(req.path, &mut decoded_buf) {
+                    let name = match path::decode_page(req.path, &mut decoded_buf) {
                         Ok(d) => d.trim_start_matches('/'),
-                        Err(path::PathError::Empty) => "",
                         Err(e) => {
-                            let status = e.status();
-                            self.refuse(cx, status, Refusal::Path(e));
+                            self.name_raw(req.path);
+                            self.refuse(cx, e.status(), Refusal::Path(e));
                             return true;
                         }
                     };
@@ -1563,8 +1602,8 @@ impl Connection {
         let decoded = match path::decode(req.path, &mut decoded_buf) {
             Ok(d) => d,
             Err(e) => {
-                let status = e.status();
-                self.refuse(cx, status, Refusal::Path(e));
+                self.name_raw(req.path);
+                self.refuse(cx, e.status(), Refusal::Path(e));
                 return true;
             }
         };
@@ -1692,8 +1731,7 @@ impl Connection {
         self.deadline = None;
         self.last_rx = cx.now;
         self.last_activity = cx.now;
-        self.ping_at = cx.site.ping_interval.map(|i| cx.now + i);
-        self.idle = cx.site.idle_timeout;
+        self.ping_at = self.timeouts.ping_interval.map(|i| cx.now + i);
         crate::log!(
             crate::logging::INFO,
             "conn={} peer={} open /{} mode={}",
@@ -1754,6 +1792,24 @@ impl Connection {
         true
     }
 
+    /// Names the connection after a request path that failed its checks, as it was sent (less
+    /// its leading '/'), for the close line: control characters are escaped, so the name cannot
+    /// break the line, and it is cut to the name's capacity.
+    fn name_raw(&mut self, raw: &str) {
+        self.name.clear();
+        let raw = raw.strip_prefix('/').unwrap_or(raw);
+        for c in raw.chars() {
+            let full = if c.is_control() {
+                c.escape_debug().any(|e| self.name.push(e).is_err())
+            } else {
+                self.name.push(c).is_err()
+            };
+            if full {
+                break;
+            }
+        }
+    }
+
     /// Direct mode, after the 101 was queued: the hand-over record (request metadata and the
     /// client bytes already read past the request head) waits in `to_backend`, and the
     /// connection waits in `Handover` for the 101 to leave (see [`Self::handover`]). `false`
@@ -1795,7 +1851,7 @@ impl Connection {
         self.backend = Some(BackendSock::new(backend, false));
         self.mode = cx.site.mode_for(endpoint);
         self.phase = Phase::Handover;
-        self.deadline = Some(cx.now + cx.site.close_timeout);
+        self.deadline = Some(cx.now + self.timeouts.close);
         true
     }
 }

@@ -14,6 +14,7 @@
 //! it is refused 503 only if the site is still full after that poll (see [`Held`]).
 
 pub mod conn;
+pub mod timers;
 pub mod tls_io;
 pub mod token;
 
@@ -416,8 +417,15 @@ impl Server {
                         log!(INFO, "peer={} dropped: shutting down before a slot was free", h.peer);
                     }
                 }
-                let grace =
-                    self.config.sites.iter().map(|s| s.close_timeout).max().unwrap_or_default();
+                // Each connection closes within its own close timeout (the one it was admitted
+                // with, see `timers`); the last of them sets how long the drain may take.
+                let mut grace = Duration::ZERO;
+                for index in 0..self.conns.capacity() {
+                    let Some(key) = self.conns.key_at(index) else { continue };
+                    if let Some(c) = self.conns.get_mut(key) {
+                        grace = grace.max(c.timeouts().close);
+                    }
+                }
                 let deadline = now + grace + Duration::from_secs(1);
                 self.draining = Some(deadline);
                 self.next_wake = Some(self.next_wake.map_or(deadline, |w| w.min(deadline)));

@@ -283,6 +283,12 @@ impl Downlink {
         Self { mode, data_type, message: None, record: None, utf8: Utf8Validator::new() }
     }
 
+    /// The frame type for backend data that carries none, fixed at the handshake.
+    #[must_use]
+    pub fn data_type(&self) -> DataType {
+        self.data_type
+    }
+
     /// Is a message to the client unfinished (bytes of it sent, not its end)?
     #[must_use]
     pub fn in_message(&self) -> bool {

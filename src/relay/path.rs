@@ -6,6 +6,11 @@
 //! what follows it. Anything that could name a file outside the docroot, or name the same
 //! file two ways, is refused here rather than normalised: no dot segments, no empty segments,
 //! no encoded `/`, no NUL or other control character, no backslash. Nothing here allocates.
+//!
+//! A trailing `/` is not an empty segment: it says the path names a directory. A backend is
+//! a socket, never a directory, so [`decode`] (backend names) refuses it with its own error;
+//! [`decode_page`] (static pages) keeps it, and the page server answers a directory with its
+//! default page, asked for with or without the `/`.
 
 /// Largest decoded path, in bytes, leading `/` included.
 pub const MAX_PATH: usize = 256;
@@ -29,8 +34,10 @@ pub enum PathError {
     Backslash,
     /// The decoded bytes are not UTF-8.
     NotUtf8,
-    /// An empty segment: `//` or a trailing `/`.
+    /// An empty segment: `//` anywhere, or a trailing `/` after another `/`.
     EmptySegment,
+    /// A backend name ending with `/`: that names a directory, and a backend is a socket.
+    TrailingSlash,
     /// A `.` or `..` segment (RFC 3986 §3.3), also when spelled with escapes (`%2e%2e`).
     DotSegment,
     /// The decoded path is longer than [`MAX_PATH`].
@@ -62,6 +69,7 @@ impl core::fmt::Display for PathError {
             Self::Backslash => "path contains a backslash",
             Self::NotUtf8 => "path is not UTF-8",
             Self::EmptySegment => "path has an empty segment",
+            Self::TrailingSlash => "path ends with '/' (a directory, not a backend)",
             Self::DotSegment => "path has a '.' or '..' segment",
             Self::TooLong => "path too long",
             Self::Empty => "path names nothing",
@@ -79,17 +87,39 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
-/// Percent-decodes `raw` (a request path, no query) into `out` and checks it.
+/// Percent-decodes `raw` (a request path, no query) into `out` and checks it as the name of
+/// a backend.
 ///
 /// Returns the decoded path with its leading `/`.
 ///
 /// # Errors
 /// [`PathError`] names the broken rule: `raw` not starting with `/`, a bad or truncated
 /// %-escape, a decoded NUL or other control character, an encoded `/`, a backslash, a result
-/// that is not UTF-8, an empty segment (`//`, trailing `/`), a `.` or `..` segment (also from
-/// escapes such as `%2e%2e`), the bare `/`, or a decoded result longer than `out`
+/// that is not UTF-8, an empty segment (`//`), a `.` or `..` segment (also from escapes such
+/// as `%2e%2e`), a trailing `/`, the bare `/`, or a decoded result longer than `out`
 /// ([`PathError::TooLong`], status 414).
 pub fn decode<'o>(raw: &str, out: &'o mut [u8; MAX_PATH]) -> Result<&'o str, PathError> {
+    let path = decode_checked(raw, out)?;
+    if path.len() == 1 {
+        return Err(PathError::Empty);
+    }
+    if path.ends_with('/') {
+        return Err(PathError::TrailingSlash);
+    }
+    Ok(path)
+}
+
+/// [`decode`] for a static page: the bare `/` (the docroot) and a trailing `/` (a directory)
+/// are accepted, and kept in the result.
+///
+/// # Errors
+/// As [`decode`], less [`PathError::Empty`] and [`PathError::TrailingSlash`].
+pub fn decode_page<'o>(raw: &str, out: &'o mut [u8; MAX_PATH]) -> Result<&'o str, PathError> {
+    decode_checked(raw, out)
+}
+
+/// The rules [`decode`] and [`decode_page`] share; the result may end with `/`.
+fn decode_checked<'o>(raw: &str, out: &'o mut [u8; MAX_PATH]) -> Result<&'o str, PathError> {
     let Some(b'/') = raw.as_bytes().first() else {
         return Err(PathError::NotAbsolute);
     };
@@ -136,13 +166,15 @@ pub fn decode<'o>(raw: &str, out: &'o mut [u8; MAX_PATH]) -> Result<&'o str, Pat
     }
     // Only '/' bytes from `raw` separate segments here: an encoded one was refused above.
     let name = path.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+    // One trailing '/' marks a directory; what comes before it must be a name.
+    let name = name.strip_suffix('/').unwrap_or(name);
     if name.is_empty() {
-        return Err(PathError::Empty);
+        // "/" itself, or "//" (an empty name before the trailing '/').
+        return if path.len() == 1 { Ok(path) } else { Err(PathError::EmptySegment) };
     }
     for segment in name.split('/') {
         match segment {
-            // RFC 3986 §3.3: a segment may be empty, but here it would be an empty file name
-            // (or, trailing, name a directory).
+            // RFC 3986 §3.3: a segment may be empty, but here it would be an empty file name.
             "" => return Err(PathError::EmptySegment),
             // RFC 3986 §5.2.4 would remove these; a name must not depend on that.
             "." | ".." => return Err(PathError::DotSegment),
@@ -194,7 +226,9 @@ mod tests {
             ("/%2e", PathError::DotSegment),
             ("/a//b", PathError::EmptySegment),
             ("//a", PathError::EmptySegment),
-            ("/a/", PathError::EmptySegment),
+            ("/a/", PathError::TrailingSlash),
+            ("/a//", PathError::EmptySegment),
+            ("//", PathError::EmptySegment),
             ("/%00", PathError::Nul),
             ("/a%00b", PathError::Nul),
             ("/a%0a", PathError::Control),
@@ -223,6 +257,33 @@ mod tests {
             assert_eq!(check(raw), Err(*want), "{raw:?}");
             assert_eq!(want.status(), 400, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn pages_may_name_directories() {
+        let page = |raw: &str| {
+            let mut out = [0u8; MAX_PATH];
+            decode_page(raw, &mut out).map(str::to_owned)
+        };
+        assert_eq!(page("/").as_deref(), Ok("/"));
+        assert_eq!(page("/docs/").as_deref(), Ok("/docs/"));
+        assert_eq!(page("/a/b%20c/").as_deref(), Ok("/a/b c/"));
+        assert_eq!(page("/docs").as_deref(), Ok("/docs"));
+        for (raw, want) in [
+            ("//", PathError::EmptySegment),
+            ("//x", PathError::EmptySegment),
+            ("/a//b", PathError::EmptySegment),
+            ("/a//", PathError::EmptySegment),
+            ("/../", PathError::DotSegment),
+            ("/a/./", PathError::DotSegment),
+            ("/a%2f", PathError::EncodedSlash),
+            ("", PathError::NotAbsolute),
+        ] {
+            assert_eq!(page(raw), Err(want), "{raw:?}");
+        }
+        // A backend name never ends with '/'.
+        assert_eq!(check("/docs/"), Err(PathError::TrailingSlash));
+        assert_eq!(PathError::TrailingSlash.status(), 400);
     }
 
     #[test]
@@ -271,6 +332,22 @@ mod tests {
                 }
                 assert!(!p.contains(['\0', '\\', '\n']), "{raw:?} -> {p:?}");
             }
+            let mut out = [0u8; MAX_PATH];
+            match decode_page(&raw, &mut out) {
+                Ok(p) => {
+                    let dir = p.strip_suffix('/').unwrap_or(p);
+                    if !dir.is_empty() {
+                        for segment in dir[1..].split('/') {
+                            assert!(!segment.is_empty() && segment != "." && segment != "..");
+                        }
+                    }
+                    assert!(!p.contains(['\0', '\\', '\n']), "{raw:?} -> {p:?}");
+                    // A backend name is a page path that names no directory.
+                    let named = p.len() > 1 && !p.ends_with('/');
+                    assert_eq!(check(&raw).is_ok(), named, "{raw:?} -> {p:?}");
+                }
+                Err(e) => assert_eq!(check(&raw), Err(e), "{raw:?}"),
+            }
         }
     }
 
@@ -278,5 +355,9 @@ mod tests {
     fn errors_display() {
         assert_eq!(PathError::DotSegment.to_string(), "path has a '.' or '..' segment");
         assert_eq!(PathError::TooLong.to_string(), "path too long");
+        assert_eq!(
+            PathError::TrailingSlash.to_string(),
+            "path ends with '/' (a directory, not a backend)"
+        );
     }
 }

@@ -130,6 +130,44 @@ impl Docroot {
     }
 }
 
+/// Why no page could be served for a name; each maps to an HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileError {
+    /// No such file, or no such directory on the way, or a file named as a directory (with a
+    /// trailing `/`), or a directory without its default page: 404.
+    NotFound,
+    /// A symlink on the way: 404 (refused, so that nothing outside the docroot is reachable).
+    Symlink,
+    /// The name exists but is not a regular file (a device, a socket, a directory where the
+    /// default page is a directory too): 403.
+    NotRegular,
+    /// Any other error (permissions, I/O): 403 for `EACCES`, 404 otherwise.
+    Other(Errno),
+}
+
+impl FileError {
+    /// The HTTP status that answers it.
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NotFound | Self::Symlink => 404,
+            Self::NotRegular | Self::Other(Errno::EACCES) => 403,
+            Self::Other(_) => 404,
+        }
+    }
+}
+
+impl core::fmt::Display for FileError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NotFound => f.write_str("no such file"),
+            Self::Symlink => f.write_str("symlink refused"),
+            Self::NotRegular => f.write_str("not a regular file"),
+            Self::Other(e) => write!(f, "cannot open the file: {e}"),
+        }
+    }
+}
+
 /// A regular file opened under a docroot, for static pages.
 #[derive(Debug)]
 pub struct StaticFile {
@@ -142,40 +180,55 @@ pub struct StaticFile {
 }
 
 impl Docroot {
-    /// Opens the regular file `name` (a checked path without its leading '/'; empty for the
-    /// root), or `default_page` inside it when it is a directory. Same walk as
+    /// Opens the regular file `name` (a path checked by [`super::path::decode_page`], without
+    /// its leading '/'; empty for the root), or `default_page` inside it when it is a
+    /// directory. A `name` ending with '/' must be a directory. Same walk as
     /// [`Docroot::connect`]: no symlinks anywhere, nothing outside the docroot.
     ///
     /// # Errors
-    /// [`RouteError::NotFound`], [`RouteError::Symlink`], or [`RouteError::NotSocket`] for
-    /// "exists but is not a regular file" (a directory without a default page, a device, ...).
-    pub fn open_file(&self, name: &str, default_page: &str) -> Result<StaticFile, RouteError> {
+    /// [`FileError`].
+    pub fn open_file(&self, name: &str, default_page: &str) -> Result<StaticFile, FileError> {
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        let (name, dir_only) = match name.strip_suffix('/') {
+            Some(dir) => (dir, true),
+            None => (name, false),
+        };
         let mut current: Option<OwnedFd> = None;
         for segment in name.split('/').filter(|s| !s.is_empty()) {
             let at = current.as_ref().map_or(self.dir.as_fd(), AsFd::as_fd);
-            current = Some(openat(at, segment, flags, FileMode::empty()).map_err(walk_error)?);
+            current = Some(openat(at, segment, flags, FileMode::empty()).map_err(file_error)?);
         }
         let fd = match current {
             Some(fd) => fd,
-            None => openat(self.dir.as_fd(), ".", flags, FileMode::empty()).map_err(walk_error)?,
+            None => openat(self.dir.as_fd(), ".", flags, FileMode::empty()).map_err(file_error)?,
         };
         let mut file = std::fs::File::from(fd);
-        let mut meta = file.metadata().map_err(|_| RouteError::NotFound)?;
+        let mut meta = file.metadata().map_err(|_| FileError::NotFound)?;
         let default_page_used = meta.is_dir();
         if default_page_used {
             if default_page.is_empty() || default_page.contains('/') {
-                return Err(RouteError::NotSocket);
+                return Err(FileError::NotFound);
             }
             let page =
-                openat(file.as_fd(), default_page, flags, FileMode::empty()).map_err(walk_error)?;
+                openat(file.as_fd(), default_page, flags, FileMode::empty()).map_err(file_error)?;
             file = std::fs::File::from(page);
-            meta = file.metadata().map_err(|_| RouteError::NotFound)?;
+            meta = file.metadata().map_err(|_| FileError::NotFound)?;
+        } else if dir_only {
+            // "x/" names a directory; a file called x is not one (POSIX gives ENOTDIR).
+            return Err(FileError::NotFound);
         }
         if !meta.is_file() {
-            return Err(RouteError::NotSocket);
+            return Err(FileError::NotRegular);
         }
         Ok(StaticFile { file, len: meta.len(), default_page: default_page_used })
+    }
+}
+
+fn file_error(e: Errno) -> FileError {
+    match e {
+        Errno::ENOENT | Errno::ENOTDIR => FileError::NotFound,
+        Errno::ELOOP => FileError::Symlink,
+        other => FileError::Other(other),
     }
 }
 

@@ -3,13 +3,28 @@ allow/deny/denylast, --check, SIGHUP reload and SIGTERM."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
-from harness import Child, echo_bin, gateway_bin, raw_handshake
+from harness import (
+    LISTEN_RE,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    Child,
+    RawWS,
+    echo_bin,
+    gateway_bin,
+    raw_handshake,
+    recv_exact,
+)
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 
@@ -125,3 +140,171 @@ def test_check_prints_effective_config(tmp_path, docroot):
     out = subprocess.run([gateway_bin(), "--check", "-f", str(conf)], capture_output=True, text=True, timeout=10)
     assert out.returncode == 2
     assert f"{conf}:1:" in out.stderr
+
+
+# ---- reloaded timers ---------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` so far (/proc/PID/stat utime and stime)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    # fields[0] is the state (field 3 of proc(5)): utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def write_timers(path, docroot, **websocket) -> None:
+    keys = "".join(f" {k} = {v};" for k, v in websocket.items())
+    path.write_text(
+        'user = "";\n'
+        f'servers = ({{ addr = "127.0.0.1"; port = 0;'
+        f' websocket = {{ docroot = "{docroot}";{keys} }}; }});\n'
+    )
+
+
+def start_from_file(conf):
+    g = Child([gateway_bin(), "-f", str(conf), "--log-rate", "0"], "wsgate")
+    g.port = int(g.wait_line(LISTEN_RE, 10).group(2))
+    return g
+
+
+def reload(g, conf, docroot, **websocket) -> None:
+    write_timers(conf, docroot, **websocket)
+    mark = len(g.lines)
+    g.proc.send_signal(signal.SIGHUP)
+    g.wait_line("configuration reloaded", 5, start=mark)
+
+
+def test_reload_turning_idle_timeout_off_keeps_the_loop_quiet(tmp_path, docroot, py_backend):
+    """A silent connection admitted with idle_timeout_ms = 3000, then a reload to 0: the open
+    connection keeps the timeouts it was admitted with (closed 1001 at 3 s), connections after
+    the reload get the new ones (no idle timeout), and the gateway sleeps meanwhile: CPU time
+    over 5 s stays under 0.2 s."""
+    b = py_backend("py")
+    conf = tmp_path / "wsgate.conf"
+    write_timers(conf, docroot, idle_timeout_ms=3000, ping_interval_ms=0)
+    g = start_from_file(conf)
+    try:
+        old = RawWS.connect(g.port, "/py")
+        t0 = time.monotonic()
+        old_port = old.sock.getsockname()[1]
+        b.accept()
+        got = []
+        watcher = threading.Thread(
+            target=lambda: got.append((old.recv_frame(timeout=10), time.monotonic())), daemon=True
+        )
+        watcher.start()
+        reload(g, conf, docroot, idle_timeout_ms=0, ping_interval_ms=0)
+        new = RawWS.connect(g.port, "/py")
+        new_backend = b.accept()
+        cpu0 = cpu_seconds(g.pid)
+        time.sleep(5)
+        used = cpu_seconds(g.pid) - cpu0
+        print(f"CPU: {used:.2f}s")
+        assert used < 0.2, f"the gateway used {used:.2f}s of CPU in 5 s with two idle connections"
+        watcher.join(5)
+        (close, when), = got
+        assert close is not None and close.close_code == 1001, close
+        assert 2.9 <= when - t0 <= 3.6, when - t0  # its admitted 3 s, not the reload's 0
+        old.send_frame(OP_CLOSE, close.payload[:2])
+        old.close()
+        g.wait_line(rf"peer=127\.0\.0\.1:{old_port} close /py idle timeout \(1001\)", 5)
+        # The connection admitted after the reload has no idle timeout: still relaying.
+        new.send_frame(OP_TEXT, b"still here")
+        assert recv_exact(new_backend, 10) == b"still here"
+        new.close()
+    finally:
+        g.stop()
+        print(g.log_text())
+
+
+def test_pings_due_while_closing_keep_the_loop_quiet(tmp_path, docroot, py_backend):
+    """A ping that falls due after the connection left `Open` (here: the backend ended, the
+    client does not answer the close frame for the close timeout) is not sent, and its timer
+    must not wake the loop again and again: CPU time over the 4 s wait stays under 0.2 s."""
+    b = py_backend("py")
+    conf = tmp_path / "wsgate.conf"
+    write_timers(conf, docroot, ping_interval_ms=500, pong_timeout_ms=10000, idle_timeout_ms=0)
+    g = start_from_file(conf)
+    try:
+        c = RawWS.connect(g.port, "/py")
+        b.accept().close()
+        f = c.recv_frame(timeout=5)
+        assert f is not None and f.close_code == 1000, f
+        # Not answered: the gateway waits the close timeout (5 s), pings falling due meanwhile.
+        cpu0 = cpu_seconds(g.pid)
+        time.sleep(4)
+        used = cpu_seconds(g.pid) - cpu0
+        print(f"CPU: {used:.2f}s")
+        assert used < 0.2, f"the gateway used {used:.2f}s of CPU in 4 s while closing"
+        assert c.recv_frame(timeout=3) is None  # no ping after the close frame: EOF
+        c.close()
+    finally:
+        g.stop()
+        print(g.log_text())
+
+
+def test_reload_turning_pings_off_keeps_the_loop_quiet(tmp_path, docroot, py_backend):
+    """ping_interval_ms 1000 then a reload to 0: the open connection keeps being pinged at the
+    interval it was admitted with (and answers), a connection after the reload is never
+    pinged, and the loop stays quiet (under 0.2 s of CPU over the 4 s)."""
+    b = py_backend("py")
+    conf = tmp_path / "wsgate.conf"
+    write_timers(conf, docroot, ping_interval_ms=1000, pong_timeout_ms=2000, idle_timeout_ms=0)
+    g = start_from_file(conf)
+    try:
+        old = RawWS.connect(g.port, "/py")
+        b.accept()
+        reload(g, conf, docroot, ping_interval_ms=0, idle_timeout_ms=0)
+        new = RawWS.connect(g.port, "/py")
+        b.accept()
+        cpu0 = cpu_seconds(g.pid)
+        end = time.monotonic() + 4
+        pings = 0
+        while (left := end - time.monotonic()) > 0:
+            try:
+                f = old.recv_frame(timeout=left)
+            except TimeoutError:
+                break
+            assert f is not None and f.opcode == OP_PING, f
+            old.send_frame(OP_PONG, f.payload)
+            pings += 1
+        used = cpu_seconds(g.pid) - cpu0
+        print(f"CPU: {used:.2f}s")
+        assert used < 0.2, f"the gateway used {used:.2f}s of CPU in 4 s"
+        assert pings >= 3, pings
+        with pytest.raises(TimeoutError):
+            new.recv_frame(timeout=0.5)  # nothing in 4.5 s: not pinged
+        old.close()
+        new.close()
+    finally:
+        g.stop()
+        print(g.log_text())
+
+
+def test_reload_of_the_data_type_leaves_open_connections_theirs(tmp_path, docroot, py_backend):
+    """type = "text" then a reload to "binary": a seqpacket connection opened before keeps
+    sending text, its empty messages (a zero-length packet) included; one opened after sends
+    binary."""
+    b = py_backend("sp", socket.SOCK_SEQPACKET)
+    conf = tmp_path / "wsgate.conf"
+    write_timers(conf, docroot, type='"text"')
+    g = start_from_file(conf)
+    try:
+        old = RawWS.connect(g.port, "/sp")
+        old_backend = b.accept()
+        reload(g, conf, docroot, type='"binary"')
+        new = RawWS.connect(g.port, "/sp")
+        new_backend = b.accept()
+        for s in (old_backend, new_backend):
+            s.send(b"a")
+            s.send(b"")
+        assert old.recv_message() == (OP_TEXT, b"a")
+        assert old.recv_message() == (OP_TEXT, b"")
+        assert new.recv_message() == (OP_BINARY, b"a")
+        assert new.recv_message() == (OP_BINARY, b"")
+        old.close()
+        new.close()
+    finally:
+        g.stop()
+        print(g.log_text())

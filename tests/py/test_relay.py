@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import struct
+import sys
 import time
 
 import pytest
@@ -13,6 +15,8 @@ from harness import (
     OP_CLOSE,
     OP_CONT,
     OP_TEXT,
+    Child,
+    RawWS,
     recv_available,
     recv_exact,
     recv_record,
@@ -410,3 +414,105 @@ def test_seqpacket_unfragmented_message_too_big_1009(py_backend, gateway, raw):
     c.send_frame(OP_BINARY, b"x" * 20000)
     close, _ = c.wait_close(timeout=5)
     assert close is not None and close.close_code == 1009, close
+
+
+# ---- a backend that ends: cleanly, or killed -----------------------------------------------
+
+# A backend process of its own, so that it can really be killed (SIGKILL: the kernel closes its
+# socket, nothing is said). It reads `want` bytes, reports them, then either writes "done" and
+# exits normally ("clean") or waits for the kill.
+ENDING_BACKEND = r"""
+import socket, sys, time
+path, want, how = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(1)
+print("listening", file=sys.stderr, flush=True)
+c, _ = s.accept()
+got = b""
+while len(got) < want:
+    got += c.recv(want - len(got))
+print("read", got.hex(), file=sys.stderr, flush=True)
+if how == "clean":
+    c.sendall(b"done")
+    c.close()
+    sys.exit(0)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def ending(docroot, gateway):
+    """(gateway, backend process at /end) for `mode`, the backend reading `want` bytes."""
+    started = []
+
+    def start(mode: str, want: int, how: str):
+        g = gateway(m=mode, log_rate=0)
+        b = Child([sys.executable, "-c", ENDING_BACKEND, str(docroot / "end"), str(want), how], "end")
+        started.append(b)
+        b.wait_line("listening", 5)
+        return g, b
+
+    yield start
+    for b in started:
+        b.stop()
+
+
+def close_of(g, c: RawWS) -> tuple[int | None, str]:
+    """The close code the client got (answering it, then closing) and the reason on the
+    gateway's close line."""
+    frames = []
+    while (f := c.recv_frame(timeout=5)) is not None and f.opcode != OP_CLOSE:
+        frames.append(f)
+    assert f is not None, f"EOF without a close frame after {frames}"
+    c.send_frame(OP_CLOSE, f.payload[:2])
+    port = c.sock.getsockname()[1]
+    assert c.recv_frame(timeout=5) is None  # the gateway's EOF; ours ends the connection
+    c.close()
+    reason = g.wait_line(rf"conn=\d+:\d+ peer=127\.0\.0\.1:{port} close /end (.*) \(\d+\.\ds\)$").group(1)
+    return f.close_code, reason
+
+
+@pytest.mark.parametrize("mode,want", [("stream", 4), ("framed", 9), ("lines", 4)])
+def test_backend_killed_while_a_client_message_is_relayed_gives_1011(ending, mode, want):
+    """The client sent the first fragment of a message; the backend read it and was killed.
+    The rest of the message can never reach it: close 1011 (in every mode, as for a backend
+    message cut short), not the 1000 of a backend that is done."""
+    g, b = ending(mode, want, "kill")
+    c = RawWS.connect(g.port, "/end")
+    c.send_frame(OP_TEXT, b"part", fin=False)
+    b.wait_line("read", 5)
+    b.proc.kill()
+    b.proc.wait(5)
+    code, reason = close_of(g, c)
+    assert code == 1011, reason
+    assert reason.startswith("backend closed while a client message was being relayed (1011)")
+
+
+def test_stream_backend_killed_with_input_unread_gives_1011(ending):
+    """Killed with bytes from the client still unread in its socket: the kernel resets the
+    connection (ECONNRESET), which the gateway reports as a backend error, 1011."""
+    g, b = ending("stream", 5, "kill")
+    c = RawWS.connect(g.port, "/end")
+    c.send_frame(OP_TEXT, b"first")
+    b.wait_line("read", 5)
+    c.send_frame(OP_TEXT, b"never read")
+    time.sleep(0.2)
+    b.proc.kill()
+    b.proc.wait(5)
+    code, reason = close_of(g, c)
+    assert code == 1011, reason
+    assert re.match(r"backend error: ECONN(RESET|ABORTED).* \(1011\)", reason), reason
+
+
+def test_stream_backend_that_ends_cleanly_gives_1000(ending):
+    """The stream backend's way of saying "done": it reads the message, answers, closes its
+    socket and exits. The client gets the answer, then close 1000."""
+    g, b = ending("stream", 5, "clean")
+    c = RawWS.connect(g.port, "/end")
+    c.send_frame(OP_TEXT, b"hello")
+    assert c.recv_message(timeout=5) == (OP_TEXT, b"done")
+    code, reason = close_of(g, c)
+    assert code == 1000, reason
+    assert reason.startswith("backend closed;"), reason
+    assert b.proc.wait(5) == 0
