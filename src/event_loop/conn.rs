@@ -1400,6 +1400,20 @@ impl Connection {
                 return true;
             }
         };
+        // `/sub` and `/sub/` are one directory: its page is served only when both spellings
+        // pass, so that a rule written for one (`deny = "^/private$"`) cannot be stepped
+        // around with the other.
+        if file.default_page && !name.is_empty() {
+            if haystack.ends_with('/') {
+                haystack.pop();
+            } else {
+                let _ = haystack.push('/');
+            }
+            if !doc.access.permits(&haystack) {
+                self.refuse(cx, 403, Refusal::Denied);
+                return true;
+            }
+        }
         if !cx.pool.ensure(&mut self.to_client) {
             self.refuse(cx, 503, Refusal::Full);
             return true;

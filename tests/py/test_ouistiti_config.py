@@ -230,3 +230,28 @@ def test_a_failed_reload_logs_its_reason_and_keeps_serving(tmp_path, docroot, ws
     finally:
         g.stop()
         echo.stop()
+
+
+def test_a_directory_rule_holds_for_both_spellings(tmp_path, docroot):
+    """`/private` and `/private/` are one directory: a rule written for either spelling
+    keeps both out."""
+    htdocs = tmp_path / "htdocs"
+    for d in ("private", "admin", "open"):
+        (htdocs / d).mkdir(parents=True)
+        (htdocs / d / "index.html").write_text(f"<p>{d}</p>")
+    port = free_port()
+    conf = tmp_path / "site.conf"
+    conf.write_text(
+        f'user = "";\nservers = ({{ addr = "127.0.0.1"; port = {port};\n'
+        f'  document = {{ docroot = "{htdocs}"; deny = "^/private$,^/admin/$"; }};\n'
+        f'  websocket = {{ docroot = "{docroot}"; }};\n}});\n'
+    )
+    g = Child([gateway_bin(), "-f", str(conf)], "wsgate")
+    try:
+        g.wait_line(rf"listening on 127\.0\.0\.1:{port}", 10)
+        for path in ("/private", "/private/", "/admin", "/admin/"):
+            assert http_get(port, path)[0] == 403, path
+        for path in ("/open", "/open/"):
+            assert http_get(port, path) == (200, b"<p>open</p>"), path
+    finally:
+        g.stop()
