@@ -1,7 +1,7 @@
 //! One connection: a client TCP socket, its backend socket, four optional buffers, the
 //! WebSocket session and the relay codec, moved through its lifecycle by [`Connection::drive`].
 //!
-//! Lifecycle (see `doc/lifecycle.md`):
+//! Lifecycle (see `docs/lifecycle.md`):
 //!
 //! ```text
 //! Handshake ─101─→ Open ─client close / protocol error / timeout─→ Flushing ─→ Linger ─→ done
