@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
-use crate::config::{parse_bytes, parse_duration, Config, ConfigError, EndpointMode, Site};
+use crate::config::{
+    parse_bytes, parse_duration, Config, ConfigError, EndpointMode, Site, SiteTls,
+};
 use crate::relay::acl::AccessList;
 use crate::relay::codec::{DataType, Mode};
 
@@ -158,19 +160,19 @@ impl Args {
         let data_type: DataType = self.r#type.parse().map_err(|e| err("-t", e))?;
         let buffer_size = parse_bytes(&self.buffer_size).map_err(|e| err("--buffer-size", e))?;
         let tls = match (self.tls_cert, self.tls_key) {
-            (Some(crtfile), Some(keyfile)) => Some(crate::tls::TlsFiles {
-                crtfile,
-                keyfile,
-                cachain: self.tls_chain,
-                client_ca: self.tls_client_ca,
-            }),
+            (Some(crtfile), Some(keyfile)) => Some(
+                SiteTls::load(crate::tls::TlsFiles {
+                    crtfile,
+                    keyfile,
+                    cachain: self.tls_chain,
+                    client_ca: self.tls_client_ca,
+                })
+                .map_err(|e| err("--tls-cert", e.to_string()))?,
+            ),
             (None, None) if self.tls_chain.is_none() && self.tls_client_ca.is_none() => None,
             (None, _) => return Err(err("--tls-cert", "needed for TLS".into())),
             (Some(_), None) => return Err(err("--tls-key", "needed with --tls-cert".into())),
         };
-        if let Some(files) = &tls {
-            crate::tls::load(files).map_err(|e| err("--tls-cert", e.to_string()))?;
-        }
         let site = Site {
             listen: SocketAddr::new(ip, self.port),
             docroot: self.docroot,

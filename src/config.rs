@@ -1,7 +1,6 @@
 //! The validated configuration: every limit the gateway enforces, with its default.
 //!
-//! [`crate::cli`] (and, later, the config file) produce a [`Config`]; nothing else decides
-//! policy. Defaults are sized for the smallest router we target (32 MB of RAM).
+//! [`crate::cli`] and [`crate::config_file`] produce a [`Config`]; nothing else decides policy. Defaults are sized for the smallest router we target (32 MB of RAM).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -155,8 +154,8 @@ pub struct Site {
     pub idle_timeout: Option<Duration>,
     /// Closing-handshake and refusal-flush deadline.
     pub close_timeout: Duration,
-    /// `wss://`: the certificate files. `None`: plain `ws://`.
-    pub tls: Option<crate::tls::TlsFiles>,
+    /// `wss://`: the certificate files and what was loaded from them. `None`: plain `ws://`.
+    pub tls: Option<SiteTls>,
     /// Direct mode (ouistiti's `options = "direct"`): after the 101, the client's socket is
     /// handed to the backend instead of relayed. Not with TLS.
     pub direct: bool,
@@ -185,6 +184,45 @@ impl Default for Site {
             tls: None,
             direct: false,
         }
+    }
+}
+
+/// A `wss://` site's TLS: the files, and the server configuration built from them when the
+/// [`Config`] was (at start-up, and again for each SIGHUP): certificates are read once per load.
+#[derive(Clone, Debug)]
+pub struct SiteTls {
+    /// The certificate, key and CA files.
+    pub files: crate::tls::TlsFiles,
+    /// rustls' configuration for the site's connections.
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+}
+
+impl Config {
+    /// The same configuration with every site's certificate files read again: what SIGHUP
+    /// applies when there is no configuration file.
+    ///
+    /// # Errors
+    /// The first site whose files cannot be used, and why; nothing is changed then.
+    pub fn with_tls_reloaded(&self) -> Result<Config, String> {
+        let mut config = self.clone();
+        for site in &mut config.sites {
+            if let Some(t) = &mut site.tls {
+                *t = SiteTls::load(t.files.clone())
+                    .map_err(|e| format!("{}: new certificate: {e}", site.listen))?;
+            }
+        }
+        Ok(config)
+    }
+}
+
+impl SiteTls {
+    /// Reads and checks `files`.
+    ///
+    /// # Errors
+    /// A [`crate::tls::TlsError`] naming the file at fault.
+    pub fn load(files: crate::tls::TlsFiles) -> Result<Self, crate::tls::TlsError> {
+        let server = crate::tls::load(&files)?;
+        Ok(Self { files, server })
     }
 }
 

@@ -66,8 +66,8 @@ use crate::libconfig::{self, quote, Document, Kind, ParseError, Pos, Setting, Va
 use crate::relay::acl::AccessList;
 use crate::relay::codec::{DataType, Mode};
 
-/// Most servers (listeners) in one configuration, `config_d` included.
-pub const MAX_SERVERS: usize = 8;
+/// Most servers in one configuration, `config_d` included: one listener (site) each.
+pub const MAX_SERVERS: usize = crate::config::MAX_SITES;
 /// Most files read from a `config_d` directory.
 pub const MAX_CONFIG_D_FILES: usize = 64;
 /// Port when a server names none.
@@ -1309,14 +1309,15 @@ pub fn to_runtime(
             });
             continue;
         };
-        if let Some(t) = &server.tls {
-            // The certificate and key are checked now, so that a typo shows at start-up (and
-            // with --check) at the line that names the file.
-            if let Err(e) = crate::tls::load(&t.into()) {
-                return Err(ConfigFileError::at(t.place_of(e.path()), format!("tls: {e}")));
-            }
-        }
-        let tls = server.tls.as_ref().map(crate::tls::TlsFiles::from);
+        // The certificate and key are loaded now, once, so that a typo shows at start-up (and
+        // with --check) at the line that names the file.
+        let tls = match &server.tls {
+            Some(t) => Some(
+                crate::config::SiteTls::load(t.into())
+                    .map_err(|e| ConfigFileError::at(t.place_of(e.path()), format!("tls: {e}")))?,
+            ),
+            None => None,
+        };
         if server.document.as_ref().is_some_and(|d| d.dirlisting) {
             warnings.push(Warning {
                 file: server.file.clone(),

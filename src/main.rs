@@ -124,7 +124,7 @@ fn main() -> ExitCode {
         }
     };
     // SIGHUP: the file is read again; without one, the command line's configuration is
-    // applied again, which reopens the docroots and reloads TLS certificates.
+    // applied again with its certificates read again, which also reopens the docroots.
     let reloader = match file {
         Some(path) => Reloader(Box::new(move || match load(&path, &base) {
             Ok((c, _, warnings)) => {
@@ -140,7 +140,7 @@ fn main() -> ExitCode {
                 Err(e)
             }
         })),
-        None => Reloader(Box::new(move || Ok(base.clone()))),
+        None => Reloader(Box::new(move || base.with_tls_reloaded())),
     };
     ExitCode::from(service.run(config, signals, Some(reloader)))
 }

@@ -42,12 +42,15 @@ fn tls_relay_memory_is_bounded_per_record_and_does_not_grow() {
         docroot: dir.0.clone(),
         mode: Mode::Framed,
         max_message: 4 << 20,
-        tls: Some(wsgate::tls::TlsFiles {
-            crtfile: crt,
-            keyfile: key,
-            cachain: None,
-            client_ca: None,
-        }),
+        tls: Some(
+            wsgate::config::SiteTls::load(wsgate::tls::TlsFiles {
+                crtfile: crt,
+                keyfile: key,
+                cachain: None,
+                client_ca: None,
+            })
+            .unwrap(),
+        ),
         ..Site::default()
     };
     let config = Config { verbosity: 0, ..Config::single(site) };

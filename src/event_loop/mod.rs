@@ -178,10 +178,7 @@ impl Server {
                 ),
                 None => None,
             };
-            let tls = match &site.tls {
-                Some(files) => Some(crate::tls::load(files).map_err(StartError::Tls)?),
-                None => None,
-            };
+            let tls = site.tls.as_ref().map(|t| Arc::clone(&t.server));
             listeners.push(Listener {
                 socket,
                 docroot,
@@ -288,17 +285,20 @@ impl Server {
             };
             docroots.push((ws, htdocs));
         }
-        let sites = new.sites.iter().zip(&self.config.sites);
+        let sites = new.sites.iter_mut().zip(&self.config.sites);
         for ((l, (ws, htdocs)), (site, before)) in
             self.listeners.iter_mut().zip(docroots).zip(sites)
         {
             l.docroot = ws;
             l.htdocs = htdocs;
-            if let (Some(files), Some(old), Some(was)) = (&site.tls, l.tls.as_mut(), &before.tls) {
+            if let (Some(fresh), Some(old), Some(was)) =
+                (&mut site.tls, l.tls.as_mut(), &before.tls)
+            {
                 // Resumption skips client authentication: a session made under the old client
                 // CAs must not resume under new ones, so the cache is kept only without them.
-                let keep_sessions = files.client_ca.is_none() && was.client_ca.is_none();
-                reload_tls(site.listen, files, old, keep_sessions);
+                let keep_sessions =
+                    fresh.files.client_ca.is_none() && was.files.client_ca.is_none();
+                reload_tls(site.listen, fresh, old, keep_sessions);
             }
         }
         crate::logging::set_level(new.verbosity);
@@ -644,21 +644,16 @@ impl Server {
 /// saying why.
 fn reload_tls(
     listen: SocketAddr,
-    files: &crate::tls::TlsFiles,
+    fresh: &mut crate::config::SiteTls,
     current: &mut Arc<rustls::ServerConfig>,
     keep_sessions: bool,
 ) {
-    match crate::tls::load(files) {
-        Ok(mut fresh) => {
-            if let (true, Some(cfg)) = (keep_sessions, Arc::get_mut(&mut fresh)) {
-                cfg.session_storage = Arc::clone(&current.session_storage);
-                cfg.ticketer = Arc::clone(&current.ticketer);
-            }
-            *current = fresh;
-            log!(INFO, "SIGHUP: {listen}: certificate reloaded from {}", files.crtfile.display());
-        }
-        Err(e) => log!(WARN, "SIGHUP: {listen}: new certificate refused, the old one stays: {e}"),
+    if let (true, Some(cfg)) = (keep_sessions, Arc::get_mut(&mut fresh.server)) {
+        cfg.session_storage = Arc::clone(&current.session_storage);
+        cfg.ticketer = Arc::clone(&current.ticketer);
     }
+    *current = Arc::clone(&fresh.server);
+    log!(INFO, "SIGHUP: {listen}: certificate reloaded from {}", fresh.files.crtfile.display());
 }
 
 struct DisplayReason(Option<conn::Reason>);
