@@ -1,0 +1,203 @@
+//! The effective configuration written back in libconfig syntax (`wsgate --check`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::libconfig::quote;
+
+fn data_type_name(t: DataType) -> &'static str {
+    match t {
+        DataType::Text => "text",
+        DataType::Binary => "binary",
+        DataType::Auto => "auto",
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    quote(&p.to_string_lossy())
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Writes lines at an indentation.
+struct Out {
+    text: String,
+    indent: usize,
+}
+
+impl Out {
+    fn line(&mut self, s: &str) {
+        for _ in 0..self.indent {
+            self.text.push_str("  ");
+        }
+        self.text.push_str(s);
+        self.text.push('\n');
+    }
+
+    fn set(&mut self, name: &str, value: &str) {
+        self.line(&format!("{name} = {value};"));
+    }
+
+    fn open(&mut self, name: &str) {
+        self.line(&format!("{name} = {{"));
+        self.indent += 1;
+    }
+
+    fn close(&mut self, tail: &str) {
+        self.indent = self.indent.saturating_sub(1);
+        self.line(&format!("}}{tail}"));
+    }
+
+    fn access(&mut self, a: &AccessList) {
+        self.set("allow", &quote(&a.allow));
+        self.set("deny", &quote(&a.deny));
+        self.set("denylast", if a.denylast { "true" } else { "false" });
+    }
+
+    fn millis(&mut self, name: &str, v: Option<Duration>, default: &str) {
+        match v {
+            Some(d) => self.set(name, &ms(d).to_string()),
+            None => self.line(&format!("# {name} = {default}; (wsgate's default)")),
+        }
+    }
+}
+
+/// The effective configuration in libconfig syntax, every default written out. Settings left
+/// to wsgate's runtime defaults (the `Option` timeouts, `max_message`, `origin`) are written
+/// as comments showing that default, so that loading the output gives back `cfg` (except
+/// [`ServerConfig::line`]).
+#[must_use]
+pub fn render(cfg: &ServiceConfig) -> String {
+    let mut o = Out { text: String::new(), indent: 0 };
+    o.line("# wsgate: effective configuration, defaults written out");
+    if let Some(u) = &cfg.user {
+        o.set("user", &quote(u));
+    }
+    if let Some(p) = &cfg.log_file {
+        o.set("log-file", &path_str(p));
+    }
+    if let Some(p) = &cfg.pid_file {
+        o.set("pid-file", &path_str(p));
+    }
+    if let Some(p) = &cfg.init_d {
+        o.set("init_d", &path_str(p));
+    }
+    if cfg.syslog {
+        o.set("syslog", "true");
+    }
+    o.line("servers = (");
+    o.indent += 1;
+    let count = cfg.servers.len();
+    for (i, s) in cfg.servers.iter().enumerate() {
+        o.line("{");
+        o.indent += 1;
+        if let Some(h) = &s.hostname {
+            o.set("hostname", &quote(h));
+        }
+        match s.addr {
+            Some(a) => o.set("addr", &quote(&a.to_string())),
+            None => o.line("# addr: all interfaces (dual-stack)"),
+        }
+        o.set("port", &s.port.to_string());
+        o.set("maxclients", &s.maxclients.to_string());
+        o.set("keepalivetimeout", &s.keepalive_timeout.as_secs().to_string());
+        if let Some(t) = &s.tls {
+            o.open("tls");
+            o.set("crtfile", &path_str(&t.crtfile));
+            o.set("keyfile", &path_str(&t.keyfile));
+            if let Some(c) = &t.cachain {
+                o.set("cachain", &path_str(c));
+            }
+            if let Some(c) = &t.client_ca {
+                o.set("client_ca", &path_str(c));
+            }
+            o.close(";");
+        }
+        if let Some(d) = &s.document {
+            o.open("document");
+            o.set("docroot", &path_str(&d.docroot));
+            o.set("defaultpage", &quote(&d.defaultpage));
+            o.access(&d.access);
+            o.set("options", if d.dirlisting { "\"dirlisting\"" } else { "\"\"" });
+            o.close(";");
+        }
+        if let Some(w) = &s.websocket {
+            o.open("websocket");
+            o.set("docroot", &path_str(&w.docroot));
+            o.access(&w.access);
+            o.set("options", if w.direct { "\"direct\"" } else { "\"\"" });
+            o.set("mode", &quote(&w.mode.to_string()));
+            if w.endpoint_modes.is_empty() {
+                o.line("modes = { };");
+            } else {
+                o.open("modes");
+                for (name, mode) in &w.endpoint_modes {
+                    if libconfig::is_name(name) {
+                        o.set(name, &quote(&mode.to_string()));
+                    } else {
+                        // Only reachable for a config built in code: the file syntax has no
+                        // way to spell this endpoint as a setting name.
+                        o.line(&format!(
+                            "# {} = {}; (not a valid setting name)",
+                            quote(name),
+                            quote(&mode.to_string())
+                        ));
+                    }
+                }
+                o.close(";");
+            }
+            o.set("type", &quote(data_type_name(w.data_type)));
+            match &w.origin {
+                Some(list) => {
+                    let items: Vec<String> = list.iter().map(|s| quote(s)).collect();
+                    o.set("origin", &format!("[ {} ]", items.join(", ")));
+                }
+                None => o.line(
+                    r#"# origin = "same"; (the default: no Origin, or the same host:port as Host)"#,
+                ),
+            }
+            o.millis("ping_interval_ms", w.ping_interval, &ms(DEFAULT_PING_INTERVAL).to_string());
+            o.millis("pong_timeout_ms", w.pong_timeout, &ms(DEFAULT_PONG_TIMEOUT).to_string());
+            o.millis("idle_timeout_ms", w.idle_timeout, "0");
+            o.millis(
+                "handshake_timeout_ms",
+                w.handshake_timeout,
+                &ms(DEFAULT_HANDSHAKE_TIMEOUT).to_string(),
+            );
+            match w.max_message {
+                Some(n) => o.set("max_message", &n.to_string()),
+                None => {
+                    o.line(&format!("# max_message = {DEFAULT_MAX_MESSAGE}; (wsgate's default)"))
+                }
+            }
+            o.set("context", if w.context { "true" } else { "false" });
+            o.close(";");
+        }
+        o.indent = o.indent.saturating_sub(1);
+        o.line(if i + 1 < count { "}," } else { "}" });
+    }
+    o.indent = o.indent.saturating_sub(1);
+    o.line(");");
+    o.text
+}
+
+/// What `wsgate --check` prints: [`render`] of the servers that run, then a comment for each
+/// server that does not (one without a websocket section, see [`to_runtime`]).
+#[must_use]
+pub fn render_check(cfg: &ServiceConfig) -> String {
+    let (run, idle): (Vec<ServerConfig>, Vec<ServerConfig>) =
+        cfg.servers.iter().cloned().partition(|s| s.websocket.is_some());
+    let mut text = render(&ServiceConfig { servers: run, ..cfg.clone() });
+    for s in idle {
+        text.push_str(&format!(
+            "# not run: the server at {}:{} (port {}) has no websocket section\n",
+            s.file.display(),
+            s.line,
+            s.port
+        ));
+    }
+    text
+}
