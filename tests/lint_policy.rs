@@ -92,8 +92,11 @@ fn is_test_file(file: &Path) -> bool {
     if file.file_name().is_none_or(|n| n != "tests.rs") {
         return false;
     }
-    let parent = file.parent().unwrap().with_extension("rs");
-    let text = fs::read_to_string(&parent).unwrap_or_default();
+    // The parent module is `dir.rs` beside the folder, or `dir/mod.rs` inside it.
+    let dir = file.parent().unwrap();
+    let text = fs::read_to_string(dir.with_extension("rs"))
+        .or_else(|_| fs::read_to_string(dir.join("mod.rs")))
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     lines.windows(2).any(|w| w[0] == "#[cfg(test)]" && w[1] == "mod tests;")
 }
