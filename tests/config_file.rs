@@ -119,7 +119,7 @@ fn the_sample_reads_as_documented() {
     let s = &c.servers[1];
     assert_eq!((s.port, s.line), (443, 12));
     assert!(s.document.is_none());
-    let tls = s.tls.as_ref().unwrap();
+    let tls = &s.tls.as_ref().unwrap().files;
     assert_eq!(tls.crtfile, PathBuf::from("/etc/ouistiti/ouistiti_srv.crt"));
     assert_eq!(tls.keyfile, PathBuf::from("/etc/ouistiti/ouistiti_srv.key"));
     assert_eq!(tls.cachain, Some(PathBuf::from("/etc/ouistiti/ouistiti_ca.crt")));
@@ -182,7 +182,7 @@ fn config_d_and_include() {
         AccessList { allow: "echo,chat".into(), deny: "*".into(), denylast: true }
     );
     assert_eq!(c.servers[1].websocket.as_ref().unwrap().mode, Mode::Lines);
-    assert_eq!(c.servers[2].tls.as_ref().unwrap().keyfile, PathBuf::from("/etc/ssl/srv.key"));
+    assert_eq!(c.servers[2].tls.as_ref().unwrap().files.keyfile, PathBuf::from("/etc/ssl/srv.key"));
     assert_eq!(c.servers[2].line, 1);
     assert!(w.is_empty(), "{w:?}");
 }

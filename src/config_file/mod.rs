@@ -187,7 +187,7 @@ pub struct ServerConfig {
     /// `keepalivetimeout` (seconds, default 0).
     pub keepalive_timeout: Duration,
     /// `tls`.
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<TlsSection>,
     /// `document` / `static_file`.
     pub document: Option<DocumentConfig>,
     /// `websocket`.
@@ -198,45 +198,24 @@ pub struct ServerConfig {
     pub line: u32,
 }
 
-/// The `tls` group.
+/// The `tls` group: the files (`crtfile`, `keyfile` or ouistiti's older `pemfile`,
+/// `cachain`, and wsgate's own `client_ca`: CA certificates that every client's certificate
+/// must chain to), and where each was named.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// Certificate (`crtfile`).
-    pub crtfile: PathBuf,
-    /// Private key (`keyfile`, or ouistiti's older `pemfile`).
-    pub keyfile: PathBuf,
-    /// CA chain (`cachain`).
-    pub cachain: Option<PathBuf>,
-    /// CA certificates that client certificates must chain to (`client_ca`, wsgate's own key):
-    /// when set, every client must present one.
-    pub client_ca: Option<PathBuf>,
+pub struct TlsSection {
+    /// The files, as the TLS layer loads them.
+    pub files: crate::tls::TlsFiles,
     /// Where the group and each file were named (group, crtfile, keyfile, cachain, client_ca),
     /// so that a file found unusable after loading is reported at its own line.
     pub at: [Place; 5],
 }
 
-/// The files alone, as the TLS layer loads them (it knows nothing of configuration files).
-impl From<&TlsFiles> for crate::tls::TlsFiles {
-    fn from(t: &TlsFiles) -> Self {
-        Self {
-            crtfile: t.crtfile.clone(),
-            keyfile: t.keyfile.clone(),
-            cachain: t.cachain.clone(),
-            client_ca: t.client_ca.clone(),
-        }
-    }
-}
-
-impl TlsFiles {
+impl TlsSection {
     /// Where `path` was named in the group, or the group itself when no setting names it.
     #[must_use]
     pub fn place_of(&self, path: Option<&Path>) -> &Place {
-        let named = [
-            Some(&self.crtfile),
-            Some(&self.keyfile),
-            self.cachain.as_ref(),
-            self.client_ca.as_ref(),
-        ];
+        let f = &self.files;
+        let named = [Some(&f.crtfile), Some(&f.keyfile), f.cachain.as_ref(), f.client_ca.as_ref()];
         let i = named.iter().position(|p| p.is_some() && p.map(PathBuf::as_path) == path);
         let i = i.map_or(0, |i| i + 1);
         let [group, ..] = &self.at;

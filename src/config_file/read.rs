@@ -385,7 +385,7 @@ impl Reader<'_> {
         Ok(())
     }
 
-    fn tls(&mut self, s: &Setting) -> Result<TlsFiles, ConfigFileError> {
+    fn tls(&mut self, s: &Setting) -> Result<TlsSection, ConfigFileError> {
         let g = self.group(s, "tls")?;
         let (mut crtfile, mut keyfile, mut cachain, mut client_ca) = (None, None, None, None);
         let mut at: [Place; 5] = Default::default();
@@ -409,11 +409,13 @@ impl Reader<'_> {
                 self.err(s.value.pos, format!("expected \"{key}\" ({what}) in tls, found none"))
             })
         };
-        Ok(TlsFiles {
-            crtfile: need(crtfile, "crtfile", "the certificate file")?,
-            keyfile: need(keyfile, "keyfile", "the private key file")?,
-            cachain,
-            client_ca,
+        Ok(TlsSection {
+            files: crate::tls::TlsFiles {
+                crtfile: need(crtfile, "crtfile", "the certificate file")?,
+                keyfile: need(keyfile, "keyfile", "the private key file")?,
+                cachain,
+                client_ca,
+            },
             at,
         })
     }

@@ -104,7 +104,7 @@ pub fn render(cfg: &ServiceConfig) -> String {
         o.set("port", &s.port.to_string());
         o.set("maxclients", &s.maxclients.to_string());
         o.set("keepalivetimeout", &s.keepalive_timeout.as_secs().to_string());
-        if let Some(t) = &s.tls {
+        if let Some(t) = s.tls.as_ref().map(|t| &t.files) {
             o.open("tls");
             o.set("crtfile", &path_str(&t.crtfile));
             o.set("keyfile", &path_str(&t.keyfile));

@@ -34,7 +34,7 @@ pub fn to_runtime(
         // with --check) at the line that names the file.
         let tls = match &server.tls {
             Some(t) => Some(
-                crate::config::SiteTls::load(t.into())
+                crate::config::SiteTls::load(t.files.clone())
                     .map_err(|e| ConfigFileError::at(t.place_of(e.path()), format!("tls: {e}")))?,
             ),
             None => None,
