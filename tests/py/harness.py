@@ -758,3 +758,10 @@ def next_frame(s: socket.socket, buf: bytearray):
     frame, used = d
     del buf[:used]
     return frame
+
+
+def free_port(family=socket.AF_INET, host="127.0.0.1") -> int:
+    """A TCP port nobody listens on now (the OS's pick), for a gateway given its port."""
+    with socket.socket(family) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

@@ -23,16 +23,11 @@ import ssl
 import subprocess
 
 from browser import launch, spki_pin_arg
-from harness import LISTEN_RE, REPO_ROOT, Child, gateway_bin, ws_connect
+from harness import LISTEN_RE, REPO_ROOT, Child, free_port, gateway_bin, ws_connect
 
 SCHEMES = ["ws", "wss"]
 PAGE_SCHEME = {"ws": "http", "wss": "https"}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Demo:

@@ -21,17 +21,13 @@ from harness import (
     Child,
     RawWS,
     echo_bin,
+    free_port,
     gateway_bin,
     raw_handshake,
     recv_exact,
 )
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-
-def free_port(family=socket.AF_INET, host="127.0.0.1") -> int:
-    with socket.socket(family) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def write_config(path, docroot, p4, p6, allow6="nothing"):

@@ -10,8 +10,7 @@ import time
 import urllib.error
 import urllib.request
 
-from harness import Child, EchoBackend, gateway_bin
-from test_config import free_port
+from harness import Child, EchoBackend, free_port, gateway_bin
 
 
 def run(args, cwd=None, timeout=10):

@@ -20,6 +20,7 @@ from harness import (
     OP_BINARY,
     build_request,
     encode_frame,
+    free_port,
     parse_response_head,
     record,
     rss_kb,
@@ -463,11 +464,6 @@ def test_rss_per_idle_tls_connection(pki, gateway, echo_backend):
     for s in keep:
         s.close()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_config_file_plain_and_tls_servers_side_by_side(pki, docroot, echo_backend, tmp_path):
