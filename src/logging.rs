@@ -46,24 +46,48 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-static LEVEL: AtomicU8 = AtomicU8::new(1);
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
-/// Errors and warnings.
-pub const WARN: u8 = 0;
-/// One line per connection opened and closed.
-pub const INFO: u8 = 1;
-/// Everything else.
-pub const DEBUG: u8 = 2;
+/// How much a line matters; lines above the level set with [`set_level`] are not written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Level {
+    /// Errors and warnings.
+    Warn = 0,
+    /// One line per connection opened and closed.
+    Info = 1,
+    /// Everything else.
+    Debug = 2,
+}
 
-/// Sets the level (0 = warnings only, 1 = connection lines, 2 = debug).
-pub fn set_level(level: u8) {
-    LEVEL.store(level, Ordering::Relaxed);
+impl Level {
+    /// syslog severity: warning (4), info (6), debug (7).
+    #[must_use]
+    pub const fn severity(self) -> u8 {
+        match self {
+            Level::Warn => 4,
+            Level::Info => 6,
+            Level::Debug => 7,
+        }
+    }
+}
+
+/// [`Level::Warn`], as call sites spell it: `log!(WARN, ...)`.
+pub const WARN: Level = Level::Warn;
+/// [`Level::Info`].
+pub const INFO: Level = Level::Info;
+/// [`Level::Debug`].
+pub const DEBUG: Level = Level::Debug;
+
+/// Sets the verbosity: 0 writes warnings only, 1 connection lines too, 2 and more everything.
+pub fn set_level(verbosity: u8) {
+    LEVEL.store(verbosity, Ordering::Relaxed);
 }
 
 /// Would a line at `level` be written?
 #[must_use]
-pub fn enabled(level: u8) -> bool {
-    level <= LEVEL.load(Ordering::Relaxed)
+pub fn enabled(level: Level) -> bool {
+    level as u8 <= LEVEL.load(Ordering::Relaxed)
 }
 
 // ---- the line buffer ---------------------------------------------------------------------
@@ -136,9 +160,9 @@ impl LineBuf {
 
     /// `<PRI>wsgate[PID]: <text>`, the syslog datagram for a line at `level` (facility
     /// daemon).
-    pub fn syslog(&mut self, level: u8, pid: u32) -> &[u8] {
+    pub fn syslog(&mut self, level: Level, pid: u32) -> &[u8] {
         let mut head = Cursor { buf: [0; HEAD], len: 0 };
-        let _ = write!(head, "<{}>wsgate[{pid}]: ", FACILITY_DAEMON * 8 + severity(level));
+        let _ = write!(head, "<{}>wsgate[{pid}]: ", FACILITY_DAEMON * 8 + level.severity());
         let Cursor { buf, len } = head;
         self.with_prefix(buf.get(..len).unwrap_or_default(), false)
     }
@@ -198,16 +222,6 @@ impl fmt::Write for Cursor {
 
 /// syslog facility `daemon` (3).
 const FACILITY_DAEMON: u8 = 3;
-
-/// syslog severity of a level: warning (4), info (6), debug (7).
-#[must_use]
-pub fn severity(level: u8) -> u8 {
-    match level {
-        WARN => 4,
-        INFO => 6,
-        _ => 7,
-    }
-}
 
 // ---- the rate limit ------------------------------------------------------------------------
 
@@ -351,7 +365,7 @@ pub struct Syslog {
 impl Syslog {
     /// Sends the line as a datagram; reports, once it gets through again, the lines the full
     /// socket refused; falls back to stderr while no syslogd listens.
-    fn deliver(&self, level: u8, line: &mut LineBuf, fallback: bool) {
+    fn deliver(&self, level: Level, line: &mut LineBuf, fallback: bool) {
         let pid = std::process::id();
         match self.send(line.syslog(level, pid)) {
             Ok(true) => {
@@ -443,7 +457,7 @@ fn stderr(bytes: &[u8]) {
     let _ = io::stderr().lock().write_all(bytes);
 }
 
-fn write(level: u8, line: &mut LineBuf, also_stderr: bool) {
+fn write(level: Level, line: &mut LineBuf, also_stderr: bool) {
     let Some(sinks) = SINKS.get().filter(|s| !s.stderr()) else {
         stderr(line.plain());
         return;
@@ -498,7 +512,7 @@ fn flush_suppressed(spaced: bool) {
 /// Writes one line at `level` (the caller checked [`enabled`]). Connection lines at
 /// [`WARN`] and [`INFO`] pass the rate limit. Errors writing the log are ignored: there is
 /// nowhere to report them.
-pub fn emit(level: u8, source: Source, args: fmt::Arguments<'_>) {
+pub fn emit(level: Level, source: Source, args: fmt::Arguments<'_>) {
     let limited = source == Source::Connection && level <= INFO;
     if limited && !admit_now() {
         count_suppressed(1);
@@ -510,14 +524,9 @@ pub fn emit(level: u8, source: Source, args: fmt::Arguments<'_>) {
     write(level, &mut line, false);
 }
 
-/// Writes one line at [`INFO`]; no rate limit (kept for callers of the first API).
-pub fn write_line(args: fmt::Arguments<'_>) {
-    emit(INFO, Source::Service, args);
-}
-
 /// A line the operator must see whatever the sinks: written to stderr and to the log (start-up
 /// banner, fatal errors). Not rate-limited, whatever the level.
-pub fn announce(level: u8, args: fmt::Arguments<'_>) {
+pub fn announce(level: Level, args: fmt::Arguments<'_>) {
     flush_suppressed(false);
     let mut line = LineBuf::new();
     line.format(args);
