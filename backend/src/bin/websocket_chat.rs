@@ -17,17 +17,17 @@
 //!   when the gateway sent no context, `WSIs <name> undefined` when nobody has that name.
 //! * Any other message is broadcast as without `-w`.
 //!
-//! Everything is bounded ([`wsgate::backend::server`]): [`MAX_CLIENTS`] clients, messages of
+//! Everything is bounded ([`wsgate_kit::server`]): [`MAX_CLIENTS`] clients, messages of
 //! `-M` bytes, four times that waiting for each client; a client that does not read what the
 //! others send fast enough is disconnected.
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use wsgate::backend::message::Kind;
-use wsgate::backend::server::{Clients, Limits, Server, Service};
-use wsgate::backend::{self, context, ByteSize, Fatal, Setup};
 use wsgate::relay::codec::Mode;
+use wsgate_kit::message::Kind;
+use wsgate_kit::server::{Clients, Limits, Server, Service};
+use wsgate_kit::{context, ByteSize, Fatal, Setup};
 
 /// Most clients at once; more wait in the listen backlog.
 const MAX_CLIENTS: usize = 256;
@@ -57,7 +57,7 @@ struct Args {
     mode: Mode,
     /// listen backlog: connections the kernel queues until they are accepted (default
     /// SOMAXCONN, which the kernel caps at net.core.somaxconn)
-    #[argh(option, short = 'b', default = "wsgate::backend::conn::DEFAULT_BACKLOG")]
+    #[argh(option, short = 'b', default = "wsgate_kit::conn::DEFAULT_BACKLOG")]
     backlog: i32,
     /// largest message in bytes, or with a K or M suffix (default 16K)
     #[argh(option, short = 'M', default = "ByteSize(16 << 10)")]
@@ -80,19 +80,19 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    backend::set_program("websocket_chat");
+    wsgate_kit::set_program("websocket_chat");
     let args: Args = argh::from_env();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            backend::say(format_args!("{e}"));
+            wsgate_kit::say(format_args!("{e}"));
             ExitCode::FAILURE
         }
     }
 }
 
 fn run(args: &Args) -> Result<(), Fatal> {
-    let started = backend::start(&Setup {
+    let started = wsgate_kit::start(&Setup {
         root: &args.root,
         name: &args.name,
         user: args.user.as_deref(),
@@ -104,7 +104,7 @@ fn run(args: &Args) -> Result<(), Fatal> {
         Limits { max_clients: MAX_CLIENTS, max_message, max_queue: max_message.saturating_mul(4) };
     let mut server =
         Server::new(started.listener, args.mode, limits, args.context, args.direct, args.verbose)?;
-    backend::say(format_args!(
+    wsgate_kit::say(format_args!(
         "listening on {} ({}{}{})",
         started.path.display(),
         if args.direct { "direct, else " } else { "" },
@@ -114,7 +114,7 @@ fn run(args: &Args) -> Result<(), Fatal> {
     let mut chat = Chat::new(args.commands);
     let signal = server.serve(&started.signals, &mut chat)?;
     if args.verbose {
-        backend::say(format_args!("{signal}, exiting"));
+        wsgate_kit::say(format_args!("{signal}, exiting"));
     }
     drop(started.socket_file);
     Ok(())

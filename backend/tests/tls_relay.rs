@@ -1,7 +1,7 @@
 //! wss:// relaying, in process, with a counting allocator on the gateway thread: what rustls
 //! costs per connection and per message, and that memory does not grow with traffic.
 //!
-//! Plain ws:// allocates nothing while relaying (tests/zero_alloc.rs). Over TLS, rustls 0.23
+//! Plain ws:// allocates nothing while relaying (backend/tests/zero_alloc.rs). Over TLS, rustls 0.23
 //! allocates an owned buffer per record in each direction (decrypted plaintext is copied into a
 //! `Vec`; every encrypted record is a `Vec`) and frees it once the bytes have moved on. This
 //! test bounds that: at most two allocations per TLS record relayed plus one per message, and

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
 use super::*;
-use crate::relay::record::{self, RecordHeader};
+use wsgate::relay::record::{self, RecordHeader};
 
 /// A fresh socket path (removed with its directory by the guard).
 struct TempDir(PathBuf);

@@ -1,5 +1,5 @@
 //! The C ABI of wsgate's backend library: `include/wsgate_backend.h` over
-//! [`wsgate::backend::conn`]. Everything a backend does (hand-over, WebSocket, relay modes,
+//! [`wsgate_kit::conn`]. Everything a backend does (hand-over, WebSocket, relay modes,
 //! limits) is in that module; this crate only moves values across the boundary.
 //!
 //! The only unsafe code of the crate is here, and it is of three kinds, each argued where it
@@ -19,9 +19,9 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use nix::libc;
-use wsgate::backend::conn::{Connection, Listener, Options, Received, DEFAULT_MAX_MESSAGE};
-use wsgate::backend::message::Kind;
 use wsgate::relay::codec::Mode;
+use wsgate_kit::conn::{Connection, Listener, Options, Received, DEFAULT_MAX_MESSAGE};
+use wsgate_kit::message::Kind;
 
 const WSB_DIRECT: c_uint = 0x1;
 const WSB_CONTEXT: c_uint = 0x2;

@@ -1,6 +1,23 @@
-//! The backend library and the sample websocket servers' shared code (`websocket_echo`,
-//! `websocket_chat`, `websocket_jsonrpc`): what every backend of the gateway needs and none
-//! should copy.
+//! wsgate-kit: the backend kit of wsgate, everything on the far side of the gateway's UNIX
+//! sockets. The gateway (the `wsgate` crate, `src/` at the top of the repository) accepts the
+//! clients and relays them; this crate is what a websocket server needs to be one of its
+//! backends, and the servers and libraries built on it:
+//!
+//! ```text
+//!  gateway (wsgate)                          backend kit (this crate and backend/*)
+//!  relay::codec/record, context ──relay──→ message::Decoder/Outbox ─→ conn / server ─→ a Service
+//!  direct mode: 101 + hand-over ──fd──────→ direct::Receiver ─→ direct::Endpoint (ws::session)
+//! ```
+//!
+//! The wire formats live once, in the gateway crate, and both sides use them: the WebSocket
+//! frame codec, masking and UTF-8 validation (`wsgate::ws`), the relay modes and the `framed`
+//! record (`wsgate::relay::{codec, record}`). This crate adds only what a backend does with
+//! them. Around it in `backend/`: `capi/` (this library's C ABI, `libwsgate_backend.so`),
+//! `shim/` (`libwsgate_ouistiti_ws.so`, the LD_PRELOAD shim for ouistiti backends),
+//! `plugins/` (the JSON-RPC plugin ABI, `wsgate_rpc.h`, and the shipped plugins), and
+//! `src/bin/` (the sample servers `websocket_echo`, `websocket_chat`, `websocket_jsonrpc`).
+//!
+//! # Modules
 //!
 //! * [`conn`]: the backend library: one listener for a handed-over client (direct mode) or a
 //!   relayed connection (in a stated mode), one connection type with the same operations
@@ -8,7 +25,7 @@
 //!   is the `capi/` crate (`wsgate_backend.h`).
 //! * [`start`]: the socket `<docroot>/<name>` created safely (a stale socket is replaced only
 //!   when nobody listens on it; mode 0660, owned by the `-u` user), SIGTERM/SIGINT routed to a
-//!   signalfd, then the real privilege drop of [`crate::sys::user`]. The socket file is
+//!   signalfd, then the real privilege drop of [`wsgate::sys::user`]. The socket file is
 //!   removed at exit.
 //! * [`sock`]: the listener and client sockets of every relay mode (mio streams, and plain
 //!   descriptors for `SOCK_SEQPACKET`).
@@ -21,15 +38,20 @@
 //! * [`server`]: a single-threaded mio loop for message-oriented servers, with fixed limits:
 //!   a [`server::Service`] only sees messages and sends messages, whether its clients are
 //!   relayed or (direct mode) handed over.
+//! * [`sys`]: the kit's only `unsafe` code and OS-level helpers: listening UNIX sockets,
+//!   receiving a passed descriptor, loading JSON-RPC plugins.
 //!
 //! What it does not own: the echo semantics (`websocket_echo` streams bytes through its own
 //! loop), chat or JSON-RPC.
+#![deny(unsafe_code)]
+
 pub mod conn;
 pub mod context;
 pub mod direct;
 pub mod message;
 pub mod server;
 pub mod sock;
+pub mod sys;
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -40,9 +62,9 @@ use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::relay::codec::Mode;
 use crate::sys::listen::{self, SocketKind};
-use crate::sys::user;
+use wsgate::relay::codec::Mode;
+use wsgate::sys::user;
 
 static PROGRAM: OnceLock<&'static str> = OnceLock::new();
 
@@ -90,7 +112,7 @@ impl core::str::FromStr for ByteSize {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad =
             || format!("{s:?} is not a positive byte count (an integer, optionally with K or M)");
-        let n = crate::config::parse_bytes(s).map_err(|_| bad())?;
+        let n = wsgate::config::parse_bytes(s).map_err(|_| bad())?;
         usize::try_from(n).ok().filter(|&b| b > 0).map(Self).ok_or_else(bad)
     }
 }

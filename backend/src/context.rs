@@ -1,5 +1,5 @@
 //! The connection context as a backend reads it: `NAME=value` lines (see
-//! [`crate::relay::context`] for what the gateway sends and how each mode delivers it).
+//! [`wsgate::relay::context`] for what the gateway sends and how each mode delivers it).
 
 /// The value of `name` in the context `lines`, if present and UTF-8.
 #[must_use]

@@ -23,11 +23,11 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 use serde_json::{json, Value};
-use wsgate::backend::message::Kind;
-use wsgate::backend::server::{Clients, Limits, Server, Service};
-use wsgate::backend::{self, ByteSize, Fatal, Setup};
 use wsgate::relay::codec::Mode;
-use wsgate::sys::plugin::{Conn, Plugin};
+use wsgate_kit::message::Kind;
+use wsgate_kit::server::{Clients, Limits, Server, Service};
+use wsgate_kit::sys::plugin::{Conn, Plugin};
+use wsgate_kit::{ByteSize, Fatal, Setup};
 
 /// Most clients at once; more wait in the listen backlog.
 const MAX_CLIENTS: usize = 64;
@@ -65,7 +65,7 @@ struct Args {
     mode: Mode,
     /// listen backlog: connections the kernel queues until they are accepted (default
     /// SOMAXCONN, which the kernel caps at net.core.somaxconn)
-    #[argh(option, short = 'b', default = "wsgate::backend::conn::DEFAULT_BACKLOG")]
+    #[argh(option, short = 'b', default = "wsgate_kit::conn::DEFAULT_BACKLOG")]
     backlog: i32,
     /// largest request in bytes, or with a K or M suffix (default 64K)
     #[argh(option, short = 'M', default = "ByteSize(64 << 10)")]
@@ -92,19 +92,19 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    backend::set_program("websocket_jsonrpc");
+    wsgate_kit::set_program("websocket_jsonrpc");
     let args: Args = argh::from_env();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            backend::say(format_args!("{e}"));
+            wsgate_kit::say(format_args!("{e}"));
             ExitCode::FAILURE
         }
     }
 }
 
 fn run(args: &Args) -> Result<(), Fatal> {
-    let started = backend::start(&Setup {
+    let started = wsgate_kit::start(&Setup {
         root: &args.root,
         name: &args.name,
         user: args.user.as_deref(),
@@ -122,7 +122,7 @@ fn run(args: &Args) -> Result<(), Fatal> {
     };
     let mut server =
         Server::new(started.listener, args.mode, limits, args.context, args.direct, args.verbose)?;
-    backend::say(format_args!(
+    wsgate_kit::say(format_args!(
         "listening on {} ({}{}, plugin {})",
         started.path.display(),
         if args.direct { "direct, else " } else { "" },
@@ -136,7 +136,7 @@ fn run(args: &Args) -> Result<(), Fatal> {
     };
     let signal = server.serve(&started.signals, &mut rpc)?;
     if args.verbose {
-        backend::say(format_args!("{signal}, exiting"));
+        wsgate_kit::say(format_args!("{signal}, exiting"));
     }
     // Every client's plugin state is released before the plugin is finished.
     for conn in rpc.conns.iter_mut().filter_map(Option::take) {

@@ -8,7 +8,7 @@
 //!   this endpoint instead ([`Taken::Relay`]), so one backend serves both ways, as ouistiti's
 //!   interposer did. [`parse_record`] is the sans-IO part.
 //! * [`Endpoint`]: the server side of a WebSocket connection over that socket, non-blocking and
-//!   bounded: client bytes (the early ones first) go through [`crate::ws::session::Session`]
+//!   bounded: client bytes (the early ones first) go through [`wsgate::ws::session::Session`]
 //!   into whole messages (text checked as UTF-8 across fragments, at most `max_message`
 //!   bytes); pings are answered with pongs, a close with a close; messages go out as unmasked
 //!   server frames through a queue of at most `max_queue` bytes.
@@ -26,8 +26,8 @@ use nix::errno::Errno;
 
 use super::context;
 use crate::sys::fdpass;
-use crate::ws::frame::{close_code, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
-use crate::ws::session::{DataKind, Event, ProtocolError, Session};
+use wsgate::ws::frame::{close_code, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
+use wsgate::ws::session::{DataKind, Event, ProtocolError, Session};
 
 /// Most bytes of `NAME=value` lines in a hand-over record (the empty line included).
 pub const MAX_RECORD_LINES: usize = 16 * 1024;

@@ -1,4 +1,4 @@
-//! The Rust side of `websocket_jsonrpc`'s plugin ABI, `plugins/wsgate_rpc.h`: implement
+//! The Rust side of `websocket_jsonrpc`'s plugin ABI, `backend/plugins/wsgate_rpc.h`: implement
 //! [`Plugin`] and call [`export_plugin!`] once, and the library exports the header's C
 //! functions. Plugins written in C use the header directly.
 //!
@@ -94,18 +94,18 @@ pub fn opt_str_param<'a>(params: &'a Value, name: &str) -> Result<Option<&'a str
     }
 }
 
-/// Exports the C functions of `plugins/wsgate_rpc.h` for the [`Plugin`] type given.
+/// Exports the C functions of `backend/plugins/wsgate_rpc.h` for the [`Plugin`] type given.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
-        /// `wsgate_rpc_abi_version` (plugins/wsgate_rpc.h).
+        /// `wsgate_rpc_abi_version` (backend/plugins/wsgate_rpc.h).
         #[allow(unsafe_code)]
         #[no_mangle]
         pub extern "C" fn wsgate_rpc_abi_version() -> u32 {
             $crate::ABI_VERSION
         }
 
-        /// `wsgate_rpc_init` (plugins/wsgate_rpc.h).
+        /// `wsgate_rpc_init` (backend/plugins/wsgate_rpc.h).
         #[allow(unsafe_code)]
         #[no_mangle]
         pub unsafe extern "C" fn wsgate_rpc_init(
@@ -115,7 +115,7 @@ macro_rules! export_plugin {
             unsafe { $crate::ffi::init::<$plugin>(config) }
         }
 
-        /// `wsgate_rpc_open` (plugins/wsgate_rpc.h).
+        /// `wsgate_rpc_open` (backend/plugins/wsgate_rpc.h).
         #[allow(unsafe_code)]
         #[no_mangle]
         pub unsafe extern "C" fn wsgate_rpc_open(
@@ -126,7 +126,7 @@ macro_rules! export_plugin {
             unsafe { $crate::ffi::open::<$plugin>(plugin, context) }
         }
 
-        /// `wsgate_rpc_call` (plugins/wsgate_rpc.h).
+        /// `wsgate_rpc_call` (backend/plugins/wsgate_rpc.h).
         #[allow(unsafe_code)]
         #[no_mangle]
         pub unsafe extern "C" fn wsgate_rpc_call(
@@ -142,7 +142,7 @@ macro_rules! export_plugin {
             unsafe { $crate::ffi::call::<$plugin>(conn, method, params, out, out_cap, out_len) }
         }
 
-        /// `wsgate_rpc_close` (plugins/wsgate_rpc.h).
+        /// `wsgate_rpc_close` (backend/plugins/wsgate_rpc.h).
         #[allow(unsafe_code)]
         #[no_mangle]
         pub unsafe extern "C" fn wsgate_rpc_close(conn: *mut ::std::ffi::c_void) {
@@ -150,7 +150,7 @@ macro_rules! export_plugin {
             unsafe { $crate::ffi::close::<$plugin>(conn) }
         }
 
-        /// `wsgate_rpc_fini` (plugins/wsgate_rpc.h).
+        /// `wsgate_rpc_fini` (backend/plugins/wsgate_rpc.h).
         #[allow(unsafe_code)]
         #[no_mangle]
         pub unsafe extern "C" fn wsgate_rpc_fini(plugin: *mut ::std::ffi::c_void) {

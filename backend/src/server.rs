@@ -36,8 +36,8 @@ use super::direct::{self, Endpoint, HandoverError, Incoming, Receiver, Taken};
 use super::message::{DecodeError, Decoder, Event, Kind, Outbox};
 use super::sock::{Listener, Sock, SockError};
 use super::{say, take_signal, Fatal};
-use crate::relay::codec::Mode;
-use crate::ws::session::{DataKind, ProtocolError};
+use wsgate::relay::codec::Mode;
+use wsgate::ws::session::{DataKind, ProtocolError};
 
 /// Bytes read at a time in the byte-stream modes (in `stream` mode, the largest message) and
 /// the read buffer of a direct client.

@@ -46,10 +46,10 @@ use super::direct::{self, Endpoint, Incoming, Receiver, Taken};
 use super::message::{DecodeError, Decoder, Event, Kind, Outbox};
 use super::sock::{self, Sock};
 use super::{context, server, SocketFile};
-use crate::relay::codec::Mode;
 use crate::sys::listen;
-use crate::ws::frame::{close_code, is_valid_close_code, FrameHeader, MAX_CONTROL_PAYLOAD};
-use crate::ws::session::ProtocolError;
+use wsgate::relay::codec::Mode;
+use wsgate::ws::frame::{close_code, is_valid_close_code, FrameHeader, MAX_CONTROL_PAYLOAD};
+use wsgate::ws::session::ProtocolError;
 
 /// The default largest message received: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;

@@ -21,7 +21,7 @@
 //! * `seqpacket`: each packet comes back as one packet.
 //!
 //! With `-d` (direct mode) the gateway hands over each client's TCP socket after the 101
-//! ([`wsgate::backend::direct`]): the echo takes the hand-over record, then is the WebSocket
+//! ([`wsgate_kit::direct`]): the echo takes the hand-over record, then is the WebSocket
 //! server itself on that socket (a [`direct::Endpoint`]: whole messages of at most `-M` bytes,
 //! UTF-8 checked, pings answered, closes answered; a message is echoed once the previous echo
 //! is written). A connection that brings no socket (the gateway relays this endpoint) is
@@ -38,16 +38,16 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use wsgate::backend::direct::{self, Endpoint, HandoverError, Incoming, Receiver, Taken};
-use wsgate::backend::sock::{Listener, Sock, SockError};
-use wsgate::backend::{self, take_signal, ByteSize, Fatal, Setup};
 use wsgate::relay::codec::Mode;
 use wsgate::relay::record::{self, RecordError, RecordHeader, HEADER_LEN};
+use wsgate_kit::direct::{self, Endpoint, HandoverError, Incoming, Receiver, Taken};
+use wsgate_kit::sock::{Listener, Sock, SockError};
+use wsgate_kit::{take_signal, ByteSize, Fatal, Setup};
 
-/// One line to stderr, prefixed with the program name ([`backend::say`]).
+/// One line to stderr, prefixed with the program name ([`wsgate_kit::say`]).
 macro_rules! say {
     ($($arg:tt)*) => {
-        backend::say(format_args!($($arg)*))
+        wsgate_kit::say(format_args!($($arg)*))
     };
 }
 
@@ -90,7 +90,7 @@ struct Args {
     mode: Mode,
     /// listen backlog: connections the kernel queues until they are accepted (default
     /// SOMAXCONN, which the kernel caps at net.core.somaxconn)
-    #[argh(option, short = 'b', default = "wsgate::backend::conn::DEFAULT_BACKLOG")]
+    #[argh(option, short = 'b', default = "wsgate_kit::conn::DEFAULT_BACKLOG")]
     backlog: i32,
     /// most clients served at once (default 256; each costs a 64 KiB buffer while connected)
     #[argh(option, short = 'c', default = "MAX_CLIENTS")]
@@ -110,7 +110,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    backend::set_program("websocket_echo");
+    wsgate_kit::set_program("websocket_echo");
     let args: Args = argh::from_env();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,7 +128,7 @@ fn run(args: &Args) -> Result<(), Fatal> {
             "direct mode takes the socket over a stream connection, not seqpacket",
         ));
     }
-    let started = backend::start(&Setup {
+    let started = wsgate_kit::start(&Setup {
         root: &args.root,
         name: &args.name,
         user: args.user.as_deref(),

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `stream` | what one read returns (no boundaries, as in ouistiti) | its bytes |
 //! | `lines` | a line, without `\n` (and a `\r` before it) | its bytes and `\n` |
-//! | `framed` | the records up to FIN, type kept ([`crate::relay::record`]) | one record |
+//! | `framed` | the records up to FIN, type kept ([`wsgate::relay::record`]) | one record |
 //! | `seqpacket` | one packet | one packet |
 //!
 //! The connection context comes first when there is one: a context record in `framed` (always
@@ -17,13 +17,13 @@
 //! and an [`Outbox`] holds at most its capacity.
 use std::collections::VecDeque;
 
-use crate::relay::codec::Mode;
-use crate::relay::record::{self, RecordHeader, HEADER_LEN};
+use wsgate::relay::codec::Mode;
+use wsgate::relay::record::{self, RecordHeader, HEADER_LEN};
 
 /// The type of a message: what `framed` mode carries; the other modes receive text. The same
-/// type as a WebSocket data message's ([`crate::ws::session::DataKind`]), so that one backend
+/// type as a WebSocket data message's ([`wsgate::ws::session::DataKind`]), so that one backend
 /// code path serves the relay modes and direct mode ([`super::conn`]).
-pub use crate::ws::session::DataKind as Kind;
+pub use wsgate::ws::session::DataKind as Kind;
 
 /// What the decoder found.
 #[derive(Debug, PartialEq, Eq)]

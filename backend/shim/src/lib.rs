@@ -13,7 +13,7 @@
 //!   default). Any other socket passes through.
 //! * `accept`/`accept4` on such a socket: accepts the gateway's UNIX connection, waits (at most
 //!   `WSGATE_WS_WAIT_MS`, 1000 by default) for its first bytes, and when a descriptor comes
-//!   with them (direct mode) takes the hand-over record (`backend::direct::Receiver`: the
+//!   with them (direct mode) takes the hand-over record (`wsgate_kit::direct::Receiver`: the
 //!   client's TCP socket, the request's lines, the early client bytes), closes the UNIX
 //!   connection and returns the client's socket, blocking and without close-on-exec as
 //!   `accept` makes it (`accept4` flags apply), with the client's address in `addr`. When the
@@ -62,11 +62,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use wsgate::backend::direct::{Receiver, Taken};
 use wsgate::ws::frame::{
     close_code, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEADER_LEN,
 };
 use wsgate::ws::session::{Event, Session};
+use wsgate_kit::direct::{Receiver, Taken};
 
 /// ouistiti's `WS_TEXT` (`utils/websocket.h`): the `protocol` of `socket()` asking for text.
 const WS_TEXT: c_int = 153;
