@@ -1,6 +1,6 @@
 //! The backend library: one [`Listener`] for every way the gateway reaches a backend, and one
 //! [`Connection`] type with the same operations whichever way it came. The C ABI
-//! (`capi/`, `wsgate_backend.h`) is a thin layer over this module.
+//! (`backend/capi/`, `wsgate_backend.h`) is a thin layer over this module.
 //!
 //! * **Direct mode** (`Options::direct`, the gateway's `--direct`): the gateway hands over the
 //!   client's TCP socket ([`super::direct::Receiver`]); the connection is then a WebSocket

@@ -1,7 +1,7 @@
 //! `websocket_jsonrpc`: the sample JSON-RPC 2.0 server for wsgate. It listens on a UNIX
 //! socket at `<docroot>/<name>`; each WebSocket message is a request, a notification or a
 //! batch, and the methods come from a plugin library (`-L`, configured with `-C`) with the C
-//! ABI of `plugins/wsgate_rpc.h`.
+//! ABI of `backend/plugins/wsgate_rpc.h`.
 //!
 //! This program owns the protocol (<https://www.jsonrpc.org/specification>): it parses the
 //! message, validates each request object, answers the spec's errors itself (-32700 parse
@@ -70,7 +70,7 @@ struct Args {
     /// largest request in bytes, or with a K or M suffix (default 64K)
     #[argh(option, short = 'M', default = "ByteSize(64 << 10)")]
     max_message: ByteSize,
-    /// the plugin: a shared library with the ABI of plugins/wsgate_rpc.h (a path; one
+    /// the plugin: a shared library with the ABI of backend/plugins/wsgate_rpc.h (a path; one
     /// without '/' is searched like any dlopen name)
     #[argh(option, short = 'L')]
     library: PathBuf,

@@ -1,5 +1,5 @@
 //! Loading a `websocket_jsonrpc` plugin (`-L`): a shared library with the C ABI of
-//! `plugins/wsgate_rpc.h`, opened with `dlopen` through `libloading`.
+//! `backend/plugins/wsgate_rpc.h`, opened with `dlopen` through `libloading`.
 //!
 //! This is the only place that calls into a plugin. Calling foreign code is unsafe by nature:
 //! Rust cannot check that the library really has the header's signatures, so the ABI version
