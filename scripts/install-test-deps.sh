@@ -28,7 +28,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v "$PY" >/dev/null 2>&1 || missing+=(python3)
 # The browser tests drive Debian's chromium (Playwright's own browser download is never used).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
-# The plugin ABI test compiles a C plugin against plugins/wsgate_rpc.h.
+# The plugin ABI test compiles a C plugin against backend/plugins/wsgate_rpc.h.
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 # The backend library's C test builds with the flags of its pkg-config file.
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)

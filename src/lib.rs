@@ -26,16 +26,24 @@
 //! * [`tls`] builds each TLS listener's rustls configuration from its certificate files;
 //!   `event_loop::tls_io` runs rustls inside a connection, with the same readiness rules as a
 //!   plain socket.
-//! * [`sys`] holds the only `unsafe` code (`fork`, JSON-RPC plugin calls) and the OS-level
-//!   helpers; [`backend`] is the backend library (`backend::conn`, with its C ABI in `capi/`)
-//!   and the sample websocket servers' shared code; [`service`] is the
-//!   daemon around the loop: init.d scripts, privilege drop, log sinks, pid file.
+//! * [`sys`] holds the only `unsafe` code (`fork`) and the OS-level helpers (signals, users);
+//!   [`service`] is the daemon around the loop: init.d scripts, privilege drop, log sinks,
+//!   pid file.
 //!
 //! `http`, `ws` and `relay::codec` never see a socket, a clock or the slab. The event loop
 //! never parses bytes.
+//!
+//! # The backend kit
+//!
+//! What runs behind the UNIX sockets is another crate, `wsgate-kit` in `backend/`: the backend
+//! library (`wsgate_kit::conn`, with its C ABI in `backend/capi/`), the receiving side of
+//! direct mode, the sample servers (`websocket_echo`, `websocket_chat`, `websocket_jsonrpc`),
+//! the JSON-RPC plugins and the ouistiti shim. It depends on this crate for the wire formats
+//! both sides speak ([`ws`], [`relay::codec`], [`relay::record`], [`relay::context`]); this
+//! crate depends on nothing of it, so the gateway binary carries none of the kit's code or
+//! dependencies.
 #![deny(unsafe_code)]
 
-pub mod backend;
 pub mod buffer;
 pub mod cli;
 pub mod config;

@@ -12,8 +12,28 @@ WSGATE_LICENSE_FILES = LICENSE
 # Only Config.in and this file go into Buildroot's package/wsgate/; the init script, the unit
 # and the default configuration come from the source tree (board/ in wsgate's repository).
 
-# cargo-package builds with `cargo install --root $(TARGET_DIR)/usr`: every [[bin]] of the
-# package lands in /usr/bin. Remove the sample backend unless asked for.
+# cargo-package installs with `cargo install --root $(TARGET_DIR)/usr --path ./`: every
+# [[bin]] of the gateway's package lands in /usr/bin. The sample servers are [[bin]]s of the
+# backend kit, another package of the workspace (backend/): installed the same way, with the
+# same options. Then the sample backend is removed unless asked for.
+define WSGATE_INSTALL_KIT
+	cd $(@D) && \
+	$(TARGET_MAKE_ENV) \
+		$(TARGET_CONFIGURE_OPTS) \
+		$(PKG_CARGO_ENV) \
+		$(WSGATE_CARGO_ENV) \
+		cargo install \
+			--offline \
+			--root $(TARGET_DIR)/usr/ \
+			--bins \
+			--path backend \
+			--force \
+			--locked \
+			-Z target-applies-to-host \
+			$(WSGATE_CARGO_INSTALL_OPTS)
+endef
+WSGATE_POST_INSTALL_TARGET_HOOKS += WSGATE_INSTALL_KIT
+
 ifeq ($(BR2_PACKAGE_WSGATE_ECHO),)
 define WSGATE_REMOVE_ECHO
 	rm -f $(TARGET_DIR)/usr/bin/websocket_echo

@@ -1,4 +1,4 @@
-//! The `direct` mode's hand-over record (`backend::direct::parse_record`): the `NAME=value`
+//! The `direct` mode's hand-over record (`wsgate_kit::direct::parse_record`): the `NAME=value`
 //! lines, a blank line and the client's early bytes that a backend reads before it takes over
 //! the client's socket. Checks: a complete record's layout covers exactly its bytes, and the
 //! answer is consistent as the record arrives: an error stays an error, "need more" never
@@ -8,7 +8,7 @@
 // A fuzz harness: a panic is how it reports a broken invariant.
 
 use libfuzzer_sys::fuzz_target;
-use wsgate::backend::direct::{parse_record, HandoverError, MAX_RECORD_LINES};
+use wsgate_kit::direct::{parse_record, HandoverError, MAX_RECORD_LINES};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&p, bytes)) = data.split_first() else { return };

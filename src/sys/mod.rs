@@ -1,9 +1,6 @@
-//! OS-level helpers: privilege drop, signals, listening UNIX sockets for the sample backends,
-//! and the crate's only `unsafe` code (`fork`, and `plugin`: loading and calling
-//! `websocket_jsonrpc` plugins; `fdpass`: owning a descriptor received with `SCM_RIGHTS`).
-pub mod fdpass;
-pub mod listen;
-pub mod plugin;
+//! OS-level helpers: privilege drop, signals, and the crate's only `unsafe` code (`fork`). The
+//! backend kit's helpers (listening UNIX sockets, receiving a passed descriptor, plugins) are
+//! in its own `sys` module (`backend/src/sys/`).
 pub mod signals;
 pub mod user;
 

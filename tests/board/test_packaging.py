@@ -81,6 +81,14 @@ def test_packages_build_the_profile_within_the_size_budget():
         assert "RUSTC_BOOTSTRAP=1" in text, name
     assert "CARGO_PKG_PROFILE:=$(if $(CONFIG_DEBUG),dev,release-small)" in openwrt
     assert "$(call Build/Compile/Cargo,,$(WSGATE_CARGO_ARGS))" in openwrt
+    # The sample backend is a [[bin]] of the backend kit (backend/), another package: each
+    # package builds and installs it too, with the same flags.
+    assert "$(call Build/Compile/Cargo,backend,--bin websocket_echo $(WSGATE_CARGO_ARGS))" in openwrt
+    assert 'name = "websocket_echo"' in (ROOT / "backend/Cargo.toml").read_text()
+    kit_install = buildroot[buildroot.index("define WSGATE_INSTALL_KIT"):]
+    kit_install = kit_install[:kit_install.index("endef")]
+    assert "--path backend" in kit_install and "$(WSGATE_CARGO_INSTALL_OPTS)" in kit_install
+    assert buildroot.index("+= WSGATE_INSTALL_KIT") < buildroot.index("+= WSGATE_REMOVE_ECHO")
     assert "--profile release-small" in buildroot
     assert "WSGATE_CARGO_INSTALL_OPTS = $(WSGATE_CARGO_PROFILE_OPTS)" in buildroot
 

@@ -1,5 +1,5 @@
 /*
- * A websocket_jsonrpc plugin written in C against plugins/wsgate_rpc.h, compiled and loaded
+ * A websocket_jsonrpc plugin written in C against backend/plugins/wsgate_rpc.h, compiled and loaded
  * by tests/py/test_jsonrpc.py. No JSON library: params are matched with sscanf.
  *
  * -C: "fail" makes init fail. Methods:

@@ -1,6 +1,7 @@
-//! Process-level helpers shared by the integration tests: temp docroots, the sample backend,
-//! an in-process gateway, and a small blocking WebSocket client that speaks real RFC 6455
-//! (masked frames, fragmentation) over a real TCP socket.
+//! Process-level helpers shared by the integration tests, the gateway's and (through
+//! backend/tests/common/) the backend kit's: temp docroots, child processes killed on drop,
+//! and a small blocking WebSocket client that speaks real RFC 6455 (masked frames,
+//! fragmentation) over a real TCP socket.
 #![allow(
     dead_code,
     unreachable_pub,
@@ -14,9 +15,9 @@ pub mod counting;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::Duration;
 
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -47,24 +48,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Starts `websocket_echo -R dir -n name -m mode` and waits for its socket.
-pub fn spawn_echo(dir: &Path, name: &str, mode: &str, extra: &[&str]) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_websocket_echo"))
-        .args(["-R", dir.to_str().unwrap(), "-n", name, "-m", mode])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn websocket_echo");
-    let sock = dir.join(name);
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(start.elapsed() < Duration::from_secs(10), "echo socket never appeared");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Proc(child)
 }
 
 /// The client's transport: TCP, or TLS over TCP (rustls, verifying the server).

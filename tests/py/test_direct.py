@@ -171,7 +171,7 @@ def test_direct_is_refused_with_tls(tmp_path, docroot):
 
 
 # --------------------------------------------------------------------------------------------
-# websocket_echo -d: the sample server in direct mode (backend::direct in Rust)
+# websocket_echo -d: the sample server in direct mode (wsgate_kit::direct in Rust)
 # --------------------------------------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 The protocol's errors (parse error, invalid request, method not found, invalid params),
 notifications and batches; every relay mode; the plugin ABI with a plugin written in C
-(tests/c/rpc_test_plugin.c, compiled here with gcc against plugins/wsgate_rpc.h); the two
+(tests/c/rpc_test_plugin.c, compiled here with gcc against backend/plugins/wsgate_rpc.h); the two
 shipped plugins (auth, sysinfo); direct mode (-d: the gateway hands each client's socket over).
 """
 
@@ -30,7 +30,7 @@ def c_plugin(tmp_path_factory):
         so = out / f"rpc_test_{name}.so"
         subprocess.run(
             ["gcc", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", *defs,
-             "-I", str(REPO_ROOT / "plugins"), "-o", str(so), str(REPO_ROOT / "tests/c/rpc_test_plugin.c")],
+             "-I", str(REPO_ROOT / "backend/plugins"), "-o", str(so), str(REPO_ROOT / "tests/c/rpc_test_plugin.c")],
             check=True,
         )
         built[name] = str(so)
@@ -329,11 +329,11 @@ def test_auth_refuses_to_start_without_a_database_path(docroot):
 
 
 def test_header_is_the_documented_abi():
-    header = (REPO_ROOT / "plugins/wsgate_rpc.h").read_text()
+    header = (REPO_ROOT / "backend/plugins/wsgate_rpc.h").read_text()
     for symbol in ["wsgate_rpc_abi_version", "wsgate_rpc_init", "wsgate_rpc_open", "wsgate_rpc_call",
                    "wsgate_rpc_close", "wsgate_rpc_fini", "WSGATE_RPC_ABI_VERSION 1u"]:
         assert symbol in header
-    assert "plugins/wsgate_rpc.h" in (REPO_ROOT / "README.md").read_text()
+    assert "backend/plugins/wsgate_rpc.h" in (REPO_ROOT / "README.md").read_text()
     assert Path(plugin_path("auth")).exists() and Path(plugin_path("sysinfo")).exists()
 
 

@@ -1,4 +1,4 @@
-"""libwsgate_ouistiti_ws.so (shim/): an unmodified ouistiti-style backend behind wsgate.
+"""libwsgate_ouistiti_ws.so (backend/shim/): an unmodified ouistiti-style backend behind wsgate.
 
 tests/c/ouistiti_echo.c is written as ouistiti's utils/websocket/echo.c: an AF_UNIX stream
 socket, accept, one forked process per client, select + recv + send, and nothing about
