@@ -50,7 +50,9 @@ use crate::relay::codec::{
     self, DataType, Downlink, DownlinkError, Mode, Uplink, UplinkError, CONTROL_ROOM,
 };
 use crate::relay::path;
-use crate::relay::route::{Backend, Docroot, FileError, RouteError};
+use crate::relay::route::{Backend, Docroot};
+pub use crate::relay::upgrade::Refusal;
+use crate::relay::upgrade::{self, Decision, Name, Request};
 use crate::slab::Key;
 use crate::ws::frame::{close_code, OpCode, MAX_SERVER_HEADER_LEN};
 use crate::ws::session::{Control, Event, ProtocolError, Session};
@@ -90,8 +92,8 @@ pub enum Phase {
 /// Why a connection ended (the close log line says it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
-    /// The handshake was refused with this status.
-    Refused(u16, Refusal),
+    /// The handshake was refused (with [`Refusal::status`]).
+    Refused(Refusal),
     /// The client sent a close frame.
     ClientClose(Option<u16>),
     /// The client broke RFC 6455.
@@ -135,54 +137,10 @@ pub enum Reason {
     HandoverTimeout,
 }
 
-/// What a refusal was about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// A malformed or unacceptable request.
-    Request(handshake::HandshakeError),
-    /// A bad path.
-    Path(path::PathError),
-    /// allow / deny.
-    Denied,
-    /// Origin policy.
-    Origin,
-    /// No backend.
-    Route(RouteError),
-    /// No page.
-    File(FileError),
-    /// `seqpacket` configured, stream socket found.
-    ModeMismatch,
-    /// Request head too large.
-    TooLarge,
-    /// All slots busy.
-    Full,
-    /// The backend's listen queue stayed full for this many milliseconds.
-    BackendBusy(u32),
-    /// Plain HTTP sent to a TLS port.
-    PlainHttp,
-}
-
 impl core::fmt::Display for Reason {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Refused(status, r) => {
-                write!(f, "refused {status}: ")?;
-                match r {
-                    Refusal::Request(e) => write!(f, "{e}"),
-                    Refusal::Path(e) => write!(f, "{e}"),
-                    Refusal::Denied => f.write_str("denied by allow/deny"),
-                    Refusal::Origin => f.write_str("Origin not allowed"),
-                    Refusal::Route(e) => write!(f, "{e}"),
-                    Refusal::File(e) => write!(f, "{e}"),
-                    Refusal::ModeMismatch => f.write_str("seqpacket mode but a stream socket"),
-                    Refusal::TooLarge => f.write_str("request head too large"),
-                    Refusal::Full => f.write_str("all connection slots busy"),
-                    Refusal::BackendBusy(ms) => {
-                        write!(f, "backend busy: listen queue full for {ms} ms")
-                    }
-                    Refusal::PlainHttp => f.write_str("plain HTTP request on a TLS port"),
-                }
-            }
+            Self::Refused(r) => write!(f, "refused {}: {r}", r.status()),
             Self::ClientClose(Some(c)) => write!(f, "client closed ({c})"),
             Self::ClientClose(None) => f.write_str("client closed"),
             Self::Protocol(e) => write!(f, "protocol error ({}): {e}", e.close_code()),
@@ -431,7 +389,7 @@ impl Connection {
         // Pages over https:// go through rustls, not sendfile.
         c.no_sendfile = c.tls.is_some();
         if overflow {
-            c.refuse(cx, 503, Refusal::Full);
+            c.refuse(cx, Refusal::Full);
         }
         Ok(c)
     }
@@ -741,12 +699,12 @@ impl Connection {
         self.finish_backend_if_flushed(cx);
     }
 
-    /// Queues an HTTP refusal and heads for `Flushing`.
-    fn refuse(&mut self, cx: &mut Ctx<'_>, status: u16, why: Refusal) {
-        self.set_reason(Reason::Refused(status, why));
+    /// Queues an HTTP refusal (its status is [`Refusal::status`]) and heads for `Flushing`.
+    fn refuse(&mut self, cx: &mut Ctx<'_>, why: Refusal) {
+        self.set_reason(Reason::Refused(why));
         if cx.pool.ensure(&mut self.to_client) {
             if let Some(out) = self.to_client.as_mut() {
-                if let Some(n) = handshake::write_error(out.spare(), status) {
+                if let Some(n) = handshake::write_error(out.spare(), why.status()) {
                     out.commit(n);
                 }
             }
@@ -761,7 +719,7 @@ impl Connection {
         if let Some(o) = self.to_client.as_mut() {
             o.consume(o.len());
         }
-        self.refuse(cx, 431, Refusal::TooLarge);
+        self.refuse(cx, Refusal::RecordTooLarge);
     }
 
     /// Queues a close frame to the client (once).
@@ -895,7 +853,7 @@ impl Connection {
         if fault == TlsFault::PlainHttp && self.phase == Phase::Handshake {
             // Nothing was encrypted yet: the refusal goes out as plain HTTP.
             self.tls = None;
-            self.refuse(cx, 400, Refusal::PlainHttp);
+            self.refuse(cx, Refusal::PlainHttp);
             return;
         }
         while tls.wants_write() {
@@ -1390,13 +1348,13 @@ impl Connection {
         let _ = haystack.push('/');
         let _ = haystack.push_str(name);
         if !doc.access.permits(&haystack) {
-            self.refuse(cx, 403, Refusal::Denied);
+            self.refuse(cx, Refusal::Denied);
             return true;
         }
         let file = match htdocs.open_file(name, &doc.default_page) {
             Ok(f) => f,
             Err(e) => {
-                self.refuse(cx, e.status(), Refusal::File(e));
+                self.refuse(cx, Refusal::File(e));
                 return true;
             }
         };
@@ -1410,12 +1368,12 @@ impl Connection {
                 let _ = haystack.push('/');
             }
             if !doc.access.permits(&haystack) {
-                self.refuse(cx, 403, Refusal::Denied);
+                self.refuse(cx, Refusal::Denied);
                 return true;
             }
         }
         if !cx.pool.ensure(&mut self.to_client) {
-            self.refuse(cx, 503, Refusal::Full);
+            self.refuse(cx, Refusal::Full);
             return true;
         }
         let Some(out) = self.to_client.as_mut() else { return false };
@@ -1424,7 +1382,7 @@ impl Connection {
         let mime_name = if file.default_page { doc.default_page.as_str() } else { name };
         let mime = static_files::mime_type(mime_name);
         let Some(n) = static_files::write_ok(out.spare(), mime, file.len, keep_alive) else {
-            self.refuse(cx, 500, Refusal::TooLarge);
+            self.refuse(cx, Refusal::ResponseTooLarge);
             return true;
         };
         out.commit(n);
@@ -1555,136 +1513,71 @@ impl Connection {
         }
         // A new request: the last one's name (a page served on this connection) is not its.
         self.name.clear();
-        if cx.htdocs.is_some() {
-            match static_files::parse(input.readable()) {
-                Ok(Some(req)) if !req.upgrade => {
-                    let (head_only, keep_alive, head_len) =
-                        (req.head_only, req.keep_alive, req.head_len);
-                    let mut decoded_buf = [0u8; path::MAX_PATH];
-                    let name = match path::decode_page(req.path, &mut decoded_buf) {
-                        Ok(d) => d.trim_start_matches('/'),
-                        Err(e) => {
-                            self.name_raw(req.path);
-                            self.refuse(cx, e.status(), Refusal::Path(e));
-                            return true;
-                        }
-                    };
-                    let _ = self.name.push_str(truncate(name, 64));
-                    let served = self.serve_file(cx, name, head_only, keep_alive);
-                    input.consume(head_len);
-                    return served;
+        let request = match upgrade::read(input.readable(), cx.htdocs.is_some(), input.free() == 0)
+        {
+            Ok(Some(r)) => r,
+            Ok(None) => return false,
+            Err(why) => {
+                self.refuse(cx, why);
+                return true;
+            }
+        };
+        let mut scratch = [0u8; path::MAX_PATH];
+        let docroot = cx.docroot;
+        let decision =
+            upgrade::decide(&request, cx.site, self.tls.is_some(), &mut scratch, |name: &str| {
+                docroot.connect(name)
+            });
+        let up = match decision {
+            Decision::Upgrade(up) => up,
+            Decision::Page { name, head_only, keep_alive, head_len } => {
+                drop(request);
+                let _ = self.name.push_str(truncate(name, 64));
+                let served = self.serve_file(cx, name, head_only, keep_alive);
+                input.consume(head_len);
+                return served;
+            }
+            Decision::Wait { name } => {
+                let _ = self.name.push_str(truncate(name, 64));
+                return self.wait_for_backend(cx);
+            }
+            Decision::Refuse { why, name } => {
+                match name {
+                    Name::None => {}
+                    Name::Raw(raw) => self.name_raw(raw),
+                    Name::Decoded(name) => {
+                        let _ = self.name.push_str(truncate(name, 64));
+                    }
                 }
-                Err(static_files::FileRequestError::Method) => {
-                    self.refuse(
-                        cx,
-                        405,
-                        Refusal::Request(handshake::HandshakeError::MethodNotAllowed),
+                if let (Refusal::Origin, Request::Upgrade(req, _)) = (why, &request) {
+                    crate::log!(
+                        crate::logging::WARN,
+                        "conn={} peer={} Origin {:?} refused for Host {:?}",
+                        self.key,
+                        self.peer,
+                        req.origin.unwrap_or_default(),
+                        req.host
                     );
-                    return true;
                 }
-                // Incomplete, malformed, or an upgrade: the handshake parser decides.
-                _ => {}
-            }
-        }
-        let (req, consumed) = match handshake::parse(input.readable()) {
-            Ok(Some(x)) => x,
-            Ok(None) => {
-                if input.free() == 0 {
-                    self.refuse(cx, 431, Refusal::TooLarge);
-                    return true;
-                }
-                return false;
-            }
-            Err(e) => {
-                self.refuse(cx, e.status(), Refusal::Request(e));
+                self.refuse(cx, why);
                 return true;
             }
         };
-        if !cx.site.origin.permits(req.origin, req.host, self.tls.is_some()) {
-            crate::log!(
-                crate::logging::WARN,
-                "conn={} peer={} Origin {:?} refused for Host {:?}",
-                self.key,
-                self.peer,
-                req.origin.unwrap_or_default(),
-                req.host
-            );
-            self.refuse(cx, 403, Refusal::Origin);
-            return true;
-        }
-        let mut decoded_buf = [0u8; path::MAX_PATH];
-        let decoded = match path::decode(req.path, &mut decoded_buf) {
-            Ok(d) => d,
-            Err(e) => {
-                self.name_raw(req.path);
-                self.refuse(cx, e.status(), Refusal::Path(e));
-                return true;
-            }
-        };
-        self.name.clear();
-        let _ = self.name.push_str(truncate(decoded.trim_start_matches('/'), 64));
-        if !cx.site.access.permits(decoded) {
-            self.refuse(cx, 403, Refusal::Denied);
-            return true;
-        }
-        let protocol: Option<&str> = match req.protocols.as_slice() {
-            [only] => Some(only),
-            _ => None,
-        };
-        let name = decoded.trim_start_matches('/');
-        let mut endpoint = name;
-        let backend = match cx.docroot.connect(name) {
-            Ok(b) => b,
-            Err(RouteError::Busy) => return self.wait_for_backend(cx),
-            Err(RouteError::NotFound) if protocol.is_some() => {
-                // ouistiti's fallback: the one offered subprotocol names the socket. It must be a
-                // single safe segment, and pass allow/deny as a path of its own.
-                let token = protocol.unwrap_or_default();
-                let mut fallback = heapless::String::<{ path::MAX_PATH }>::new();
-                let safe = !matches!(token, "." | "..") && !token.contains('/');
-                if !safe || fallback.push('/').is_err() || fallback.push_str(token).is_err() {
-                    self.refuse(cx, 404, Refusal::Route(RouteError::NotFound));
-                    return true;
-                }
-                if !cx.site.access.permits(&fallback) {
-                    self.refuse(cx, 403, Refusal::Denied);
-                    return true;
-                }
-                match cx.docroot.connect(token) {
-                    Ok(b) => {
-                        endpoint = token;
-                        b
-                    }
-                    Err(RouteError::Busy) => return self.wait_for_backend(cx),
-                    Err(e) => {
-                        self.refuse(cx, e.status(), Refusal::Route(e));
-                        return true;
-                    }
-                }
-            }
-            Err(e) => {
-                self.refuse(cx, e.status(), Refusal::Route(e));
-                return true;
-            }
-        };
-        let configured = cx.site.mode_for(endpoint);
-        let mode = if backend.seqpacket { Mode::SeqPacket } else { configured };
-        if mode == Mode::SeqPacket && !backend.seqpacket {
-            self.refuse(cx, 502, Refusal::ModeMismatch);
-            return true;
-        }
+        // An upgrade is decided for an upgrade request only.
+        let Request::Upgrade(req, consumed) = &request else { return false };
+        let consumed = *consumed;
+        let upgrade::Upgrade { endpoint, mode, protocol, backend, direct } = up;
+        let _ = self.name.push_str(truncate(endpoint, 64));
         if !cx.pool.ensure(&mut self.to_client) {
-            self.refuse(cx, 503, Refusal::Full);
+            self.refuse(cx, Refusal::Full);
             return true;
         }
         let Some(out) = self.to_client.as_mut() else { return false };
         let Some(n) = handshake::write_switching(out.spare(), &req.accept, protocol) else {
-            self.refuse(cx, 500, Refusal::TooLarge);
+            self.refuse(cx, Refusal::ResponseTooLarge);
             return true;
         };
         out.commit(n);
-        self.name.clear();
-        let _ = self.name.push_str(truncate(endpoint, 64));
         self.backend_wait = None;
         let fd = backend.fd.as_raw_fd();
         if let Err(e) = cx.registry.register(
@@ -1692,17 +1585,13 @@ impl Connection {
             token::encode(self.key, Side::Backend),
             Interest::READABLE,
         ) {
-            self.refuse(
-                cx,
-                500,
-                Refusal::Route(RouteError::Other(Errno::from_raw(e.raw_os_error().unwrap_or(0)))),
-            );
+            self.refuse(cx, Refusal::Register(Errno::from_raw(e.raw_os_error().unwrap_or(0))));
             return true;
         }
-        if cx.site.direct {
+        if direct {
             let started =
-                self.start_handover(cx, input, &req, consumed, endpoint, protocol, backend);
-            drop(req);
+                self.start_handover(cx, input, req, consumed, endpoint, protocol, mode, backend);
+            drop(request);
             if started {
                 // Now in the hand-over record: the client's bytes are the backend's.
                 input.consume(input.len());
@@ -1754,7 +1643,7 @@ impl Connection {
             self.name,
             self.mode
         );
-        drop(req);
+        drop(request);
         input.consume(consumed);
         true
     }
@@ -1775,7 +1664,7 @@ impl Connection {
         if now >= wait.last_try {
             let waited = now.saturating_duration_since(wait.since).as_millis();
             self.backend_wait = None;
-            self.refuse(cx, 503, Refusal::BackendBusy(u32::try_from(waited).unwrap_or(u32::MAX)));
+            self.refuse(cx, Refusal::BackendBusy(u32::try_from(waited).unwrap_or(u32::MAX)));
             return true;
         }
         if wait.pause.is_zero() {
@@ -1837,6 +1726,7 @@ impl Connection {
         consumed: usize,
         endpoint: &str,
         protocol: Option<&str>,
+        mode: Mode,
         backend: Backend,
     ) -> bool {
         let head = input.readable().get(..consumed).unwrap_or_default();
@@ -1863,7 +1753,7 @@ impl Connection {
             return false;
         }
         self.backend = Some(BackendSock::new(backend, false));
-        self.mode = cx.site.mode_for(endpoint);
+        self.mode = mode;
         self.phase = Phase::Handover;
         self.deadline = Some(cx.now + self.timeouts.close);
         true
