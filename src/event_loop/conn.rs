@@ -174,6 +174,37 @@ impl core::fmt::Display for Reason {
     }
 }
 
+impl Reason {
+    /// The close code the gateway sends when it ends an open connection for this reason:
+    /// the one place a reason gets its code. `None` for the reasons that send no close frame
+    /// of the gateway's choosing (a client's close is echoed as it came, §5.5.1).
+    #[must_use]
+    pub fn close_code(&self) -> Option<u16> {
+        match self {
+            Self::Protocol(e) => Some(e.close_code()),
+            Self::Uplink(UplinkError::NewlineInMessage) => Some(close_code::UNSUPPORTED_DATA),
+            Self::BackendEof => Some(close_code::NORMAL),
+            Self::BackendClose(c) => Some(*c),
+            Self::IdleTimeout | Self::Shutdown => Some(close_code::GOING_AWAY),
+            Self::BackendEofMidMessage
+            | Self::BackendEofMidClientMessage
+            | Self::BackendProtocol(_)
+            | Self::BackendPacketTooBig
+            | Self::BackendError(_)
+            | Self::PingTimeout => Some(close_code::INTERNAL_ERROR),
+            Self::Refused(_)
+            | Self::ClientClose(_)
+            | Self::ClientGone
+            | Self::ClientError(_)
+            | Self::Tls(_)
+            | Self::HandshakeTimeout
+            | Self::CloseTimeout
+            | Self::HandedOver
+            | Self::HandoverTimeout => None,
+        }
+    }
+}
+
 /// What the loop should do after a drive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -491,8 +522,7 @@ impl Connection {
                 self.client_eof = true;
             }
             Phase::Open => {
-                self.set_reason(Reason::Shutdown);
-                self.start_close(cx, close_code::GOING_AWAY);
+                self.start_close(cx, Reason::Shutdown);
             }
             _ => {}
         }
@@ -527,12 +557,11 @@ impl Connection {
             return false;
         }
         if pong_due {
-            self.fail(cx, Reason::PingTimeout, close_code::INTERNAL_ERROR);
+            self.fail(cx, Reason::PingTimeout);
             return true;
         }
         if idle_due {
-            self.set_reason(Reason::IdleTimeout);
-            self.start_close(cx, close_code::GOING_AWAY);
+            self.start_close(cx, Reason::IdleTimeout);
             return true;
         }
         if ping_due {
@@ -691,7 +720,13 @@ impl Connection {
     }
 
     fn enter_draining(&mut self, cx: &mut Ctx<'_>) {
-        self.phase = Phase::Draining;
+        self.enter_close(cx, Phase::Draining);
+    }
+
+    /// The close transition: into `phase` (`Flushing`, `Closing` or `Draining`) with the close
+    /// deadline, the backend told to finish (shut down once what it is owed is flushed).
+    fn enter_close(&mut self, cx: &mut Ctx<'_>, phase: Phase) {
+        self.phase = phase;
         self.deadline = Some(cx.now + self.timeouts.close);
         if let Some(b) = self.backend.as_mut() {
             b.finish = true;
@@ -709,8 +744,7 @@ impl Connection {
                 }
             }
         }
-        self.phase = Phase::Flushing;
-        self.deadline = Some(cx.now + self.timeouts.close);
+        self.enter_close(cx, Phase::Flushing);
     }
 
     /// The 101 was queued but what the backend must get first does not fit in its buffer:
@@ -735,27 +769,19 @@ impl Connection {
         }
     }
 
-    /// Fails the connection: close `code` now, then shut down (§7.1.7).
-    fn fail(&mut self, cx: &mut Ctx<'_>, why: Reason, code: u16) {
+    /// Fails the connection: close with `why`'s code now, then shut down (§7.1.7).
+    fn fail(&mut self, cx: &mut Ctx<'_>, why: Reason) {
         self.set_reason(why);
-        self.send_close(cx, Some(code));
-        self.phase = Phase::Flushing;
-        self.deadline = Some(cx.now + self.timeouts.close);
-        if let Some(b) = self.backend.as_mut() {
-            b.finish = true;
-        }
-        self.finish_backend_if_flushed(cx);
+        self.send_close(cx, why.close_code());
+        self.enter_close(cx, Phase::Flushing);
     }
 
-    /// Starts the closing handshake from our side and waits for the client's close.
-    fn start_close(&mut self, cx: &mut Ctx<'_>, code: u16) {
-        self.send_close(cx, Some(code));
-        self.phase = Phase::Closing;
-        self.deadline = Some(cx.now + self.timeouts.close);
-        if let Some(b) = self.backend.as_mut() {
-            b.finish = true;
-        }
-        self.finish_backend_if_flushed(cx);
+    /// Starts the closing handshake from our side, with `why`'s code, and waits for the
+    /// client's close.
+    fn start_close(&mut self, cx: &mut Ctx<'_>, why: Reason) {
+        self.set_reason(why);
+        self.send_close(cx, why.close_code());
+        self.enter_close(cx, Phase::Closing);
     }
 
     fn finish_backend_if_flushed(&mut self, cx: &mut Ctx<'_>) {
@@ -997,7 +1023,7 @@ impl Connection {
                 out.consume(out.len());
                 b.eof = true;
                 if self.phase == Phase::Open {
-                    self.fail(cx, Reason::BackendError(e), close_code::INTERNAL_ERROR);
+                    self.fail(cx, Reason::BackendError(e));
                 }
                 progress = true;
             }
@@ -1057,7 +1083,7 @@ impl Connection {
                 out.consume(out.len());
                 b.eof = true;
                 self.phase = Phase::Open;
-                self.fail(cx, Reason::BackendError(e), close_code::INTERNAL_ERROR);
+                self.fail(cx, Reason::BackendError(e));
                 true
             }
         }
@@ -1093,7 +1119,7 @@ impl Connection {
             match recv(fd, spare, MsgFlags::MSG_TRUNC) {
                 Ok(n) if n > limit => {
                     b.eof = true;
-                    self.fail(cx, Reason::BackendPacketTooBig, close_code::INTERNAL_ERROR);
+                    self.fail(cx, Reason::BackendPacketTooBig);
                     return true;
                 }
                 other => other,
@@ -1161,19 +1187,13 @@ impl Connection {
                 // Everything the backend sent has gone to the client. EOF alone is how a
                 // backend says it is done (1000), in stream mode its only way; a message cut
                 // short in either direction, or a socket error, says it failed (1011).
-                let code = if self.downlink.in_message() {
-                    self.set_reason(Reason::BackendEofMidMessage);
-                    close_code::INTERNAL_ERROR
-                } else if self.session.in_message() {
-                    self.set_reason(Reason::BackendEofMidClientMessage);
-                    close_code::INTERNAL_ERROR
-                } else if matches!(self.reason, Some(Reason::BackendError(_))) {
-                    close_code::INTERNAL_ERROR
-                } else {
-                    close_code::NORMAL
+                let why = match self.reason {
+                    Some(r @ Reason::BackendError(_)) => r,
+                    _ if self.downlink.in_message() => Reason::BackendEofMidMessage,
+                    _ if self.session.in_message() => Reason::BackendEofMidClientMessage,
+                    _ => Reason::BackendEof,
                 };
-                self.set_reason(Reason::BackendEof);
-                self.start_close(cx, code);
+                self.start_close(cx, why);
                 return true;
             }
             return false;
@@ -1215,18 +1235,13 @@ impl Connection {
                     input.consume(crate::relay::record::HEADER_LEN + n);
                     self.close_sent = true;
                     self.set_reason(Reason::BackendClose(code));
-                    self.phase = Phase::Closing;
-                    self.deadline = Some(cx.now + self.timeouts.close);
-                    if let Some(b) = self.backend.as_mut() {
-                        b.finish = true;
-                    }
-                    self.finish_backend_if_flushed(cx);
+                    self.enter_close(cx, Phase::Closing);
                     return true;
                 }
                 report.frames > 0 || input.len() != before
             }
             Err(e) => {
-                self.fail(cx, Reason::BackendProtocol(e), close_code::INTERNAL_ERROR);
+                self.fail(cx, Reason::BackendProtocol(e));
                 true
             }
         }
@@ -1274,7 +1289,7 @@ impl Connection {
                     if let Some(i) = self.from_client.as_mut() {
                         i.consume(i.len());
                     }
-                    self.fail(cx, Reason::Protocol(e), e.close_code());
+                    self.fail(cx, Reason::Protocol(e));
                     return true;
                 }
             };
@@ -1287,7 +1302,7 @@ impl Connection {
                         if let Some(tb) = self.to_backend.as_mut() {
                             if let Err(e) = self.uplink.put(tb, kind, start, fin, payload) {
                                 input.consume(input.len());
-                                self.fail(cx, Reason::Uplink(e), close_code::UNSUPPORTED_DATA);
+                                self.fail(cx, Reason::Uplink(e));
                                 return true;
                             }
                         }
@@ -1318,12 +1333,7 @@ impl Connection {
                 if let (Some(tb), true) = (self.to_backend.as_mut(), forwarding) {
                     self.uplink.close(tb, code, reason.as_slice());
                 }
-                if let Some(b) = self.backend.as_mut() {
-                    b.finish = true;
-                }
-                self.finish_backend_if_flushed(cx);
-                self.phase = Phase::Flushing;
-                self.deadline = Some(cx.now + self.timeouts.close);
+                self.enter_close(cx, Phase::Flushing);
                 return true;
             }
             if n == 0 && event.is_none() {
@@ -1413,8 +1423,7 @@ impl Connection {
             self.phase = Phase::Handshake;
             self.deadline = Some(cx.now + self.timeouts.keepalive);
         } else {
-            self.phase = Phase::Flushing;
-            self.deadline = Some(cx.now + self.timeouts.close);
+            self.enter_close(cx, Phase::Flushing);
         }
     }
 
@@ -1784,4 +1793,35 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     s.get(..end).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_reason_has_one_close_code() {
+        for (why, code) in [
+            (Reason::Protocol(ProtocolError::Unmasked), Some(1002)),
+            (Reason::Protocol(ProtocolError::TooBig), Some(1009)),
+            (Reason::Protocol(ProtocolError::InvalidUtf8), Some(1007)),
+            (Reason::Uplink(UplinkError::NewlineInMessage), Some(1003)),
+            (Reason::BackendEof, Some(1000)),
+            (Reason::BackendClose(4001), Some(4001)),
+            (Reason::IdleTimeout, Some(1001)),
+            (Reason::Shutdown, Some(1001)),
+            (Reason::BackendEofMidMessage, Some(1011)),
+            (Reason::BackendEofMidClientMessage, Some(1011)),
+            (Reason::BackendProtocol(DownlinkError::InvalidUtf8), Some(1011)),
+            (Reason::BackendPacketTooBig, Some(1011)),
+            (Reason::BackendError(Errno::EPIPE), Some(1011)),
+            (Reason::PingTimeout, Some(1011)),
+            (Reason::ClientClose(Some(1000)), None),
+            (Reason::ClientGone, None),
+            (Reason::Refused(Refusal::Denied), None),
+            (Reason::CloseTimeout, None),
+        ] {
+            assert_eq!(why.close_code(), code, "{why}");
+        }
+    }
 }
