@@ -16,8 +16,8 @@
 //! * [`http`] parses the upgrade request and writes the 101 or the error answer. Sans-IO.
 //! * [`ws`] is RFC 6455: frame headers, masking, UTF-8 validation, and the receive-side
 //!   session that turns client bytes into message chunks and control events. Sans-IO.
-//! * [`relay`] decides where a request goes (`route`, `acl`, `path`) and how messages map to
-//!   backend bytes in each relay mode (`codec`, `record`).
+//! * [`relay`] decides what a request gets (`upgrade`, with `route`, `acl`, `path`) and how
+//!   messages map to backend bytes in each relay mode (`codec`, `record`).
 //! * [`buffer`] holds the fixed buffer pool allocated at start-up, [`slab`] the fixed
 //!   connection table.
 //! * [`event_loop`] owns the sockets: one single-threaded mio loop that moves bytes between the

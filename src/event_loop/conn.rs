@@ -50,7 +50,9 @@ use crate::relay::codec::{
     self, DataType, Downlink, DownlinkError, Mode, Uplink, UplinkError, CONTROL_ROOM,
 };
 use crate::relay::path;
-use crate::relay::route::{Backend, Docroot, FileError, RouteError};
+use crate::relay::route::{Backend, Docroot};
+pub use crate::relay::upgrade::Refusal;
+use crate::relay::upgrade::{self, Decision, Name, Request};
 use crate::slab::Key;
 use crate::ws::frame::{close_code, OpCode, MAX_SERVER_HEADER_LEN};
 use crate::ws::session::{Control, Event, ProtocolError, Session};
@@ -90,8 +92,8 @@ pub enum Phase {
 /// Why a connection ended (the close log line says it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
-    /// The handshake was refused with this status.
-    Refused(u16, Refusal),
+    /// The handshake was refused (with [`Refusal::status`]).
+    Refused(Refusal),
     /// The client sent a close frame.
     ClientClose(Option<u16>),
     /// The client broke RFC 6455.
@@ -135,54 +137,10 @@ pub enum Reason {
     HandoverTimeout,
 }
 
-/// What a refusal was about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// A malformed or unacceptable request.
-    Request(handshake::HandshakeError),
-    /// A bad path.
-    Path(path::PathError),
-    /// allow / deny.
-    Denied,
-    /// Origin policy.
-    Origin,
-    /// No backend.
-    Route(RouteError),
-    /// No page.
-    File(FileError),
-    /// `seqpacket` configured, stream socket found.
-    ModeMismatch,
-    /// Request head too large.
-    TooLarge,
-    /// All slots busy.
-    Full,
-    /// The backend's listen queue stayed full for this many milliseconds.
-    BackendBusy(u32),
-    /// Plain HTTP sent to a TLS port.
-    PlainHttp,
-}
-
 impl core::fmt::Display for Reason {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Refused(status, r) => {
-                write!(f, "refused {status}: ")?;
-                match r {
-                    Refusal::Request(e) => write!(f, "{e}"),
-                    Refusal::Path(e) => write!(f, "{e}"),
-                    Refusal::Denied => f.write_str("denied by allow/deny"),
-                    Refusal::Origin => f.write_str("Origin not allowed"),
-                    Refusal::Route(e) => write!(f, "{e}"),
-                    Refusal::File(e) => write!(f, "{e}"),
-                    Refusal::ModeMismatch => f.write_str("seqpacket mode but a stream socket"),
-                    Refusal::TooLarge => f.write_str("request head too large"),
-                    Refusal::Full => f.write_str("all connection slots busy"),
-                    Refusal::BackendBusy(ms) => {
-                        write!(f, "backend busy: listen queue full for {ms} ms")
-                    }
-                    Refusal::PlainHttp => f.write_str("plain HTTP request on a TLS port"),
-                }
-            }
+            Self::Refused(r) => write!(f, "refused {}: {r}", r.status()),
             Self::ClientClose(Some(c)) => write!(f, "client closed ({c})"),
             Self::ClientClose(None) => f.write_str("client closed"),
             Self::Protocol(e) => write!(f, "protocol error ({}): {e}", e.close_code()),
@@ -212,6 +170,37 @@ impl core::fmt::Display for Reason {
             Self::Shutdown => f.write_str("gateway shutting down (1001)"),
             Self::HandedOver => f.write_str("handed over to the backend (direct)"),
             Self::HandoverTimeout => f.write_str("the backend did not take the socket in time"),
+        }
+    }
+}
+
+impl Reason {
+    /// The close code the gateway sends when it ends an open connection for this reason:
+    /// the one place a reason gets its code. `None` for the reasons that send no close frame
+    /// of the gateway's choosing (a client's close is echoed as it came, §5.5.1).
+    #[must_use]
+    pub fn close_code(&self) -> Option<u16> {
+        match self {
+            Self::Protocol(e) => Some(e.close_code()),
+            Self::Uplink(UplinkError::NewlineInMessage) => Some(close_code::UNSUPPORTED_DATA),
+            Self::BackendEof => Some(close_code::NORMAL),
+            Self::BackendClose(c) => Some(*c),
+            Self::IdleTimeout | Self::Shutdown => Some(close_code::GOING_AWAY),
+            Self::BackendEofMidMessage
+            | Self::BackendEofMidClientMessage
+            | Self::BackendProtocol(_)
+            | Self::BackendPacketTooBig
+            | Self::BackendError(_)
+            | Self::PingTimeout => Some(close_code::INTERNAL_ERROR),
+            Self::Refused(_)
+            | Self::ClientClose(_)
+            | Self::ClientGone
+            | Self::ClientError(_)
+            | Self::Tls(_)
+            | Self::HandshakeTimeout
+            | Self::CloseTimeout
+            | Self::HandedOver
+            | Self::HandoverTimeout => None,
         }
     }
 }
@@ -431,7 +420,7 @@ impl Connection {
         // Pages over https:// go through rustls, not sendfile.
         c.no_sendfile = c.tls.is_some();
         if overflow {
-            c.refuse(cx, 503, Refusal::Full);
+            c.refuse(cx, Refusal::Full);
         }
         Ok(c)
     }
@@ -533,8 +522,7 @@ impl Connection {
                 self.client_eof = true;
             }
             Phase::Open => {
-                self.set_reason(Reason::Shutdown);
-                self.start_close(cx, close_code::GOING_AWAY);
+                self.start_close(cx, Reason::Shutdown);
             }
             _ => {}
         }
@@ -569,12 +557,11 @@ impl Connection {
             return false;
         }
         if pong_due {
-            self.fail(cx, Reason::PingTimeout, close_code::INTERNAL_ERROR);
+            self.fail(cx, Reason::PingTimeout);
             return true;
         }
         if idle_due {
-            self.set_reason(Reason::IdleTimeout);
-            self.start_close(cx, close_code::GOING_AWAY);
+            self.start_close(cx, Reason::IdleTimeout);
             return true;
         }
         if ping_due {
@@ -733,7 +720,13 @@ impl Connection {
     }
 
     fn enter_draining(&mut self, cx: &mut Ctx<'_>) {
-        self.phase = Phase::Draining;
+        self.enter_close(cx, Phase::Draining);
+    }
+
+    /// The close transition: into `phase` (`Flushing`, `Closing` or `Draining`) with the close
+    /// deadline, the backend told to finish (shut down once what it is owed is flushed).
+    fn enter_close(&mut self, cx: &mut Ctx<'_>, phase: Phase) {
+        self.phase = phase;
         self.deadline = Some(cx.now + self.timeouts.close);
         if let Some(b) = self.backend.as_mut() {
             b.finish = true;
@@ -741,18 +734,17 @@ impl Connection {
         self.finish_backend_if_flushed(cx);
     }
 
-    /// Queues an HTTP refusal and heads for `Flushing`.
-    fn refuse(&mut self, cx: &mut Ctx<'_>, status: u16, why: Refusal) {
-        self.set_reason(Reason::Refused(status, why));
+    /// Queues an HTTP refusal (its status is [`Refusal::status`]) and heads for `Flushing`.
+    fn refuse(&mut self, cx: &mut Ctx<'_>, why: Refusal) {
+        self.set_reason(Reason::Refused(why));
         if cx.pool.ensure(&mut self.to_client) {
             if let Some(out) = self.to_client.as_mut() {
-                if let Some(n) = handshake::write_error(out.spare(), status) {
+                if let Some(n) = handshake::write_error(out.spare(), why.status()) {
                     out.commit(n);
                 }
             }
         }
-        self.phase = Phase::Flushing;
-        self.deadline = Some(cx.now + self.timeouts.close);
+        self.enter_close(cx, Phase::Flushing);
     }
 
     /// The 101 was queued but what the backend must get first does not fit in its buffer:
@@ -761,7 +753,7 @@ impl Connection {
         if let Some(o) = self.to_client.as_mut() {
             o.consume(o.len());
         }
-        self.refuse(cx, 431, Refusal::TooLarge);
+        self.refuse(cx, Refusal::RecordTooLarge);
     }
 
     /// Queues a close frame to the client (once).
@@ -777,27 +769,19 @@ impl Connection {
         }
     }
 
-    /// Fails the connection: close `code` now, then shut down (§7.1.7).
-    fn fail(&mut self, cx: &mut Ctx<'_>, why: Reason, code: u16) {
+    /// Fails the connection: close with `why`'s code now, then shut down (§7.1.7).
+    fn fail(&mut self, cx: &mut Ctx<'_>, why: Reason) {
         self.set_reason(why);
-        self.send_close(cx, Some(code));
-        self.phase = Phase::Flushing;
-        self.deadline = Some(cx.now + self.timeouts.close);
-        if let Some(b) = self.backend.as_mut() {
-            b.finish = true;
-        }
-        self.finish_backend_if_flushed(cx);
+        self.send_close(cx, why.close_code());
+        self.enter_close(cx, Phase::Flushing);
     }
 
-    /// Starts the closing handshake from our side and waits for the client's close.
-    fn start_close(&mut self, cx: &mut Ctx<'_>, code: u16) {
-        self.send_close(cx, Some(code));
-        self.phase = Phase::Closing;
-        self.deadline = Some(cx.now + self.timeouts.close);
-        if let Some(b) = self.backend.as_mut() {
-            b.finish = true;
-        }
-        self.finish_backend_if_flushed(cx);
+    /// Starts the closing handshake from our side, with `why`'s code, and waits for the
+    /// client's close.
+    fn start_close(&mut self, cx: &mut Ctx<'_>, why: Reason) {
+        self.set_reason(why);
+        self.send_close(cx, why.close_code());
+        self.enter_close(cx, Phase::Closing);
     }
 
     fn finish_backend_if_flushed(&mut self, cx: &mut Ctx<'_>) {
@@ -895,7 +879,7 @@ impl Connection {
         if fault == TlsFault::PlainHttp && self.phase == Phase::Handshake {
             // Nothing was encrypted yet: the refusal goes out as plain HTTP.
             self.tls = None;
-            self.refuse(cx, 400, Refusal::PlainHttp);
+            self.refuse(cx, Refusal::PlainHttp);
             return;
         }
         while tls.wants_write() {
@@ -1039,7 +1023,7 @@ impl Connection {
                 out.consume(out.len());
                 b.eof = true;
                 if self.phase == Phase::Open {
-                    self.fail(cx, Reason::BackendError(e), close_code::INTERNAL_ERROR);
+                    self.fail(cx, Reason::BackendError(e));
                 }
                 progress = true;
             }
@@ -1099,7 +1083,7 @@ impl Connection {
                 out.consume(out.len());
                 b.eof = true;
                 self.phase = Phase::Open;
-                self.fail(cx, Reason::BackendError(e), close_code::INTERNAL_ERROR);
+                self.fail(cx, Reason::BackendError(e));
                 true
             }
         }
@@ -1135,7 +1119,7 @@ impl Connection {
             match recv(fd, spare, MsgFlags::MSG_TRUNC) {
                 Ok(n) if n > limit => {
                     b.eof = true;
-                    self.fail(cx, Reason::BackendPacketTooBig, close_code::INTERNAL_ERROR);
+                    self.fail(cx, Reason::BackendPacketTooBig);
                     return true;
                 }
                 other => other,
@@ -1203,19 +1187,13 @@ impl Connection {
                 // Everything the backend sent has gone to the client. EOF alone is how a
                 // backend says it is done (1000), in stream mode its only way; a message cut
                 // short in either direction, or a socket error, says it failed (1011).
-                let code = if self.downlink.in_message() {
-                    self.set_reason(Reason::BackendEofMidMessage);
-                    close_code::INTERNAL_ERROR
-                } else if self.session.in_message() {
-                    self.set_reason(Reason::BackendEofMidClientMessage);
-                    close_code::INTERNAL_ERROR
-                } else if matches!(self.reason, Some(Reason::BackendError(_))) {
-                    close_code::INTERNAL_ERROR
-                } else {
-                    close_code::NORMAL
+                let why = match self.reason {
+                    Some(r @ Reason::BackendError(_)) => r,
+                    _ if self.downlink.in_message() => Reason::BackendEofMidMessage,
+                    _ if self.session.in_message() => Reason::BackendEofMidClientMessage,
+                    _ => Reason::BackendEof,
                 };
-                self.set_reason(Reason::BackendEof);
-                self.start_close(cx, code);
+                self.start_close(cx, why);
                 return true;
             }
             return false;
@@ -1257,18 +1235,13 @@ impl Connection {
                     input.consume(crate::relay::record::HEADER_LEN + n);
                     self.close_sent = true;
                     self.set_reason(Reason::BackendClose(code));
-                    self.phase = Phase::Closing;
-                    self.deadline = Some(cx.now + self.timeouts.close);
-                    if let Some(b) = self.backend.as_mut() {
-                        b.finish = true;
-                    }
-                    self.finish_backend_if_flushed(cx);
+                    self.enter_close(cx, Phase::Closing);
                     return true;
                 }
                 report.frames > 0 || input.len() != before
             }
             Err(e) => {
-                self.fail(cx, Reason::BackendProtocol(e), close_code::INTERNAL_ERROR);
+                self.fail(cx, Reason::BackendProtocol(e));
                 true
             }
         }
@@ -1316,7 +1289,7 @@ impl Connection {
                     if let Some(i) = self.from_client.as_mut() {
                         i.consume(i.len());
                     }
-                    self.fail(cx, Reason::Protocol(e), e.close_code());
+                    self.fail(cx, Reason::Protocol(e));
                     return true;
                 }
             };
@@ -1329,7 +1302,7 @@ impl Connection {
                         if let Some(tb) = self.to_backend.as_mut() {
                             if let Err(e) = self.uplink.put(tb, kind, start, fin, payload) {
                                 input.consume(input.len());
-                                self.fail(cx, Reason::Uplink(e), close_code::UNSUPPORTED_DATA);
+                                self.fail(cx, Reason::Uplink(e));
                                 return true;
                             }
                         }
@@ -1360,12 +1333,7 @@ impl Connection {
                 if let (Some(tb), true) = (self.to_backend.as_mut(), forwarding) {
                     self.uplink.close(tb, code, reason.as_slice());
                 }
-                if let Some(b) = self.backend.as_mut() {
-                    b.finish = true;
-                }
-                self.finish_backend_if_flushed(cx);
-                self.phase = Phase::Flushing;
-                self.deadline = Some(cx.now + self.timeouts.close);
+                self.enter_close(cx, Phase::Flushing);
                 return true;
             }
             if n == 0 && event.is_none() {
@@ -1390,13 +1358,13 @@ impl Connection {
         let _ = haystack.push('/');
         let _ = haystack.push_str(name);
         if !doc.access.permits(&haystack) {
-            self.refuse(cx, 403, Refusal::Denied);
+            self.refuse(cx, Refusal::Denied);
             return true;
         }
         let file = match htdocs.open_file(name, &doc.default_page) {
             Ok(f) => f,
             Err(e) => {
-                self.refuse(cx, e.status(), Refusal::File(e));
+                self.refuse(cx, Refusal::File(e));
                 return true;
             }
         };
@@ -1410,12 +1378,12 @@ impl Connection {
                 let _ = haystack.push('/');
             }
             if !doc.access.permits(&haystack) {
-                self.refuse(cx, 403, Refusal::Denied);
+                self.refuse(cx, Refusal::Denied);
                 return true;
             }
         }
         if !cx.pool.ensure(&mut self.to_client) {
-            self.refuse(cx, 503, Refusal::Full);
+            self.refuse(cx, Refusal::Full);
             return true;
         }
         let Some(out) = self.to_client.as_mut() else { return false };
@@ -1424,7 +1392,7 @@ impl Connection {
         let mime_name = if file.default_page { doc.default_page.as_str() } else { name };
         let mime = static_files::mime_type(mime_name);
         let Some(n) = static_files::write_ok(out.spare(), mime, file.len, keep_alive) else {
-            self.refuse(cx, 500, Refusal::TooLarge);
+            self.refuse(cx, Refusal::ResponseTooLarge);
             return true;
         };
         out.commit(n);
@@ -1455,8 +1423,7 @@ impl Connection {
             self.phase = Phase::Handshake;
             self.deadline = Some(cx.now + self.timeouts.keepalive);
         } else {
-            self.phase = Phase::Flushing;
-            self.deadline = Some(cx.now + self.timeouts.close);
+            self.enter_close(cx, Phase::Flushing);
         }
     }
 
@@ -1555,136 +1522,71 @@ impl Connection {
         }
         // A new request: the last one's name (a page served on this connection) is not its.
         self.name.clear();
-        if cx.htdocs.is_some() {
-            match static_files::parse(input.readable()) {
-                Ok(Some(req)) if !req.upgrade => {
-                    let (head_only, keep_alive, head_len) =
-                        (req.head_only, req.keep_alive, req.head_len);
-                    let mut decoded_buf = [0u8; path::MAX_PATH];
-                    let name = match path::decode_page(req.path, &mut decoded_buf) {
-                        Ok(d) => d.trim_start_matches('/'),
-                        Err(e) => {
-                            self.name_raw(req.path);
-                            self.refuse(cx, e.status(), Refusal::Path(e));
-                            return true;
-                        }
-                    };
-                    let _ = self.name.push_str(truncate(name, 64));
-                    let served = self.serve_file(cx, name, head_only, keep_alive);
-                    input.consume(head_len);
-                    return served;
+        let request = match upgrade::read(input.readable(), cx.htdocs.is_some(), input.free() == 0)
+        {
+            Ok(Some(r)) => r,
+            Ok(None) => return false,
+            Err(why) => {
+                self.refuse(cx, why);
+                return true;
+            }
+        };
+        let mut scratch = [0u8; path::MAX_PATH];
+        let docroot = cx.docroot;
+        let decision =
+            upgrade::decide(&request, cx.site, self.tls.is_some(), &mut scratch, |name: &str| {
+                docroot.connect(name)
+            });
+        let up = match decision {
+            Decision::Upgrade(up) => up,
+            Decision::Page { name, head_only, keep_alive, head_len } => {
+                drop(request);
+                let _ = self.name.push_str(truncate(name, 64));
+                let served = self.serve_file(cx, name, head_only, keep_alive);
+                input.consume(head_len);
+                return served;
+            }
+            Decision::Wait { name } => {
+                let _ = self.name.push_str(truncate(name, 64));
+                return self.wait_for_backend(cx);
+            }
+            Decision::Refuse { why, name } => {
+                match name {
+                    Name::None => {}
+                    Name::Raw(raw) => self.name_raw(raw),
+                    Name::Decoded(name) => {
+                        let _ = self.name.push_str(truncate(name, 64));
+                    }
                 }
-                Err(static_files::FileRequestError::Method) => {
-                    self.refuse(
-                        cx,
-                        405,
-                        Refusal::Request(handshake::HandshakeError::MethodNotAllowed),
+                if let (Refusal::Origin, Request::Upgrade(req, _)) = (why, &request) {
+                    crate::log!(
+                        crate::logging::WARN,
+                        "conn={} peer={} Origin {:?} refused for Host {:?}",
+                        self.key,
+                        self.peer,
+                        req.origin.unwrap_or_default(),
+                        req.host
                     );
-                    return true;
                 }
-                // Incomplete, malformed, or an upgrade: the handshake parser decides.
-                _ => {}
-            }
-        }
-        let (req, consumed) = match handshake::parse(input.readable()) {
-            Ok(Some(x)) => x,
-            Ok(None) => {
-                if input.free() == 0 {
-                    self.refuse(cx, 431, Refusal::TooLarge);
-                    return true;
-                }
-                return false;
-            }
-            Err(e) => {
-                self.refuse(cx, e.status(), Refusal::Request(e));
+                self.refuse(cx, why);
                 return true;
             }
         };
-        if !cx.site.origin.permits(req.origin, req.host, self.tls.is_some()) {
-            crate::log!(
-                crate::logging::WARN,
-                "conn={} peer={} Origin {:?} refused for Host {:?}",
-                self.key,
-                self.peer,
-                req.origin.unwrap_or_default(),
-                req.host
-            );
-            self.refuse(cx, 403, Refusal::Origin);
-            return true;
-        }
-        let mut decoded_buf = [0u8; path::MAX_PATH];
-        let decoded = match path::decode(req.path, &mut decoded_buf) {
-            Ok(d) => d,
-            Err(e) => {
-                self.name_raw(req.path);
-                self.refuse(cx, e.status(), Refusal::Path(e));
-                return true;
-            }
-        };
-        self.name.clear();
-        let _ = self.name.push_str(truncate(decoded.trim_start_matches('/'), 64));
-        if !cx.site.access.permits(decoded) {
-            self.refuse(cx, 403, Refusal::Denied);
-            return true;
-        }
-        let protocol: Option<&str> = match req.protocols.as_slice() {
-            [only] => Some(only),
-            _ => None,
-        };
-        let name = decoded.trim_start_matches('/');
-        let mut endpoint = name;
-        let backend = match cx.docroot.connect(name) {
-            Ok(b) => b,
-            Err(RouteError::Busy) => return self.wait_for_backend(cx),
-            Err(RouteError::NotFound) if protocol.is_some() => {
-                // ouistiti's fallback: the one offered subprotocol names the socket. It must be a
-                // single safe segment, and pass allow/deny as a path of its own.
-                let token = protocol.unwrap_or_default();
-                let mut fallback = heapless::String::<{ path::MAX_PATH }>::new();
-                let safe = !matches!(token, "." | "..") && !token.contains('/');
-                if !safe || fallback.push('/').is_err() || fallback.push_str(token).is_err() {
-                    self.refuse(cx, 404, Refusal::Route(RouteError::NotFound));
-                    return true;
-                }
-                if !cx.site.access.permits(&fallback) {
-                    self.refuse(cx, 403, Refusal::Denied);
-                    return true;
-                }
-                match cx.docroot.connect(token) {
-                    Ok(b) => {
-                        endpoint = token;
-                        b
-                    }
-                    Err(RouteError::Busy) => return self.wait_for_backend(cx),
-                    Err(e) => {
-                        self.refuse(cx, e.status(), Refusal::Route(e));
-                        return true;
-                    }
-                }
-            }
-            Err(e) => {
-                self.refuse(cx, e.status(), Refusal::Route(e));
-                return true;
-            }
-        };
-        let configured = cx.site.mode_for(endpoint);
-        let mode = if backend.seqpacket { Mode::SeqPacket } else { configured };
-        if mode == Mode::SeqPacket && !backend.seqpacket {
-            self.refuse(cx, 502, Refusal::ModeMismatch);
-            return true;
-        }
+        // An upgrade is decided for an upgrade request only.
+        let Request::Upgrade(req, consumed) = &request else { return false };
+        let consumed = *consumed;
+        let upgrade::Upgrade { endpoint, mode, protocol, backend, direct } = up;
+        let _ = self.name.push_str(truncate(endpoint, 64));
         if !cx.pool.ensure(&mut self.to_client) {
-            self.refuse(cx, 503, Refusal::Full);
+            self.refuse(cx, Refusal::Full);
             return true;
         }
         let Some(out) = self.to_client.as_mut() else { return false };
         let Some(n) = handshake::write_switching(out.spare(), &req.accept, protocol) else {
-            self.refuse(cx, 500, Refusal::TooLarge);
+            self.refuse(cx, Refusal::ResponseTooLarge);
             return true;
         };
         out.commit(n);
-        self.name.clear();
-        let _ = self.name.push_str(truncate(endpoint, 64));
         self.backend_wait = None;
         let fd = backend.fd.as_raw_fd();
         if let Err(e) = cx.registry.register(
@@ -1692,17 +1594,13 @@ impl Connection {
             token::encode(self.key, Side::Backend),
             Interest::READABLE,
         ) {
-            self.refuse(
-                cx,
-                500,
-                Refusal::Route(RouteError::Other(Errno::from_raw(e.raw_os_error().unwrap_or(0)))),
-            );
+            self.refuse(cx, Refusal::Register(Errno::from_raw(e.raw_os_error().unwrap_or(0))));
             return true;
         }
-        if cx.site.direct {
+        if direct {
             let started =
-                self.start_handover(cx, input, &req, consumed, endpoint, protocol, backend);
-            drop(req);
+                self.start_handover(cx, input, req, consumed, endpoint, protocol, mode, backend);
+            drop(request);
             if started {
                 // Now in the hand-over record: the client's bytes are the backend's.
                 input.consume(input.len());
@@ -1754,7 +1652,7 @@ impl Connection {
             self.name,
             self.mode
         );
-        drop(req);
+        drop(request);
         input.consume(consumed);
         true
     }
@@ -1775,7 +1673,7 @@ impl Connection {
         if now >= wait.last_try {
             let waited = now.saturating_duration_since(wait.since).as_millis();
             self.backend_wait = None;
-            self.refuse(cx, 503, Refusal::BackendBusy(u32::try_from(waited).unwrap_or(u32::MAX)));
+            self.refuse(cx, Refusal::BackendBusy(u32::try_from(waited).unwrap_or(u32::MAX)));
             return true;
         }
         if wait.pause.is_zero() {
@@ -1837,6 +1735,7 @@ impl Connection {
         consumed: usize,
         endpoint: &str,
         protocol: Option<&str>,
+        mode: Mode,
         backend: Backend,
     ) -> bool {
         let head = input.readable().get(..consumed).unwrap_or_default();
@@ -1863,7 +1762,7 @@ impl Connection {
             return false;
         }
         self.backend = Some(BackendSock::new(backend, false));
-        self.mode = cx.site.mode_for(endpoint);
+        self.mode = mode;
         self.phase = Phase::Handover;
         self.deadline = Some(cx.now + self.timeouts.close);
         true
@@ -1894,4 +1793,35 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     s.get(..end).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_reason_has_one_close_code() {
+        for (why, code) in [
+            (Reason::Protocol(ProtocolError::Unmasked), Some(1002)),
+            (Reason::Protocol(ProtocolError::TooBig), Some(1009)),
+            (Reason::Protocol(ProtocolError::InvalidUtf8), Some(1007)),
+            (Reason::Uplink(UplinkError::NewlineInMessage), Some(1003)),
+            (Reason::BackendEof, Some(1000)),
+            (Reason::BackendClose(4001), Some(4001)),
+            (Reason::IdleTimeout, Some(1001)),
+            (Reason::Shutdown, Some(1001)),
+            (Reason::BackendEofMidMessage, Some(1011)),
+            (Reason::BackendEofMidClientMessage, Some(1011)),
+            (Reason::BackendProtocol(DownlinkError::InvalidUtf8), Some(1011)),
+            (Reason::BackendPacketTooBig, Some(1011)),
+            (Reason::BackendError(Errno::EPIPE), Some(1011)),
+            (Reason::PingTimeout, Some(1011)),
+            (Reason::ClientClose(Some(1000)), None),
+            (Reason::ClientGone, None),
+            (Reason::Refused(Refusal::Denied), None),
+            (Reason::CloseTimeout, None),
+        ] {
+            assert_eq!(why.close_code(), code, "{why}");
+        }
+    }
 }

@@ -5,9 +5,12 @@
 //! * [`route`]: path → `<docroot>/<path>` UNIX socket, connected without leaving the docroot.
 //! * [`record`]: the `framed` mode's record header.
 //! * [`codec`]: the relay modes (`stream`, `lines`, `framed`, `seqpacket`).
+//! * [`upgrade`]: what a request head gets (page, upgrade, wait, refusal), and each refusal's
+//!   status.
 pub mod acl;
 pub mod codec;
 pub mod context;
 pub mod path;
 pub mod record;
 pub mod route;
+pub mod upgrade;
