@@ -28,8 +28,8 @@
 //! # Rate limit
 //!
 //! Every refused handshake logs a line, so an attacker could otherwise flood the log (and the
-//! flash it lives on). Lines at [`WARN`] and [`INFO`] about connection events (those whose
-//! format string starts with `conn=`, `peer=` or `accept:`) pass a token bucket: at most
+//! flash it lives on). Lines at [`WARN`] and [`INFO`] about connection events (those logged
+//! with [`conn_log!`](crate::conn_log), never those of [`log!`](crate::log)) pass a token bucket: at most
 //! [`DEFAULT_RATE`] lines per second on average, bursts of [`DEFAULT_BURST`]. Lines refused by
 //! the bucket are counted; when logging resumes, the line is preceded by one
 //! `N log lines suppressed` line (during a long flood, at most one such line per second; the
@@ -294,19 +294,6 @@ pub enum Source {
     Service,
 }
 
-impl Source {
-    /// The source of a line from its format string: `conn=...`, `peer=...` and `accept:...`
-    /// lines are connection events.
-    #[must_use]
-    pub fn of(format: &str) -> Self {
-        if ["conn=", "peer=", "accept:"].iter().any(|p| format.starts_with(p)) {
-            Self::Connection
-        } else {
-            Self::Service
-        }
-    }
-}
-
 fn admit_now() -> bool {
     let (rate, burst) = (RATE.load(Ordering::Relaxed), BURST.load(Ordering::Relaxed));
     if rate == 0 {
@@ -533,16 +520,28 @@ pub fn announce(level: Level, args: fmt::Arguments<'_>) {
     write(level, &mut line, true);
 }
 
-/// Logs at a level: `log!(INFO, "conn={} ...", key)`. Lines whose format string starts with
-/// `conn=`, `peer=` or `accept:` are connection events, rate-limited at `WARN` and `INFO`.
+/// Logs a line of the service itself at a level: `log!(WARN, "SIGHUP: {e}")`. Never
+/// rate-limited.
 #[macro_export]
 macro_rules! log {
-    ($level:expr, $fmt:literal $($arg:tt)*) => {
+    ($level:expr, $($arg:tt)+) => {
+        if $crate::logging::enabled($level) {
+            $crate::logging::emit($level, $crate::logging::Source::Service, format_args!($($arg)+));
+        }
+    };
+}
+
+/// Logs a connection event at a level: `conn_log!(INFO, "conn={key} peer={peer} close ...")`.
+/// Anyone on the network can cause one, so at [`WARN`] and [`INFO`] these lines pass the rate
+/// limit.
+#[macro_export]
+macro_rules! conn_log {
+    ($level:expr, $($arg:tt)+) => {
         if $crate::logging::enabled($level) {
             $crate::logging::emit(
                 $level,
-                $crate::logging::Source::of($fmt),
-                format_args!($fmt $($arg)*),
+                $crate::logging::Source::Connection,
+                format_args!($($arg)+),
             );
         }
     };
@@ -596,14 +595,5 @@ mod tests {
         }
         assert!((19..=20).contains(&n), "{n}");
         assert!((0..10).all(|_| Bucket::new().admit(t0, 0, 0)));
-    }
-
-    #[test]
-    fn sources() {
-        assert_eq!(Source::of("conn={} peer={} close"), Source::Connection);
-        assert_eq!(Source::of("peer={peer} accept: {e}"), Source::Connection);
-        assert_eq!(Source::of("accept: {e}"), Source::Connection);
-        assert_eq!(Source::of("{name}: closing"), Source::Service);
-        assert_eq!(Source::of("SIGHUP: reloaded"), Source::Service);
     }
 }

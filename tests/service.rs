@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use common::counting::{Counting, ALLOCS, COUNTING};
 use common::TempDir;
-use wsgate::log;
 use wsgate::logging::{self, INFO, WARN};
 use wsgate::service::{self, Action, PidFile};
+use wsgate::{conn_log, log};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -57,7 +57,7 @@ fn file_and_syslog_lines_allocate_nothing_and_floods_are_counted() {
         COUNTING.with(|c| c.set(true));
         let start = std::time::Instant::now();
         for i in 0..200 {
-            log!(INFO, "conn={i}:1 peer=192.0.2.1:4000 close /nope refused 404");
+            conn_log!(INFO, "conn={i}:1 peer=192.0.2.1:4000 close /nope refused 404");
             // Give the syslogd time to keep up: this test is not about a full socket.
             std::thread::sleep(Duration::from_micros(100));
         }

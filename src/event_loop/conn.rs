@@ -865,7 +865,7 @@ impl Connection {
         let Some((fault, detail)) = tls.fault() else { return };
         match detail {
             Some(e) => {
-                crate::log!(
+                crate::conn_log!(
                     crate::logging::WARN,
                     "conn={} peer={} {fault}: {e}",
                     self.key,
@@ -873,7 +873,12 @@ impl Connection {
                 )
             }
             None => {
-                crate::log!(crate::logging::WARN, "conn={} peer={} {fault}", self.key, self.peer)
+                crate::conn_log!(
+                    crate::logging::WARN,
+                    "conn={} peer={} {fault}",
+                    self.key,
+                    self.peer
+                )
             }
         }
         if fault == TlsFault::PlainHttp && self.phase == Phase::Handshake {
@@ -1064,7 +1069,7 @@ impl Connection {
                 out.consume(n);
                 self.fd_sent = true;
                 self.set_reason(Reason::HandedOver);
-                crate::log!(
+                crate::conn_log!(
                     crate::logging::INFO,
                     "conn={} peer={} handed over to /{} (direct)",
                     self.key,
@@ -1209,7 +1214,7 @@ impl Connection {
             Ok(report) => {
                 self.stats.frames_down += u64::from(report.frames);
                 if report.demoted_to_binary {
-                    crate::log!(
+                    crate::conn_log!(
                         crate::logging::WARN,
                         "conn={} peer={} backend data is not UTF-8: sent as binary",
                         self.key,
@@ -1396,7 +1401,7 @@ impl Connection {
             return true;
         };
         out.commit(n);
-        crate::log!(
+        crate::conn_log!(
             crate::logging::INFO,
             "conn={} peer={} {} /{name} 200 ({} bytes)",
             self.key,
@@ -1559,7 +1564,7 @@ impl Connection {
                     }
                 }
                 if let (Refusal::Origin, Request::Upgrade(req, _)) = (why, &request) {
-                    crate::log!(
+                    crate::conn_log!(
                         crate::logging::WARN,
                         "conn={} peer={} Origin {:?} refused for Host {:?}",
                         self.key,
@@ -1644,7 +1649,7 @@ impl Connection {
         self.last_rx = cx.now;
         self.last_activity = cx.now;
         self.ping_at = self.timeouts.ping_interval.map(|i| cx.now + i);
-        crate::log!(
+        crate::conn_log!(
             crate::logging::INFO,
             "conn={} peer={} open /{} mode={}",
             self.key,
@@ -1677,7 +1682,7 @@ impl Connection {
             return true;
         }
         if wait.pause.is_zero() {
-            crate::log!(
+            crate::conn_log!(
                 crate::logging::DEBUG,
                 "conn={} peer={} backend /{} busy (listen queue full): connecting again for up \
                  to {} ms",

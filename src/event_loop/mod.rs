@@ -31,11 +31,11 @@ use self::conn::{Connection, Ctx, Verdict};
 use self::token::{Side, SIGNALS};
 use crate::buffer::BufPool;
 use crate::config::Config;
-use crate::log;
 use crate::logging::{INFO, WARN};
 use crate::relay::route::Docroot;
 use crate::slab::{Key, Slab};
 use crate::sys::signals::{Request, Signals};
+use crate::{conn_log, log};
 
 /// Token of the waker used by [`Handle::stop`].
 const WAKER: Token = Token(usize::MAX - 2);
@@ -414,7 +414,11 @@ impl Server {
                 for l in &mut self.listeners {
                     let _ = self.poll.registry().deregister(&mut l.socket);
                     if let Some(h) = l.held.take() {
-                        log!(INFO, "peer={} dropped: shutting down before a slot was free", h.peer);
+                        conn_log!(
+                            INFO,
+                            "peer={} dropped: shutting down before a slot was free",
+                            h.peer
+                        );
                     }
                 }
                 // Each connection closes within its own close timeout (the one it was admitted
@@ -521,9 +525,9 @@ impl Server {
         let secs = now.duration_since(c.opened).as_secs_f32();
         match c.reason() {
             Some(conn::Reason::Refused(..)) | None => {
-                log!(INFO, "conn={key} peer={} close /{} {} ({secs:.1}s)", c.peer, c.name, DisplayReason(c.reason()));
+                conn_log!(INFO, "conn={key} peer={} close /{} {} ({secs:.1}s)", c.peer, c.name, DisplayReason(c.reason()));
             }
-            Some(r) => log!(
+            Some(r) => conn_log!(
                 INFO,
                 "conn={key} peer={} close /{} {r}; client in {} out {} bytes, {} msgs up, {} frames down ({secs:.1}s)",
                 c.peer,
@@ -568,7 +572,7 @@ impl Server {
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) => {
                         // EMFILE and friends: stop accepting until a connection closes.
-                        log!(WARN, "accept: {e}");
+                        conn_log!(WARN, "accept: {e}");
                         l.paused = true;
                         return;
                     }
@@ -587,7 +591,7 @@ impl Server {
                 // heap, bounded by its buffer limit (see `crate::tls`).
                 Some(Ok(t)) => Some(Box::new(t)),
                 Some(Err(e)) => {
-                    log!(WARN, "peer={peer} accept: TLS: {e}");
+                    conn_log!(WARN, "peer={peer} accept: TLS: {e}");
                     continue;
                 }
             };
@@ -603,7 +607,7 @@ impl Server {
                     }
                     self.drive(key, now);
                 }
-                Some(Err(e)) => log!(WARN, "peer={peer} accept: {e}"),
+                Some(Err(e)) => conn_log!(WARN, "peer={peer} accept: {e}"),
                 None => {}
             }
         }
