@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use wsgate::cli::Args;
 use wsgate::config::Config;
 use wsgate::config_file::{self, ServiceConfig, Warning};
-use wsgate::event_loop::Reloader;
+use wsgate::event_loop::{ReloadError, Reloader};
 use wsgate::logging::{self, WARN};
 use wsgate::service::{self, Service, Settings};
 use wsgate::sys::signals::Signals;
@@ -137,10 +137,10 @@ fn main() -> ExitCode {
                 for w in &warnings {
                     wsgate::log!(WARN, "warning: {w}");
                 }
-                Err(e)
+                Err(ReloadError::Config(e))
             }
         })),
-        None => Reloader(Box::new(move || base.with_tls_reloaded())),
+        None => Reloader(Box::new(move || base.with_tls_reloaded().map_err(ReloadError::Config))),
     };
     ExitCode::from(service.run(config, signals, Some(reloader)))
 }

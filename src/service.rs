@@ -118,14 +118,32 @@ pub fn open_log_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Why the service could not start, before its listeners exist.
+#[derive(Debug)]
+pub enum ServiceError {
+    /// The log file cannot be opened.
+    LogFile(PathBuf, io::Error),
+    /// The account to run as cannot be used.
+    User(user::UserError),
+}
+
+impl core::fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::LogFile(p, e) => write!(f, "log file {}: {e}", p.display()),
+            Self::User(e) => write!(f, "user: {e}"),
+        }
+    }
+}
+
 /// Installs the log sinks of `settings` (see [`crate::logging`]). A missing syslog socket is
 /// not an error: a warning, and lines go to the log file or stderr.
 ///
 /// # Errors
 /// The log file cannot be opened.
-pub fn open_logs(settings: &Settings) -> Result<(), String> {
+pub fn open_logs(settings: &Settings) -> Result<(), ServiceError> {
     let file = match &settings.log_file {
-        Some(p) => Some(open_log_file(p).map_err(|e| format!("log file {}: {e}", p.display()))?),
+        Some(p) => Some(open_log_file(p).map_err(|e| ServiceError::LogFile(p.clone(), e))?),
         None => None,
     };
     let mut missing = None;
@@ -349,9 +367,9 @@ impl Service {
     ///
     /// # Errors
     /// The user cannot be found.
-    pub fn prepare(settings: &Settings) -> Result<Self, String> {
+    pub fn prepare(settings: &Settings) -> Result<Self, ServiceError> {
         let account = match &settings.user {
-            Some(name) => Some(user::lookup(name).map_err(|e| format!("user: {e}"))?),
+            Some(name) => Some(user::lookup(name).map_err(ServiceError::User)?),
             None => None,
         };
         let scripts = match &settings.init_d {

@@ -66,8 +66,6 @@ pub enum StartError {
     Docroot(std::path::PathBuf, nix::errno::Errno),
     /// Binding or polling failed.
     Io(&'static str, std::io::Error),
-    /// A listener's certificate or key cannot be used.
-    Tls(crate::tls::TlsError),
 }
 
 impl core::fmt::Display for StartError {
@@ -75,7 +73,33 @@ impl core::fmt::Display for StartError {
         match self {
             Self::Docroot(p, e) => write!(f, "docroot {}: {e}", p.display()),
             Self::Io(what, e) => write!(f, "{what}: {e}"),
-            Self::Tls(e) => write!(f, "tls: {e}"),
+        }
+    }
+}
+
+/// Why a SIGHUP left the running configuration as it was.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The configuration (its file, or a certificate it names) cannot be used; the message
+    /// names the file and line.
+    Config(String),
+    /// The new configuration has other listeners (addresses, count, TLS or not).
+    Listeners,
+    /// A site's docroot cannot be opened.
+    Docroot(std::path::PathBuf, nix::errno::Errno),
+    /// A site's document root cannot be opened.
+    Document(std::path::PathBuf, nix::errno::Errno),
+}
+
+impl core::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Config(e) => f.write_str(e),
+            Self::Listeners => {
+                f.write_str("the listeners changed (addresses or count): restart wsgate for that")
+            }
+            Self::Docroot(p, e) => write!(f, "docroot {}: {e}", p.display()),
+            Self::Document(p, e) => write!(f, "document {}: {e}", p.display()),
         }
     }
 }
@@ -90,7 +114,7 @@ struct Readiness {
 }
 
 /// Produces a fresh configuration on SIGHUP.
-pub struct Reloader(pub Box<dyn FnMut() -> Result<Config, String>>);
+pub struct Reloader(pub Box<dyn FnMut() -> Result<Config, ReloadError>>);
 
 impl core::fmt::Debug for Reloader {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -254,7 +278,7 @@ impl Server {
     ///
     /// # Errors
     /// Why it was refused.
-    pub fn apply(&mut self, mut new: Config) -> Result<(), String> {
+    pub fn apply(&mut self, mut new: Config) -> Result<(), ReloadError> {
         // Port 0 asked the kernel for a port at start-up: it means the port already bound.
         for (site, bound) in new.sites.iter_mut().zip(&self.config.sites) {
             if site.listen.port() == 0 && site.listen.ip() == bound.listen.ip() {
@@ -268,18 +292,15 @@ impl Server {
                 .zip(&self.config.sites)
                 .all(|(a, b)| a.listen == b.listen && a.tls.is_some() == b.tls.is_some());
         if !same {
-            return Err(
-                "the listeners changed (addresses or count): restart wsgate for that".into()
-            );
+            return Err(ReloadError::Listeners);
         }
         let mut docroots = Vec::with_capacity(new.sites.len());
         for site in &new.sites {
             let ws = Docroot::open(&site.docroot)
-                .map_err(|e| format!("docroot {}: {e}", site.docroot.display()))?;
+                .map_err(|e| ReloadError::Docroot(site.docroot.clone(), e))?;
             let htdocs = match &site.document {
                 Some(d) => Some(
-                    Docroot::open(&d.root)
-                        .map_err(|e| format!("document {}: {e}", d.root.display()))?,
+                    Docroot::open(&d.root).map_err(|e| ReloadError::Document(d.root.clone(), e))?,
                 ),
                 None => None,
             };
