@@ -1,4 +1,4 @@
-"""The fault suite (issue 8, item 2): hostile clients, failing backends, floods and reloads.
+"""The fault suite: hostile clients, failing backends, floods and reloads.
 
 Every fault runs inside `FaultCheck`, which
 
