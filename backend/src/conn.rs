@@ -769,6 +769,10 @@ impl Relay {
                 Ok(true)
             }
             Ok(None) => Ok(false),
+            Err(sock::SockError::Reset) if self.closing => {
+                self.ended_after_close();
+                Ok(true)
+            }
             Err(e) => {
                 self.broken = true;
                 Err(match e {
@@ -890,6 +894,22 @@ impl Relay {
         self.closing = true;
     }
 
+    /// The gateway is gone after the closing handshake began: it does not read an answer
+    /// to a close it relayed (it has answered the client already) and may close its end
+    /// before ours arrives, which the kernel reports as a reset. That is the end of the
+    /// connection, not a failure: what is queued is dropped.
+    fn ended_after_close(&mut self) {
+        while self.out.pending() > 0 {
+            let before = self.out.pending();
+            self.out.consume(before);
+            if self.out.pending() == before {
+                break;
+            }
+        }
+        self.eof = true;
+        self.shut = true;
+    }
+
     fn flush(&mut self) -> std::io::Result<bool> {
         let mut wrote = false;
         while !self.broken && self.out.pending() > 0 {
@@ -899,6 +919,10 @@ impl Relay {
                     wrote = true;
                 }
                 Ok(None) => return Ok(wrote),
+                Err(sock::SockError::Reset) if self.closing => {
+                    self.ended_after_close();
+                    return Ok(true);
+                }
                 Err(e) => {
                     self.broken = true;
                     return Err(match e {

@@ -132,6 +132,32 @@ fn relay_close_record_is_answered_with_its_code() {
     assert_eq!(got, rec(record::OP_CLOSE, b"\x0f\xa1"));
 }
 
+/// The gateway relays a client's close and closes its end at once, not reading our answer:
+/// the kernel reports our write or read as a reset. That is the end, not a failure.
+#[test]
+fn a_gateway_gone_after_its_close_record_is_the_end_not_an_error() {
+    let dir = TempDir::new();
+    let mut l = Listener::bind(&dir.sock(), Options::new(Mode::Framed, false)).unwrap();
+    let mut gw = UnixStream::connect(dir.sock()).unwrap();
+    let mut c = accept_soon(&mut l);
+    gw.write_all(&rec(record::OP_CLOSE, b"\x0f\xa3")).unwrap();
+    assert_eq!(recv_soon(&mut c), "closed:Some(4003)");
+    c.flush().unwrap();
+    // Our answer lies unread in the gateway's socket when it closes: a reset for us.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    drop(gw);
+    assert_eq!(recv_soon(&mut c), "done");
+    assert!(c.is_done());
+    // And when the answer is written only after the gateway is gone (EPIPE).
+    let mut gw = UnixStream::connect(dir.sock()).unwrap();
+    let mut c = accept_soon(&mut l);
+    gw.write_all(&rec(record::OP_CLOSE, b"\x0f\xa3")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    drop(gw);
+    assert_eq!(recv_soon(&mut c), "closed:Some(4003)");
+    assert_eq!(recv_soon(&mut c), "done");
+}
+
 #[test]
 fn stream_relay_messages_are_reads_and_an_end_is_a_close() {
     let dir = TempDir::new();
