@@ -1,6 +1,7 @@
 //! The validated configuration: every limit the gateway enforces, with its default.
 //!
-//! [`crate::cli`] and [`crate::config_file`] produce a [`Config`]; nothing else decides policy. Defaults are sized for the smallest router we target (32 MB of RAM).
+//! [`crate::cli`] and [`crate::config_file`] produce a [`Config`]; nothing else decides
+//! policy. Defaults are sized for the smallest router we target (32 MB of RAM).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -13,24 +13,19 @@ use wsgate::logging::{self, WARN};
 use wsgate::service::{self, Service, Settings};
 use wsgate::sys::signals::Signals;
 
-/// A loaded file: the runtime configuration, the file's own settings, its warnings.
-type Loaded = (Config, ServiceConfig, Vec<Warning>);
-/// A file that cannot run: the error, and the warnings that explain it.
-type Refused = (String, Vec<Warning>);
-
-/// Loads `path` on top of `base`, with the file's warnings. A file that reads but cannot run
-/// comes back with the warnings that explain it (a `config_d` that was not found, servers
-/// that do not run) beside the error.
-fn load(path: &Path, base: &Config) -> Result<Loaded, Refused> {
-    let (service, mut warnings) =
-        config_file::load(path).map_err(|e| (e.to_string(), Vec::new()))?;
-    match config_file::to_runtime(path, &service, base) {
-        Ok((config, more)) => {
-            warnings.extend(more);
-            Ok((config, service, warnings))
-        }
-        Err(e) => Err((e.to_string(), warnings)),
-    }
+/// Loads `path` on top of `base`: the runtime configuration and the file's own settings, or
+/// why the file cannot run; beside either, the file's warnings (those that explain a failure
+/// too: a `config_d` that was not found, servers that do not run).
+fn load(path: &Path, base: &Config) -> (Result<(Config, ServiceConfig), String>, Vec<Warning>) {
+    let (service, mut warnings) = match config_file::load(path) {
+        Ok(x) => x,
+        Err(e) => return (Err(e.to_string()), Vec::new()),
+    };
+    let result = config_file::to_runtime(path, &service, base).map(|(config, more)| {
+        warnings.extend(more);
+        (config, service)
+    });
+    (result.map_err(|e| e.to_string()), warnings)
 }
 
 /// `-W DIR`: makes `file` absolute (it is named from where wsgate was started), then moves
@@ -68,26 +63,26 @@ fn main() -> ExitCode {
         }
     };
     let (config, service_config, warnings) = match &file {
-        Some(path) => match load(path, &base) {
-            Ok((config, service, warnings)) => {
-                if check {
-                    for w in &warnings {
-                        eprintln!("wsgate: warning: {w}");
-                    }
+        Some(path) => {
+            let (result, warnings) = load(path, &base);
+            if check || result.is_err() {
+                for w in &warnings {
+                    eprintln!("wsgate: warning: {w}");
+                }
+            }
+            match result {
+                Ok((_, service)) if check => {
                     print!("{}", config_file::render_check(&service));
                     println!("# {}: ok", path.display());
                     return ExitCode::SUCCESS;
                 }
-                (config, service, warnings)
-            }
-            Err((e, warnings)) => {
-                for w in &warnings {
-                    eprintln!("wsgate: warning: {w}");
+                Ok((config, service)) => (config, service, warnings),
+                Err(e) => {
+                    eprintln!("wsgate: {e}");
+                    return ExitCode::from(2);
                 }
-                eprintln!("wsgate: {e}");
-                return ExitCode::from(2);
             }
-        },
+        }
         None => {
             if check {
                 println!("{base:#?}");
@@ -126,19 +121,12 @@ fn main() -> ExitCode {
     // SIGHUP: the file is read again; without one, the command line's configuration is
     // applied again with its certificates read again, which also reopens the docroots.
     let reloader = match file {
-        Some(path) => Reloader(Box::new(move || match load(&path, &base) {
-            Ok((c, _, warnings)) => {
-                for w in &warnings {
-                    wsgate::log!(WARN, "warning: {w}");
-                }
-                Ok(c)
+        Some(path) => Reloader(Box::new(move || {
+            let (result, warnings) = load(&path, &base);
+            for w in &warnings {
+                wsgate::log!(WARN, "warning: {w}");
             }
-            Err((e, warnings)) => {
-                for w in &warnings {
-                    wsgate::log!(WARN, "warning: {w}");
-                }
-                Err(ReloadError::Config(e))
-            }
+            result.map(|(config, _)| config).map_err(ReloadError::Config)
         })),
         None => Reloader(Box::new(move || base.with_tls_reloaded().map_err(ReloadError::Config))),
     };

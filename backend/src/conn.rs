@@ -899,13 +899,7 @@ impl Relay {
     /// before ours arrives, which the kernel reports as a reset. That is the end of the
     /// connection, not a failure: what is queued is dropped.
     fn ended_after_close(&mut self) {
-        while self.out.pending() > 0 {
-            let before = self.out.pending();
-            self.out.consume(before);
-            if self.out.pending() == before {
-                break;
-            }
-        }
+        self.out.clear();
         self.eof = true;
         self.shut = true;
     }

@@ -309,6 +309,13 @@ impl Outbox {
         Self { mode, cap, buf: Vec::new(), start: 0, packets: VecDeque::new() }
     }
 
+    /// Drops everything queued (the peer is gone).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+        self.packets.clear();
+    }
+
     /// Bytes waiting.
     #[must_use]
     pub fn pending(&self) -> usize {

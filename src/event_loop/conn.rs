@@ -516,11 +516,7 @@ impl Connection {
     /// Starts closing for a gateway shutdown: close 1001 to open connections, drop handshakes.
     pub fn shutdown(&mut self, cx: &mut Ctx<'_>) {
         match self.phase {
-            Phase::Handshake | Phase::Connecting => {
-                self.set_reason(Reason::Shutdown);
-                self.phase = Phase::Linger;
-                self.client_eof = true;
-            }
+            Phase::Handshake | Phase::Connecting => self.give_up(Reason::Shutdown),
             Phase::Open => {
                 self.start_close(cx, Reason::Shutdown);
             }
@@ -548,9 +544,7 @@ impl Connection {
                 Phase::Handover => Reason::HandoverTimeout,
                 _ => Reason::CloseTimeout,
             };
-            self.set_reason(r);
-            self.phase = Phase::Linger;
-            self.client_eof = true;
+            self.give_up(r);
             return true;
         }
         if self.phase != Phase::Open {
@@ -721,6 +715,14 @@ impl Connection {
 
     fn enter_draining(&mut self, cx: &mut Ctx<'_>) {
         self.enter_close(cx, Phase::Draining);
+    }
+
+    /// Ends without a closing handshake (none was started, or its time is up): stop reading
+    /// the client and linger until what is queued for it has gone.
+    fn give_up(&mut self, why: Reason) {
+        self.set_reason(why);
+        self.phase = Phase::Linger;
+        self.client_eof = true;
     }
 
     /// The close transition: into `phase` (`Flushing`, `Closing` or `Draining`) with the close

@@ -663,10 +663,10 @@ impl Server {
     }
 }
 
-/// Rebuilds a listener's TLS configuration from its files (a renewed certificate, a new client
-/// CA). With `keep_sessions` the session cache and ticket keys carry over, so clients resume as
-/// before. A file that cannot be used leaves the old configuration in place, with a log line
-/// saying why.
+/// Puts a listener on the TLS configuration loaded with the new [`Config`] (a renewed
+/// certificate, a new client CA). With `keep_sessions` the session cache and ticket keys carry
+/// over, so clients resume as before. Files that cannot be used never get here: the new
+/// configuration is refused whole and the old one stays (see [`ReloadError::Config`]).
 fn reload_tls(
     listen: SocketAddr,
     fresh: &mut crate::config::SiteTls,

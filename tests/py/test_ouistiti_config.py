@@ -5,6 +5,7 @@ the setting, included files too; --check prints only what runs."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 import urllib.error
@@ -31,6 +32,17 @@ def http_get(port, path):
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+@contextlib.contextmanager
+def serving(port, *args):
+    """wsgate started with `args`, once it listens on 127.0.0.1:`port`; stopped after."""
+    g = Child([gateway_bin(), *args], "wsgate")
+    try:
+        g.wait_line(rf"listening on 127\.0\.0\.1:{port}", 10)
+        yield g
+    finally:
+        g.stop()
 
 
 # ouistiti's examples/ouistiti.conf, second server, with a websocket docroot of its own.
@@ -84,17 +96,13 @@ def test_filestorage_is_never_served(tmp_path, docroot):
     port = free_port()
     conf.write_text(EXAMPLE.format(port=port, docroot=docroot, auth=""))
     at = line_of(conf, "filestorage = {")
-    g = Child([gateway_bin(), "-f", str(conf)], "wsgate")
-    try:
-        g.wait_line(rf"listening on 127\.0\.0\.1:{port}", 10)
+    with serving(port, "-f", str(conf)) as g:
         assert f"{conf}:{at}: filestorage (ouistiti's read/write file store) is not part of wsgate" in g.log_text()
         # No document: a request without Upgrade is not a WebSocket handshake, and no file
         # of the store is served.
         status, body = http_get(port, "/etc/passwd")
         assert status == 400 and b"root:" not in body, (status, body[:80])
         assert http_get(port, "/")[0] == 400
-    finally:
-        g.stop()
 
 
 BUILDROOT_MAIN = """user = "";
@@ -147,15 +155,13 @@ def test_buildroot_layout_loads_from_the_working_directory(sandbox, ws):
     assert out.returncode == 0, out.stderr
 
     echo = EchoBackend(root / "srv/www/websocket", "echo", "framed")
-    g = Child([gateway_bin(), "-f", str(conf), "-W", str(root)], "wsgate")
     try:
-        g.wait_line(rf"listening on 127\.0\.0\.1:{port}", 10)
-        c = ws(f"ws://127.0.0.1:{port}/echo")
-        c.send("through the rootfs")
-        assert c.recv(timeout=5) == "through the rootfs"
-        assert http_get(port, "/") == (200, b"<p>router</p>")
+        with serving(port, "-f", str(conf), "-W", str(root)):
+            c = ws(f"ws://127.0.0.1:{port}/echo")
+            c.send("through the rootfs")
+            assert c.recv(timeout=5) == "through the rootfs"
+            assert http_get(port, "/") == (200, b"<p>router</p>")
     finally:
-        g.stop()
         echo.stop()
 
     out = run(["--check", "-f", str(conf), "-W", str(sandbox / "absent")])
@@ -212,22 +218,20 @@ def test_a_failed_reload_logs_its_reason_and_keeps_serving(tmp_path, docroot, ws
     port = free_port()
     conf.write_text(EXAMPLE.format(port=port, docroot=docroot, auth=""))
     echo = EchoBackend(docroot, "echo")
-    g = Child([gateway_bin(), "-f", str(conf)], "wsgate")
     try:
-        g.wait_line(rf"listening on 127\.0\.0\.1:{port}", 10)
-        mark = len(g.log_text())
-        conf.write_text(EXAMPLE.format(port=port, docroot=docroot, auth=AUTH))
-        g.proc.send_signal(1)
-        at = line_of(conf, "auth = {")
-        deadline = time.monotonic() + 5
-        while f"{conf}:{at}:5: auth:" not in g.log_text()[mark:]:
-            assert time.monotonic() < deadline, g.log_text()[mark:]
-            time.sleep(0.05)
-        c = ws(f"ws://127.0.0.1:{port}/echo")
-        c.send("still here")
-        assert c.recv(timeout=5) == "still here"
+        with serving(port, "-f", str(conf)) as g:
+            mark = len(g.log_text())
+            conf.write_text(EXAMPLE.format(port=port, docroot=docroot, auth=AUTH))
+            g.proc.send_signal(1)
+            at = line_of(conf, "auth = {")
+            deadline = time.monotonic() + 5
+            while f"{conf}:{at}:5: auth:" not in g.log_text()[mark:]:
+                assert time.monotonic() < deadline, g.log_text()[mark:]
+                time.sleep(0.05)
+            c = ws(f"ws://127.0.0.1:{port}/echo")
+            c.send("still here")
+            assert c.recv(timeout=5) == "still here"
     finally:
-        g.stop()
         echo.stop()
 
 
@@ -245,12 +249,8 @@ def test_a_directory_rule_holds_for_both_spellings(tmp_path, docroot):
         f'  document = {{ docroot = "{htdocs}"; deny = "^/private$,^/admin/$"; }};\n'
         f'  websocket = {{ docroot = "{docroot}"; }};\n}});\n'
     )
-    g = Child([gateway_bin(), "-f", str(conf)], "wsgate")
-    try:
-        g.wait_line(rf"listening on 127\.0\.0\.1:{port}", 10)
+    with serving(port, "-f", str(conf)):
         for path in ("/private", "/private/", "/admin", "/admin/"):
             assert http_get(port, path)[0] == 403, path
         for path in ("/open", "/open/"):
             assert http_get(port, path) == (200, b"<p>open</p>"), path
-    finally:
-        g.stop()
