@@ -52,6 +52,9 @@ SMALL_EXTRA=(-Zpanic-immediate-abort --config 'profile.release-small.panic="imme
 # The size budget (board/sizes.md): the shipped armv7-musl gateway, TLS included.
 BUDGET_TARGET=armv7-unknown-linux-musleabihf
 BUDGET_BYTES=$((900 * 1024))
+# Seconds one test binary may run under qemu-user (the slowest, the zero-allocation relay, takes
+# about 100 s on the CI machine's cores).
+QEMU_TEST_TIMEOUT=${QEMU_TEST_TIMEOUT:-900}
 ZIG_VERSION=0.17.1
 
 log() { printf 'cross: %s\n' "$*" >&2; }
@@ -198,14 +201,21 @@ test_one() {
     for a in "${ALONE[@]}" "${EXCLUDED[@]}"; do skip+=(--skip "${a#*:}"); done
     for a in "${EXCLUDED[@]}"; do log "$t: not run under qemu: ${a%%:*}::${a#*:} (timing; cross/README.md)"; done
     out=$(mktemp)
+    # Each test binary runs under its own time limit (the runner of .cargo/config.toml behind
+    # `timeout`, which ends the binary's whole process group, the gateways it spawned
+    # included): a test that hangs under emulation fails by name instead of stalling the run.
+    local runner_var
+    runner_var="CARGO_TARGET_$(printf '%s' "$t" | tr 'a-z-' 'A-Z_')_RUNNER"
+    export "$runner_var=timeout -k 10 $QEMU_TEST_TIMEOUT $(qemu_for "$t")"
     set +e
     nice -n 10 cargo test --target "$t" "${BUILD_STD[@]}" --profile qemu-test --no-fail-fast \
-        -- "${skip[@]}" 2>&1 | tee "$out" | grep -E '^(test result|     Running|test .* FAILED|failures:|---- )'
+        -- "${skip[@]}" 2>&1 | tee "$out" |
+        grep --line-buffered -E '^(test result|     Running|test .* FAILED|failures:|---- |error: test failed)'
     rc=${PIPESTATUS[0]}
     for a in "${ALONE[@]}"; do
         nice -n 10 cargo test --target "$t" "${BUILD_STD[@]}" --profile qemu-test --test "${a%%:*}" \
             -- --exact "${a#*:}" --test-threads=1 2>&1 | tee -a "$out" |
-            grep -E '^(test result|     Running|test .* FAILED|failures:|---- )'
+            grep --line-buffered -E '^(test result|     Running|test .* FAILED|failures:|---- |error: test failed)'
         [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
     done
     set -e
