@@ -7,11 +7,26 @@
 //! # Layers, in data-flow order
 //!
 //! ```text
-//!                   (wss: event_loop::tls_io, rustls between the socket and the buffers)
-//! listener ─accept→ slab slot ─┬─ http::handshake ─→ relay::route ─→ UNIX socket (connected before 101)
-//!                              └─ ws::session (client frames) ⇄ relay::codec (mode) ⇄ backend bytes
-//!                                 readiness + deadlines drive every step; event_loop only dispatches
+//!             event_loop (mio, one thread): accept, dispatch readiness and timers, nothing else
+//!                │
+//! listener ─accept→ slab slot: event_loop::conn::Connection, a state machine
+//!   client bytes ⇄ Transport ⇄ from_client/to_client ⇄ Handshake: relay::upgrade::decide
+//!   (TcpStream,     (rustls:        buffers          │  (http::handshake, relay::{path, acl,
+//!    or a fake)      tls_io)                         │   route}) → 101, page, refusal
+//!                                                     Open: ws::session ⇄ relay::codec (mode)
+//!                                                      ⇄ to_backend/from_backend ⇄ Upstream
+//!                                                        (UNIX socket, or a fake) via Dial
 //! ```
+//!
+//! The connection reaches its two sockets only through `event_loop::transport`: [`Transport`]
+//! for the client, [`Upstream`] for the backend and [`Dial`] to find one by name. The loop
+//! runs it over a mio `TcpStream` and a UNIX socket; its tests over in-memory fakes and a
+//! clock they move, which is how the whole lifecycle runs under qemu-user on the routers'
+//! CPUs.
+//!
+//! [`Transport`]: event_loop::transport::Transport
+//! [`Upstream`]: event_loop::transport::Upstream
+//! [`Dial`]: event_loop::transport::Dial
 //!
 //! * [`http`] parses the upgrade request and writes the 101 or the error answer. Sans-IO.
 //! * [`ws`] is RFC 6455: frame headers, masking, UTF-8 validation, and the receive-side
@@ -21,8 +36,10 @@
 //! * [`buffer`] holds the fixed buffer pool allocated at start-up, [`slab`] the fixed
 //!   connection table.
 //! * [`event_loop`] owns the sockets: one single-threaded mio loop that moves bytes between the
-//!   client and the backend of each connection, with backpressure and timers
-//!   (`event_loop::timers`: each connection lives by the timeouts it was accepted with).
+//!   client and the backend of each connection, with backpressure and timers. A connection
+//!   (`event_loop::conn`) is a state enum whose variants own their data, changed in one place,
+//!   forward only; `event_loop::timers` holds its deadlines and the timeouts it was accepted
+//!   with.
 //! * [`tls`] builds each TLS listener's rustls configuration from its certificate files;
 //!   `event_loop::tls_io` runs rustls inside a connection, with the same readiness rules as a
 //!   plain socket.

@@ -17,6 +17,7 @@ pub mod conn;
 pub mod timers;
 pub mod tls_io;
 pub mod token;
+pub mod transport;
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -27,7 +28,10 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use self::conn::{Connection, Ctx, Verdict};
+use self::conn::{Ctx, Verdict};
+
+/// A connection as the loop runs it: a TCP client relayed to a UNIX-socket backend.
+type Connection = conn::Connection<mio::net::TcpStream, crate::relay::route::Backend>;
 use self::token::{Side, SIGNALS};
 use crate::buffer::BufPool;
 use crate::config::Config;
@@ -481,11 +485,15 @@ impl Server {
     }
 
     /// What a drive of a connection of site `site` needs, and the slab.
-    fn ctx(&mut self, site: usize, now: Instant) -> Option<(Ctx<'_>, &mut Slab<Connection>)> {
+    fn ctx(
+        &mut self,
+        site: usize,
+        now: Instant,
+    ) -> Option<(Ctx<'_, crate::relay::route::Backend>, &mut Slab<Connection>)> {
         let cx = Ctx {
             pool: &mut self.pool,
             site: self.config.sites.get(site)?,
-            docroot: &self.listeners.get(site)?.docroot,
+            backends: &self.listeners.get(site)?.docroot,
             htdocs: self.listeners.get(site)?.htdocs.as_ref(),
             registry: self.poll.registry(),
             now,

@@ -59,6 +59,75 @@ pub fn take_due(slot: &mut Option<Instant>, now: Instant) -> bool {
     slot.take_if(|d| *d <= now).is_some()
 }
 
+/// A connection's timers: the timeouts it was admitted with and every deadline armed from
+/// them, in one place.
+#[derive(Clone, Copy, Debug)]
+pub struct Timers {
+    /// The site's timeouts at accept (see the module comment).
+    pub timeouts: Timeouts,
+    /// The phase's own deadline: handshake, keep-alive, page, hand-over, close, or the next
+    /// connect to a busy backend.
+    pub deadline: Option<Instant>,
+    /// The next ping, when pings are on and the connection is open.
+    pub ping_at: Option<Instant>,
+    /// The answer to a ping is due.
+    pub pong_deadline: Option<Instant>,
+    /// The client was last heard from (any bytes).
+    pub last_rx: Instant,
+    /// The last message either way (the idle timer counts from it).
+    pub last_activity: Instant,
+}
+
+impl Timers {
+    /// A client accepted at `now`: the handshake deadline runs.
+    #[must_use]
+    pub fn new(timeouts: Timeouts, now: Instant) -> Self {
+        Self {
+            timeouts,
+            deadline: Some(now + timeouts.handshake),
+            ping_at: None,
+            pong_deadline: None,
+            last_rx: now,
+            last_activity: now,
+        }
+    }
+
+    /// The connection opened at `now`: no phase deadline, the ping timer starts.
+    pub fn open(&mut self, now: Instant) {
+        self.deadline = None;
+        self.last_rx = now;
+        self.last_activity = now;
+        self.ping_at = self.timeouts.ping_interval.map(|i| now + i);
+    }
+
+    /// A pong came: nothing is outstanding; the next ping is an interval away.
+    pub fn pong(&mut self, now: Instant) {
+        self.pong_deadline = None;
+        if let Some(interval) = self.timeouts.ping_interval {
+            self.ping_at = Some(now + interval);
+        }
+    }
+
+    /// The idle deadline, which only an open connection has: the last activity plus the
+    /// idle timeout.
+    #[must_use]
+    pub fn idle_deadline(&self, open: bool) -> Option<Instant> {
+        match (open, self.timeouts.idle) {
+            (true, Some(d)) => Some(self.last_activity + d),
+            _ => None,
+        }
+    }
+
+    /// The earliest deadline.
+    #[must_use]
+    pub fn next(&self, open: bool) -> Option<Instant> {
+        [self.deadline, self.ping_at, self.pong_deadline, self.idle_deadline(open)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,9 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 
-use mio::net::TcpStream;
 use rustls::ServerConnection;
+
+use super::transport::{Io, Transport};
 
 /// Why the TLS layer gave up on a connection (the close log line says it; the rustls detail
 /// is logged when it happens).
@@ -68,7 +69,11 @@ impl TlsIo {
     /// `WouldBlock` when the socket has nothing more; `InvalidData` when TLS failed:
     /// [`Self::fault`] says why, and rustls may have queued an alert for [`Self::write_tls`].
     /// Other errors are the socket's.
-    pub fn read(&mut self, sock: &TcpStream, dst: &mut [u8]) -> io::Result<usize> {
+    pub fn read<T: Transport + ?Sized>(
+        &mut self,
+        sock: &mut T,
+        dst: &mut [u8],
+    ) -> io::Result<usize> {
         if self.fault.is_some() {
             return Err(ErrorKind::InvalidData.into());
         }
@@ -98,7 +103,7 @@ impl TlsIo {
                 Err(e) => return Err(e),
             }
             // No plaintext left: more ciphertext from the socket.
-            let n = self.conn.read_tls(&mut SockRef(sock))?;
+            let n = self.conn.read_tls(&mut Io(sock))?;
             if let Err(e) = self.conn.process_new_packets() {
                 let kind =
                     if self.conn.is_handshaking() { TlsFault::Handshake } else { TlsFault::Record };
@@ -135,8 +140,8 @@ impl TlsIo {
     ///
     /// # Errors
     /// The socket's, `WouldBlock` included.
-    pub fn write_tls(&mut self, sock: &TcpStream) -> io::Result<usize> {
-        self.conn.write_tls(&mut SockRef(sock))
+    pub fn write_tls<T: Transport + ?Sized>(&mut self, sock: &mut T) -> io::Result<usize> {
+        self.conn.write_tls(&mut Io(sock))
     }
 
     /// Queues `close_notify` (once). Returns `false` when it was sent before, or when TLS
@@ -177,31 +182,4 @@ fn looks_like_http(first: &[u8]) -> bool {
         b"CONNECT ",
     ];
     METHODS.iter().any(|m| first.starts_with(m) || (first.len() >= 4 && m.starts_with(first)))
-}
-
-/// `Read` / `Write` for a shared socket reference (mio implements them for `&TcpStream`, and
-/// rustls wants `&mut dyn Read`).
-struct SockRef<'a>(&'a TcpStream);
-
-impl Read for SockRef<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut s = self.0;
-        s.read(buf)
-    }
-}
-
-impl Write for SockRef<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut s = self.0;
-        s.write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let mut s = self.0;
-        s.write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }

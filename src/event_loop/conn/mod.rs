@@ -1,0 +1,784 @@
+//! One connection: the client's [`Transport`], the [`Upstream`] it relays to, four optional
+//! buffers, the WebSocket session and the relay codec, moved through its lifecycle by
+//! [`Connection::drive`] and [`Connection::on_timers`].
+//!
+//! Lifecycle (see `docs/lifecycle.md`):
+//!
+//! ```text
+//! Handshake ─101─→ Open ─client close / protocol error / timeout─→ Flushing ─→ Linger ─→ done
+//!  │   ↑  ↑          └─backend EOF or close record─→ Closing ─client close─→ Flushing
+//!  │   │  └─page sent, kept alive── File ←─page─┤  client vanished (Open) ─→ Draining ─→ done
+//!  │   └─retry timer── Connecting ←─backend's listen queue full─┤
+//!  ├─refusal (4xx/5xx)─→ Flushing
+//!  └─direct mode: 101─→ Handover ─fd sent to the backend (SCM_RIGHTS)─→ done
+//! ```
+//!
+//! The state is a [`State`] whose variants own what only they use: the request's wait for a
+//! busy backend, the page being sent, the backend socket (from the 101 to the end of the
+//! close). It changes in one place, [`Connection::enter`], and only forward: the two loops
+//! are an HTTP connection kept alive for its next request, and a request waiting for a busy
+//! backend, both before any upgrade. See [`Phase::may_become`].
+//!
+//! * `Flushing`: the last bytes for the client (a close frame or an HTTP refusal) go out; then
+//!   the write side is shut down (the server closes the TCP connection first, RFC 6455 §7.1.1).
+//! * `Linger`: read and discard until the client closes too, so that unread input cannot turn
+//!   our close into a reset that destroys the close frame in flight.
+//! * `Draining`: the client is gone; what it sent before still reaches the backend.
+//! * `Connecting`: the request is complete but the backend's listen queue was full. See
+//!   [`BackendWait`].
+//!
+//! The work is split by side: `client` (reading and writing the client, plain or TLS, and
+//! decoding its frames), `backend` (writing the backend, the direct hand-over, reading it and
+//! framing its bytes for the client), `request` (what a request gets: the upgrade, a page, a
+//! wait for a busy backend). This file holds the state, the transitions and the timers.
+//!
+//! I/O is driven by readiness flags (mio is edge-triggered): a flag is set by an event and
+//! cleared by `WouldBlock`, so a side that was not read because a buffer was full is read
+//! again as soon as the buffer drains, without a new event. A plain stream read that returns
+//! less than it asked for also clears the flag: the socket's queue was empty at that moment,
+//! and whatever arrives later raises a new edge. This saves the read that would only answer
+//! `EAGAIN`, a third of the gateway's syscalls under ping-pong load. It is not done when the
+//! event reported the peer's FIN (the next read must see the EOF), nor over TLS (rustls reads
+//! in its own sizes) or on `SOCK_SEQPACKET` (one read is one packet). Interest in `WRITABLE` is
+//! registered only while bytes wait for a socket that said `WouldBlock`.
+
+mod backend;
+mod client;
+mod reason;
+mod request;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::{Interest, Registry};
+
+use super::timers::{self, Timeouts, Timers};
+use super::tls_io::TlsIo;
+use super::token::{self, Side};
+use super::transport::{Dial, Transport, Upstream};
+use crate::buffer::{Buf, BufPool};
+use crate::config::Site;
+use crate::http::handshake;
+use crate::relay::codec::{self, Downlink, Mode, Uplink};
+use crate::relay::route::Docroot;
+use crate::slab::Key;
+use crate::ws::frame::OpCode;
+use crate::ws::session::Session;
+
+pub use self::reason::Reason;
+pub use crate::relay::upgrade::Refusal;
+
+/// Rounds of I/O per drive before yielding to other connections.
+const MAX_ROUNDS: u32 = 16;
+
+/// Where a connection is in its life: the tag of its [`State`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for a request: the upgrade, or a page.
+    Handshake,
+    /// The request is complete, the backend's listen queue was full: waiting to try again
+    /// (see [`BackendWait`]).
+    Connecting,
+    /// Streaming a static file to the client.
+    File,
+    /// Direct mode: the 101 goes out, then the client's socket goes to the backend.
+    Handover,
+    /// Relaying.
+    Open,
+    /// We sent a close frame and wait for the client's.
+    Closing,
+    /// Last bytes to the client, then shut down its write side.
+    Flushing,
+    /// The client is gone; flushing to the backend.
+    Draining,
+    /// Write side shut; discarding input until the client closes.
+    Linger,
+}
+
+impl Phase {
+    /// The transitions there are. Forward only, but for the two loops before an upgrade: a
+    /// kept-alive HTTP connection back to `Handshake` for its next request, and a request
+    /// waiting for a busy backend back to `Handshake` to connect again.
+    #[must_use]
+    pub fn may_become(self, next: Phase) -> bool {
+        use Phase::*;
+        match self {
+            Handshake => {
+                matches!(next, Connecting | File | Handover | Open | Flushing | Linger)
+            }
+            Connecting => matches!(next, Handshake | Linger),
+            File => matches!(next, Handshake | Flushing | Linger),
+            Handover => matches!(next, Flushing | Linger),
+            Open => matches!(next, Closing | Flushing | Draining | Linger),
+            Closing => matches!(next, Flushing | Draining | Linger),
+            Flushing | Draining => next == Linger,
+            Linger => false,
+        }
+    }
+}
+
+/// A connection's state, with the data only that state has.
+#[derive(Debug)]
+enum State<U> {
+    /// Waiting for a request; `Some` while a complete one waits for a busy backend.
+    Handshake(Option<BackendWait>),
+    /// The backend's listen queue was full: the next try is at the deadline.
+    Connecting(BackendWait),
+    /// A page is being sent.
+    File(Page),
+    /// Direct mode: the hand-over record waits in `to_backend` for the 101 to leave; `true`
+    /// once the client's socket went with it.
+    Handover(BackendEnd<U>, bool),
+    /// Relaying to the backend.
+    Open(BackendEnd<U>),
+    /// Our close frame is out; the backend, until what it is owed has gone.
+    Closing(Option<BackendEnd<U>>),
+    /// The client's last bytes go out; the backend as in `Closing`.
+    Flushing(Option<BackendEnd<U>>),
+    /// The client is gone; the backend gets what the client sent before.
+    Draining(Option<BackendEnd<U>>),
+    /// Nothing more for the client; what is left of the backend ends with the connection.
+    Linger(Option<BackendEnd<U>>),
+}
+
+impl<U> State<U> {
+    fn phase(&self) -> Phase {
+        match self {
+            Self::Handshake(_) => Phase::Handshake,
+            Self::Connecting(_) => Phase::Connecting,
+            Self::File(_) => Phase::File,
+            Self::Handover(..) => Phase::Handover,
+            Self::Open(_) => Phase::Open,
+            Self::Closing(_) => Phase::Closing,
+            Self::Flushing(_) => Phase::Flushing,
+            Self::Draining(_) => Phase::Draining,
+            Self::Linger(_) => Phase::Linger,
+        }
+    }
+
+    /// The backend, in the states that have one.
+    fn backend(&mut self) -> Option<&mut BackendEnd<U>> {
+        match self {
+            Self::Handover(b, _) | Self::Open(b) => Some(b),
+            Self::Closing(b) | Self::Flushing(b) | Self::Draining(b) | Self::Linger(b) => {
+                b.as_mut()
+            }
+            Self::Handshake(_) | Self::Connecting(_) | Self::File(_) => None,
+        }
+    }
+
+    /// The backend, given up by the state that had it.
+    fn into_backend(self) -> Option<BackendEnd<U>> {
+        match self {
+            Self::Handover(b, _) | Self::Open(b) => Some(b),
+            Self::Closing(b) | Self::Flushing(b) | Self::Draining(b) | Self::Linger(b) => b,
+            Self::Handshake(_) | Self::Connecting(_) | Self::File(_) => None,
+        }
+    }
+
+    /// Where a state that keeps the backend through the close holds it.
+    fn backend_slot(&mut self) -> Option<&mut Option<BackendEnd<U>>> {
+        match self {
+            Self::Closing(b) | Self::Flushing(b) | Self::Draining(b) | Self::Linger(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// The backend socket and its readiness.
+#[derive(Debug)]
+struct BackendEnd<U> {
+    sock: U,
+    readable: bool,
+    writable: bool,
+    eof: bool,
+    /// Shut down and drop once `to_backend` is flushed.
+    finish: bool,
+    /// The kernel said the peer shut down (EPOLLRDHUP): on a SOCK_SEQPACKET socket this is how
+    /// a zero-length read means EOF rather than an empty packet.
+    read_closed: bool,
+    wants_write: bool,
+}
+
+impl<U> BackendEnd<U> {
+    /// A freshly connected backend, writable until it says otherwise; `readable` when its
+    /// replies are wanted (not in direct mode, where nothing is read from it).
+    fn new(sock: U, readable: bool) -> Self {
+        Self {
+            sock,
+            readable,
+            writable: true,
+            eof: false,
+            finish: false,
+            read_closed: false,
+            wants_write: false,
+        }
+    }
+}
+
+/// The client socket, its TLS layer and its readiness.
+#[derive(Debug)]
+struct ClientEnd<T> {
+    sock: T,
+    /// `wss://`: the TLS layer between the socket and the buffers.
+    tls: Option<TlsIo>,
+    readable: bool,
+    /// The last client event reported the peer's FIN (EPOLLRDHUP): read until EOF.
+    read_closed: bool,
+    writable: bool,
+    eof: bool,
+    wants_write: bool,
+    /// `sendfile` cannot be used (TLS, or it failed with "not supported" once): pages go
+    /// through the buffer.
+    no_sendfile: bool,
+}
+
+/// A static page being sent: the file, the bytes left, and whether the connection stays for
+/// another request after it.
+#[derive(Debug)]
+struct Page {
+    file: std::fs::File,
+    left: u64,
+    keep_alive: bool,
+}
+
+/// Byte and message counters for the close log line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Bytes read from the client.
+    pub client_in: u64,
+    /// Bytes written to the client.
+    pub client_out: u64,
+    /// Messages relayed client → backend.
+    pub msgs_up: u64,
+    /// Frames relayed backend → client.
+    pub frames_down: u64,
+}
+
+/// A backend whose listen queue was full when the request was complete.
+///
+/// A non-blocking `connect` to a UNIX socket answers `EAGAIN` while the listener's queue of
+/// connections not yet accepted is full. That is momentary when many clients arrive at once (a
+/// router's devices all reconnecting after a reboot): the backend accepts as fast as it can,
+/// but each client's connect is made the moment its request is read. The kernel has no event
+/// for "room in that queue", so the connection waits in [`Phase::Connecting`] for its
+/// deadline, then connects again (from the request still in `from_client`, walking the path
+/// anew), pausing 1 ms, then twice as long at each try up to 64 ms. The last try is made at the
+/// handshake deadline; if the queue is still full then, the answer is 503. Each try is a fresh
+/// socket: a Linux stream socket whose `connect` failed with `EAGAIN` could be connected
+/// again, but a fresh walk also finds a backend that was restarted meanwhile (a new socket
+/// file), and no descriptor is held while waiting. Nothing is sent to the client before the
+/// connect succeeds; what it sends meanwhile stays in `from_client`, which it can fill, no
+/// more.
+#[derive(Clone, Copy, Debug)]
+struct BackendWait {
+    /// The first connect that found the queue full.
+    since: Instant,
+    /// The pause before the next try.
+    pause: Duration,
+    /// The handshake deadline: the last try.
+    last_try: Instant,
+}
+
+/// What the loop should do after a drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Wait for events or timers.
+    Continue,
+    /// Work is left although no new event will come: drive again soon.
+    Again,
+    /// Tear down and free the slot.
+    Done,
+}
+
+/// What a drive needs from the server.
+#[derive(Debug)]
+pub struct Ctx<'a, U> {
+    /// Buffers.
+    pub pool: &'a mut BufPool,
+    /// The site's limits and policy.
+    pub site: &'a Site,
+    /// Where backends are found.
+    pub backends: &'a dyn Dial<U>,
+    /// Where static pages live, when the site has them.
+    pub htdocs: Option<&'a Docroot>,
+    /// For registering the backend and changing interest.
+    pub registry: &'a Registry,
+    /// The loop's clock for this batch.
+    pub now: Instant,
+}
+
+/// A WebSocket connection and its backend.
+#[derive(Debug)]
+pub struct Connection<T, U> {
+    key: Key,
+    client: ClientEnd<T>,
+    /// Client address.
+    pub peer: SocketAddr,
+    state: State<U>,
+    session: Session,
+    uplink: Uplink,
+    downlink: Downlink,
+    from_client: Option<Buf>,
+    to_backend: Option<Buf>,
+    from_backend: Option<Buf>,
+    to_client: Option<Buf>,
+    close_sent: bool,
+    reason: Option<Reason>,
+    timers: Timers,
+    /// The endpoint name, for logs (truncated).
+    pub name: heapless::String<64>,
+    /// The relay mode chosen at the handshake.
+    pub mode: Mode,
+    /// Counters.
+    pub stats: Stats,
+    /// Opened at.
+    pub opened: Instant,
+    /// Holds an overflow slot (answered 503).
+    pub overflow: bool,
+    /// Already queued for another drive.
+    pub queued: bool,
+    /// Index of the site (listener) that accepted it.
+    pub site: usize,
+}
+
+impl<T: Transport, U: Upstream> Connection<T, U> {
+    /// A freshly accepted client, registered for reading.
+    ///
+    /// # Errors
+    /// The registration error.
+    pub fn accept(
+        key: Key,
+        mut sock: T,
+        peer: SocketAddr,
+        cx: &mut Ctx<'_, U>,
+        site: usize,
+        overflow: bool,
+        tls: Option<Box<rustls::ServerConnection>>,
+    ) -> std::io::Result<Self> {
+        sock.register(cx.registry, token::encode(key, Side::Client), Interest::READABLE)?;
+        // The site's timeouts as they are now: every timer is armed and fired from this copy,
+        // never from the site (see `timers`).
+        let timeouts = Timeouts::of(cx.site);
+        // Pages over https:// go through rustls, not sendfile.
+        let no_sendfile = tls.is_some();
+        let mut c = Self {
+            key,
+            client: ClientEnd {
+                sock,
+                tls: tls.map(TlsIo::new),
+                readable: true,
+                read_closed: false,
+                writable: true,
+                eof: false,
+                wants_write: false,
+                no_sendfile,
+            },
+            peer,
+            state: State::Handshake(None),
+            session: Session::new(cx.site.max_message),
+            uplink: Uplink::new(Mode::Stream),
+            downlink: Downlink::new(Mode::Stream, cx.site.data_type),
+            from_client: None,
+            to_backend: None,
+            from_backend: None,
+            to_client: None,
+            close_sent: false,
+            reason: None,
+            timers: Timers::new(timeouts, cx.now),
+            name: heapless::String::new(),
+            mode: Mode::Stream,
+            stats: Stats::default(),
+            opened: cx.now,
+            overflow,
+            queued: false,
+            site,
+        };
+        if overflow {
+            c.refuse(cx, Refusal::Full);
+        }
+        Ok(c)
+    }
+
+    /// The slab key.
+    #[must_use]
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// Why it ended (or is ending).
+    #[must_use]
+    pub fn reason(&self) -> Option<Reason> {
+        self.reason
+    }
+
+    /// Current phase.
+    #[must_use]
+    pub fn phase(&self) -> Phase {
+        self.state.phase()
+    }
+
+    /// The timeouts it was admitted with.
+    #[must_use]
+    pub fn timeouts(&self) -> Timeouts {
+        self.timers.timeouts
+    }
+
+    /// Records an event's readiness.
+    pub fn on_event(&mut self, side: Side, readable: bool, writable: bool, read_closed: bool) {
+        match side {
+            Side::Client => {
+                self.client.readable |= readable;
+                self.client.read_closed |= read_closed;
+                self.client.writable |= writable;
+            }
+            Side::Backend => {
+                if let Some(b) = self.state.backend() {
+                    b.readable |= readable;
+                    b.writable |= writable;
+                    b.read_closed |= read_closed;
+                }
+            }
+        }
+    }
+
+    /// Deregisters both sockets (the loop calls it before dropping the connection).
+    pub fn deregister(&mut self, registry: &Registry) {
+        self.client.sock.deregister(registry);
+        if let Some(b) = self.state.backend() {
+            b.sock.deregister(registry);
+        }
+    }
+
+    /// Gives every buffer back.
+    pub fn release(&mut self, pool: &mut BufPool) {
+        for slot in [
+            &mut self.from_client,
+            &mut self.to_backend,
+            &mut self.from_backend,
+            &mut self.to_client,
+        ] {
+            if let Some(b) = slot.take() {
+                pool.put(b);
+            }
+        }
+    }
+
+    /// The earliest timer.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next(self.phase() == Phase::Open)
+    }
+
+    fn set_reason(&mut self, r: Reason) {
+        if self.reason.is_none() {
+            self.reason = Some(r);
+        }
+    }
+
+    /// Starts closing for a gateway shutdown: close 1001 to open connections, drop handshakes.
+    pub fn shutdown(&mut self, cx: &mut Ctx<'_, U>) {
+        match self.phase() {
+            Phase::Handshake | Phase::Connecting => self.give_up(Reason::Shutdown),
+            Phase::Open => {
+                self.start_close(cx, Reason::Shutdown);
+            }
+            _ => {}
+        }
+    }
+
+    /// Fires the timers that are due. Returns `true` when the connection should be driven.
+    ///
+    /// Every due deadline is taken first, then acted on only where the phase gives it a
+    /// meaning; none is left in the past (see `timers`).
+    pub fn on_timers(&mut self, cx: &mut Ctx<'_, U>) -> bool {
+        let now = cx.now;
+        if let State::Connecting(wait) = self.state {
+            return self.connect_again(now, wait);
+        }
+        let open = self.phase() == Phase::Open;
+        let t = self.timers.timeouts;
+        let deadline = timers::take_due(&mut self.timers.deadline, now);
+        let pong_due = timers::take_due(&mut self.timers.pong_deadline, now);
+        let ping_due = timers::take_due(&mut self.timers.ping_at, now);
+        let idle_due = self.timers.idle_deadline(open).is_some_and(|d| d <= now);
+        if deadline {
+            let r = match self.phase() {
+                Phase::Handshake => Reason::HandshakeTimeout,
+                Phase::Handover => Reason::HandoverTimeout,
+                _ => Reason::CloseTimeout,
+            };
+            self.give_up(r);
+            return true;
+        }
+        if !open {
+            return false;
+        }
+        if pong_due {
+            self.fail(cx, Reason::PingTimeout);
+            return true;
+        }
+        if idle_due {
+            self.start_close(cx, Reason::IdleTimeout);
+            return true;
+        }
+        if ping_due {
+            if let Some(interval) = t.ping_interval {
+                if now.duration_since(self.timers.last_rx) >= interval {
+                    let queued = cx.pool.ensure(&mut self.to_client)
+                        && self
+                            .to_client
+                            .as_mut()
+                            .is_some_and(|out| codec::emit(out, true, OpCode::Ping, b"wsgate"));
+                    // The pong is due from the first attempt, queued or not: a client that
+                    // reads nothing keeps its output full, so its ping never fits, and it
+                    // must not hold its slot (and stall its backend) for ever.
+                    if self.timers.pong_deadline.is_none() {
+                        self.timers.pong_deadline = Some(now + t.pong);
+                    }
+                    if !queued {
+                        // No room now: try again shortly, and before the pong is due, so that
+                        // a client heard from meanwhile is not failed for a ping it never got.
+                        self.timers.ping_at = Some(now + (interval / 4).min(t.pong / 2));
+                    }
+                } else {
+                    // Heard from since a ping that never fitted: nothing is outstanding.
+                    self.timers.pong_deadline = None;
+                    self.timers.ping_at = Some(self.timers.last_rx + interval);
+                }
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Moves bytes until nothing more can move, then updates interest.
+    pub fn drive(&mut self, cx: &mut Ctx<'_, U>) -> Verdict {
+        let mut rounds = 0;
+        loop {
+            let mut progress = self.read_client(cx);
+            progress |= self.process_client(cx);
+            progress |= self.handover(cx);
+            progress |= self.write_backend(cx);
+            progress |= self.read_backend(cx);
+            progress |= self.process_backend(cx);
+            progress |= self.pump_file(cx);
+            progress |= self.write_client(cx);
+            progress |= self.advance(cx);
+            if self.is_done() {
+                return Verdict::Done;
+            }
+            if !progress {
+                break;
+            }
+            rounds += 1;
+            if rounds >= MAX_ROUNDS {
+                self.release_empty(cx.pool);
+                self.update_interest(cx.registry);
+                return Verdict::Again;
+            }
+        }
+        self.release_empty(cx.pool);
+        self.update_interest(cx.registry);
+        Verdict::Continue
+    }
+
+    fn is_done(&self) -> bool {
+        match &self.state {
+            State::Linger(_) => self.client.eof,
+            State::Draining(b) => b.is_none(),
+            State::Handover(_, fd_sent) => {
+                *fd_sent && self.to_backend.as_ref().is_none_or(Buf::is_empty)
+            }
+            _ => false,
+        }
+    }
+
+    fn release_empty(&mut self, pool: &mut BufPool) {
+        for slot in [
+            &mut self.from_client,
+            &mut self.to_backend,
+            &mut self.from_backend,
+            &mut self.to_client,
+        ] {
+            pool.release_if_empty(slot);
+        }
+    }
+
+    fn update_interest(&mut self, registry: &Registry) {
+        let pending = self.to_client.as_ref().is_some_and(|b| !b.is_empty())
+            || matches!(self.state, State::File(_))
+            || self.client.tls.as_ref().is_some_and(TlsIo::wants_write);
+        let c = &mut self.client;
+        let want = pending && !c.writable;
+        if want != c.wants_write {
+            let interest =
+                if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            if c.sock.reregister(registry, token::encode(self.key, Side::Client), interest).is_ok()
+            {
+                c.wants_write = want;
+            }
+        }
+        let pending = self.to_backend.as_ref().is_some_and(|b| !b.is_empty());
+        if let Some(b) = self.state.backend() {
+            let want = pending && !b.writable;
+            if want != b.wants_write {
+                let interest =
+                    if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+                if b.sock
+                    .reregister(registry, token::encode(self.key, Side::Backend), interest)
+                    .is_ok()
+                {
+                    b.wants_write = want;
+                }
+            }
+        }
+    }
+
+    /// Phase changes that depend on buffers having drained.
+    fn advance(&mut self, cx: &mut Ctx<'_, U>) -> bool {
+        // Over TLS, bytes are out only once rustls has sent them, and plaintext written before
+        // the handshake completed (a 503 at accept) waits inside rustls for it.
+        let to_client_empty = self.to_client.as_ref().is_none_or(Buf::is_empty)
+            && !self.client.tls.as_ref().is_some_and(|t| t.wants_write() || t.is_handshaking());
+        let eof = self.client.eof;
+        match self.phase() {
+            // The client left (or TLS failed) before it was answered.
+            Phase::Handshake | Phase::Connecting | Phase::Flushing | Phase::Closing if eof => {
+                self.enter(State::Linger(None));
+                true
+            }
+            Phase::Open if eof => {
+                self.set_reason(Reason::ClientGone);
+                self.enter_close(cx, State::Draining(None));
+                true
+            }
+            Phase::Flushing if to_client_empty => {
+                // TLS first says its own goodbye (close_notify), which must go out too.
+                if self.client.tls.as_mut().is_some_and(TlsIo::close_notify) {
+                    return true;
+                }
+                self.client.sock.shutdown_write();
+                self.enter(State::Linger(None));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The one place the state changes. The backend goes along from a state that had it to
+    /// one that keeps it through the close; a new state's own data comes with it.
+    fn enter(&mut self, mut next: State<U>) {
+        debug_assert!(
+            self.phase().may_become(next.phase()),
+            "{:?} -> {:?}",
+            self.phase(),
+            next.phase()
+        );
+        let old = std::mem::replace(&mut self.state, State::Linger(None));
+        if let (Some(b), Some(slot)) = (old.into_backend(), next.backend_slot()) {
+            if slot.is_none() {
+                *slot = Some(b);
+            }
+        }
+        self.state = next;
+    }
+
+    /// Ends without a closing handshake (none was started, or its time is up): stop reading
+    /// the client and linger until what is queued for it has gone.
+    fn give_up(&mut self, why: Reason) {
+        self.set_reason(why);
+        self.client.eof = true;
+        if self.phase() != Phase::Linger {
+            self.enter(State::Linger(None));
+        }
+    }
+
+    /// The close transition: into `next` (`Flushing`, `Closing` or `Draining`) with the close
+    /// deadline, the backend told to finish (shut down once what it is owed is flushed).
+    fn enter_close(&mut self, cx: &mut Ctx<'_, U>, next: State<U>) {
+        self.enter(next);
+        self.timers.deadline = Some(cx.now + self.timers.timeouts.close);
+        if let Some(b) = self.state.backend() {
+            b.finish = true;
+        }
+        self.finish_backend_if_flushed(cx);
+    }
+
+    /// Queues an HTTP refusal (its status is [`Refusal::status`]) and heads for `Flushing`.
+    fn refuse(&mut self, cx: &mut Ctx<'_, U>, why: Refusal) {
+        self.set_reason(Reason::Refused(why));
+        if cx.pool.ensure(&mut self.to_client) {
+            if let Some(out) = self.to_client.as_mut() {
+                if let Some(n) = handshake::write_error(out.spare(), why.status()) {
+                    out.commit(n);
+                }
+            }
+        }
+        self.enter_close(cx, State::Flushing(None));
+    }
+
+    /// The 101 was queued but what the backend must get first does not fit in its buffer:
+    /// take the 101 back and refuse with 431.
+    fn refuse_after_101(&mut self, cx: &mut Ctx<'_, U>) {
+        if let Some(o) = self.to_client.as_mut() {
+            o.consume(o.len());
+        }
+        self.refuse(cx, Refusal::RecordTooLarge);
+    }
+
+    /// Queues a close frame to the client (once).
+    fn send_close(&mut self, cx: &mut Ctx<'_, U>, code: Option<u16>) {
+        if self.close_sent {
+            return;
+        }
+        self.close_sent = true;
+        if cx.pool.ensure(&mut self.to_client) {
+            if let Some(out) = self.to_client.as_mut() {
+                let _ = codec::emit_close(out, code);
+            }
+        }
+    }
+
+    /// Fails the connection: close with `why`'s code now, then shut down (§7.1.7).
+    fn fail(&mut self, cx: &mut Ctx<'_, U>, why: Reason) {
+        self.set_reason(why);
+        self.send_close(cx, why.close_code());
+        self.enter_close(cx, State::Flushing(None));
+    }
+
+    /// Starts the closing handshake from our side, with `why`'s code, and waits for the
+    /// client's close.
+    fn start_close(&mut self, cx: &mut Ctx<'_, U>, why: Reason) {
+        self.set_reason(why);
+        self.send_close(cx, why.close_code());
+        self.enter_close(cx, State::Closing(None));
+    }
+
+    /// The backend told to finish is shut down for writing (it reads EOF: the client is done
+    /// sending, §7.1.1's counterpart) and dropped once what it is owed is written.
+    fn finish_backend_if_flushed(&mut self, cx: &mut Ctx<'_, U>) {
+        let flushed = self.to_backend.as_ref().is_none_or(Buf::is_empty);
+        let Some(slot) = self.state.backend_slot() else { return };
+        if slot.as_ref().is_some_and(|b| b.finish && (flushed || b.eof)) {
+            if let Some(mut b) = slot.take() {
+                b.sock.shutdown_write();
+                b.sock.deregister(cx.registry);
+            }
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}

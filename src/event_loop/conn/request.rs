@@ -1,0 +1,410 @@
+//! What a request gets, applied: the decision is [`crate::relay::upgrade::decide`]'s (pure:
+//! request, site, docroot → route or refusal); here it becomes a 101 and an open relay, a
+//! direct-mode hand-over, a page streamed from the site's document, a wait for a busy backend,
+//! or a refusal.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use mio::Interest;
+use nix::errno::Errno;
+
+use super::super::token::{self, Side};
+use super::super::transport::{errno_of, Transport, Upstream};
+use super::{truncate, BackendEnd, BackendWait, Connection, Ctx, Page, Phase, Refusal, State};
+use crate::buffer::Buf;
+use crate::http::{handshake, static_files};
+use crate::relay::codec::{Downlink, Uplink};
+use crate::relay::path;
+use crate::relay::upgrade::{self, Decision, Name, Request};
+
+/// The pause before the first new connect to a backend whose listen queue was full; it doubles
+/// at each try, up to [`CONNECT_PAUSE_MAX`].
+const CONNECT_PAUSE_MIN: Duration = Duration::from_millis(1);
+/// The longest pause between two connects to a full backend.
+const CONNECT_PAUSE_MAX: Duration = Duration::from_millis(64);
+
+impl<T: Transport, U: Upstream> Connection<T, U> {
+    pub(super) fn process_handshake(&mut self, cx: &mut Ctx<'_, U>) -> bool {
+        // Taken out while the request (which borrows it) is examined, put back after.
+        let Some(mut input) = self.from_client.take() else { return false };
+        let progress = self.handshake_with(cx, &mut input);
+        self.from_client = Some(input);
+        progress
+    }
+
+    fn handshake_with(&mut self, cx: &mut Ctx<'_, U>, input: &mut Buf) -> bool {
+        if input.is_empty() {
+            return false;
+        }
+        // A new request: the last one's name (a page served on this connection) is not its.
+        self.name.clear();
+        let request = match upgrade::read(input.readable(), cx.htdocs.is_some(), input.free() == 0)
+        {
+            Ok(Some(r)) => r,
+            Ok(None) => return false,
+            Err(why) => {
+                self.refuse(cx, why);
+                return true;
+            }
+        };
+        let mut scratch = [0u8; path::MAX_PATH];
+        let backends = cx.backends;
+        let tls = self.client.tls.is_some();
+        let decision =
+            upgrade::decide(&request, cx.site, tls, &mut scratch, |name: &str| backends.dial(name));
+        let up = match decision {
+            Decision::Upgrade(up) => up,
+            Decision::Page { name, head_only, keep_alive, head_len } => {
+                drop(request);
+                let _ = self.name.push_str(truncate(name, 64));
+                let served = self.serve_file(cx, name, head_only, keep_alive);
+                input.consume(head_len);
+                return served;
+            }
+            Decision::Wait { name } => {
+                let _ = self.name.push_str(truncate(name, 64));
+                return self.wait_for_backend(cx);
+            }
+            Decision::Refuse { why, name } => {
+                match name {
+                    Name::None => {}
+                    Name::Raw(raw) => self.name_raw(raw),
+                    Name::Decoded(name) => {
+                        let _ = self.name.push_str(truncate(name, 64));
+                    }
+                }
+                if let (Refusal::Origin, Request::Upgrade(req, _)) = (why, &request) {
+                    crate::conn_log!(
+                        crate::logging::WARN,
+                        "conn={} peer={} Origin {:?} refused for Host {:?}",
+                        self.key,
+                        self.peer,
+                        req.origin.unwrap_or_default(),
+                        req.host
+                    );
+                }
+                self.refuse(cx, why);
+                return true;
+            }
+        };
+        // An upgrade is decided for an upgrade request only.
+        let Request::Upgrade(req, consumed) = &request else { return false };
+        let consumed = *consumed;
+        let upgrade::Upgrade { endpoint, mode, protocol, mut backend, direct } = up;
+        let _ = self.name.push_str(truncate(endpoint, 64));
+        if !cx.pool.ensure(&mut self.to_client) {
+            self.refuse(cx, Refusal::Full);
+            return true;
+        }
+        let Some(out) = self.to_client.as_mut() else { return false };
+        let Some(n) = handshake::write_switching(out.spare(), &req.accept, protocol) else {
+            self.refuse(cx, Refusal::ResponseTooLarge);
+            return true;
+        };
+        out.commit(n);
+        if let Err(e) = backend.register(
+            cx.registry,
+            token::encode(self.key, Side::Backend),
+            Interest::READABLE,
+        ) {
+            self.refuse(cx, Refusal::Register(errno_of(&e)));
+            return true;
+        }
+        let info = crate::relay::context::Info {
+            peer: self.peer,
+            server_port: cx.site.listen.port(),
+            path: req.path,
+            query: req.query,
+            endpoint,
+            host: req.host,
+            origin: req.origin,
+            protocol,
+            tls,
+        };
+        let head = input.readable().get(..consumed).unwrap_or_default();
+        if direct {
+            // The hand-over record: the request's metadata and the client bytes already read
+            // past its head, which are the backend's from now on.
+            let early = input.readable().get(consumed..).unwrap_or_default();
+            let headers = cx.site.context.as_deref().unwrap_or_default();
+            let written = cx.pool.ensure(&mut self.to_backend)
+                && self.to_backend.as_mut().is_some_and(|tb| {
+                    crate::relay::context::write_direct(tb, &info, head, headers, early)
+                });
+            drop(request);
+            if !written {
+                backend.deregister(cx.registry);
+                self.refuse_after_101(cx);
+                return true;
+            }
+            input.consume(input.len());
+            self.mode = mode;
+            self.enter(State::Handover(BackendEnd::new(backend, false), false));
+            self.timers.deadline = Some(cx.now + self.timers.timeouts.close);
+            return true;
+        }
+        if let Some(headers) = &cx.site.context {
+            let written = cx.pool.ensure(&mut self.to_backend)
+                && self
+                    .to_backend
+                    .as_mut()
+                    .is_some_and(|tb| crate::relay::context::write(tb, mode, &info, head, headers));
+            if !written {
+                backend.deregister(cx.registry);
+                self.refuse_after_101(cx);
+                return true;
+            }
+        }
+        drop(request);
+        input.consume(consumed);
+        self.mode = mode;
+        self.uplink = Uplink::new(mode);
+        self.downlink = Downlink::new(mode, cx.site.data_type);
+        let limit = self
+            .uplink
+            .max_message(cx.pool.buf_size())
+            .map_or(cx.site.max_message, |m| m.min(cx.site.max_message));
+        self.session.set_max_message(limit);
+        self.enter(State::Open(BackendEnd::new(backend, true)));
+        self.timers.open(cx.now);
+        crate::conn_log!(
+            crate::logging::INFO,
+            "conn={} peer={} open /{} mode={}",
+            self.key,
+            self.peer,
+            self.name,
+            self.mode
+        );
+        true
+    }
+
+    /// Answers a static page request for `name` (decoded, no leading '/', "" for the root).
+    fn serve_file(
+        &mut self,
+        cx: &mut Ctx<'_, U>,
+        name: &str,
+        head_only: bool,
+        keep_alive: bool,
+    ) -> bool {
+        let (Some(htdocs), Some(doc)) = (cx.htdocs, cx.site.document.as_ref()) else {
+            return false;
+        };
+        let mut haystack = heapless::String::<{ path::MAX_PATH + 1 }>::new();
+        let _ = haystack.push('/');
+        let _ = haystack.push_str(name);
+        if !doc.access.permits(&haystack) {
+            self.refuse(cx, Refusal::Denied);
+            return true;
+        }
+        let file = match htdocs.open_file(name, &doc.default_page) {
+            Ok(f) => f,
+            Err(e) => {
+                self.refuse(cx, Refusal::File(e));
+                return true;
+            }
+        };
+        // `/sub` and `/sub/` are one directory: its page is served only when both spellings
+        // pass, so that a rule written for one (`deny = "^/private$"`) cannot be stepped
+        // around with the other.
+        if file.default_page && !name.is_empty() {
+            if haystack.ends_with('/') {
+                haystack.pop();
+            } else {
+                let _ = haystack.push('/');
+            }
+            if !doc.access.permits(&haystack) {
+                self.refuse(cx, Refusal::Denied);
+                return true;
+            }
+        }
+        if !cx.pool.ensure(&mut self.to_client) {
+            self.refuse(cx, Refusal::Full);
+            return true;
+        }
+        let Some(out) = self.to_client.as_mut() else { return false };
+        let keep_alive = keep_alive && !self.timers.timeouts.keepalive.is_zero();
+        // The MIME type follows the name served; a directory gets its default page's.
+        let mime_name = if file.default_page { doc.default_page.as_str() } else { name };
+        let mime = static_files::mime_type(mime_name);
+        let Some(n) = static_files::write_ok(out.spare(), mime, file.len, keep_alive) else {
+            self.refuse(cx, Refusal::ResponseTooLarge);
+            return true;
+        };
+        out.commit(n);
+        crate::conn_log!(
+            crate::logging::INFO,
+            "conn={} peer={} {} /{name} 200 ({} bytes)",
+            self.key,
+            self.peer,
+            if head_only { "HEAD" } else { "GET" },
+            file.len
+        );
+        if head_only || file.len == 0 {
+            self.finish_response(cx, keep_alive);
+        } else {
+            self.enter(State::File(Page { file: file.file, left: file.len, keep_alive }));
+            self.timers.deadline = Some(cx.now + self.page_timeout());
+        }
+        true
+    }
+
+    /// How long a page may take between two writes.
+    fn page_timeout(&self) -> Duration {
+        let t = self.timers.timeouts;
+        t.handshake.max(t.close)
+    }
+
+    /// After a static response: wait for the next request, or close. The name stays (the
+    /// close line names the last path served) until the next request replaces it.
+    fn finish_response(&mut self, cx: &mut Ctx<'_, U>, keep_alive: bool) {
+        if keep_alive && !self.client.eof {
+            if self.phase() != Phase::Handshake {
+                self.enter(State::Handshake(None));
+            }
+            self.timers.deadline = Some(cx.now + self.timers.timeouts.keepalive);
+        } else {
+            self.enter_close(cx, State::Flushing(None));
+        }
+    }
+
+    /// Moves file bytes into the client buffer while there is room.
+    pub(super) fn pump_file(&mut self, cx: &mut Ctx<'_, U>) -> bool {
+        if self.phase() != Phase::File {
+            return false;
+        }
+        // Plain HTTP: once the head is out, the kernel copies the file to the socket itself.
+        if self.to_client.as_ref().is_none_or(Buf::is_empty) && !self.client.no_sendfile {
+            return self.send_file(cx);
+        }
+        if !cx.pool.ensure(&mut self.to_client) {
+            return false;
+        }
+        let (State::File(page), Some(out)) = (&mut self.state, self.to_client.as_mut()) else {
+            return false;
+        };
+        if out.free() == 0 {
+            return false;
+        }
+        let spare = out.spare();
+        let want = spare.len().min(usize::try_from(page.left).unwrap_or(usize::MAX));
+        let Some(dst) = spare.get_mut(..want) else { return false };
+        match page.file.read(dst) {
+            Ok(0) | Err(_) => {
+                // The file shrank or failed under us: the promised length cannot be met, so the
+                // connection must end here (RFC 9112 §6.3).
+                self.finish_response(cx, false);
+            }
+            Ok(n) => {
+                out.commit(n);
+                page.left -= n as u64;
+                if page.left == 0 {
+                    let keep_alive = page.keep_alive;
+                    self.finish_response(cx, keep_alive);
+                } else {
+                    // Sending a page is activity: push the deadline.
+                    self.timers.deadline = Some(cx.now + self.page_timeout());
+                }
+            }
+        }
+        true
+    }
+
+    /// `sendfile(2)` from the page to the client socket, without a user-space copy.
+    fn send_file(&mut self, cx: &mut Ctx<'_, U>) -> bool {
+        if !self.client.writable {
+            return false;
+        }
+        let State::File(page) = &mut self.state else { return false };
+        let count = usize::try_from(page.left).unwrap_or(usize::MAX).min(1 << 20);
+        match self.client.sock.send_file(&page.file, count) {
+            Ok(0) => {
+                // The file shrank under us: the promised length cannot be met (RFC 9112 §6.3).
+                self.finish_response(cx, false);
+            }
+            Ok(n) => {
+                page.left -= n as u64;
+                self.stats.client_out += n as u64;
+                if page.left == 0 {
+                    let keep_alive = page.keep_alive;
+                    self.finish_response(cx, keep_alive);
+                } else {
+                    self.timers.deadline = Some(cx.now + self.page_timeout());
+                }
+            }
+            Err(Errno::EAGAIN) => {
+                self.client.writable = false;
+                return false;
+            }
+            Err(Errno::EINTR) => {}
+            // A file system without sendfile support: copy through the buffer instead.
+            Err(Errno::EINVAL | Errno::ENOSYS) => self.client.no_sendfile = true,
+            Err(e) => {
+                self.set_reason(super::Reason::ClientError(std::io::Error::from(e).kind()));
+                self.client.eof = true;
+                self.enter(State::Linger(None));
+            }
+        }
+        true
+    }
+
+    /// The backend's listen queue is full: wait in `Connecting` for the next try (see
+    /// [`BackendWait`]), or refuse with 503 once the last try, at the handshake deadline, has
+    /// found it full too. The request stays in `from_client`.
+    fn wait_for_backend(&mut self, cx: &mut Ctx<'_, U>) -> bool {
+        let now = cx.now;
+        let State::Handshake(wait) = &mut self.state else { return false };
+        let last_try = self.timers.deadline.unwrap_or(now);
+        let mut wait =
+            wait.take().unwrap_or(BackendWait { since: now, pause: Duration::ZERO, last_try });
+        if now >= wait.last_try {
+            let waited = now.saturating_duration_since(wait.since).as_millis();
+            self.refuse(cx, Refusal::BackendBusy(u32::try_from(waited).unwrap_or(u32::MAX)));
+            return true;
+        }
+        if wait.pause.is_zero() {
+            crate::conn_log!(
+                crate::logging::DEBUG,
+                "conn={} peer={} backend /{} busy (listen queue full): connecting again for up \
+                 to {} ms",
+                self.key,
+                self.peer,
+                self.name,
+                wait.last_try.saturating_duration_since(now).as_millis()
+            );
+        }
+        wait.pause = wait.pause.saturating_mul(2).clamp(CONNECT_PAUSE_MIN, CONNECT_PAUSE_MAX);
+        self.timers.deadline = Some((now + wait.pause).min(wait.last_try));
+        self.enter(State::Connecting(wait));
+        true
+    }
+
+    /// `Connecting`: at the time of the next try, back to `Handshake`, whose deadline is the
+    /// last try again; the drive that follows connects. `true` when that drive is due.
+    pub(super) fn connect_again(&mut self, now: Instant, wait: BackendWait) -> bool {
+        if self.timers.deadline.is_some_and(|d| d > now) {
+            return false;
+        }
+        self.timers.deadline = Some(wait.last_try);
+        self.enter(State::Handshake(Some(wait)));
+        true
+    }
+
+    /// Names the connection after a request path that failed its checks, as it was sent (less
+    /// its leading '/'), for the close line: control characters are escaped, so the name cannot
+    /// break the line, and it is cut to the name's capacity.
+    fn name_raw(&mut self, raw: &str) {
+        self.name.clear();
+        let raw = raw.strip_prefix('/').unwrap_or(raw);
+        for c in raw.chars() {
+            let full = if c.is_control() {
+                c.escape_debug().any(|e| self.name.push(e).is_err())
+            } else {
+                self.name.push(c).is_err()
+            };
+            if full {
+                break;
+            }
+        }
+    }
+}

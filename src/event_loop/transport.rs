@@ -1,0 +1,281 @@
+//! The two seams of a connection: the client's byte stream ([`Transport`]) and the backend it
+//! relays to ([`Upstream`], reached through a [`Dial`]).
+//!
+//! The connection's state machine (`conn`) moves bytes between buffers and these two; it never
+//! names a socket type. The loop instantiates it with a mio `TcpStream` and a UNIX
+//! [`Backend`]; its tests with in-memory fakes that can split the input at any byte, refuse
+//! writes, or end either side at a chosen moment (`conn/tests.rs`), which is how the lifecycle
+//! is tested under qemu-user too. Each method is the system call it stands for, with that
+//! call's contract (`WouldBlock` / `EAGAIN` when it would block), so the instantiation costs
+//! nothing: the trait calls are resolved at compile time.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use nix::errno::Errno;
+use nix::sys::socket::{recv, send, sendmsg, shutdown, ControlMessage, MsgFlags};
+
+use crate::relay::route::{Backend, Docroot, RouteError};
+use crate::relay::upgrade::Socket;
+
+/// The client's side: a non-blocking byte stream (TCP, carrying TLS or not).
+pub trait Transport: core::fmt::Debug {
+    /// `read(2)`: `Ok(0)` at the end.
+    ///
+    /// # Errors
+    /// `WouldBlock` when nothing is there; the socket's errors.
+    fn read(&mut self, dst: &mut [u8]) -> io::Result<usize>;
+    /// `recv(MSG_PEEK)`: the first bytes, left in place (plain HTTP on a TLS port is told
+    /// apart by them).
+    ///
+    /// # Errors
+    /// As [`Self::read`].
+    fn peek(&mut self, dst: &mut [u8]) -> io::Result<usize>;
+    /// `write(2)`.
+    ///
+    /// # Errors
+    /// `WouldBlock` when the socket is full; the socket's errors.
+    fn write(&mut self, src: &[u8]) -> io::Result<usize>;
+    /// `writev(2)`.
+    ///
+    /// # Errors
+    /// As [`Self::write`].
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize>;
+    /// `shutdown(SHUT_WR)`: the server closes first (RFC 6455 §7.1.1).
+    fn shutdown_write(&mut self);
+    /// `sendfile(2)` of `count` bytes of `file` from its current offset.
+    ///
+    /// # Errors
+    /// `EAGAIN` when the socket is full; `EINVAL`/`ENOSYS` where sendfile cannot be used
+    /// (the page is then copied through the buffer).
+    fn send_file(&mut self, file: &File, count: usize) -> nix::Result<usize>;
+    /// The descriptor handed to a direct-mode backend.
+    fn raw_fd(&self) -> RawFd;
+    /// Registers with the loop.
+    ///
+    /// # Errors
+    /// The registry's.
+    fn register(&mut self, registry: &Registry, token: Token, interest: Interest)
+        -> io::Result<()>;
+    /// Changes the interest.
+    ///
+    /// # Errors
+    /// The registry's.
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()>;
+    /// Leaves the loop.
+    fn deregister(&mut self, registry: &Registry);
+}
+
+impl Transport for TcpStream {
+    fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+        Read::read(self, dst)
+    }
+
+    fn peek(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+        TcpStream::peek(self, dst)
+    }
+
+    fn write(&mut self, src: &[u8]) -> io::Result<usize> {
+        Write::write(self, src)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        Write::write_vectored(self, bufs)
+    }
+
+    fn shutdown_write(&mut self) {
+        let _ = TcpStream::shutdown(self, Shutdown::Write);
+    }
+
+    fn send_file(&mut self, file: &File, count: usize) -> nix::Result<usize> {
+        nix::sys::sendfile::sendfile(self.as_fd(), file.as_fd(), None, count)
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        registry.register(self, token, interest)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        registry.reregister(self, token, interest)
+    }
+
+    fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(self);
+    }
+}
+
+/// `Read` / `Write` over a [`Transport`], for rustls, which wants `&mut dyn Read`.
+#[derive(Debug)]
+pub struct Io<'a, T: ?Sized>(pub &'a mut T);
+
+impl<T: Transport + ?Sized> Read for Io<'_, T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<T: Transport + ?Sized> Write for Io<'_, T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The backend's side: a connected, non-blocking socket, a byte stream or (`seqpacket`) a
+/// sequence of packets.
+pub trait Upstream: Socket + core::fmt::Debug {
+    /// `send(2)` (no `SIGPIPE`); on a packet socket, one packet.
+    ///
+    /// # Errors
+    /// `EAGAIN` when full; the socket's errors.
+    fn send(&mut self, src: &[u8]) -> nix::Result<usize>;
+    /// `sendmsg(2)` of `src` with `fd` attached (`SCM_RIGHTS`): the direct-mode hand-over.
+    ///
+    /// # Errors
+    /// As [`Self::send`].
+    fn send_with_fd(&mut self, src: &[u8], fd: RawFd) -> nix::Result<usize>;
+    /// `recv(2)`; on a packet socket with `MSG_TRUNC`, the packet's whole length even when
+    /// `dst` was too small for it.
+    ///
+    /// # Errors
+    /// `EAGAIN` when nothing is there; the socket's errors.
+    fn recv(&mut self, dst: &mut [u8]) -> nix::Result<usize>;
+    /// Has the peer shut down its writing side? (On a packet socket, tells an empty packet
+    /// from the end.)
+    fn hung_up(&self) -> bool;
+    /// `shutdown(SHUT_WR)`: the client is done sending.
+    fn shutdown_write(&mut self);
+    /// Registers with the loop.
+    ///
+    /// # Errors
+    /// The registry's.
+    fn register(&mut self, registry: &Registry, token: Token, interest: Interest)
+        -> io::Result<()>;
+    /// Changes the interest.
+    ///
+    /// # Errors
+    /// The registry's.
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()>;
+    /// Leaves the loop.
+    fn deregister(&mut self, registry: &Registry);
+}
+
+/// Where backends are found by name.
+pub trait Dial<U>: core::fmt::Debug {
+    /// Connects to the backend `name` (a checked path without its leading '/').
+    ///
+    /// # Errors
+    /// [`RouteError`]: none there, not a socket, its listen queue full...
+    fn dial(&self, name: &str) -> Result<U, RouteError>;
+}
+
+impl Dial<Backend> for Docroot {
+    fn dial(&self, name: &str) -> Result<Backend, RouteError> {
+        self.connect(name)
+    }
+}
+
+impl Upstream for Backend {
+    fn send(&mut self, src: &[u8]) -> nix::Result<usize> {
+        send(self.fd.as_raw_fd(), src, MsgFlags::MSG_NOSIGNAL)
+    }
+
+    fn send_with_fd(&mut self, src: &[u8], fd: RawFd) -> nix::Result<usize> {
+        let fds = [fd];
+        let iov = [io::IoSlice::new(src)];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        sendmsg::<()>(self.fd.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+    }
+
+    fn recv(&mut self, dst: &mut [u8]) -> nix::Result<usize> {
+        let flags = if self.seqpacket { MsgFlags::MSG_TRUNC } else { MsgFlags::empty() };
+        recv(self.fd.as_raw_fd(), dst, flags)
+    }
+
+    fn hung_up(&self) -> bool {
+        peer_hung_up(self.fd.as_fd())
+    }
+
+    fn shutdown_write(&mut self) {
+        let _ = shutdown(self.fd.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+    }
+
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        registry.register(&mut SourceFd(&self.fd.as_raw_fd()), token, interest)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        registry.reregister(&mut SourceFd(&self.fd.as_raw_fd()), token, interest)
+    }
+
+    fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut SourceFd(&self.fd.as_raw_fd()));
+    }
+}
+
+/// Has the peer of `fd` shut down its writing side? (poll with no wait, `POLLRDHUP`.)
+fn peer_hung_up(fd: BorrowedFd<'_>) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    // nix has no name for POLLRDHUP; the bit is Linux's.
+    let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
+    let mut fds = [PollFd::new(fd, rdhup)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(n) if n > 0 => fds
+            .first()
+            .and_then(PollFd::revents)
+            .is_some_and(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR)),
+        _ => false,
+    }
+}
+
+/// `Errno` from an `io::Error` of the registry.
+#[must_use]
+pub fn errno_of(e: &io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(0))
+}
