@@ -1,15 +1,15 @@
-//! The gateway's command line: flags only, no policy. It turns into a [`Config`].
+//! The gateway's command line: flags only, no policy. Its flags map onto a
+//! [`crate::config::Settings`] (a flag not given says nothing: the defaults are the builder's),
+//! and errors are placed at the flag.
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use argh::FromArgs;
 
 use crate::config::{
-    parse_bytes, parse_duration, Config, ConfigError, EndpointMode, Site, SiteTls,
+    parse_bytes, parse_duration, BuildError, Config, ConfigError, Document, Settings, SiteSettings,
 };
 use crate::relay::acl::AccessList;
-use crate::relay::codec::{DataType, Mode};
 
 /// wsgate: WebSocket gateway relaying ws:// clients to UNIX-socket backends at DOCROOT/<path>.
 #[derive(FromArgs, Debug)]
@@ -27,14 +27,14 @@ pub struct Args {
     #[argh(option, short = 'W')]
     pub workdir: Option<PathBuf>,
     /// address to listen on (default 0.0.0.0)
-    #[argh(option, short = 'a', default = "String::from(\"0.0.0.0\")")]
-    pub addr: String,
+    #[argh(option, short = 'a')]
+    pub addr: Option<String>,
     /// TCP port (default 8080; 0 picks a free one)
-    #[argh(option, short = 'p', default = "8080")]
-    pub port: u16,
+    #[argh(option, short = 'p')]
+    pub port: Option<u16>,
     /// directory of the backend sockets (default /var/run/websocket)
-    #[argh(option, short = 'R', default = "PathBuf::from(\"/var/run/websocket\")")]
-    pub docroot: PathBuf,
+    #[argh(option, short = 'R')]
+    pub docroot: Option<PathBuf>,
     /// directory of static pages served for requests without Upgrade (none by default)
     #[argh(option)]
     pub htdocs: Option<PathBuf>,
@@ -44,21 +44,21 @@ pub struct Args {
     pub mode: Vec<String>,
     /// frame type of backend data in stream, lines and seqpacket modes: text (default), binary,
     /// auto
-    #[argh(option, short = 't', default = "String::from(\"text\")")]
-    pub r#type: String,
+    #[argh(option, short = 't')]
+    pub r#type: Option<String>,
     /// most concurrent WebSocket connections (default 64)
-    #[argh(option, short = 'c', default = "crate::config::DEFAULT_MAX_CONNECTIONS")]
-    pub max_connections: u32,
+    #[argh(option, short = 'c')]
+    pub max_connections: Option<u32>,
     /// allowed endpoints, ouistiti pattern list (default "*")
-    #[argh(option, default = "String::from(\"*\")")]
-    pub allow: String,
+    #[argh(option)]
+    pub allow: Option<String>,
     /// denied endpoints, ouistiti pattern list (default "")
-    #[argh(option, default = "String::new()")]
-    pub deny: String,
+    #[argh(option)]
+    pub deny: Option<String>,
     /// accepted Origin headers: "same" (default: none, or the same host:port as Host), "*", or
     /// a comma-separated list of origins or hosts
-    #[argh(option, default = "String::from(\"same\")")]
-    pub origin: String,
+    #[argh(option)]
+    pub origin: Option<String>,
     /// direct mode: after the 101, hand each client's socket to its backend (SCM_RIGHTS, with
     /// the request's metadata) instead of relaying; not with TLS
     #[argh(switch)]
@@ -73,27 +73,27 @@ pub struct Args {
     #[argh(switch)]
     pub denylast: bool,
     /// size of each relay buffer, e.g. 16K (default 16K)
-    #[argh(option, default = "String::from(\"16K\")")]
-    pub buffer_size: String,
+    #[argh(option)]
+    pub buffer_size: Option<String>,
     /// largest client message, e.g. 1M (default 1M)
-    #[argh(option, default = "String::from(\"1M\")")]
-    pub max_message: String,
+    #[argh(option)]
+    pub max_message: Option<String>,
     /// ping after this much client silence, 0 disables (default 30s)
-    #[argh(option, default = "String::from(\"30s\")")]
-    pub ping_interval: String,
+    #[argh(option)]
+    pub ping_interval: Option<String>,
     /// close when a ping is unanswered this long (default 10s)
-    #[argh(option, default = "String::from(\"10s\")")]
-    pub pong_timeout: String,
+    #[argh(option)]
+    pub pong_timeout: Option<String>,
     /// time allowed for the upgrade request, and for a backend whose listen queue is full to
     /// make room (default 10s)
-    #[argh(option, default = "String::from(\"10s\")")]
-    pub handshake_timeout: String,
+    #[argh(option)]
+    pub handshake_timeout: Option<String>,
     /// close after this much silence both ways, 0 disables (default 0)
-    #[argh(option, default = "String::from(\"0\")")]
-    pub idle_timeout: String,
+    #[argh(option)]
+    pub idle_timeout: Option<String>,
     /// time allowed for the closing handshake (default 5s)
-    #[argh(option, default = "String::from(\"5s\")")]
-    pub close_timeout: String,
+    #[argh(option)]
+    pub close_timeout: Option<String>,
     /// serve wss:// (and https:// pages) with this certificate file (PEM; chain after it)
     #[argh(option)]
     pub tls_cert: Option<PathBuf>,
@@ -133,8 +133,17 @@ pub struct Args {
     pub log_rate: u32,
 }
 
-fn optional(d: std::time::Duration) -> Option<std::time::Duration> {
-    (!d.is_zero()).then_some(d)
+/// `value` of `flag` parsed by `parse`, the error placed at the flag.
+fn parsed<T>(
+    flag: &str,
+    value: Option<String>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    value.map(|v| parse(&v).map_err(|e| at(flag, e))).transpose()
+}
+
+fn at(flag: &str, e: String) -> ConfigError {
+    ConfigError(format!("{flag}: {e}"))
 }
 
 impl Args {
@@ -143,82 +152,76 @@ impl Args {
     /// # Errors
     /// A [`ConfigError`] naming the flag.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let err = |flag: &str, e: String| ConfigError(format!("{flag}: {e}"));
-        let ip: IpAddr =
-            self.addr.parse().map_err(|_| err("-a", format!("bad address {:?}", self.addr)))?;
-        let mut mode = Mode::Stream;
+        let addr =
+            parsed("-a", self.addr, |a| a.parse().map_err(|_| format!("bad address {a:?}")))?;
+        let mut mode = None;
         let mut endpoint_modes = Vec::new();
         for m in &self.mode {
             match m.split_once('=') {
-                Some((name, mo)) => endpoint_modes.push(EndpointMode {
-                    name: name.trim_start_matches('/').to_owned(),
-                    mode: mo.parse().map_err(|e| err("-m", e))?,
-                }),
-                None => mode = m.parse().map_err(|e| err("-m", e))?,
+                Some((name, mo)) => {
+                    endpoint_modes.push((name.to_owned(), mo.parse().map_err(|e| at("-m", e))?));
+                }
+                None => mode = Some(m.parse().map_err(|e| at("-m", e))?),
             }
         }
-        let data_type: DataType = self.r#type.parse().map_err(|e| err("-t", e))?;
-        let buffer_size = parse_bytes(&self.buffer_size).map_err(|e| err("--buffer-size", e))?;
+        let data_type = parsed("-t", self.r#type, str::parse)?;
+        let buffer_size = parsed("--buffer-size", self.buffer_size, |s| {
+            usize::try_from(parse_bytes(s)?).map_err(|_| "too large".to_owned())
+        })?;
         let tls = match (self.tls_cert, self.tls_key) {
-            (Some(crtfile), Some(keyfile)) => Some(
-                SiteTls::load(crate::tls::TlsFiles {
-                    crtfile,
-                    keyfile,
-                    cachain: self.tls_chain,
-                    client_ca: self.tls_client_ca,
-                })
-                .map_err(|e| err("--tls-cert", e.to_string()))?,
-            ),
+            (Some(crtfile), Some(keyfile)) => Some(crate::tls::TlsFiles {
+                crtfile,
+                keyfile,
+                cachain: self.tls_chain,
+                client_ca: self.tls_client_ca,
+            }),
             (None, None) if self.tls_chain.is_none() && self.tls_client_ca.is_none() => None,
-            (None, _) => return Err(err("--tls-cert", "needed for TLS".into())),
-            (Some(_), None) => return Err(err("--tls-key", "needed with --tls-cert".into())),
+            (None, _) => return Err(at("--tls-cert", "needed for TLS".into())),
+            (Some(_), None) => return Err(at("--tls-key", "needed with --tls-cert".into())),
         };
-        let site = Site {
-            listen: SocketAddr::new(ip, self.port),
+        let access = AccessList::default();
+        let site = SiteSettings {
+            addr,
+            port: self.port,
             docroot: self.docroot,
             mode,
             endpoint_modes,
             data_type,
-            access: AccessList { allow: self.allow, deny: self.deny, denylast: self.denylast },
-            origin: crate::http::origin::OriginPolicy::parse(&self.origin),
-            document: self.htdocs.map(|root| crate::config::Document {
-                root,
-                default_page: "index.html".into(),
-                access: AccessList::default(),
+            access: Some(AccessList {
+                allow: self.allow.unwrap_or(access.allow),
+                deny: self.deny.unwrap_or(access.deny),
+                denylast: self.denylast,
             }),
-            keepalive: crate::config::DEFAULT_KEEPALIVE,
-            context: (self.context || !self.context_header.is_empty())
-                .then_some(self.context_header),
+            origin: self.origin,
+            document: self.htdocs.map(Document::new),
+            keepalive: None,
+            context: self.context,
+            context_headers: self.context_header,
             max_connections: self.max_connections,
-            max_message: parse_bytes(&self.max_message).map_err(|e| err("--max-message", e))?,
-            handshake_timeout: parse_duration(&self.handshake_timeout)
-                .map_err(|e| err("--handshake-timeout", e))?,
-            ping_interval: optional(
-                parse_duration(&self.ping_interval).map_err(|e| err("--ping-interval", e))?,
-            ),
-            pong_timeout: parse_duration(&self.pong_timeout)
-                .map_err(|e| err("--pong-timeout", e))?,
-            idle_timeout: optional(
-                parse_duration(&self.idle_timeout).map_err(|e| err("--idle-timeout", e))?,
-            ),
-            close_timeout: parse_duration(&self.close_timeout)
-                .map_err(|e| err("--close-timeout", e))?,
+            max_message: parsed("--max-message", self.max_message, parse_bytes)?,
+            handshake_timeout: parsed(
+                "--handshake-timeout",
+                self.handshake_timeout,
+                parse_duration,
+            )?,
+            ping_interval: parsed("--ping-interval", self.ping_interval, parse_duration)?,
+            pong_timeout: parsed("--pong-timeout", self.pong_timeout, parse_duration)?,
+            idle_timeout: parsed("--idle-timeout", self.idle_timeout, parse_duration)?,
+            close_timeout: parsed("--close-timeout", self.close_timeout, parse_duration)?,
             tls,
             direct: self.direct,
         };
-        let config = Config {
-            sites: vec![site],
-            buffer_size: usize::try_from(buffer_size)
-                .map_err(|_| err("--buffer-size", "too large".into()))?,
-            verbosity: if self.quiet {
-                0
-            } else if self.verbose {
-                2
-            } else {
-                1
-            },
+        let verbosity = if self.quiet {
+            Some(0)
+        } else if self.verbose {
+            Some(2)
+        } else {
+            None
         };
-        config.validate()?;
-        Ok(config)
+        let settings = Settings { sites: vec![site], buffer_size, verbosity };
+        settings.build().map_err(|e| match e {
+            BuildError::Tls { error, .. } => at("--tls-cert", error.to_string()),
+            BuildError::Invalid(e) => e,
+        })
     }
 }

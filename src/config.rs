@@ -1,7 +1,8 @@
 //! The validated configuration: every limit the gateway enforces, with its default.
 //!
-//! [`crate::cli`] and [`crate::config_file`] produce a [`Config`]; nothing else decides
-//! policy. Defaults are sized for the smallest router we target (32 MB of RAM).
+//! [`crate::cli`] and [`crate::config_file`] each fill a [`Settings`], and [`Settings::build`]
+//! turns it into a [`Config`] (see [`build`] for the pipeline); nothing else decides policy.
+//! Defaults are sized for the smallest router we target (32 MB of RAM).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +11,10 @@ use std::time::Duration;
 use crate::http::origin::OriginPolicy;
 use crate::relay::acl::AccessList;
 use crate::relay::codec::{DataType, Mode};
+
+pub mod build;
+
+pub use build::{alternatives, parse_bytes, parse_duration, BuildError, Settings, SiteSettings};
 
 /// Concurrent WebSocket connections (handshakes included) when nothing else is said.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
@@ -30,8 +35,15 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
 /// Time a ping may go unanswered before the connection is closed.
 pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(10);
+/// Relay mode for endpoints without an override.
+pub const DEFAULT_MODE: Mode = Mode::Stream;
+/// Frame type of backend data in the modes that do not carry one.
+pub const DEFAULT_DATA_TYPE: DataType = DataType::Text;
 /// Time allowed for the closing handshake and for flushing a refusal.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A document's page served for a directory when the source names none.
+pub const DEFAULT_PAGE: &str = "index.html";
 
 /// Static pages of a site.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,12 +77,6 @@ pub struct Config {
     pub buffer_size: usize,
     /// Log level: 0 errors and warnings, 1 connection lines, 2 debug.
     pub verbosity: u8,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self { sites: vec![Site::default()], buffer_size: DEFAULT_BUFFER_SIZE, verbosity: 1 }
-    }
 }
 
 impl Config {
@@ -162,32 +168,6 @@ pub struct Site {
     pub direct: bool,
 }
 
-impl Default for Site {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            docroot: PathBuf::from("/var/run/websocket"),
-            mode: Mode::Stream,
-            endpoint_modes: Vec::new(),
-            data_type: DataType::Text,
-            access: AccessList::default(),
-            origin: OriginPolicy::SameHost,
-            context: None,
-            document: None,
-            keepalive: DEFAULT_KEEPALIVE,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_message: DEFAULT_MAX_MESSAGE,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            ping_interval: Some(DEFAULT_PING_INTERVAL),
-            pong_timeout: DEFAULT_PONG_TIMEOUT,
-            idle_timeout: None,
-            close_timeout: DEFAULT_CLOSE_TIMEOUT,
-            tls: None,
-            direct: false,
-        }
-    }
-}
-
 /// A `wss://` site's TLS: the files, and the server configuration built from them when the
 /// [`Config`] was (at start-up, and again for each SIGHUP): certificates are read once per load.
 #[derive(Clone, Debug)]
@@ -196,35 +176,6 @@ pub struct SiteTls {
     pub files: crate::tls::TlsFiles,
     /// rustls' configuration for the site's connections.
     pub server: std::sync::Arc<rustls::ServerConfig>,
-}
-
-impl Config {
-    /// The same configuration with every site's certificate files read again: what SIGHUP
-    /// applies when there is no configuration file.
-    ///
-    /// # Errors
-    /// The first site whose files cannot be used, and why; nothing is changed then.
-    pub fn with_tls_reloaded(&self) -> Result<Config, String> {
-        let mut config = self.clone();
-        for site in &mut config.sites {
-            if let Some(t) = &mut site.tls {
-                *t = SiteTls::load(t.files.clone())
-                    .map_err(|e| format!("{}: new certificate: {e}", site.listen))?;
-            }
-        }
-        Ok(config)
-    }
-}
-
-impl SiteTls {
-    /// Reads and checks `files`.
-    ///
-    /// # Errors
-    /// A [`crate::tls::TlsError`] naming the file at fault.
-    pub fn load(files: crate::tls::TlsFiles) -> Result<Self, crate::tls::TlsError> {
-        let server = crate::tls::load(&files)?;
-        Ok(Self { files, server })
-    }
 }
 
 /// A configuration that cannot be used.
@@ -277,46 +228,6 @@ impl Site {
     pub fn overflow_slots(&self) -> u32 {
         (self.max_connections / 8).clamp(2, 64)
     }
-}
-
-/// Parses "500ms", "10s", "2m", "1h" or plain seconds.
-///
-/// # Errors
-/// A message naming the bad value.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m, h)")),
-    };
-    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
-        return Err(format!("duration {s:?} out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// Parses a byte count with an optional K or M suffix (KiB, MiB).
-///
-/// # Errors
-/// A message naming the bad value.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 'K' | 'k')) => (s.get(..i).unwrap_or_default(), 1024),
-        Some((i, 'M' | 'm')) => (s.get(..i).unwrap_or_default(), 1024 * 1024),
-        Some((i, 'G' | 'g')) => (s.get(..i).unwrap_or_default(), 1024 * 1024 * 1024),
-        _ => (s, 1),
-    };
-    let n: u64 = num.parse().map_err(|_| format!("bad byte count {s:?}"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("byte count {s:?} too large"))
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ pub const MAX_CONFIG_D_FILES: usize = 64;
 /// Port when a server names none.
 pub const DEFAULT_PORT: u16 = 80;
 /// `defaultpage` when a document names none.
-pub const DEFAULT_PAGE: &str = "index.html";
+pub use crate::config::DEFAULT_PAGE;
 /// Largest `keepalivetimeout` (seconds).
 pub const MAX_KEEPALIVE_SECS: i64 = 86_400;
 /// Largest `*_ms` timeout: one year, as [`crate::config::parse_duration`] allows.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
+use crate::config::{alternatives, DEFAULT_DATA_TYPE, DEFAULT_MODE};
 use crate::libconfig::{quote, Document, Kind, Pos, Setting, Value};
 
 /// A server being read, with where its listener was set.
@@ -463,9 +464,9 @@ impl Reader<'_> {
             docroot: PathBuf::new(),
             access: AccessList::default(),
             direct: false,
-            mode: Mode::Stream,
+            mode: DEFAULT_MODE,
             endpoint_modes: Vec::new(),
-            data_type: DataType::Text,
+            data_type: DEFAULT_DATA_TYPE,
             origin: None,
             ping_interval: None,
             pong_timeout: None,
@@ -519,7 +520,8 @@ impl Reader<'_> {
                         self.err(
                             s.value.pos,
                             format!(
-                                "expected text, binary or auto for \"type\", found {}",
+                                "expected {} for \"type\", found {}",
+                                alternatives(&DataType::ALL.map(DataType::name)),
                                 quote(t)
                             ),
                         )
@@ -576,7 +578,8 @@ impl Reader<'_> {
             self.err(
                 s.value.pos,
                 format!(
-                    "expected stream, lines, framed or seqpacket for {}, found {}",
+                    "expected {} for {}, found {}",
+                    alternatives(&Mode::ALL.map(Mode::name)),
                     quote(&s.name),
                     quote(m)
                 ),

@@ -6,14 +6,6 @@ use std::time::Duration;
 use super::*;
 use crate::libconfig::quote;
 
-fn data_type_name(t: DataType) -> &'static str {
-    match t {
-        DataType::Text => "text",
-        DataType::Binary => "binary",
-        DataType::Auto => "auto",
-    }
-}
-
 fn path_str(p: &Path) -> String {
     quote(&p.to_string_lossy())
 }
@@ -149,7 +141,7 @@ pub fn render(cfg: &ServiceConfig) -> String {
                 }
                 o.close(";");
             }
-            o.set("type", &quote(data_type_name(w.data_type)));
+            o.set("type", &quote(w.data_type.name()));
             match &w.origin {
                 Some(list) => {
                     let items: Vec<String> = list.iter().map(|s| quote(s)).collect();

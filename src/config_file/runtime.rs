@@ -1,26 +1,29 @@
-//! A loaded file turned into the runtime [`crate::config::Config`].
+//! A loaded file mapped onto the configuration pipeline ([`crate::config::build`]): one
+//! [`SiteSettings`] per server with a `websocket` section, the builder's errors placed in the
+//! file.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
 
 use super::*;
+use crate::config::{BuildError, Document, Settings, SiteSettings};
 
 /// The runtime configuration of a loaded file: one site per server that has a `websocket`
 /// section. `base` supplies what the file does not say (buffer size, verbosity).
 ///
 /// # Errors
-/// A [`ConfigFileError`] when no server relays WebSockets, or when the sites do not fit
-/// together (see [`crate::config::Config::validate`]).
+/// A [`ConfigFileError`] when no server relays WebSockets, when a certificate file cannot be
+/// used (at the line naming it), or when the sites do not fit together (see
+/// [`crate::config::Config::validate`]).
 pub fn to_runtime(
     file: &Path,
     cfg: &ServiceConfig,
     base: &crate::config::Config,
 ) -> Result<(crate::config::Config, Vec<Warning>), ConfigFileError> {
-    use crate::config::{EndpointMode, Site};
-    use crate::http::origin::OriginPolicy;
     let mut warnings = Vec::new();
     let mut sites = Vec::new();
-    let defaults = Site::default();
+    // Each site's tls section, to place a certificate error at the line naming the file.
+    let mut tls_at = Vec::new();
     for server in &cfg.servers {
         let Some(ws) = &server.websocket else {
             warnings.push(Warning {
@@ -30,15 +33,6 @@ pub fn to_runtime(
             });
             continue;
         };
-        // The certificate and key are loaded now, once, so that a typo shows at start-up (and
-        // with --check) at the line that names the file.
-        let tls = match &server.tls {
-            Some(t) => Some(
-                crate::config::SiteTls::load(t.files.clone())
-                    .map_err(|e| ConfigFileError::at(t.place_of(e.path()), format!("tls: {e}")))?,
-            ),
-            None => None,
-        };
         if server.document.as_ref().is_some_and(|d| d.dirlisting) {
             warnings.push(Warning {
                 file: server.file.clone(),
@@ -47,45 +41,33 @@ pub fn to_runtime(
                     .into(),
             });
         }
-        let ip = server.addr.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
-        let origin = match &ws.origin {
-            None => OriginPolicy::SameHost,
-            Some(list) => OriginPolicy::parse(&list.join(",")),
-        };
-        sites.push(Site {
-            listen: std::net::SocketAddr::new(ip, server.port),
-            docroot: ws.docroot.clone(),
-            mode: ws.mode,
-            endpoint_modes: ws
-                .endpoint_modes
-                .iter()
-                .map(|(name, mode)| EndpointMode { name: name.clone(), mode: *mode })
-                .collect(),
-            data_type: ws.data_type,
-            access: ws.access.clone(),
-            origin,
-            context: ws.context.then(Vec::new),
-            document: server.document.as_ref().map(|d| crate::config::Document {
+        tls_at.push(server.tls.as_ref());
+        sites.push(SiteSettings {
+            // No addr: all interfaces, dual-stack.
+            addr: Some(server.addr.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED))),
+            port: Some(server.port),
+            docroot: Some(ws.docroot.clone()),
+            mode: Some(ws.mode),
+            endpoint_modes: ws.endpoint_modes.clone(),
+            data_type: Some(ws.data_type),
+            access: Some(ws.access.clone()),
+            origin: ws.origin.as_ref().map(|list| list.join(",")),
+            document: server.document.as_ref().map(|d| Document {
                 root: d.docroot.clone(),
                 default_page: d.defaultpage.clone(),
                 access: d.access.clone(),
             }),
-            keepalive: server.keepalive_timeout,
-            max_connections: server.maxclients,
-            max_message: ws.max_message.unwrap_or(defaults.max_message),
-            handshake_timeout: ws.handshake_timeout.unwrap_or(defaults.handshake_timeout),
-            ping_interval: match ws.ping_interval {
-                Some(d) if d.is_zero() => None,
-                Some(d) => Some(d),
-                None => defaults.ping_interval,
-            },
-            pong_timeout: ws.pong_timeout.unwrap_or(defaults.pong_timeout),
-            idle_timeout: match ws.idle_timeout {
-                Some(d) if d.is_zero() => None,
-                other => other.or(defaults.idle_timeout),
-            },
-            close_timeout: defaults.close_timeout,
-            tls,
+            keepalive: Some(server.keepalive_timeout),
+            context: ws.context,
+            context_headers: Vec::new(),
+            max_connections: Some(server.maxclients),
+            max_message: ws.max_message,
+            handshake_timeout: ws.handshake_timeout,
+            ping_interval: ws.ping_interval,
+            pong_timeout: ws.pong_timeout,
+            idle_timeout: ws.idle_timeout,
+            close_timeout: None,
+            tls: server.tls.as_ref().map(|t| t.files.clone()),
             direct: ws.direct,
         });
     }
@@ -94,7 +76,16 @@ pub fn to_runtime(
     if sites.is_empty() {
         return Err(at("no server has a websocket section: nothing to relay".into()));
     }
-    let config = crate::config::Config { sites, ..base.clone() };
-    config.validate().map_err(|e| at(e.0))?;
+    let settings =
+        Settings { sites, buffer_size: Some(base.buffer_size), verbosity: Some(base.verbosity) };
+    let config = settings.build().map_err(|e| match e {
+        // The certificate and key are loaded by the build, once, so that a typo shows at
+        // start-up (and with --check) at the line that names the file.
+        BuildError::Tls { site, error } => match tls_at.get(site).copied().flatten() {
+            Some(t) => ConfigFileError::at(t.place_of(error.path()), format!("tls: {error}")),
+            None => at(format!("tls: {error}")),
+        },
+        BuildError::Invalid(e) => at(e.0),
+    })?;
     Ok((config, warnings))
 }

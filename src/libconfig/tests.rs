@@ -1,4 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+use std::path::PathBuf;
+
 use super::*;
 
 fn parse(text: &str) -> Document {

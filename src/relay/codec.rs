@@ -36,27 +36,35 @@ pub enum Mode {
     SeqPacket,
 }
 
+impl Mode {
+    /// Every mode, in the order messages list them.
+    pub const ALL: [Self; 4] = [Self::Stream, Self::Lines, Self::Framed, Self::SeqPacket];
+
+    /// The name configurations use (`-m`, `mode = "..."`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::Lines => "lines",
+            Self::Framed => "framed",
+            Self::SeqPacket => "seqpacket",
+        }
+    }
+}
+
 impl FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "stream" => Self::Stream,
-            "lines" => Self::Lines,
-            "framed" => Self::Framed,
-            "seqpacket" => Self::SeqPacket,
-            _ => return Err(format!("unknown mode {s:?} (stream, lines, framed, seqpacket)")),
-        })
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown mode {s:?} ({})", Self::ALL.map(Self::name).join(", ")))
     }
 }
 
 impl core::fmt::Display for Mode {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            Self::Stream => "stream",
-            Self::Lines => "lines",
-            Self::Framed => "framed",
-            Self::SeqPacket => "seqpacket",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -71,15 +79,28 @@ pub enum DataType {
     Auto,
 }
 
+impl DataType {
+    /// Every type, in the order messages list them.
+    pub const ALL: [Self; 3] = [Self::Text, Self::Binary, Self::Auto];
+
+    /// The name configurations use (`-t`, `type = "..."`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Binary => "binary",
+            Self::Auto => "auto",
+        }
+    }
+}
+
 impl FromStr for DataType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "text" => Self::Text,
-            "binary" => Self::Binary,
-            "auto" => Self::Auto,
-            _ => return Err(format!("unknown type {s:?} (text, binary, auto)")),
-        })
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| format!("unknown type {s:?} ({})", Self::ALL.map(Self::name).join(", ")))
     }
 }
 
