@@ -446,7 +446,7 @@ impl Tty {
             return Err(TtyError::NotATty(kind(st.st_mode)));
         }
         if sysfs_says_not_tty(st.st_rdev) {
-            return Err(TtyError::NotATty(kind(st.st_mode)));
+            return Err(TtyError::NotATty("a character device whose sysfs class is not tty"));
         }
         let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
         let fd = fcntl::open(path, flags, Mode::empty()).map_err(|e| path_error("open", e))?;

@@ -258,7 +258,7 @@ fn what_is_not_a_serial_line_is_refused() {
     // A character device of another class (sysfs says "mem"), refused before it is opened.
     assert_eq!(
         Tty::open(Path::new("/dev/null"), &s).unwrap_err(),
-        TtyError::NotATty("a character device that is not a terminal")
+        TtyError::NotATty("a character device whose sysfs class is not tty")
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -298,4 +298,43 @@ fn the_line_registers_with_mio() {
     let mut buf = [0u8; 8];
     assert_eq!(tty.read(&mut buf).unwrap(), 4);
     poll.registry().deregister(&mut tty).unwrap();
+}
+
+/// Whether a process without `CAP_SYS_ADMIN` can open `path` read-write: an `sh` run as
+/// nobody when the test is root, this process otherwise. The error text when it cannot.
+fn unprivileged_open(path: &Path) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        return std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| e.to_string());
+    }
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 3<>{}", path.display()))
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn other_users_cannot_open_the_line_while_it_is_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = pty();
+    std::fs::set_permissions(&p.path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    unprivileged_open(&p.path).unwrap();
+    let tty = Tty::open(&p.path, &Serial::default()).unwrap();
+    let e = unprivileged_open(&p.path).unwrap_err();
+    assert!(e.to_lowercase().contains("busy"), "{e}");
+    drop(tty);
+    unprivileged_open(&p.path).unwrap();
 }
