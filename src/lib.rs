@@ -43,7 +43,8 @@
 //! * [`tls`] builds each TLS listener's rustls configuration from its certificate files;
 //!   `event_loop::tls_io` runs rustls inside a connection, with the same readiness rules as a
 //!   plain socket.
-//! * [`sys`] holds the only `unsafe` code (`fork`) and the OS-level helpers (signals, users);
+//! * [`sys`] holds the only `unsafe` code (`fork`, `flock`, terminal ioctls) and the OS-level
+//!   helpers (signals, users, serial lines);
 //!   [`service`] is the daemon around the loop: init.d scripts, privilege drop, log sinks,
 //!   pid file.
 //!
