@@ -57,14 +57,20 @@
 //!
 //! # Errors and what the gateway answers
 //!
-//! | [`TtyError`]          | cause                                              | answer                    |
-//! |-----------------------|----------------------------------------------------|---------------------------|
-//! | `NotFound`            | no such path, or no device behind the node (`ENXIO`, `ENODEV`) | 404       |
-//! | `InUse`               | locked by another open, or `EBUSY` (`TIOCEXCL`)    | 503, "in use"             |
-//! | `Denied`              | `EACCES`/`EPERM` (the gateway's user is not in the line's group) | 502, logged as a deployment error |
-//! | `NotATty`             | not a character device, sysfs class not `tty`, `isatty` false | config error when the config is checked; 502 at run time |
-//! | `BadSettings`         | the speed has no termios constant, or the driver did not take the settings | config error when the config is checked; 502 at run time |
-//! | `Io`                  | any other failure (`EIO` on a line that just went away)          | 502       |
+//! Each [`TtyError`] maps to one answer, so the client learns which of "no such line", "busy"
+//! and "broken" it met, and the log line says the rest:
+//!
+//! * `NotFound`: no such path, or no device behind the node (`ENXIO`, `ENODEV`: a USB adapter
+//!   that is not plugged in). HTTP 404.
+//! * `InUse`: another open holds the line (its lock, or `EBUSY` from `TIOCEXCL`). HTTP 503,
+//!   "in use"; the client may retry.
+//! * `Denied`: `EACCES`/`EPERM`/`EROFS` (the gateway's user is not in the line's group, often
+//!   `dialout`). HTTP 502, logged as a deployment error.
+//! * `NotATty`: not a character device, a sysfs class other than `tty`, or `isatty` false. A
+//!   config error when the configuration is checked; HTTP 502 at run time (the node changed).
+//! * `BadSettings`: a speed without a termios constant, or settings the driver did not take.
+//!   A config error when the configuration is checked; HTTP 502 at run time.
+//! * `Io`: any other failure (`EIO` from a line that went away during the open). HTTP 502.
 //!
 //! [`SerialError`] is a parse error of the setting text: always a config error.
 //!
