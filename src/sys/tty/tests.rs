@@ -6,7 +6,6 @@
 use super::*;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::pty::openpty;
 use nix::sys::termios::{LocalFlags, OutputFlags};
 use std::path::PathBuf;
 
@@ -17,10 +16,17 @@ struct Pty {
     path: PathBuf,
 }
 
+/// A pty pair whose descriptors are all close-on-exec from the start: tests run in threads of
+/// one process, and one of them starts `sh`, which would otherwise inherit another test's
+/// master and keep its line from hanging up.
 fn pty() -> Pty {
-    let p = openpty(None, None).unwrap();
-    let path = nix::unistd::ttyname(&p.slave).unwrap();
-    Pty { master: p.master, slave: p.slave, path }
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = nix::pty::posix_openpt(flags).unwrap();
+    nix::pty::grantpt(&master).unwrap();
+    nix::pty::unlockpt(&master).unwrap();
+    let path = PathBuf::from(nix::pty::ptsname_r(&master).unwrap());
+    let slave = fcntl::open(&path, flags, Mode::empty()).unwrap();
+    Pty { master: master.into(), slave, path }
 }
 
 /// Waits (generously) until `fd` polls readable, then reads what is there.
