@@ -43,7 +43,8 @@
 //! * [`tls`] builds each TLS listener's rustls configuration from its certificate files;
 //!   `event_loop::tls_io` runs rustls inside a connection, with the same readiness rules as a
 //!   plain socket.
-//! * [`sys`] holds the only `unsafe` code (`fork`) and the OS-level helpers (signals, users);
+//! * [`sys`] holds the only `unsafe` code (`fork`, a child's clean-up before exec) and the
+//!   OS-level helpers (signals, users, child processes for exec backends);
 //!   [`service`] is the daemon around the loop: init.d scripts, privilege drop, log sinks,
 //!   pid file.
 //!
