@@ -43,8 +43,9 @@
 //! * [`tls`] builds each TLS listener's rustls configuration from its certificate files;
 //!   `event_loop::tls_io` runs rustls inside a connection, with the same readiness rules as a
 //!   plain socket.
-//! * [`sys`] holds the only `unsafe` code (`fork`, `flock`, terminal ioctls) and the OS-level
-//!   helpers (signals, users, serial lines);
+//! * [`sys`] holds the only `unsafe` code (`fork`, a child's clean-up before exec, `flock`,
+//!   terminal ioctls) and the OS-level helpers (signals, users, serial lines, child processes
+//!   for exec backends);
 //!   [`service`] is the daemon around the loop: init.d scripts, privilege drop, log sinks,
 //!   pid file.
 //!
