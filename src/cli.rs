@@ -42,6 +42,10 @@ pub struct Args {
     /// (repeatable)
     #[argh(option, short = 'm')]
     pub mode: Vec<String>,
+    /// an endpoint whose backend is not in the docroot, repeatable: ORIGIN=tcp:HOST:PORT or
+    /// ORIGIN=unix:/PATH (e.g. mqtt=tcp:127.0.0.1:1883); it takes /ORIGIN and the paths below
+    #[argh(option)]
+    pub link: Vec<String>,
     /// frame type of backend data in stream, lines and seqpacket modes: text (default), binary,
     /// auto
     #[argh(option, short = 't')]
@@ -210,6 +214,11 @@ impl Args {
             close_timeout: parsed("--close-timeout", self.close_timeout, parse_duration)?,
             tls,
             direct: self.direct,
+            links: self
+                .link
+                .iter()
+                .map(|l| crate::relay::link::parse(l).map_err(|e| at("--link", e)))
+                .collect::<Result<_, _>>()?,
         };
         let verbosity = if self.quiet {
             Some(0)

@@ -166,6 +166,9 @@ pub struct Site {
     /// Direct mode (ouistiti's `options = "direct"`): after the 101, the client's socket is
     /// handed to the backend instead of relayed. Not with TLS.
     pub direct: bool,
+    /// Endpoints whose backend the configuration names (see [`crate::relay::link`]); they
+    /// win over the docroot.
+    pub links: Vec<crate::relay::link::Link>,
 }
 
 /// A `wss://` site's TLS: the files, and the server configuration built from them when the
@@ -213,6 +216,19 @@ impl Site {
             return Err(ConfigError(
                 "direct mode cannot work over TLS: TLS state cannot move to another process".into(),
             ));
+        }
+        for (i, l) in self.links.iter().enumerate() {
+            if self.links.iter().take(i).any(|o| o.origin == l.origin) {
+                return Err(ConfigError(format!("two links for origin {:?}", l.origin)));
+            }
+            let tcp = matches!(l.target, crate::relay::link::Target::Tcp { .. });
+            if self.direct && tcp {
+                return Err(ConfigError(format!(
+                    "link {:?}: direct mode hands the client's socket over a UNIX socket; a \
+                     tcp target cannot take it",
+                    l.origin
+                )));
+            }
         }
         Ok(())
     }

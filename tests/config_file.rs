@@ -212,7 +212,15 @@ fn legacy_layout_warns_but_loads() {
     assert!(has(":19: ouistiti module \"webstream\""));
     assert!(has(":24: ouistiti setting \"unlock_groups\""));
     assert!(has(":25: filestorage (ouistiti's read/write file store) is not part of wsgate"));
-    assert!(has(":28: links are not supported; use docroot (ignored)"));
+    // ouistiti's links, served beside the docroot (a relative socket path is found from the
+    // working directory, like the file's other relative paths).
+    assert!(!has(":28:"), "{shown:#?}");
+    let links = &c.servers[1].websocket.as_ref().unwrap().links;
+    assert_eq!(links.len(), 1);
+    assert_eq!(
+        (links[0].origin.as_str(), links[0].target.to_string().as_str()),
+        ("echo2", "unix:echo")
+    );
     assert!(has(":33: dhmfile is not used by wsgate (ignored)"));
 }
 

@@ -80,6 +80,8 @@ pub struct SiteSettings {
     pub tls: Option<TlsFiles>,
     /// Direct mode.
     pub direct: bool,
+    /// Links (see [`crate::relay::link`]), in any order.
+    pub links: Vec<crate::relay::link::Link>,
 }
 
 /// Why [`Settings::build`] failed; the source says where.
@@ -170,6 +172,7 @@ impl SiteSettings {
             close_timeout: self.close_timeout.unwrap_or(d.close_timeout),
             tls: self.tls.map(SiteTls::load).transpose()?,
             direct: self.direct,
+            links: self.links,
         })
     }
 }
@@ -203,6 +206,7 @@ impl Default for Site {
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             tls: None,
             direct: false,
+            links: Vec::new(),
         }
     }
 }

@@ -276,6 +276,8 @@ pub struct WebsocketConfig {
     pub max_message: Option<u64>,
     /// `context`.
     pub context: bool,
+    /// `links`: endpoints whose backend the file names.
+    pub links: Vec<crate::relay::link::Link>,
 }
 
 /// Something ignored: `FILE:LINE: message`.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::*;
 use crate::config::{alternatives, DEFAULT_DATA_TYPE, DEFAULT_MODE};
 use crate::libconfig::{quote, Document, Kind, Pos, Setting, Value};
+use crate::relay::link::{self, Link};
 
 /// A server being read, with where its listener was set.
 struct Loaded {
@@ -474,6 +475,7 @@ impl Reader<'_> {
             handshake_timeout: None,
             max_message: None,
             context: false,
+            links: Vec::new(),
         };
         for s in g {
             match s.name.as_str() {
@@ -551,9 +553,7 @@ impl Reader<'_> {
                     ws.max_message = Some(n);
                 }
                 "context" => ws.context = self.boolean(s)?,
-                "links" => {
-                    self.warn(s.pos, "links are not supported; use docroot (ignored)".to_owned())
-                }
+                "links" => ws.links = self.links(s)?,
                 "server" => self.warn(
                     s.pos,
                     "websocket server (a TCP backend) is not supported; use docroot (ignored)"
@@ -571,6 +571,74 @@ impl Reader<'_> {
         })?;
         ws.direct = direct.is_some();
         Ok((ws, direct))
+    }
+
+    /// `links = ( { origin = "mqtt"; type = "tcp"; destination = "127.0.0.1"; port = 1883; },
+    /// ... );`: ouistiti's form. A link type wsgate cannot serve is an error at its line, never
+    /// a link silently missing.
+    fn links(&mut self, s: &Setting) -> Result<Vec<Link>, ConfigFileError> {
+        let elems: Vec<&Value> = match &s.value.kind {
+            Kind::List(v) => v.iter().collect(),
+            Kind::Group(_) => vec![&s.value],
+            _ => return Err(self.type_err(s, "a list of link groups ( { ... }, ... )")),
+        };
+        let mut links = Vec::new();
+        for v in elems {
+            let Some(g) = v.as_group() else {
+                return Err(self.err(
+                    v.pos,
+                    format!("expected a group {{ ... }} in \"links\", found {}", v.kind.describe()),
+                ));
+            };
+            links.push(self.link(v.pos, g)?);
+        }
+        Ok(links)
+    }
+
+    fn link(&mut self, pos: Pos, g: &[Setting]) -> Result<Link, ConfigFileError> {
+        let (mut origin, mut destination, mut kind, mut port) = (None, None, None, None);
+        for s in g {
+            match s.name.as_str() {
+                "origin" => origin = Some((s.value.pos, self.string(s)?)),
+                "destination" => destination = Some((s.value.pos, self.string(s)?)),
+                "type" => kind = Some((s.value.pos, self.string(s)?)),
+                "port" => port = Some(u16::try_from(self.int(s, 1, 65535, "a port")?).unwrap_or(0)),
+                "baud" => self.ignored(s),
+                _ => self.unknown(s, "a link"),
+            }
+        }
+        let need =
+            |what: &str| self.err(pos, format!("expected {} in a link, found none", quote(what)));
+        let (opos, origin) = origin.ok_or_else(|| need("origin"))?;
+        let (dpos, destination) = destination.ok_or_else(|| need("destination"))?;
+        let origin = origin.trim_start_matches('/');
+        link::check_origin(origin).map_err(|e| self.err(opos, e))?;
+        let target = match kind.map_or(("unix", pos), |(p, k)| (k, p)) {
+            ("unix", _) => link::unix(destination).map_err(|e| self.err(dpos, e))?,
+            ("tcp", _) => {
+                let port = port.ok_or_else(|| need("port"))?;
+                link::tcp(destination, port).map_err(|e| self.err(dpos, e))?
+            }
+            (other @ ("tty" | "fifo"), tpos) => {
+                return Err(self.err(
+                    tpos,
+                    format!(
+                        "link type {} is not served by wsgate yet (use unix or tcp)",
+                        quote(other)
+                    ),
+                ))
+            }
+            (other, tpos) => {
+                return Err(self.err(
+                    tpos,
+                    format!(
+                        "expected \"unix\" or \"tcp\" for a link's \"type\", found {}",
+                        quote(other)
+                    ),
+                ))
+            }
+        };
+        Ok(Link { origin: origin.to_owned(), target })
     }
 
     fn mode(&self, s: &Setting, m: &str) -> Result<Mode, ConfigFileError> {

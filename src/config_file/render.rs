@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::libconfig::quote;
+use crate::relay::link::Target;
 
 fn path_str(p: &Path) -> String {
     quote(&p.to_string_lossy())
@@ -142,6 +143,27 @@ pub fn render(cfg: &ServiceConfig) -> String {
                 o.close(";");
             }
             o.set("type", &quote(w.data_type.name()));
+            if !w.links.is_empty() {
+                // As ouistiti writes them; the comment is what wsgate makes of each.
+                o.line("links = (");
+                for (i, l) in w.links.iter().enumerate() {
+                    let comma = if i + 1 < w.links.len() { "," } else { "" };
+                    let target = match &l.target {
+                        Target::Unix(p) => {
+                            format!("type = \"unix\"; destination = {};", path_str(p))
+                        }
+                        Target::Tcp { host, port, .. } => {
+                            format!("type = \"tcp\"; destination = {}; port = {port};", quote(host))
+                        }
+                    };
+                    o.line(&format!(
+                        "  {{ origin = {}; {target} }}{comma} # {}",
+                        quote(&l.origin),
+                        l.target
+                    ));
+                }
+                o.line(");");
+            }
             match &w.origin {
                 Some(list) => {
                     let items: Vec<String> = list.iter().map(|s| quote(s)).collect();

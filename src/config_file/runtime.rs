@@ -69,6 +69,7 @@ pub fn to_runtime(
             close_timeout: None,
             tls: server.tls.as_ref().map(|t| t.files.clone()),
             direct: ws.direct,
+            links: ws.links.clone(),
         });
     }
     let at =

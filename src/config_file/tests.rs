@@ -57,8 +57,14 @@ fn websocket_keys() {
     assert_eq!(ws.handshake_timeout, Some(Duration::from_secs(2)));
     assert_eq!(ws.max_message, Some(65536));
     assert!(ws.context);
-    assert_eq!(w.len(), 1);
-    assert_eq!(w[0].to_string(), "t.conf:5: links are not supported; use docroot (ignored)");
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(
+        ws.links,
+        vec![crate::relay::link::Link {
+            origin: "a".into(),
+            target: crate::relay::link::Target::Unix("b".into())
+        }]
+    );
     let (c, _) = load_text("servers = ({ websocket = { docroot = \"/w\"; origin = [\"a\", \"b\"]; max_message = 100; }; });");
     let ws = c.servers[0].websocket.clone().unwrap();
     assert_eq!(ws.origin, Some(vec!["a".into(), "b".into()]));

@@ -19,6 +19,8 @@ pub mod tls_io;
 pub mod token;
 pub mod transport;
 
+use self::transport::Backends;
+
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,7 +132,8 @@ impl core::fmt::Debug for Reloader {
 #[derive(Debug)]
 struct Listener {
     socket: TcpListener,
-    docroot: Docroot,
+    /// Where its connections' backends are: links, then the docroot.
+    backends: Backends,
     htdocs: Option<Docroot>,
     /// `wss://`: the configuration every new connection of this listener starts from. A reload
     /// replaces it; connections keep the one they started with.
@@ -209,7 +212,7 @@ impl Server {
             let tls = site.tls.as_ref().map(|t| Arc::clone(&t.server));
             listeners.push(Listener {
                 socket,
-                docroot,
+                backends: Backends { docroot, links: site.links.clone() },
                 htdocs,
                 tls,
                 active: 0,
@@ -314,7 +317,7 @@ impl Server {
         for ((l, (ws, htdocs)), (site, before)) in
             self.listeners.iter_mut().zip(docroots).zip(sites)
         {
-            l.docroot = ws;
+            l.backends = Backends { docroot: ws, links: site.links.clone() };
             l.htdocs = htdocs;
             if let (Some(fresh), Some(old), Some(was)) =
                 (&mut site.tls, l.tls.as_mut(), &before.tls)
@@ -493,7 +496,7 @@ impl Server {
         let cx = Ctx {
             pool: &mut self.pool,
             site: self.config.sites.get(site)?,
-            backends: &self.listeners.get(site)?.docroot,
+            backends: &self.listeners.get(site)?.backends,
             htdocs: self.listeners.get(site)?.htdocs.as_ref(),
             registry: self.poll.registry(),
             now,

@@ -20,7 +20,8 @@ use mio::{Interest, Registry, Token};
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, sendmsg, shutdown, ControlMessage, MsgFlags};
 
-use crate::relay::route::{Backend, Docroot, RouteError};
+use crate::relay::link::{self, Link, Target};
+use crate::relay::route::{self, Backend, Docroot, RouteError};
 use crate::relay::upgrade::Socket;
 
 /// The client's side: a non-blocking byte stream (TCP, carrying TLS or not).
@@ -176,6 +177,14 @@ pub trait Upstream: Socket + core::fmt::Debug {
     fn hung_up(&self) -> bool;
     /// `shutdown(SHUT_WR)`: the client is done sending.
     fn shutdown_write(&mut self);
+    /// A connect still in progress (TCP): the 101 waits until it is done.
+    fn connecting(&self) -> bool;
+    /// The outcome of the connect in progress, once the socket said writable; it is then no
+    /// longer [`Self::connecting`].
+    ///
+    /// # Errors
+    /// Why it failed.
+    fn connect_result(&mut self) -> Result<(), RouteError>;
     /// Registers with the loop.
     ///
     /// # Errors
@@ -205,9 +214,22 @@ pub trait Dial<U>: core::fmt::Debug {
     fn dial(&self, name: &str) -> Result<U, RouteError>;
 }
 
-impl Dial<Backend> for Docroot {
+/// A site's backends: its links first (see [`crate::relay::link`]), then its docroot.
+#[derive(Debug)]
+pub struct Backends {
+    /// The directory of the backend sockets.
+    pub docroot: Docroot,
+    /// Endpoints the configuration names a target for.
+    pub links: Vec<Link>,
+}
+
+impl Dial<Backend> for Backends {
     fn dial(&self, name: &str) -> Result<Backend, RouteError> {
-        self.connect(name)
+        match link::find(&self.links, name).map(|l| &l.target) {
+            Some(Target::Unix(path)) => route::connect_unix(path),
+            Some(Target::Tcp { addrs, .. }) => route::connect_tcp(addrs),
+            None => self.docroot.connect(name),
+        }
     }
 }
 
@@ -234,6 +256,15 @@ impl Upstream for Backend {
 
     fn shutdown_write(&mut self) {
         let _ = shutdown(self.fd.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+    }
+
+    fn connecting(&self) -> bool {
+        self.connecting
+    }
+
+    fn connect_result(&mut self) -> Result<(), RouteError> {
+        self.connecting = false;
+        route::connect_result(&self.fd)
     }
 
     fn register(

@@ -2,7 +2,9 @@
 //!
 //! * [`path`]: percent-decoding and the syntactic checks on the URL path.
 //! * [`acl`]: ouistiti's allow / deny / denylast matcher.
-//! * [`route`]: path → `<docroot>/<path>` UNIX socket, connected without leaving the docroot.
+//! * [`route`]: path → `<docroot>/<path>` UNIX socket, connected without leaving the docroot;
+//!   a link's UNIX or TCP target.
+//! * [`link`]: endpoints whose backend the configuration names (path prefix → target).
 //! * [`record`]: the `framed` mode's record header.
 //! * [`codec`]: the relay modes (`stream`, `lines`, `framed`, `seqpacket`).
 //! * [`upgrade`]: what a request head gets (page, upgrade, wait, refusal), and each refusal's
@@ -10,6 +12,7 @@
 pub mod acl;
 pub mod codec;
 pub mod context;
+pub mod link;
 pub mod path;
 pub mod record;
 pub mod route;

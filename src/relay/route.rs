@@ -9,9 +9,14 @@
 //! and `fchdir`s back (the loop is single-threaded; this also sidesteps the 108-byte `sun_path`
 //! limit for deep docroots, as ouistiti does).
 //!
+//! A link (see [`super::link`]) names its socket by a path of the configuration instead
+//! ([`connect_unix`]), or a TCP service ([`connect_tcp`], whose connect completes later:
+//! [`connect_result`]).
+//!
 //! One backend connection per client, made before the 101 is sent. A `SOCK_SEQPACKET` backend
 //! is detected by the kernel's `EPROTOTYPE` answer to a stream connect, and retried as one.
 
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
@@ -34,6 +39,8 @@ pub enum RouteError {
     Refused,
     /// The backend's listen queue is full: 503.
     Busy,
+    /// A TCP connect did not complete in time: 504.
+    TimedOut,
     /// Any other error: 502.
     Other(Errno),
 }
@@ -45,6 +52,7 @@ impl RouteError {
         match self {
             Self::NotFound | Self::NotSocket | Self::Symlink => 404,
             Self::Busy => 503,
+            Self::TimedOut => 504,
             Self::Refused | Self::Other(_) => 502,
         }
     }
@@ -58,18 +66,22 @@ impl core::fmt::Display for RouteError {
             Self::Symlink => f.write_str("symlink refused"),
             Self::Refused => f.write_str("backend refused the connection"),
             Self::Busy => f.write_str("backend busy (listen queue full)"),
+            Self::TimedOut => f.write_str("backend connect timed out"),
             Self::Other(e) => write!(f, "backend connect failed: {e}"),
         }
     }
 }
 
-/// A connected backend socket (non-blocking, close-on-exec).
+/// A connected backend socket (non-blocking, close-on-exec): a UNIX socket, or a TCP one.
 #[derive(Debug)]
 pub struct Backend {
     /// The socket.
     pub fd: OwnedFd,
     /// It is a `SOCK_SEQPACKET` socket.
     pub seqpacket: bool,
+    /// A TCP connect still in progress (`EINPROGRESS`): writable means it ended, `SO_ERROR`
+    /// says how.
+    pub connecting: bool,
 }
 
 /// The docroot, opened once.
@@ -240,13 +252,63 @@ fn walk_error(e: Errno) -> RouteError {
     }
 }
 
-fn connect_here(name: &str) -> Result<Backend, RouteError> {
+/// Connects to the UNIX socket at `path` (a link's target: a path named by the
+/// configuration, not by a request).
+///
+/// # Errors
+/// [`RouteError`].
+pub fn connect_unix(path: &Path) -> Result<Backend, RouteError> {
+    connect_here(path)
+}
+
+/// Starts a TCP connect to the first of `addrs` that takes it, with `TCP_NODELAY` (messages go
+/// out as they come) and keepalive (a peer gone without a word is found). It is in progress on
+/// return ([`Backend::connecting`]): the socket says writable when it is over, either way.
+///
+/// # Errors
+/// [`RouteError::Refused`] when every address refused, otherwise the last error.
+pub fn connect_tcp(addrs: &[SocketAddr]) -> Result<Backend, RouteError> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let mut last = RouteError::Other(Errno::EADDRNOTAVAIL);
+    for addr in addrs {
+        // mio's connect: a non-blocking, close-on-exec socket whose connect is under way.
+        match mio::net::TcpStream::connect(*addr) {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                let fd = OwnedFd::from(stream);
+                let _ = setsockopt(&fd, sockopt::KeepAlive, &true);
+                return Ok(Backend { fd, seqpacket: false, connecting: true });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = RouteError::Refused
+            }
+            Err(e) => last = RouteError::Other(Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+        }
+    }
+    Err(last)
+}
+
+/// The outcome of a connect that was in progress, once its socket said writable.
+///
+/// # Errors
+/// [`RouteError::Refused`], or the socket's error.
+pub fn connect_result(fd: &OwnedFd) -> Result<(), RouteError> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    match getsockopt(fd, sockopt::SocketError).map_err(RouteError::Other)? {
+        0 => Ok(()),
+        e if e == Errno::ECONNREFUSED as i32 => Err(RouteError::Refused),
+        e if e == Errno::ETIMEDOUT as i32 => Err(RouteError::TimedOut),
+        e => Err(RouteError::Other(Errno::from_raw(e))),
+    }
+}
+
+fn connect_here<P: ?Sized + nix::NixPath>(name: &P) -> Result<Backend, RouteError> {
     let addr = UnixAddr::new(name).map_err(RouteError::Other)?;
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     for (ty, seqpacket) in [(SockType::Stream, false), (SockType::SeqPacket, true)] {
         let fd = socket(AddressFamily::Unix, ty, flags, None).map_err(RouteError::Other)?;
         match connect(fd.as_raw_fd(), &addr) {
-            Ok(()) => return Ok(Backend { fd, seqpacket }),
+            Ok(()) => return Ok(Backend { fd, seqpacket, connecting: false }),
             // The socket exists but is of the other type.
             Err(Errno::EPROTOTYPE) if !seqpacket => {}
             Err(Errno::ECONNREFUSED) => return Err(RouteError::Refused),

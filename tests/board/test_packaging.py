@@ -164,6 +164,9 @@ config server 'lan'
 	option mode 'lines'
 	list modes 'echo=framed'
 	list modes 'raw=stream'
+	list link 'mqtt=tcp:127.0.0.1:1883'
+	list link 'v6=tcp:[::1]:8883'
+	list link 'dev/echo=unix:/run/echo dev.sock'
 	option allow '^/echo,raw'
 	option deny 'admin*'
 	option denylast 'yes'
@@ -183,13 +186,17 @@ config server
     assert r'log-file = "/tmp/wsgate \"quoted\".log";' in conf
     assert 'addr = "127.0.0.1";' in conf and 'addr = "::1";' in conf
     assert 'modes = { echo = "framed"; raw = "stream"; };' in conf
+    assert ('links = ( { origin = "mqtt"; type = "tcp"; destination = "127.0.0.1"; port = 1883; },'
+            ' { origin = "v6"; type = "tcp"; destination = "::1"; port = 8883; },'
+            ' { origin = "dev/echo"; type = "unix"; destination = "/run/echo dev.sock"; } );') in conf
     assert 'allow = "^/echo,raw";' in conf and 'deny = "admin*";' in conf
     assert "denylast = true;" in conf and "context = true;" in conf
     assert 'document = { docroot = "/www/ws"; defaultpage = "index.html"; };' in conf
     assert "ping_interval_ms = 20000;" in conf and "max_message = 65536;" in conf
     assert conf.count("websocket = {") == 2
     effective = check(tmp_path, conf)
-    for want in ["8081", "8082", "127.0.0.1", "::1", "lines", "/run/ws lan", "65536"]:
+    for want in ["8081", "8082", "127.0.0.1", "::1", "lines", "/run/ws lan", "65536",
+                 "tcp:127.0.0.1:1883", "tcp:[::1]:8883", "unix:/run/echo dev.sock"]:
         assert want in effective, f"{want!r} not in:\n{effective}"
 
 
@@ -198,6 +205,9 @@ config server
     ("option maxclients '-1'", "maxclients must be a number"),
     ("list modes 'a b=framed'", "bad endpoint name"),
     ("option max_message '1M'", "max_message must be a number"),
+    ("list link 'mqtt=udp:1.2.3.4:5'", "must be ORIGIN=tcp:HOST:PORT"),
+    ("list link 'mqtt=tcp:1.2.3.4:x'", "link port must be a number"),
+    ("list link 'a b=unix:/x'", "bad origin in link"),
 ])
 def test_bad_uci_values_are_refused_and_leave_no_file(tmp_path, bad, message):
     # The bad value is in the first of two servers: a later good section must not hide it.

@@ -202,6 +202,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
     pub(super) fn process_client(&mut self, cx: &mut Ctx<'_, U>) -> bool {
         match self.phase() {
             Phase::Handshake => self.process_handshake(cx),
+            Phase::Dialing => self.dialed(cx),
             Phase::Open | Phase::Closing => self.process_frames(cx),
             _ => false,
         }

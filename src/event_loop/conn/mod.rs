@@ -9,6 +9,7 @@
 //!  │   ↑  ↑          └─backend EOF or close record─→ Closing ─client close─→ Flushing
 //!  │   │  └─page sent, kept alive── File ←─page─┤  client vanished (Open) ─→ Draining ─→ done
 //!  │   └─retry timer── Connecting ←─backend's listen queue full─┤
+//!  ├─backend connect under way (TCP)─→ Dialing ─connected: 101─→ Open / failed: 502, 504
 //!  ├─refusal (4xx/5xx)─→ Flushing
 //!  └─direct mode: 101─→ Handover ─fd sent to the backend (SCM_RIGHTS)─→ done
 //! ```
@@ -62,7 +63,7 @@ use crate::buffer::{Buf, BufPool};
 use crate::config::Site;
 use crate::http::handshake;
 use crate::relay::codec::{self, Downlink, Mode, Uplink};
-use crate::relay::route::Docroot;
+use crate::relay::route::{Docroot, RouteError};
 use crate::slab::Key;
 use crate::ws::frame::OpCode;
 use crate::ws::session::Session;
@@ -81,6 +82,8 @@ pub enum Phase {
     /// The request is complete, the backend's listen queue was full: waiting to try again
     /// (see [`BackendWait`]).
     Connecting,
+    /// The request is complete and its backend's connect (TCP) under way: the 101 waits for it.
+    Dialing,
     /// Streaming a static file to the client.
     File,
     /// Direct mode: the 101 goes out, then the client's socket goes to the backend.
@@ -106,9 +109,10 @@ impl Phase {
         use Phase::*;
         match self {
             Handshake => {
-                matches!(next, Connecting | File | Handover | Open | Flushing | Linger)
+                matches!(next, Connecting | Dialing | File | Handover | Open | Flushing | Linger)
             }
             Connecting => matches!(next, Handshake | Linger),
+            Dialing => matches!(next, Open | Flushing | Linger),
             File => matches!(next, Handshake | Flushing | Linger),
             Handover => matches!(next, Flushing | Linger),
             Open => matches!(next, Closing | Flushing | Draining | Linger),
@@ -126,6 +130,9 @@ enum State<U> {
     Handshake(Option<BackendWait>),
     /// The backend's listen queue was full: the next try is at the deadline.
     Connecting(BackendWait),
+    /// The backend's connect is under way; the request waits in `from_client`. The backend
+    /// leaves it for the 101 (see `request::dialed`).
+    Dialing(Option<BackendEnd<U>>),
     /// A page is being sent.
     File(Page),
     /// Direct mode: the hand-over record waits in `to_backend` for the 101 to leave; `true`
@@ -148,6 +155,7 @@ impl<U> State<U> {
         match self {
             Self::Handshake(_) => Phase::Handshake,
             Self::Connecting(_) => Phase::Connecting,
+            Self::Dialing(_) => Phase::Dialing,
             Self::File(_) => Phase::File,
             Self::Handover(..) => Phase::Handover,
             Self::Open(_) => Phase::Open,
@@ -162,9 +170,11 @@ impl<U> State<U> {
     fn backend(&mut self) -> Option<&mut BackendEnd<U>> {
         match self {
             Self::Handover(b, _) | Self::Open(b) => Some(b),
-            Self::Closing(b) | Self::Flushing(b) | Self::Draining(b) | Self::Linger(b) => {
-                b.as_mut()
-            }
+            Self::Dialing(b)
+            | Self::Closing(b)
+            | Self::Flushing(b)
+            | Self::Draining(b)
+            | Self::Linger(b) => b.as_mut(),
             Self::Handshake(_) | Self::Connecting(_) | Self::File(_) => None,
         }
     }
@@ -173,7 +183,11 @@ impl<U> State<U> {
     fn into_backend(self) -> Option<BackendEnd<U>> {
         match self {
             Self::Handover(b, _) | Self::Open(b) => Some(b),
-            Self::Closing(b) | Self::Flushing(b) | Self::Draining(b) | Self::Linger(b) => b,
+            Self::Dialing(b)
+            | Self::Closing(b)
+            | Self::Flushing(b)
+            | Self::Draining(b)
+            | Self::Linger(b) => b,
             Self::Handshake(_) | Self::Connecting(_) | Self::File(_) => None,
         }
     }
@@ -481,7 +495,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
     /// Starts closing for a gateway shutdown: close 1001 to open connections, drop handshakes.
     pub fn shutdown(&mut self, cx: &mut Ctx<'_, U>) {
         match self.phase() {
-            Phase::Handshake | Phase::Connecting => self.give_up(Reason::Shutdown),
+            Phase::Handshake | Phase::Connecting | Phase::Dialing => self.give_up(Reason::Shutdown),
             Phase::Open => {
                 self.start_close(cx, Reason::Shutdown);
             }
@@ -505,6 +519,14 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         let ping_due = timers::take_due(&mut self.timers.ping_at, now);
         let idle_due = self.timers.idle_deadline(open).is_some_and(|d| d <= now);
         if deadline {
+            if let State::Dialing(b) = &mut self.state {
+                // The connect did not finish by the handshake deadline: 504 before any 101.
+                if let Some(mut b) = b.take() {
+                    b.sock.deregister(cx.registry);
+                }
+                self.refuse(cx, Refusal::Route(RouteError::TimedOut));
+                return true;
+            }
             let r = match self.phase() {
                 Phase::Handshake => Reason::HandshakeTimeout,
                 Phase::Handover => Reason::HandoverTimeout,
@@ -646,7 +668,13 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         let eof = self.client.eof;
         match self.phase() {
             // The client left (or TLS failed) before it was answered.
-            Phase::Handshake | Phase::Connecting | Phase::Flushing | Phase::Closing if eof => {
+            Phase::Handshake
+            | Phase::Connecting
+            | Phase::Dialing
+            | Phase::Flushing
+            | Phase::Closing
+                if eof =>
+            {
                 self.enter(State::Linger(None));
                 true
             }

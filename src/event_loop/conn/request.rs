@@ -28,12 +28,34 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
     pub(super) fn process_handshake(&mut self, cx: &mut Ctx<'_, U>) -> bool {
         // Taken out while the request (which borrows it) is examined, put back after.
         let Some(mut input) = self.from_client.take() else { return false };
-        let progress = self.handshake_with(cx, &mut input);
+        let progress = self.handshake_with(cx, &mut input, None);
         self.from_client = Some(input);
         progress
     }
 
-    fn handshake_with(&mut self, cx: &mut Ctx<'_, U>, input: &mut Buf) -> bool {
+    /// `Dialing`: once the backend's socket says writable, its connect is over. Connected: the
+    /// request, still in `from_client`, is decided again with this backend (the same decision:
+    /// nothing it depends on has changed) and gets its 101. Failed: 502 (refused, unreachable).
+    pub(super) fn dialed(&mut self, cx: &mut Ctx<'_, U>) -> bool {
+        let State::Dialing(slot) = &mut self.state else { return false };
+        if !slot.as_ref().is_some_and(|b| b.writable) {
+            return false;
+        }
+        let Some(mut b) = slot.take() else { return false };
+        if let Err(e) = b.sock.connect_result() {
+            b.sock.deregister(cx.registry);
+            self.refuse(cx, Refusal::Route(e));
+            return true;
+        }
+        let Some(mut input) = self.from_client.take() else { return false };
+        let progress = self.handshake_with(cx, &mut input, Some(b.sock));
+        self.from_client = Some(input);
+        progress
+    }
+
+    /// Examines the request in `input`. `dialed`: its backend, connected in `Dialing` (and
+    /// registered already).
+    fn handshake_with(&mut self, cx: &mut Ctx<'_, U>, input: &mut Buf, dialed: Option<U>) -> bool {
         if input.is_empty() {
             return false;
         }
@@ -51,8 +73,11 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         let mut scratch = [0u8; path::MAX_PATH];
         let backends = cx.backends;
         let tls = self.client.tls.is_some();
-        let decision =
-            upgrade::decide(&request, cx.site, tls, &mut scratch, |name: &str| backends.dial(name));
+        let registered = dialed.is_some();
+        let mut dialed = dialed;
+        let decision = upgrade::decide(&request, cx.site, tls, &mut scratch, |name: &str| {
+            dialed.take().map_or_else(|| backends.dial(name), Ok)
+        });
         let up = match decision {
             Decision::Upgrade(up) => up,
             Decision::Page { name, head_only, keep_alive, head_len } => {
@@ -93,6 +118,21 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         let consumed = *consumed;
         let upgrade::Upgrade { endpoint, mode, protocol, mut backend, direct } = up;
         let _ = self.name.push_str(truncate(endpoint, 64));
+        let token = token::encode(self.key, Side::Backend);
+        if backend.connecting() {
+            // Connected when its socket says writable; until then no 101, and the request
+            // stays where it is.
+            if let Err(e) =
+                backend.register(cx.registry, token, Interest::READABLE | Interest::WRITABLE)
+            {
+                self.refuse(cx, Refusal::Register(errno_of(&e)));
+                return true;
+            }
+            let mut b = BackendEnd::new(backend, true);
+            b.writable = false;
+            self.enter(State::Dialing(Some(b)));
+            return true;
+        }
         if !cx.pool.ensure(&mut self.to_client) {
             self.refuse(cx, Refusal::Full);
             return true;
@@ -103,11 +143,12 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             return true;
         };
         out.commit(n);
-        if let Err(e) = backend.register(
-            cx.registry,
-            token::encode(self.key, Side::Backend),
-            Interest::READABLE,
-        ) {
+        let registration = if registered {
+            backend.reregister(cx.registry, token, Interest::READABLE)
+        } else {
+            backend.register(cx.registry, token, Interest::READABLE)
+        };
+        if let Err(e) = registration {
             self.refuse(cx, Refusal::Register(errno_of(&e)));
             return true;
         }

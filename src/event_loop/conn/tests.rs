@@ -41,6 +41,8 @@ struct Wire {
     /// A descriptor came with a write (direct mode).
     fd_sent: Option<RawFd>,
     seqpacket: bool,
+    /// A connect in progress, and how it will end.
+    connecting: Option<Result<(), RouteError>>,
 }
 
 impl Wire {
@@ -190,6 +192,12 @@ impl Upstream for Fake {
     fn shutdown_write(&mut self) {
         self.0.borrow_mut().shut = true;
     }
+    fn connecting(&self) -> bool {
+        self.0.borrow().connecting.is_some()
+    }
+    fn connect_result(&mut self) -> Result<(), RouteError> {
+        self.0.borrow_mut().connecting.take().unwrap_or(Ok(()))
+    }
     fn register(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
         Ok(())
     }
@@ -296,8 +304,11 @@ impl Rig {
     fn drive(&mut self) -> Verdict {
         let fin = self.client.wire().eof;
         self.conn.on_event(Side::Client, true, true, fin);
-        let fin = self.conn.state.backend().is_some_and(|b| b.sock.wire().eof);
-        self.conn.on_event(Side::Backend, true, true, fin);
+        let (fin, room) = self.conn.state.backend().map_or((false, true), |b| {
+            let w = b.sock.wire();
+            (w.eof, w.room != Some(0))
+        });
+        self.conn.on_event(Side::Backend, true, room, fin);
         loop {
             let (mut cx, conn) = self.cx();
             let v = conn.drive(&mut cx);
@@ -406,7 +417,8 @@ fn close_code(payload: &[u8]) -> u16 {
 #[test]
 fn transitions_only_go_forward() {
     use Phase::*;
-    let all = [Handshake, Connecting, File, Handover, Open, Closing, Flushing, Draining, Linger];
+    let all =
+        [Handshake, Connecting, Dialing, File, Handover, Open, Closing, Flushing, Draining, Linger];
     // Once upgraded (or handed over), no phase is ever entered twice.
     let after_upgrade = [Handover, Open, Closing, Flushing, Draining, Linger];
     for from in after_upgrade {
@@ -903,4 +915,52 @@ fn a_handover_the_backend_does_not_take_in_time_ends() {
     assert_eq!(rig.phase(), Phase::Handover);
     assert_eq!(rig.after(rig.site.close_timeout), Verdict::Done);
     assert_eq!(rig.conn.reason(), Some(Reason::HandoverTimeout));
+}
+
+#[test]
+fn a_backend_whose_connect_is_under_way_gets_the_101_once_connected() {
+    let mut rig = Rig::new(site());
+    let backend = Fake::default();
+    backend.wire().connecting = Some(Ok(()));
+    backend.wire().room = Some(0);
+    rig.backends.add("echo", Ok(backend.clone()));
+    rig.client.send(&request("/echo"));
+    rig.drive();
+    assert_eq!(rig.phase(), Phase::Dialing);
+    assert!(rig.client.take_output().is_empty(), "no 101 before the backend is connected");
+    rig.client.send(&frame(true, 1, b"early"));
+    rig.drive();
+    assert_eq!(rig.phase(), Phase::Dialing);
+    backend.wire().room = None;
+    rig.drive();
+    assert_eq!(rig.phase(), Phase::Open);
+    assert!(rig.client.take_output().starts_with(b"HTTP/1.1 101 "));
+    assert_eq!(backend.take_output(), b"early", "what came meanwhile is relayed");
+}
+
+#[test]
+fn a_refused_connect_is_502_and_an_unfinished_one_504() {
+    let mut rig = Rig::new(site());
+    let backend = Fake::default();
+    backend.wire().connecting = Some(Err(RouteError::Refused));
+    rig.backends.add("echo", Ok(backend));
+    rig.client.send(&request("/echo"));
+    rig.drive();
+    assert_eq!(rig.phase(), Phase::Dialing);
+    // The socket says writable: the connect is over.
+    rig.drive();
+    assert_eq!(status(&rig.client.take_output()), "502");
+    assert_eq!(rig.conn.reason(), Some(Reason::Refused(Refusal::Route(RouteError::Refused))));
+
+    let mut rig = Rig::new(site());
+    let backend = Fake::default();
+    backend.wire().connecting = Some(Ok(()));
+    backend.wire().room = Some(0);
+    rig.backends.add("echo", Ok(backend));
+    rig.client.send(&request("/echo"));
+    rig.drive();
+    assert_eq!(rig.phase(), Phase::Dialing);
+    rig.after(rig.site.handshake_timeout);
+    assert_eq!(status(&rig.client.take_output()), "504");
+    assert_eq!(rig.conn.reason(), Some(Reason::Refused(Refusal::Route(RouteError::TimedOut))));
 }

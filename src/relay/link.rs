@@ -1,0 +1,203 @@
+//! Links: endpoints whose backend is named in the configuration rather than found as a socket
+//! in the docroot (ouistiti's `links`). A link maps a path prefix to a target:
+//!
+//! * `unix`: a UNIX socket anywhere in the file system (stream or seqpacket, as in the docroot);
+//! * `tcp`: a host and port, IPv4 or IPv6, connected without blocking (see
+//!   [`crate::event_loop::conn`]'s `Dialing`): `TCP_NODELAY` and keepalive on.
+//!
+//! Matching: a link's `origin` matches a request path that is the origin itself or continues
+//! it with '/' (`origin = "mqtt"` takes `/mqtt` and `/mqtt/anything`, not `/mqttx`), and of
+//! several the longest origin wins, whatever their order. ouistiti compared the first
+//! `strlen(origin)` bytes and took the last one configured; a prefix that swallows unrelated
+//! names is a routing surprise, so wsgate matches whole segments. A link wins over the docroot:
+//! it is the configuration naming this endpoint's backend, where the docroot is what every
+//! other name falls back to.
+//!
+//! Targets are fixed by the configuration, never taken from the request: the part of the path
+//! after the origin does not reach the target. A TCP host name is resolved when the
+//! configuration is loaded (at start and on SIGHUP), never in the loop, where a DNS lookup
+//! would block every connection.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where a link's backend is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A UNIX socket.
+    Unix(PathBuf),
+    /// A TCP service: the host and port as configured, and the addresses the host resolved
+    /// to, tried in order.
+    Tcp {
+        /// A name or an address (an IPv6 one without brackets).
+        host: String,
+        /// The port.
+        port: u16,
+        /// Resolved at load.
+        addrs: Vec<SocketAddr>,
+    },
+}
+
+impl core::fmt::Display for Target {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::Tcp { host, port, .. } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
+            Self::Tcp { host, port, .. } => write!(f, "tcp:{host}:{port}"),
+        }
+    }
+}
+
+/// One link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// The path prefix, without its leading '/'.
+    pub origin: String,
+    /// The backend.
+    pub target: Target,
+}
+
+/// The link for the endpoint `name` (a checked path without its leading '/'), if any.
+#[must_use]
+pub fn find<'a>(links: &'a [Link], name: &str) -> Option<&'a Link> {
+    links
+        .iter()
+        .filter(|l| {
+            name.strip_prefix(l.origin.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+        .max_by_key(|l| l.origin.len())
+}
+
+/// Parses a link as the command line writes it: `ORIGIN=unix:PATH` or `ORIGIN=tcp:HOST:PORT`
+/// (`tcp:[::1]:1883` for an IPv6 address). The host is resolved here.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn parse(spec: &str) -> Result<Link, String> {
+    let (origin, target) = spec.split_once('=').ok_or_else(|| {
+        format!("expected ORIGIN=unix:PATH or ORIGIN=tcp:HOST:PORT, not {spec:?}")
+    })?;
+    let origin = origin.trim_start_matches('/');
+    let target = match target.split_once(':') {
+        Some(("unix", path)) => unix(path)?,
+        Some(("tcp", hostport)) => {
+            let (host, port) = split_host_port(hostport)?;
+            tcp(host, port)?
+        }
+        _ => return Err(format!("expected unix:PATH or tcp:HOST:PORT, not {target:?}")),
+    };
+    check_origin(origin)?;
+    Ok(Link { origin: origin.to_owned(), target })
+}
+
+/// A `unix` target at `path`; a relative one is found from the working directory, as the
+/// file's other relative paths are.
+///
+/// # Errors
+/// An empty path.
+pub fn unix(path: &str) -> Result<Target, String> {
+    if path.is_empty() {
+        return Err("a unix link needs a socket path".to_owned());
+    }
+    Ok(Target::Unix(PathBuf::from(path)))
+}
+
+/// A `tcp` target: `host` (a name, an IPv4 address or an IPv6 address, brackets optional)
+/// resolved now.
+///
+/// # Errors
+/// Port 0, or a host that does not resolve.
+pub fn tcp(host: &str, port: u16) -> Result<Target, String> {
+    use std::net::ToSocketAddrs;
+    if port == 0 {
+        return Err("a tcp link needs a port (1..65535)".to_owned());
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.is_empty() {
+        return Err("a tcp link needs a host".to_owned());
+    }
+    let addrs: Vec<SocketAddr> = (bare, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("tcp link host {bare:?}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("tcp link host {bare:?} has no address"));
+    }
+    Ok(Target::Tcp { host: bare.to_owned(), port, addrs })
+}
+
+/// An origin is a non-empty path of plain segments (what a request path can match).
+///
+/// # Errors
+/// Why it can never match.
+pub fn check_origin(origin: &str) -> Result<(), String> {
+    let bad = origin.is_empty()
+        || origin.split('/').any(|s| s.is_empty() || s == "." || s == "..")
+        || origin.chars().any(char::is_control);
+    if bad {
+        return Err(format!(
+            "a link origin is a path like \"mqtt\" or \"dev/tty\", not {origin:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn split_host_port(s: &str) -> Result<(&str, u16), String> {
+    let (host, port) =
+        s.rsplit_once(':').ok_or_else(|| format!("expected HOST:PORT, not {s:?}"))?;
+    let port = port.parse().map_err(|_| format!("expected a port number, not {port:?}"))?;
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn link(origin: &str) -> Link {
+        Link { origin: origin.into(), target: Target::Unix(PathBuf::from("/run/x")) }
+    }
+
+    #[test]
+    fn whole_segments_and_the_longest_origin_win() {
+        let links = [link("a"), link("a/b"), link("mqtt")];
+        assert_eq!(find(&links, "a").unwrap().origin, "a");
+        assert_eq!(find(&links, "a/c").unwrap().origin, "a");
+        assert_eq!(find(&links, "a/b/c").unwrap().origin, "a/b");
+        assert_eq!(find(&links, "mqtt").unwrap().origin, "mqtt");
+        assert!(find(&links, "mqttx").is_none());
+        assert!(find(&links, "ab").is_none());
+        assert!(find(&links, "").is_none());
+    }
+
+    #[test]
+    fn command_line_links() {
+        let l = parse("/mqtt=tcp:127.0.0.1:1883").unwrap();
+        assert_eq!(l.origin, "mqtt");
+        assert_eq!(
+            l.target,
+            Target::Tcp {
+                host: "127.0.0.1".into(),
+                port: 1883,
+                addrs: vec!["127.0.0.1:1883".parse().unwrap()]
+            }
+        );
+        let l = parse("v6=tcp:[::1]:80").unwrap();
+        assert_eq!(l.target.to_string(), "tcp:[::1]:80");
+        let l = parse("dev/echo=unix:/run/echo.sock").unwrap();
+        assert_eq!(l.target, Target::Unix("/run/echo.sock".into()));
+        for bad in [
+            "mqtt",
+            "mqtt=tcp:127.0.0.1",
+            "mqtt=tcp:127.0.0.1:0",
+            "mqtt=tcp::1883",
+            "mqtt=unix:",
+            "mqtt=udp:1.2.3.4:5",
+            "=unix:/x",
+            "a/../b=unix:/x",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

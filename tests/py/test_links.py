@@ -1,0 +1,251 @@
+"""Links: endpoints whose backend the configuration names, a UNIX socket anywhere or a TCP
+service (IPv4 and IPv6), from flags and from an ouistiti config file."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+
+from harness import RawWS, build_request, gateway_bin, open_socket, read_response_head, ws_connect
+
+
+class TcpEcho:
+    """A TCP echo server on a thread: every byte back, per connection. `reset_on` bytes make it
+    reset the connection (SO_LINGER 0) instead of echoing them."""
+
+    def __init__(self, host: str = "127.0.0.1", reset_on: bytes | None = None):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.reset_on = reset_on
+        self.accepted = 0
+        self.peers: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self.peers.append(c)
+            threading.Thread(target=self._echo, args=(c,), daemon=True).start()
+
+    def _echo(self, c: socket.socket):
+        try:
+            while data := c.recv(65536):
+                if self.reset_on is not None and self.reset_on in data:
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    c.close()
+                    return
+                c.sendall(data)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def tcp_echo():
+    started: list[TcpEcho] = []
+
+    def start(host: str = "127.0.0.1", **kw) -> TcpEcho:
+        e = TcpEcho(host, **kw)
+        started.append(e)
+        return e
+
+    yield start
+    for e in started:
+        e.close()
+
+
+def echo_once(url: str, text: str) -> str:
+    ws = ws_connect(url)
+    try:
+        ws.send(text)
+        return ws.recv(timeout=5)
+    finally:
+        ws.close()
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tcp_links_ipv4_and_ipv6_relay(gateway, tcp_echo):
+    v4 = tcp_echo("127.0.0.1")
+    v6 = tcp_echo("::1")
+    g = gateway(link=[f"echo4=tcp:127.0.0.1:{v4.port}", f"echo6=tcp:[::1]:{v6.port}"])
+    assert echo_once(g.url("/echo4"), "over IPv4") == "over IPv4"
+    assert echo_once(g.url("/echo6"), "over IPv6") == "over IPv6"
+    # Below the origin: the same target (the rest of the path does not reach it).
+    assert echo_once(g.url("/echo4/room/1"), "below") == "below"
+    assert (v4.accepted, v6.accepted) == (2, 1)
+    g.wait_line(r"open /echo6 mode=stream")
+
+
+def test_a_link_matches_whole_segments_and_wins_over_the_docroot(gateway, tcp_echo, echo_backend):
+    tcp = tcp_echo()
+    echo_backend("stream", name="echo")
+    echo_backend("stream", name="echoes")
+    g = gateway(link=[f"echo=tcp:127.0.0.1:{tcp.port}"])
+    assert echo_once(g.url("/echo"), "to tcp") == "to tcp"
+    assert tcp.accepted == 1, "the link wins over the socket of the same name in the docroot"
+    assert echo_once(g.url("/echoes"), "to the docroot") == "to the docroot"
+    assert tcp.accepted == 1, "/echoes is not below /echo"
+
+
+def test_a_unix_link_reaches_a_socket_outside_the_docroot(gateway, sandbox):
+    outside = sandbox / "elsewhere.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(outside))
+    srv.listen(4)
+    g = gateway(link=[f"dev/echo=unix:{outside}"])
+
+    def serve():
+        c, _ = srv.accept()
+        c.sendall(c.recv(100))
+        c.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    assert echo_once(g.url("/dev/echo"), "unix link") == "unix link"
+    srv.close()
+
+
+def test_a_tcp_target_that_refuses_answers_502_before_any_101(gateway):
+    g = gateway(link=[f"down=tcp:127.0.0.1:{free_tcp_port()}"])
+    s = open_socket(g.port)
+    s.sendall(build_request(g.port, "/down"))
+    r = read_response_head(s)
+    assert r.status == 502
+    s.close()
+    g.wait_line(r"close /down refused 502: backend refused the connection")
+
+
+def test_a_tcp_connect_that_does_not_finish_answers_504(gateway):
+    # A listener that never accepts, its queue filled: the next SYNs go unanswered.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(("127.0.0.1", port))
+        fillers.append(f)
+    time.sleep(0.2)
+    g = gateway(link=[f"stuck=tcp:127.0.0.1:{port}"], handshake_timeout="1s")
+    s = open_socket(g.port)
+    start = time.monotonic()
+    s.sendall(build_request(g.port, "/stuck"))
+    r = read_response_head(s, timeout=5)
+    assert r.status == 504
+    assert 0.8 < time.monotonic() - start < 4
+    s.close()
+    g.wait_line(r"close /stuck refused 504: backend connect timed out")
+    srv.close()
+    for f in fillers:
+        f.close()
+
+
+def test_a_tcp_reset_mid_message_is_1011_and_bystanders_go_on(gateway, tcp_echo):
+    tcp = tcp_echo(reset_on=b"RESET")
+    g = gateway(link=[f"echo=tcp:127.0.0.1:{tcp.port}"])
+    bystander = ws_connect(g.url("/echo"))
+    victim = RawWS.connect(g.port, "/echo")
+    victim.send_frame(0x1, b"before RESET after")
+    frame, _ = victim.wait_close()
+    assert frame is not None and frame.close_code == 1011
+    victim.close()
+    g.wait_line(r"close /echo backend error: ECONNRESET.*\(1011\)")
+    bystander.send("still here")
+    assert bystander.recv(timeout=5) == "still here"
+    bystander.close()
+
+
+def test_links_from_an_ouistiti_config_file(tmp_path, docroot, tcp_echo):
+    tcp = tcp_echo()
+    conf = tmp_path / "ouistiti.conf"
+    conf.write_text(
+        f"""
+servers = ({{
+    port = 0; addr = "127.0.0.1";
+    websocket = {{
+        docroot = "{docroot}";
+        links = ( {{ origin = "mqtt"; type = "tcp"; destination = "127.0.0.1"; port = {tcp.port}; }} );
+    }};
+}});
+"""
+    )
+    check = subprocess.run([gateway_bin(), "--check", "-f", str(conf)], capture_output=True, text=True, timeout=10)
+    assert check.returncode == 0, check.stderr
+    assert f"tcp:127.0.0.1:{tcp.port}" in check.stdout
+    from harness import Child, LISTEN_RE
+
+    g = Child([gateway_bin(), "-f", str(conf)], "wsgate")
+    try:
+        m = g.wait_line(LISTEN_RE, 10)
+        port = int(m.group(2))
+        assert echo_once(f"ws://127.0.0.1:{port}/mqtt", "via the file") == "via the file"
+    finally:
+        g.stop()
+
+
+@pytest.mark.parametrize(
+    "link, message",
+    [
+        ('origin = "s"; type = "tty"; destination = "/dev/ttyS0";', r':7:\d+: link type "tty" is not served'),
+        ('origin = "s"; type = "udp"; destination = "x";', r':7:\d+: expected "unix" or "tcp"'),
+        ('origin = "s"; type = "tcp"; destination = "127.0.0.1";', r':6:\d+: expected "port" in a link'),
+        ('origin = "s"; type = "unix"; destination = "";', r':7:\d+: a unix link needs a socket path'),
+        ('origin = "../s"; destination = "/run/x.sock";', r':7:\d+: a link origin is a path'),
+    ],
+)
+def test_a_link_wsgate_cannot_serve_is_a_config_error_at_its_line(tmp_path, docroot, link, message):
+    conf = tmp_path / "bad.conf"
+    conf.write_text(
+        f"""servers = ({{
+    port = 8080;
+    websocket = {{
+        docroot = "{docroot}";
+        links = (
+            {{
+                {link}
+            }}
+        );
+    }};
+}});
+"""
+    )
+    r = subprocess.run([gateway_bin(), "--check", "-f", str(conf)], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2, r.stderr
+    import re
+
+    assert re.search(message, r.stderr), r.stderr
+
+
+def test_a_tcp_link_on_a_direct_site_is_refused(docroot):
+    r = subprocess.run(
+        [gateway_bin(), "-R", str(docroot), "-p", "0", "--direct", "--link", "x=tcp:127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert r.returncode == 2
+    assert "direct mode hands the client's socket over a UNIX socket" in r.stderr
