@@ -35,20 +35,23 @@
 //! * [`context`]: the `NAME=value` lines of the connection context.
 //! * [`direct`]: direct mode: taking the client's socket from the gateway, and a WebSocket
 //!   server endpoint over it.
-//! * [`server`]: a single-threaded mio loop for message-oriented servers, with fixed limits:
-//!   a [`server::Service`] only sees messages and sends messages, whether its clients are
-//!   relayed or (direct mode) handed over.
+//! * [`server`]: the one event loop of the sample servers, with fixed limits: a
+//!   [`server::Service`] sees messages and sends messages, whether its clients are relayed or
+//!   (direct mode) handed over; an echoing service has its relayed clients' bytes echoed byte
+//!   for byte instead ([`server::Relayed::Echoed`]).
+//! * [`sample`]: the sample servers' common options and their way from the command line to
+//!   the loop.
 //! * [`sys`]: the kit's only `unsafe` code and OS-level helpers: listening UNIX sockets,
 //!   receiving a passed descriptor, loading JSON-RPC plugins.
 //!
-//! What it does not own: the echo semantics (`websocket_echo` streams bytes through its own
-//! loop), chat or JSON-RPC.
+//! What it does not own: chat or JSON-RPC.
 #![deny(unsafe_code)]
 
 pub mod conn;
 pub mod context;
 pub mod direct;
 pub mod message;
+pub mod sample;
 pub mod server;
 pub mod sock;
 pub mod sys;
