@@ -1,14 +1,17 @@
-//! A WebSocket echo server on a UNIX socket: the backend behind nginx in `scripts/bench.py`
-//! (nginx copies frames after the 101, so its backend must speak WebSocket itself).
+//! A WebSocket echo server on a UNIX socket that answers the upgrade itself: the backend
+//! behind nginx in `scripts/bench.py` (nginx passes the request on and copies frames after
+//! the 101, so its backend must speak HTTP and WebSocket; `websocket_echo` stands behind the
+//! gateway, which does both).
 //!
 //! ```text
-//! cargo run --release --example ws_unix_echo -- /tmp/x/ws.sock
+//! cargo build --release --examples && target/release/examples/ws_unix_echo /tmp/x/ws.sock
 //! ```
 //!
-//! One mio loop, one thread. It answers the upgrade (wsgate's `accept_key`), unmasks client
-//! frames and sends each one back unmasked with the same opcode and FIN (so fragments are
-//! echoed as fragments), answers pings, echoes a close and ends. No validation beyond that:
-//! it is a benchmark backend, not a conformant server.
+//! Only the HTTP part is its own: the request head is checked by the gateway's parser
+//! (`wsgate::http::handshake`) and answered with its 101 or error writer. From then on each
+//! connection is the kit's WebSocket server endpoint (`wsgate_kit::direct::Endpoint`, what
+//! `websocket_echo -d` runs on): whole messages of at most 16 MiB echoed with their type,
+//! one at a time, pings and closes answered. One mio loop, one thread.
 // Allowed here: a benchmark backend that only the benchmark's own client talks to, never
 // shipped; a panic ends a measurement, it is not reachable by a gateway's clients.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -17,16 +20,20 @@ use std::io::{self, Read, Write};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
+use wsgate::http::handshake;
+use wsgate_kit::direct::{Endpoint, Incoming, Limits};
 
 const LISTENER: Token = Token(usize::MAX);
+/// Largest request head.
+const MAX_HEAD: usize = 16 * 1024;
+const LIMITS: Limits =
+    Limits { max_message: 16 << 20, max_queue: (16 << 20) + 256, read_len: 256 * 1024 };
 
 #[derive(Debug)]
-struct Conn {
-    sock: UnixStream,
-    upgraded: bool,
-    inbuf: Vec<u8>,
-    out: Vec<u8>,
-    closing: bool,
+enum Conn {
+    /// Reading the request head.
+    Upgrading(UnixStream, Vec<u8>),
+    Open(Box<Endpoint<UnixStream>>),
 }
 
 fn main() {
@@ -38,7 +45,6 @@ fn main() {
     eprintln!("ws_unix_echo: listening on {path}");
     let mut conns: Vec<Option<Conn>> = Vec::new();
     let mut events = Events::with_capacity(1024);
-    let mut scratch = vec![0u8; 256 * 1024];
     loop {
         if let Err(e) = poll.poll(&mut events, None) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -56,124 +62,84 @@ fn main() {
                     poll.registry()
                         .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
                         .expect("register");
-                    conns[i] = Some(Conn {
-                        sock,
-                        upgraded: false,
-                        inbuf: Vec::new(),
-                        out: Vec::new(),
-                        closing: false,
-                    });
+                    conns[i] = Some(Conn::Upgrading(sock, Vec::new()));
                 }
                 continue;
             }
             let i = ev.token().0;
-            let Some(c) = conns.get_mut(i).and_then(Option::as_mut) else {
-                continue;
+            let Some(slot) = conns.get_mut(i) else { continue };
+            let Some(conn) = slot.take() else { continue };
+            *slot = match conn {
+                Conn::Upgrading(sock, head) => upgrade(sock, head),
+                Conn::Open(mut ep) => echo(&mut ep).then_some(Conn::Open(ep)),
             };
-            if !serve(c, &mut scratch) {
-                let _ = poll.registry().deregister(&mut c.sock);
-                conns[i] = None;
-            }
+            // A dropped socket leaves the poll as it is closed.
         }
     }
 }
 
-/// Reads, echoes, writes; false when the connection is over.
-fn serve(c: &mut Conn, scratch: &mut [u8]) -> bool {
-    let mut eof = false;
+/// Reads the request head; once it is complete, answers it: a 101 makes the connection an
+/// endpoint (the bytes after the head are its first input), an error status ends it.
+fn upgrade(mut sock: UnixStream, mut head: Vec<u8>) -> Option<Conn> {
+    let mut chunk = [0u8; 4096];
+    let result = loop {
+        match sock.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+        let parsed = handshake::parse(&head).map(|r| r.map(|(req, len)| (req.accept, len)));
+        match parsed {
+            Ok(None) if head.len() < MAX_HEAD => return Some(Conn::Upgrading(sock, head)),
+            Ok(None) => break Err(handshake::HandshakeError::HeadersTooLarge),
+            Ok(Some(upgrade)) => break Ok(upgrade),
+            Err(e) => break Err(e),
+        }
+    };
+    let mut answer = [0u8; 512];
+    // A fresh socket's buffer takes a few hundred bytes at once.
+    let (accept, len) = match result {
+        Ok(ok) => ok,
+        Err(e) => {
+            if let Some(n) = handshake::write_error(&mut answer, e.status()) {
+                let _ = sock.write_all(&answer[..n]);
+            }
+            return None;
+        }
+    };
+    let n = handshake::write_switching(&mut answer, &accept, None)?;
+    sock.write_all(&answer[..n]).ok()?;
+    let mut ep = Box::new(Endpoint::new(sock, &head[len..], LIMITS).ok()?);
+    echo(&mut ep).then_some(Conn::Open(ep))
+}
+
+/// Echoes messages as the previous echo is written and reads what comes; `false` once the
+/// connection is over.
+fn echo(ep: &mut Endpoint<UnixStream>) -> bool {
     loop {
-        match c.sock.read(scratch) {
-            Ok(0) => {
-                eof = true;
-                break;
+        let mut progress = ep.flush().is_ok_and(|wrote| wrote);
+        while ep.pending() == 0 {
+            let Some((event, out)) = ep.next_incoming() else { break };
+            if let Incoming::Message(kind, data) = event {
+                // The queue is empty and holds the biggest message: this fits.
+                let _ = out.send(kind, data);
             }
-            Ok(n) => {
-                c.inbuf.extend_from_slice(&scratch[..n]);
-                if n < scratch.len() {
-                    break;
-                }
+            progress = true;
+            if ep.flush().is_err() {
+                return false;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        }
+        if ep.is_done() {
+            return false;
+        }
+        match ep.read() {
+            Ok(read) => progress |= read,
             Err(_) => return false,
         }
-    }
-    let mut pos = 0;
-    if !c.upgraded {
-        let Some(end) = c.inbuf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            return !eof && c.inbuf.len() < 16384;
-        };
-        let mut key = None;
-        wsgate::http::handshake::for_each_header(&c.inbuf[..end + 4], |name, value| {
-            if name.eq_ignore_ascii_case("sec-websocket-key") {
-                key = Some(value.to_vec());
-            }
-        });
-        let Some(key) = key else { return false };
-        let accept = wsgate::http::handshake::accept_key(&key);
-        c.out.extend_from_slice(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Accept: ",
-        );
-        c.out.extend_from_slice(&accept);
-        c.out.extend_from_slice(b"\r\n\r\n");
-        c.upgraded = true;
-        pos = end + 4;
-    }
-    while !c.closing {
-        let rest = &c.inbuf[pos..];
-        if rest.len() < 2 {
-            break;
-        }
-        let (b0, b1) = (rest[0], rest[1]);
-        let masked = b1 & 0x80 != 0;
-        let (len, mut hl) = match b1 & 0x7f {
-            126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-            127 if rest.len() >= 10 => {
-                (u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize, 10)
-            }
-            126 | 127 => break,
-            l => (l as usize, 2),
-        };
-        let key_at = hl;
-        if masked {
-            hl += 4;
-        }
-        if rest.len() < hl + len {
-            break;
-        }
-        let key: [u8; 4] =
-            if masked { rest[key_at..key_at + 4].try_into().unwrap() } else { [0; 4] };
-        let opcode = b0 & 0x0f;
-        let out_op = if opcode == 9 { 10 } else { opcode };
-        c.out.push((b0 & 0x80) | out_op);
-        if len < 126 {
-            c.out.push(len as u8);
-        } else if len <= 0xffff {
-            c.out.push(126);
-            c.out.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            c.out.push(127);
-            c.out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        let at = c.out.len();
-        c.out.extend_from_slice(&rest[hl..hl + len]);
-        wsgate::ws::mask::apply(key, 0, &mut c.out[at..]);
-        pos += hl + len;
-        if opcode == 8 {
-            c.closing = true;
+        if !progress {
+            return true;
         }
     }
-    c.inbuf.drain(..pos);
-    let mut at = 0;
-    while at < c.out.len() {
-        match c.sock.write(&c.out[at..]) {
-            Ok(n) => at += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    c.out.drain(..at);
-    !(eof || (c.closing && c.out.is_empty()))
 }
