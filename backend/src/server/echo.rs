@@ -123,10 +123,10 @@ impl Framer {
                         return Ok(Some((pos, Boundary::TooBig(self.msg_bytes))));
                     }
                 }
-                Some(Step::Payload(..) | Step::End(_, None)) => {}
                 Some(Step::End(h, _)) if h.opcode == record::OP_CLOSE => {
                     return Ok(Some((pos, Boundary::Close)))
                 }
+                Some(Step::Payload(..) | Step::End(_, None)) => {}
                 Some(Step::End(_, Some(_))) => {
                     self.msg_bytes = 0;
                     return Ok(Some((pos, Boundary::Message)));
