@@ -129,21 +129,6 @@ pub fn socket_kind(mode: Mode) -> SocketKind {
     }
 }
 
-/// The options every sample server shares (`-R`, `-n`, `-u`, `-m`, `-b`).
-#[derive(Debug)]
-pub struct Setup<'a> {
-    /// `-R`: the directory of the sockets.
-    pub root: &'a Path,
-    /// `-n`: the socket name.
-    pub name: &'a str,
-    /// `-u`: the user to become.
-    pub user: Option<&'a str>,
-    /// `-m`: the relay mode.
-    pub mode: Mode,
-    /// `-b`: the listen backlog.
-    pub backlog: i32,
-}
-
 /// A listening server: its socket, its signals, and the socket file removed on drop.
 #[derive(Debug)]
 pub struct Started {
@@ -157,16 +142,16 @@ pub struct Started {
     pub socket_file: SocketFile,
 }
 
-/// Creates the socket for `setup` and drops privileges, in this order: the name is checked and
-/// the user looked up (nothing created yet); SIGTERM and SIGINT are blocked and routed to a
-/// signalfd (so a signal cannot kill the process with the socket file left behind); the
-/// docroot is made (mode 0755) if missing; the socket is bound, mode 0660, owned by the user;
-/// then the process becomes the user for good.
+/// Creates the socket for a sample server's options (`-R`, `-n`, `-u`, `-m`, `-b`) and drops
+/// privileges, in this order: the name is checked and the user looked up (nothing created
+/// yet); SIGTERM and SIGINT are blocked and routed to a signalfd (so a signal cannot kill the
+/// process with the socket file left behind); the docroot is made (mode 0755) if missing; the
+/// socket is bound, mode 0660, owned by the user; then the process becomes the user for good.
 ///
 /// # Errors
 /// [`Fatal`] naming the step; a failed privilege drop is fatal (never serve as root by
 /// mistake).
-pub fn start(setup: &Setup<'_>) -> Result<Started, Fatal> {
+pub fn start(setup: &sample::Common<'_>) -> Result<Started, Fatal> {
     check_name(setup.name)?;
     let account = match setup.user {
         Some(name) => Some(user::lookup(name).map_err(|e| Fatal::new("-u", e))?),

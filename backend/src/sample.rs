@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::server::{Limits, Server, Service};
-use super::{say, Fatal, Setup};
+use super::{say, Fatal};
 use wsgate::relay::codec::Mode;
 
 /// The options every sample server takes, resolved against the program's defaults.
@@ -165,13 +165,7 @@ pub fn serve<S: Service>(
             "direct mode takes the socket over a stream connection, not seqpacket",
         ));
     }
-    let started = super::start(&Setup {
-        root: common.root,
-        name: common.name,
-        user: common.user,
-        mode: common.mode,
-        backlog: common.backlog,
-    })?;
+    let started = super::start(common)?;
     let mut service = make()?;
     let mut server = Server::new(
         started.listener,
