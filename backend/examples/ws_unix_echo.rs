@@ -116,20 +116,24 @@ fn upgrade(mut sock: UnixStream, mut head: Vec<u8>) -> Option<Conn> {
 }
 
 /// Echoes messages as the previous echo is written and reads what comes; `false` once the
-/// connection is over.
+/// connection is over. The socket is registered for both directions, edge-triggered: every
+/// turn writes what was queued in it (echoes, pongs, the close) before it waits.
 fn echo(ep: &mut Endpoint<UnixStream>) -> bool {
     loop {
-        let mut progress = ep.flush().is_ok_and(|wrote| wrote);
-        while ep.pending() == 0 {
-            let Some((event, out)) = ep.next_incoming() else { break };
-            if let Incoming::Message(kind, data) = event {
-                // The queue is empty and holds the biggest message: this fits.
-                let _ = out.send(kind, data);
+        let mut progress = false;
+        // One echo at a time: the next message is decoded once the previous echo is written.
+        if ep.pending() == 0 {
+            if let Some((event, out)) = ep.next_incoming() {
+                if let Incoming::Message(kind, data) = event {
+                    // The queue is empty and holds the biggest message: this fits.
+                    let _ = out.send(kind, data);
+                }
+                progress = true;
             }
-            progress = true;
-            if ep.flush().is_err() {
-                return false;
-            }
+        }
+        match ep.flush() {
+            Ok(wrote) => progress |= wrote,
+            Err(_) => return false,
         }
         if ep.is_done() {
             return false;
