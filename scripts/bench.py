@@ -13,7 +13,7 @@
 Peers, each on 127.0.0.1 with its own config in a temp dir, each with its own echo backend:
 
   lighttpd        Debian's lighttpd, mod_wstunnel -> websocket_echo -m stream (raw byte echo, UNIX)
-  nginx           Debian's nginx, worker_processes 1, proxy_pass -> ws_unix_echo (WebSocket echo, UNIX)
+  nginx           Debian's nginx, worker_processes 1, proxy_pass -> ws_unix_echo (backend/examples/: WebSocket echo, UNIX)
   websocketd      Debian's websocketd running `cat` per connection (line mode)
   wsgate-stream   wsgate -m stream -> websocket_echo -m stream
   wsgate-framed   wsgate -m framed -> websocket_echo -m framed

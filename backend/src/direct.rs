@@ -332,6 +332,12 @@ impl ShutdownWrite for std::net::TcpStream {
     }
 }
 
+impl ShutdownWrite for mio::net::UnixStream {
+    fn shutdown_write(&self) -> std::io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
 impl ShutdownWrite for std::os::unix::net::UnixStream {
     fn shutdown_write(&self) -> std::io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)

@@ -35,20 +35,23 @@
 //! * [`context`]: the `NAME=value` lines of the connection context.
 //! * [`direct`]: direct mode: taking the client's socket from the gateway, and a WebSocket
 //!   server endpoint over it.
-//! * [`server`]: a single-threaded mio loop for message-oriented servers, with fixed limits:
-//!   a [`server::Service`] only sees messages and sends messages, whether its clients are
-//!   relayed or (direct mode) handed over.
+//! * [`server`]: the one event loop of the sample servers, with fixed limits: a
+//!   [`server::Service`] sees messages and sends messages, whether its clients are relayed or
+//!   (direct mode) handed over; an echoing service has its relayed clients' bytes echoed byte
+//!   for byte instead ([`server::Relayed::Echoed`]).
+//! * [`sample`]: the sample servers' common options and their way from the command line to
+//!   the loop.
 //! * [`sys`]: the kit's only `unsafe` code and OS-level helpers: listening UNIX sockets,
 //!   receiving a passed descriptor, loading JSON-RPC plugins.
 //!
-//! What it does not own: the echo semantics (`websocket_echo` streams bytes through its own
-//! loop), chat or JSON-RPC.
+//! What it does not own: chat or JSON-RPC.
 #![deny(unsafe_code)]
 
 pub mod conn;
 pub mod context;
 pub mod direct;
 pub mod message;
+pub mod sample;
 pub mod server;
 pub mod sock;
 pub mod sys;
@@ -126,21 +129,6 @@ pub fn socket_kind(mode: Mode) -> SocketKind {
     }
 }
 
-/// The options every sample server shares (`-R`, `-n`, `-u`, `-m`, `-b`).
-#[derive(Debug)]
-pub struct Setup<'a> {
-    /// `-R`: the directory of the sockets.
-    pub root: &'a Path,
-    /// `-n`: the socket name.
-    pub name: &'a str,
-    /// `-u`: the user to become.
-    pub user: Option<&'a str>,
-    /// `-m`: the relay mode.
-    pub mode: Mode,
-    /// `-b`: the listen backlog.
-    pub backlog: i32,
-}
-
 /// A listening server: its socket, its signals, and the socket file removed on drop.
 #[derive(Debug)]
 pub struct Started {
@@ -154,16 +142,16 @@ pub struct Started {
     pub socket_file: SocketFile,
 }
 
-/// Creates the socket for `setup` and drops privileges, in this order: the name is checked and
-/// the user looked up (nothing created yet); SIGTERM and SIGINT are blocked and routed to a
-/// signalfd (so a signal cannot kill the process with the socket file left behind); the
-/// docroot is made (mode 0755) if missing; the socket is bound, mode 0660, owned by the user;
-/// then the process becomes the user for good.
+/// Creates the socket for a sample server's options (`-R`, `-n`, `-u`, `-m`, `-b`) and drops
+/// privileges, in this order: the name is checked and the user looked up (nothing created
+/// yet); SIGTERM and SIGINT are blocked and routed to a signalfd (so a signal cannot kill the
+/// process with the socket file left behind); the docroot is made (mode 0755) if missing; the
+/// socket is bound, mode 0660, owned by the user; then the process becomes the user for good.
 ///
 /// # Errors
 /// [`Fatal`] naming the step; a failed privilege drop is fatal (never serve as root by
 /// mistake).
-pub fn start(setup: &Setup<'_>) -> Result<Started, Fatal> {
+pub fn start(setup: &sample::Common<'_>) -> Result<Started, Fatal> {
     check_name(setup.name)?;
     let account = match setup.user {
         Some(name) => Some(user::lookup(name).map_err(|e| Fatal::new("-u", e))?),

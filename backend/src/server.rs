@@ -1,11 +1,14 @@
-//! A single-threaded loop for message-oriented sample servers (`websocket_chat`,
-//! `websocket_jsonrpc`): it accepts the gateway's connections, turns each client's bytes into
-//! messages, hands them to a [`Service`], and writes what the service queued.
+//! The kit's one event loop for sample servers (`websocket_echo`, `websocket_chat`,
+//! `websocket_jsonrpc`): a single-threaded mio loop that accepts the gateway's connections,
+//! serves each client in its relay mode or, in direct mode, on its own socket, and hands what
+//! they send to a [`Service`].
 //!
 //! A client comes one of two ways, and a service cannot tell which:
 //!
 //! * relayed (the gateway's relay modes): its bytes are decoded by a
-//!   [`super::message::Decoder`] and messages go out through a [`super::message::Outbox`];
+//!   [`super::message::Decoder`] and messages go out through a [`super::message::Outbox`]; or,
+//!   for a service that says so ([`Relayed::Echoed`]), they are echoed as they come, byte for
+//!   byte, through one fixed buffer (`server/echo.rs`);
 //! * handed over (direct mode, [`Server::new`] with `direct`): the gateway sends the client's
 //!   own socket and a hand-over record ([`super::direct::Receiver`]); the record's lines are
 //!   the client's connection context, and the server speaks WebSocket on the socket itself
@@ -19,13 +22,16 @@
 //! Everything is bounded by [`Limits`]: at most `max_clients` clients (more wait in the listen
 //! backlog), messages of at most `max_message` bytes (a bigger one closes its client, with
 //! close 1009 in `framed` mode and in direct mode), and at most `max_queue` bytes waiting for
-//! each client. A client whose queue is more than half full is not read from until it drains
-//! (backpressure); a message that does not fit a client's queue at all disconnects that
-//! client (it does not keep up). A client's read buffer ([`READ_LEN`], or `max_message` in
-//! `seqpacket` mode, at most `max_message` in `stream` mode where a read is a message) is
-//! allocated when it connects (in direct mode, when its first bytes come); message and queue
-//! buffers grow on use. In direct mode a closing handshake that is not over within
-//! [`CLOSE_TIMEOUT`] ends its client.
+//! each client. A client with more than `pause_at` bytes queued is not read from until it
+//! drains (backpressure); a message that does not fit a client's queue at all disconnects
+//! that client (it does not keep up). A client's read buffer ([`READ_LEN`], or `max_message`
+//! in `seqpacket` mode, at most `max_message` in `stream` mode where a read is a message;
+//! 64 KiB for an echoed one) is allocated when it connects (in direct mode, when
+//! its first bytes come); message and queue buffers grow on use. In direct mode a closing
+//! handshake that is not over within [`CLOSE_TIMEOUT`] ends its client.
+//!
+//! Files: this one is the loop (accepting, each client's turn, hand-overs, ends);
+//! `server/client.rs` the clients and their queues; `server/echo.rs` the byte-exact echo.
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -36,20 +42,31 @@ use super::direct::{self, Endpoint, HandoverError, Incoming, Receiver, Taken};
 use super::message::{DecodeError, Decoder, Event, Kind, Outbox};
 use super::sock::{Listener, Sock, SockError};
 use super::{say, take_signal, Fatal};
+pub use client::Clients;
+use client::{
+    held_messages, message_kind, sock_error, Client, Direct, Gone, Held, Input, Link, Pending,
+    Relay,
+};
+use echo::{Echo, Turn};
 use wsgate::relay::codec::Mode;
-use wsgate::ws::session::{DataKind, ProtocolError};
+
+mod client;
+mod echo;
 
 /// Bytes read at a time in the byte-stream modes (in `stream` mode, the largest message) and
 /// the read buffer of a direct client.
 pub const READ_LEN: usize = 16 * 1024;
 /// Direct mode: the longest a closing handshake may take before its client is dropped.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Reads plus writes one client may do per loop turn before the others get theirs.
+/// Reads plus writes one client may do per loop turn before the others get theirs: a client
+/// that keeps both directions busy would otherwise hold the loop forever, since with
+/// edge-triggered readiness every socket is drained until it would block.
 const TURN_BUDGET: usize = 16;
 /// `framed`: close 1009 "message too big".
 const CLOSE_TOO_BIG: [u8; 2] = [0x03, 0xf1];
-/// A held message's header: its type (1 byte) and length (4 bytes, big-endian).
-const HELD_HEADER: usize = 5;
+/// The capacity the message scratch buffer keeps between messages (as a direct endpoint
+/// keeps for its own): messages up to this size cost no allocation.
+const KEEP_SCRATCH: usize = 64 * 1024;
 
 /// The fixed limits of a server.
 #[derive(Clone, Copy, Debug)]
@@ -60,11 +77,31 @@ pub struct Limits {
     pub max_message: usize,
     /// Most bytes waiting to be written to one client.
     pub max_queue: usize,
+    /// A client with more than this many bytes waiting is not read from (and its messages
+    /// read already are not decoded) until they drain: half of `max_queue` leaves room for
+    /// answers to what was read; 0 answers one message at a time.
+    pub pause_at: usize,
+}
+
+/// What the server does with a relayed client's bytes ([`Service::relayed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relayed {
+    /// Decoded into messages for [`Service::message`].
+    Decoded,
+    /// Sent back to the client as they come, without being decoded: byte for byte
+    /// in `stream`, `lines` and `seqpacket` modes, whole messages verbatim in `framed` mode.
+    /// The service sees no message of a relayed client, only of direct ones.
+    Echoed,
 }
 
 /// What a server does with messages. Every callback may queue messages for any client
 /// through [`Clients`].
 pub trait Service {
+    /// What is done with relayed clients' bytes; [`Relayed::Decoded`] unless the service is
+    /// an echo.
+    fn relayed(&self) -> Relayed {
+        Relayed::Decoded
+    }
     /// The connection context of client `id` arrived (before any of its messages): the
     /// `NAME=value` lines of the gateway's `--context`, or of a direct client's hand-over
     /// record (the same names, and `EARLY_DATA_LENGTH`).
@@ -73,331 +110,6 @@ pub trait Service {
     fn message(&mut self, id: usize, kind: Kind, data: &[u8], clients: &mut Clients<'_>);
     /// Client `id` is gone (already removed from `clients`).
     fn closed(&mut self, id: usize, clients: &mut Clients<'_>);
-}
-
-/// Why a client ended.
-#[derive(Debug)]
-enum Gone {
-    Done,
-    Closed,
-    Kicked(&'static str),
-    TooSlow,
-    Decode(DecodeError),
-    Sock(SockError),
-    /// Direct mode: the gateway's hand-over could not be taken.
-    Handover(HandoverError),
-    /// Direct mode: the client broke the protocol; the close with its code was sent.
-    Protocol(ProtocolError),
-    /// Direct mode: the closing handshake took longer than [`CLOSE_TIMEOUT`].
-    CloseTimeout,
-}
-
-impl core::fmt::Display for Gone {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::Done => f.write_str("end of stream"),
-            Self::Closed => f.write_str("close answered"),
-            Self::Kicked(why) => f.write_str(why),
-            Self::TooSlow => f.write_str("its queue is full (it does not read fast enough)"),
-            Self::Decode(e) => e.fmt(f),
-            Self::Sock(e) => e.fmt(f),
-            Self::Handover(e) => e.fmt(f),
-            Self::Protocol(e) => write!(f, "{e}, answered with close {}", e.close_code()),
-            Self::CloseTimeout => f.write_str("closing handshake timed out"),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Client {
-    link: Link,
-    interest: Interest,
-    /// Relayed: ends once its queue is written (a close was answered or the service said so).
-    /// Direct: the reason to give once the endpoint is done.
-    closing: Option<Gone>,
-    /// Ends now (at the end of the current step).
-    doomed: Option<Gone>,
-    /// In the list of clients to flush.
-    dirty: bool,
-}
-
-/// How the client's bytes travel.
-#[derive(Debug)]
-enum Link {
-    /// Through the gateway, in a relay mode.
-    Relay(Box<Relay>),
-    /// Direct mode: the gateway's first bytes are still to come.
-    Pending(Box<Pending>),
-    /// Direct mode: on the client's own socket.
-    Direct(Box<Direct>),
-}
-
-#[derive(Debug)]
-struct Relay {
-    sock: Sock,
-    /// Taken out while its bytes are handed to the service.
-    input: Option<Input>,
-    out: Outbox,
-    eof: bool,
-}
-
-#[derive(Debug)]
-struct Input {
-    buf: Box<[u8]>,
-    decoder: Decoder,
-}
-
-#[derive(Debug)]
-struct Pending {
-    sock: Sock,
-    rx: Receiver,
-    held: Held,
-}
-
-#[derive(Debug)]
-struct Direct {
-    ep: Endpoint<mio::net::TcpStream>,
-    /// When the closing handshake started.
-    closing_since: Option<Instant>,
-}
-
-/// Messages for a client whose kind is not known yet, kept as they were sent (at most `cap`
-/// bytes with their headers), to be queued in its encoding once it is known.
-#[derive(Debug)]
-struct Held {
-    buf: Vec<u8>,
-    cap: usize,
-}
-
-impl Held {
-    fn push(&mut self, kind: Kind, data: &[u8]) -> bool {
-        let Ok(len) = u32::try_from(data.len()) else { return false };
-        let total = HELD_HEADER.saturating_add(data.len());
-        if self.buf.len().saturating_add(total) > self.cap || self.buf.try_reserve(total).is_err() {
-            return false;
-        }
-        self.buf.push(u8::from(kind == Kind::Binary));
-        self.buf.extend_from_slice(&len.to_be_bytes());
-        self.buf.extend_from_slice(data);
-        true
-    }
-}
-
-/// The messages of a [`Held`] buffer, in order.
-fn held_messages(buf: &[u8]) -> impl Iterator<Item = (Kind, &[u8])> + '_ {
-    let mut rest = buf;
-    core::iter::from_fn(move || {
-        let (head, tail) = rest.split_first_chunk::<HELD_HEADER>()?;
-        let [kind, len @ ..] = *head;
-        let len = usize::try_from(u32::from_be_bytes(len)).ok()?;
-        let data = tail.get(..len)?;
-        rest = tail.get(len..).unwrap_or_default();
-        Some((if kind == 1 { Kind::Binary } else { Kind::Text }, data))
-    })
-}
-
-impl Client {
-    /// Bytes waiting to be written.
-    fn pending(&self) -> usize {
-        match &self.link {
-            Link::Relay(r) => r.out.pending(),
-            Link::Pending(_) => 0,
-            Link::Direct(d) => d.ep.pending(),
-        }
-    }
-
-    /// Not read from while more than half of `max_queue` waits to be written.
-    fn backpressured(&self, max_queue: usize) -> bool {
-        self.pending() > max_queue / 2
-    }
-
-    fn wants_read(&self, max_queue: usize) -> bool {
-        if self.doomed.is_some() || self.backpressured(max_queue) {
-            return false;
-        }
-        match &self.link {
-            Link::Relay(r) => !r.eof && self.closing.is_none(),
-            Link::Pending(_) => true,
-            // The endpoint reads on through the closing handshake, for the client's close.
-            Link::Direct(d) => d.ep.wants_read(),
-        }
-    }
-
-    fn wanted(&self) -> Interest {
-        let write = match &self.link {
-            Link::Relay(r) => r.out.pending() > 0,
-            Link::Pending(_) => false,
-            Link::Direct(d) => d.ep.wants_write(),
-        };
-        if write {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        }
-    }
-
-    /// Queues a message as it is; `false` when it does not fit.
-    fn push(&mut self, kind: Kind, data: &[u8]) -> bool {
-        match &mut self.link {
-            Link::Relay(r) => r.out.push(kind, data),
-            Link::Pending(p) => p.held.push(kind, data),
-            Link::Direct(d) => d.ep.send(data_kind(kind), data),
-        }
-    }
-
-    /// Queues a message; when the queue is full, writes what waits and tries again, and a
-    /// client whose queue still cannot take it is doomed: only a client that really does not
-    /// read is dropped, not one whose queue filled within one turn.
-    fn queue(&mut self, kind: Kind, data: &[u8]) -> bool {
-        if self.doomed.is_some() {
-            return false;
-        }
-        if let Link::Direct(d) = &self.link {
-            if !d.ep.is_open() {
-                return false;
-            }
-        }
-        if self.push(kind, data) {
-            return true;
-        }
-        self.write();
-        let queued = self.doomed.is_none() && self.push(kind, data);
-        if !queued && self.doomed.is_none() {
-            self.doomed = Some(Gone::TooSlow);
-        }
-        queued
-    }
-
-    /// Writes what is queued until the socket would block; a failure dooms the client.
-    fn write(&mut self) {
-        match &mut self.link {
-            Link::Relay(r) => {
-                while self.doomed.is_none() && r.out.pending() > 0 {
-                    match r.sock.write(r.out.front()) {
-                        Ok(Some(n)) => r.out.consume(n),
-                        Ok(None) => break,
-                        Err(e) => self.doomed = Some(Gone::Sock(e)),
-                    }
-                }
-            }
-            Link::Pending(_) => {}
-            Link::Direct(d) => {
-                if let Err(e) = d.ep.flush() {
-                    self.doomed = Some(Gone::Sock(sock_error("write", e)));
-                }
-            }
-        }
-    }
-
-    /// How the client ends now that its queue was written as far as it goes, if it does.
-    fn finished(&mut self) -> Option<Gone> {
-        if let Some(gone) = self.doomed.take() {
-            return Some(gone);
-        }
-        match &self.link {
-            Link::Relay(r) if r.out.pending() == 0 => {
-                if self.closing.is_some() {
-                    self.closing.take()
-                } else if r.eof {
-                    Some(Gone::Done)
-                } else {
-                    None
-                }
-            }
-            Link::Direct(d) if d.ep.is_done() => Some(self.closing.take().unwrap_or(Gone::Done)),
-            Link::Relay(_) | Link::Pending(_) | Link::Direct(_) => None,
-        }
-    }
-}
-
-fn data_kind(kind: Kind) -> DataKind {
-    match kind {
-        Kind::Text => DataKind::Text,
-        Kind::Binary => DataKind::Binary,
-    }
-}
-
-fn message_kind(kind: DataKind) -> Kind {
-    match kind {
-        DataKind::Text => Kind::Text,
-        DataKind::Binary => Kind::Binary,
-    }
-}
-
-fn sock_error(op: &'static str, e: std::io::Error) -> SockError {
-    match e.kind() {
-        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => SockError::Reset,
-        _ => SockError::Io(op, e),
-    }
-}
-
-/// The clients, as a service sees them: who is there, and their queues.
-#[derive(Debug)]
-pub struct Clients<'a> {
-    slots: &'a mut [Option<Client>],
-    dirty: &'a mut Vec<usize>,
-}
-
-impl Clients<'_> {
-    /// Queues a message for client `id`. A client whose queue cannot take it is disconnected;
-    /// `false` then, or when there is no such client (or it is closing).
-    pub fn send(&mut self, id: usize, kind: Kind, data: &[u8]) -> bool {
-        let Some(Some(c)) = self.slots.get_mut(id) else { return false };
-        let queued = c.queue(kind, data);
-        if !c.dirty {
-            c.dirty = true;
-            self.dirty.push(id);
-        }
-        queued
-    }
-
-    /// Closes client `id` with `code`: a relayed one once what is queued for it is written
-    /// (with a close record carrying `code` in `framed` mode), a direct one with the closing
-    /// handshake; a client whose kind is not known yet at once.
-    pub fn close(&mut self, id: usize, code: u16, why: &'static str) {
-        let Some(Some(c)) = self.slots.get_mut(id) else { return };
-        if c.closing.is_some() || c.doomed.is_some() {
-            return;
-        }
-        match &mut c.link {
-            Link::Relay(r) => {
-                let _ = r.out.push_close(&code.to_be_bytes());
-                c.closing = Some(Gone::Kicked(why));
-            }
-            Link::Pending(_) => c.doomed = Some(Gone::Kicked(why)),
-            Link::Direct(d) => {
-                d.ep.close(code, why);
-                c.closing = Some(Gone::Kicked(why));
-            }
-        }
-        if !c.dirty {
-            c.dirty = true;
-            self.dirty.push(id);
-        }
-    }
-
-    /// Whether client `id` is connected and not on its way out.
-    #[must_use]
-    pub fn is_open(&self, id: usize) -> bool {
-        matches!(self.slots.get(id), Some(Some(c)) if is_open(c))
-    }
-
-    /// The ids of the connected clients (not those on their way out).
-    pub fn ids(&self) -> impl Iterator<Item = usize> + '_ {
-        self.slots.iter().enumerate().filter_map(|(i, c)| match c {
-            Some(c) if is_open(c) => Some(i),
-            _ => None,
-        })
-    }
-}
-
-fn is_open(c: &Client) -> bool {
-    c.doomed.is_none()
-        && c.closing.is_none()
-        && match &c.link {
-            Link::Direct(d) => d.ep.is_open(),
-            Link::Relay(_) | Link::Pending(_) => true,
-        }
 }
 
 /// The server's loop state.
@@ -410,6 +122,8 @@ pub struct Server {
     context: bool,
     /// Connections may bring the client's socket (direct mode).
     direct: bool,
+    /// Relayed clients are echoed ([`Relayed::Echoed`]), from the service given to `serve`.
+    echo: bool,
     verbose: bool,
     clients: Vec<Option<Client>>,
     /// Clients with queued output, to write at the end of the step.
@@ -459,6 +173,7 @@ impl Server {
             limits,
             context,
             direct,
+            echo: false,
             verbose,
             clients: (0..limits.max_clients).map(|_| None).collect(),
             dirty: Vec::with_capacity(limits.max_clients),
@@ -479,6 +194,7 @@ impl Server {
         signals: &SignalFd,
         service: &mut dyn Service,
     ) -> Result<&'static str, Fatal> {
+        self.echo = service.relayed() == Relayed::Echoed;
         let listener_token = Token(self.limits.max_clients);
         let signal_token = Token(self.limits.max_clients + 1);
         self.poll
@@ -489,7 +205,7 @@ impl Server {
                 Interest::READABLE,
             )
             .map_err(|e| Fatal::new("poll", e))?;
-        let mut events = Events::with_capacity(self.limits.max_clients.max(16));
+        let mut events = Events::with_capacity(self.limits.max_clients.clamp(16, 1024));
         loop {
             let timeout = if self.again.is_empty() {
                 self.next_sweep.map(|t| t.saturating_duration_since(Instant::now()))
@@ -547,29 +263,25 @@ impl Server {
                     return;
                 }
             };
-            // A relayed client's buffer now; a direct-mode one's when its kind is known.
-            let input = if self.direct {
-                None
-            } else {
-                let Some(input) = self.input() else { continue };
-                Some(input)
-            };
             if let Err(e) = sock.register(self.poll.registry(), Token(idx), Interest::READABLE) {
                 say(format_args!("poll register: {e}"));
                 continue;
             }
-            let link = match input {
-                None => Link::Pending(Box::new(Pending {
+            // A relayed client's buffer now; a direct-mode one's when its kind is known.
+            let link = if self.direct {
+                Link::Pending(Box::new(Pending {
                     sock,
                     rx: Receiver::new(direct::MAX_EARLY_DATA),
                     held: Held { buf: Vec::new(), cap: self.limits.max_queue },
-                })),
-                input @ Some(_) => Link::Relay(Box::new(Relay {
-                    sock,
-                    input,
-                    out: Outbox::new(self.mode, self.limits.max_queue),
-                    eof: false,
-                })),
+                }))
+            } else {
+                match self.relayed_link(sock, &[]) {
+                    Ok(link) => link,
+                    Err(gone) => {
+                        say(format_args!("client {idx}: {gone}; closing"));
+                        continue;
+                    }
+                }
             };
             let client = Client {
                 link,
@@ -587,6 +299,21 @@ impl Server {
                 self.again.push(idx);
             }
         }
+    }
+
+    /// How a relayed client on `sock` is served, echoed or decoded; `first` is what was read
+    /// from it already (with the hand-over check), to echo. The socket is closed on failure.
+    fn relayed_link(&self, sock: Sock, first: &[u8]) -> Result<Link, Gone> {
+        if self.echo {
+            return Ok(Link::Echo(Box::new(Echo::new(sock, first)?)));
+        }
+        let input = self.input().ok_or(Gone::Decode(DecodeError::NoMemory))?;
+        Ok(Link::Relay(Box::new(Relay {
+            sock,
+            input: Some(input),
+            out: Outbox::new(self.mode, self.limits.max_queue),
+            eof: false,
+        })))
     }
 
     /// A relayed client's read buffer and decoder; `None` (said) when memory is short.
@@ -615,6 +342,10 @@ impl Server {
             self.take_handover(idx, service);
         }
         match self.clients.get(idx) {
+            Some(Some(Client { link: Link::Echo(_), .. })) => {
+                self.run_echo(idx, service);
+                return;
+            }
             Some(Some(Client { link: Link::Relay(_), .. })) => self.read_relay(idx, service),
             Some(Some(Client { link: Link::Direct(_), .. })) => self.read_direct(idx, service),
             _ => {}
@@ -655,21 +386,23 @@ impl Server {
                         self.mode
                     ));
                 }
-                let input = self.input();
-                if input.is_none() {
-                    client.doomed = Some(Gone::Decode(DecodeError::NoMemory));
+                match self.relayed_link(sock, &first) {
+                    Ok(link) => client.link = link,
+                    Err(gone) => {
+                        // The slot is empty already: `end` logs and tells the service.
+                        self.end(idx, gone, service);
+                        return;
+                    }
                 }
-                client.link = Link::Relay(Box::new(Relay {
-                    sock,
-                    input,
-                    out: Outbox::new(self.mode, self.limits.max_queue),
-                    eof: false,
-                }));
+                let echoed = matches!(client.link, Link::Echo(_));
                 if let Some(slot) = self.clients.get_mut(idx) {
                     *slot = Some(client);
                 }
-                self.replay(idx, &held);
-                self.feed_relay(idx, &first, service);
+                // An echo has its first bytes in its buffer, and nothing to be sent.
+                if !echoed {
+                    self.replay(idx, &held);
+                    self.feed_relay(idx, &first, service);
+                }
                 return;
             }
             Taken::Direct(handover) => handover,
@@ -738,10 +471,10 @@ impl Server {
     /// Reads relayed client `idx` while it wants to and the budget lasts, handing the events
     /// to the service.
     fn read_relay(&mut self, idx: usize, service: &mut dyn Service) {
-        let max_queue = self.limits.max_queue;
+        let pause_at = self.limits.pause_at;
         let mut budget = TURN_BUDGET;
         while let Some(Some(client)) = self.clients.get_mut(idx) {
-            if !client.wants_read(max_queue) {
+            if !client.wants_read(pause_at) {
                 break;
             }
             let Link::Relay(relay) = &mut client.link else { break };
@@ -834,13 +567,17 @@ impl Server {
     /// Direct client `idx`'s turn: hands the messages read to the service while its queue
     /// has room for answers, and reads while it wants to and the budget lasts.
     fn read_direct(&mut self, idx: usize, service: &mut dyn Service) {
-        let max_queue = self.limits.max_queue;
+        let pause_at = self.limits.pause_at;
         let mut budget = TURN_BUDGET;
         loop {
-            // Decoding makes answers (pongs, closes, the service's): only while there is room.
+            // Decoding makes answers (pongs, closes, the service's): only while there is room,
+            // made by writing what waits first, so a client that reads goes on in this turn.
             loop {
                 let Some(Some(client)) = self.clients.get_mut(idx) else { return };
-                if client.doomed.is_some() || client.backpressured(max_queue) {
+                if client.doomed.is_none() && client.backpressured(pause_at) {
+                    client.write();
+                }
+                if client.doomed.is_some() || client.backpressured(pause_at) {
                     break;
                 }
                 let Link::Direct(d) = &mut client.link else { return };
@@ -871,9 +608,9 @@ impl Server {
                 service.message(idx, kind, &self.scratch, &mut clients);
             }
             self.scratch.clear();
-            self.scratch.shrink_to(READ_LEN);
+            self.scratch.shrink_to(KEEP_SCRATCH);
             let Some(Some(client)) = self.clients.get_mut(idx) else { return };
-            if !client.wants_read(max_queue) {
+            if !client.wants_read(pause_at) {
                 break;
             }
             let Link::Direct(d) = &mut client.link else { return };
@@ -893,13 +630,46 @@ impl Server {
         }
     }
 
+    /// Echoed client `idx`'s turn: the echo runs, then its registration follows
+    /// what it waits for.
+    fn run_echo(&mut self, idx: usize, service: &mut dyn Service) {
+        let (mode, max_message) = (self.mode, self.limits.max_message);
+        let Some(Some(client)) = self.clients.get_mut(idx) else { return };
+        let Link::Echo(echo) = &mut client.link else { return };
+        let gone = match echo.run(mode, max_message, TURN_BUDGET) {
+            Err(gone) => Some(gone),
+            Ok(turn) => {
+                if turn == Turn::MoreWork {
+                    self.again.push(idx);
+                }
+                match echo.wanted(mode) {
+                    Some(want) if want == client.interest => None,
+                    Some(want) => {
+                        match echo.sock.reregister(self.poll.registry(), Token(idx), want) {
+                            Ok(()) => {
+                                client.interest = want;
+                                None
+                            }
+                            Err(e) => Some(Gone::Sock(SockError::Io("poll reregister", e))),
+                        }
+                    }
+                    // Nothing left to wait for: `run` ends such clients, this is a safety net.
+                    None => Some(Gone::Done),
+                }
+            }
+        };
+        if let Some(gone) = gone {
+            self.end(idx, gone, service);
+        }
+    }
+
     /// Writes what is queued for client `idx`, then ends it, re-reads it (when it was paused)
     /// or updates its registration.
     fn flush(&mut self, idx: usize, service: &mut dyn Service) {
-        let max_queue = self.limits.max_queue;
+        let pause_at = self.limits.pause_at;
         let Some(Some(client)) = self.clients.get_mut(idx) else { return };
         client.dirty = false;
-        let was_paused = client.backpressured(max_queue);
+        let was_paused = client.backpressured(pause_at);
         client.write();
         if let Link::Direct(d) = &mut client.link {
             if d.closing_since.is_none() && d.ep.is_closing() {
@@ -913,7 +683,7 @@ impl Server {
         if gone.is_none() {
             // Unpaused: run it again even if nothing new arrives (edge-triggered readiness);
             // a direct client may hold messages read but not yet decoded.
-            if was_paused && !client.backpressured(max_queue) {
+            if was_paused && !client.backpressured(pause_at) {
                 self.again.push(idx);
             }
             let want = client.wanted();
@@ -921,6 +691,7 @@ impl Server {
                 let registry = self.poll.registry();
                 let result = match &mut client.link {
                     Link::Relay(r) => r.sock.reregister(registry, Token(idx), want),
+                    Link::Echo(e) => e.sock.reregister(registry, Token(idx), want),
                     Link::Pending(p) => p.sock.reregister(registry, Token(idx), want),
                     Link::Direct(d) => registry.reregister(d.ep.io_mut(), Token(idx), want),
                 };
@@ -962,12 +733,14 @@ impl Server {
             let registry = self.poll.registry();
             let _ = match client.link {
                 Link::Relay(mut r) => r.sock.deregister(registry),
+                Link::Echo(mut e) => e.sock.deregister(registry),
                 Link::Pending(mut p) => p.sock.deregister(registry),
                 Link::Direct(mut d) => registry.deregister(d.ep.io_mut()),
             };
         }
         match gone {
-            Gone::Done | Gone::Closed => {
+            // A peer that goes away without waiting for its answers is an ordinary end.
+            Gone::Done | Gone::Closed | Gone::Sock(SockError::Reset) => {
                 if self.verbose {
                     say(format_args!("client {idx} disconnected ({gone})"));
                 }
@@ -978,7 +751,8 @@ impl Server {
             | Gone::Sock(_)
             | Gone::Handover(_)
             | Gone::Protocol(_)
-            | Gone::CloseTimeout => {
+            | Gone::CloseTimeout
+            | Gone::Echo(_) => {
                 say(format_args!("client {idx}: {gone}; closing"));
             }
         }
@@ -988,21 +762,5 @@ impl Server {
         if self.accept_blocked {
             self.accept_all();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn held_messages_come_back_in_order_within_the_cap() {
-        let mut held = Held { buf: Vec::new(), cap: 2 * HELD_HEADER + 5 };
-        assert!(held.push(Kind::Text, b"abc"));
-        assert!(held.push(Kind::Binary, b"\x00\xff"));
-        assert!(!held.push(Kind::Text, b""), "over the cap");
-        let got: Vec<_> = held_messages(&held.buf).map(|(k, d)| (k, d.to_vec())).collect();
-        assert_eq!(got, [(Kind::Text, b"abc".to_vec()), (Kind::Binary, b"\x00\xff".to_vec())]);
     }
 }

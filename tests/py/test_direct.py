@@ -190,7 +190,7 @@ def test_websocket_echo_direct_echoes_messages(echo_backend, gateway):
     finally:
         c.close()
     e.wait_line(r"client \d+: socket of 127\.0\.0\.1 handed over \(0 early bytes\)")
-    e.wait_line(r"client \d+ disconnected \(closed\)")
+    e.wait_line(r"client \d+ disconnected \(close answered\)")
     g.wait_line(r"handed over to /echo \(direct\)")
 
 
@@ -289,4 +289,4 @@ def test_websocket_echo_direct_bounds_the_closing_handshake(echo_backend, gatewa
     close, eof = c.wait_close(reply=False)
     assert close.close_code == 1007 and eof  # the echo shut its side down at once
     # the client keeps its side open: the echo gives up after the close timeout
-    e.wait_line(r"client \d+ disconnected \(closing handshake timed out\)", timeout=8)
+    e.wait_line(r"client \d+: closing handshake timed out; closing", timeout=8)

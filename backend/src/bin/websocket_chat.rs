@@ -20,14 +20,12 @@
 //! Everything is bounded ([`wsgate_kit::server`]): [`MAX_CLIENTS`] clients, messages of
 //! `-M` bytes, four times that waiting for each client; a client that does not read what the
 //! others send fast enough is disconnected.
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use argh::FromArgs;
-use wsgate::relay::codec::Mode;
 use wsgate_kit::message::Kind;
-use wsgate_kit::server::{Clients, Limits, Server, Service};
-use wsgate_kit::{context, ByteSize, Fatal, Setup};
+use wsgate_kit::sample::{self, Serving};
+use wsgate_kit::server::{Clients, Limits, Service};
+use wsgate_kit::{context, Fatal};
 
 /// Most clients at once; more wait in the listen backlog.
 const MAX_CLIENTS: usize = 256;
@@ -36,88 +34,40 @@ const MAX_NICK: usize = 30;
 /// A duplicate nickname is cut to this many bytes before its 3-digit suffix.
 const NICK_STEM: usize = 27;
 
-/// Sample chat server for wsgate: every message goes to every other client. At most 256
-/// clients; a message is at most -M bytes (bigger: the client is closed, with close 1009 in
-/// framed mode) and at most 4 x -M bytes may wait for a client (a client that does not keep
-/// up is disconnected).
-#[derive(FromArgs, Debug)]
-struct Args {
-    /// directory of the sockets, the gateway's docroot (default /var/run/websocket); created
-    /// with mode 0755 if missing
-    #[argh(option, short = 'R', default = "PathBuf::from(\"/var/run/websocket\")")]
-    root: PathBuf,
-    /// socket name, which is the URL path (default "chat"); a single name, no '/'
-    #[argh(option, short = 'n', default = "String::from(\"chat\")")]
-    name: String,
-    /// user to run as: the socket is created owned by that user, then privileges are dropped
-    #[argh(option, short = 'u')]
-    user: Option<String>,
-    /// relay mode: stream (default), lines, framed or seqpacket
-    #[argh(option, short = 'm', default = "Mode::Stream")]
-    mode: Mode,
-    /// listen backlog: connections the kernel queues until they are accepted (default
-    /// SOMAXCONN, which the kernel caps at net.core.somaxconn)
-    #[argh(option, short = 'b', default = "wsgate_kit::conn::DEFAULT_BACKLOG")]
-    backlog: i32,
-    /// largest message in bytes, or with a K or M suffix (default 16K)
-    #[argh(option, short = 'M', default = "ByteSize(16 << 10)")]
-    max_message: ByteSize,
-    /// understand ouistiti's commands: WSHello, WSPrivate, WSWhois
-    #[argh(switch, short = 'w')]
-    commands: bool,
-    /// the gateway sends the connection context (wsgate --context): needed in stream, lines
-    /// and seqpacket modes, recognised without it in framed mode
-    #[argh(switch, short = 'c')]
-    context: bool,
-    /// direct mode (the gateway's --direct): take each client's socket from the gateway and
-    /// speak WebSocket on it; a connection without a socket is served in the -m mode (stream,
-    /// lines or framed)
-    #[argh(switch, short = 'd')]
-    direct: bool,
-    /// print a line per client connect and disconnect
-    #[argh(switch, short = 'v')]
-    verbose: bool,
+wsgate_kit::sample_args! {
+    /// Sample chat server for wsgate: every message goes to every other client. At most 256
+    /// clients; a message is at most -M bytes (bigger: the client is closed, with close 1009 in
+    /// framed mode) and at most 4 x -M bytes may wait for a client (a client that does not keep
+    /// up is disconnected).
+    struct Args {
+        socket: "chat", "socket name, which is the URL path (default \"chat\"); a single name, no '/'",
+        max_message: 16 << 10, "largest message in bytes, or with a K or M suffix (default 16K)",
+        /// understand ouistiti's commands: WSHello, WSPrivate, WSWhois
+        #[argh(switch, short = 'w')]
+        commands: bool,
+        /// the gateway sends the connection context (wsgate --context): needed in stream, lines
+        /// and seqpacket modes, recognised without it in framed mode
+        #[argh(switch, short = 'c')]
+        context: bool,
+    }
 }
 
 fn main() -> ExitCode {
-    wsgate_kit::set_program("websocket_chat");
-    let args: Args = argh::from_env();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            wsgate_kit::say(format_args!("{e}"));
-            ExitCode::FAILURE
-        }
-    }
+    sample::main("websocket_chat", run)
 }
 
 fn run(args: &Args) -> Result<(), Fatal> {
-    let started = wsgate_kit::start(&Setup {
-        root: &args.root,
-        name: &args.name,
-        user: args.user.as_deref(),
-        mode: args.mode,
-        backlog: args.backlog,
-    })?;
-    let max_message = args.max_message.0;
-    let limits =
-        Limits { max_clients: MAX_CLIENTS, max_message, max_queue: max_message.saturating_mul(4) };
-    let mut server =
-        Server::new(started.listener, args.mode, limits, args.context, args.direct, args.verbose)?;
-    wsgate_kit::say(format_args!(
-        "listening on {} ({}{}{})",
-        started.path.display(),
-        if args.direct { "direct, else " } else { "" },
-        args.mode,
-        if args.commands { ", commands" } else { "" }
-    ));
-    let mut chat = Chat::new(args.commands);
-    let signal = server.serve(&started.signals, &mut chat)?;
-    if args.verbose {
-        wsgate_kit::say(format_args!("{signal}, exiting"));
-    }
-    drop(started.socket_file);
-    Ok(())
+    let common = args.common();
+    let max_queue = common.max_message.saturating_mul(4);
+    let limits = Limits {
+        max_clients: MAX_CLIENTS,
+        max_message: common.max_message,
+        max_queue,
+        pause_at: max_queue / 2,
+    };
+    let detail = if args.commands { ", commands" } else { "" };
+    let serving = Serving { limits, context: args.context, detail };
+    sample::serve(&common, &serving, || Ok(Chat::new(args.commands)))
 }
 
 /// What the chat knows about a client.

@@ -21,13 +21,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use argh::FromArgs;
 use serde_json::{json, Value};
-use wsgate::relay::codec::Mode;
 use wsgate_kit::message::Kind;
-use wsgate_kit::server::{Clients, Limits, Server, Service};
+use wsgate_kit::sample::{self, Serving};
+use wsgate_kit::server::{Clients, Limits, Service};
 use wsgate_kit::sys::plugin::{Conn, Plugin};
-use wsgate_kit::{ByteSize, Fatal, Setup};
+use wsgate_kit::Fatal;
 
 /// Most clients at once; more wait in the listen backlog.
 const MAX_CLIENTS: usize = 64;
@@ -44,107 +43,52 @@ const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_PARAMS: i64 = -32602;
 const INTERNAL_ERROR: i64 = -32603;
 
-/// Sample JSON-RPC 2.0 server for wsgate, with the methods of a plugin library. At most 64
-/// clients, requests of -M bytes, batches of 32 requests, results of 64 KiB and responses of
-/// 256 KiB.
-#[derive(FromArgs, Debug)]
-struct Args {
-    /// directory of the sockets, the gateway's docroot (default /var/run/websocket); created
-    /// with mode 0755 if missing
-    #[argh(option, short = 'R', default = "PathBuf::from(\"/var/run/websocket\")")]
-    root: PathBuf,
-    /// socket name, which is the URL path (default "jsonrpc"); a single name, no '/'
-    #[argh(option, short = 'n', default = "String::from(\"jsonrpc\")")]
-    name: String,
-    /// user to run as: the socket is created owned by that user, then privileges are dropped
-    /// (before the plugin is loaded)
-    #[argh(option, short = 'u')]
-    user: Option<String>,
-    /// relay mode: stream (default), lines, framed or seqpacket
-    #[argh(option, short = 'm', default = "Mode::Stream")]
-    mode: Mode,
-    /// listen backlog: connections the kernel queues until they are accepted (default
-    /// SOMAXCONN, which the kernel caps at net.core.somaxconn)
-    #[argh(option, short = 'b', default = "wsgate_kit::conn::DEFAULT_BACKLOG")]
-    backlog: i32,
-    /// largest request in bytes, or with a K or M suffix (default 64K)
-    #[argh(option, short = 'M', default = "ByteSize(64 << 10)")]
-    max_message: ByteSize,
-    /// the plugin: a shared library with the ABI of backend/plugins/wsgate_rpc.h (a path; one
-    /// without '/' is searched like any dlopen name)
-    #[argh(option, short = 'L')]
-    library: PathBuf,
-    /// the plugin's configuration string (default ""), e.g. the auth plugin's user database
-    #[argh(option, short = 'C', default = "String::new()")]
-    config: String,
-    /// the gateway sends the connection context (wsgate --context): needed in stream, lines
-    /// and seqpacket modes, recognised without it in framed mode
-    #[argh(switch, short = 'c')]
-    context: bool,
-    /// direct mode (the gateway's --direct): take each client's socket from the gateway and
-    /// speak WebSocket on it; a connection without a socket is served in the -m mode (stream,
-    /// lines or framed)
-    #[argh(switch, short = 'd')]
-    direct: bool,
-    /// print a line per client connect and disconnect
-    #[argh(switch, short = 'v')]
-    verbose: bool,
+wsgate_kit::sample_args! {
+    /// Sample JSON-RPC 2.0 server for wsgate, with the methods of a plugin library. At most 64
+    /// clients, requests of -M bytes, batches of 32 requests, results of 64 KiB and responses of
+    /// 256 KiB.
+    struct Args {
+        socket: "jsonrpc", "socket name, which is the URL path (default \"jsonrpc\"); a single name, no '/'",
+        max_message: 64 << 10, "largest request in bytes, or with a K or M suffix (default 64K)",
+        /// the plugin: a shared library with the ABI of backend/plugins/wsgate_rpc.h (a path; one
+        /// without '/' is searched like any dlopen name), loaded after the privilege drop (-u)
+        #[argh(option, short = 'L')]
+        library: PathBuf,
+        /// the plugin's configuration string (default ""), e.g. the auth plugin's user database
+        #[argh(option, short = 'C', default = "String::new()")]
+        config: String,
+        /// the gateway sends the connection context (wsgate --context): needed in stream, lines
+        /// and seqpacket modes, recognised without it in framed mode
+        #[argh(switch, short = 'c')]
+        context: bool,
+    }
 }
 
 fn main() -> ExitCode {
-    wsgate_kit::set_program("websocket_jsonrpc");
-    let args: Args = argh::from_env();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            wsgate_kit::say(format_args!("{e}"));
-            ExitCode::FAILURE
-        }
-    }
+    sample::main("websocket_jsonrpc", run)
 }
 
 fn run(args: &Args) -> Result<(), Fatal> {
-    let started = wsgate_kit::start(&Setup {
-        root: &args.root,
-        name: &args.name,
-        user: args.user.as_deref(),
-        mode: args.mode,
-        backlog: args.backlog,
-    })?;
-    let plugin = Plugin::load(&args.library, &args.config)
-        .map_err(|e| Fatal::new("-L", format!("{}: {e}", args.library.display())))?;
+    // Room for one response while the next is made: a client with more waiting is not read
+    // (backpressure).
+    let max_queue = 2 * (MAX_RESPONSE + 8);
     let limits = Limits {
         max_clients: MAX_CLIENTS,
-        max_message: args.max_message.0,
-        // Room for one response while the next is made: a client with more waiting is not
-        // read (backpressure).
-        max_queue: 2 * (MAX_RESPONSE + 8),
+        max_message: args.common().max_message,
+        max_queue,
+        pause_at: max_queue / 2,
     };
-    let mut server =
-        Server::new(started.listener, args.mode, limits, args.context, args.direct, args.verbose)?;
-    wsgate_kit::say(format_args!(
-        "listening on {} ({}{}, plugin {})",
-        started.path.display(),
-        if args.direct { "direct, else " } else { "" },
-        args.mode,
-        args.library.display()
-    ));
-    let mut rpc = JsonRpc {
-        conns: (0..MAX_CLIENTS).map(|_| None).collect(),
-        result: vec![0u8; RESULT_LEN].into_boxed_slice(),
-        plugin,
-    };
-    let signal = server.serve(&started.signals, &mut rpc)?;
-    if args.verbose {
-        wsgate_kit::say(format_args!("{signal}, exiting"));
-    }
-    // Every client's plugin state is released before the plugin is finished.
-    for conn in rpc.conns.iter_mut().filter_map(Option::take) {
-        rpc.plugin.close(conn);
-    }
-    drop(rpc);
-    drop(started.socket_file);
-    Ok(())
+    let detail = format!(", plugin {}", args.library.display());
+    let serving = Serving { limits, context: args.context, detail: &detail };
+    sample::serve(&args.common(), &serving, || {
+        let plugin = Plugin::load(&args.library, &args.config)
+            .map_err(|e| Fatal::new("-L", format!("{}: {e}", args.library.display())))?;
+        Ok(JsonRpc {
+            conns: (0..MAX_CLIENTS).map(|_| None).collect(),
+            result: vec![0u8; RESULT_LEN].into_boxed_slice(),
+            plugin,
+        })
+    })
 }
 
 #[derive(Debug)]
@@ -155,6 +99,15 @@ struct JsonRpc {
     result: Box<[u8]>,
     /// Last: finished after the connections are closed.
     plugin: Plugin,
+}
+
+impl Drop for JsonRpc {
+    /// Every client's plugin state is released before the plugin is finished.
+    fn drop(&mut self) {
+        for conn in self.conns.iter_mut().filter_map(Option::take) {
+            self.plugin.close(conn);
+        }
+    }
 }
 
 /// An error response.
