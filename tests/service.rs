@@ -121,6 +121,40 @@ fn records(record: &Path) -> Vec<String> {
     std::fs::read_to_string(record).unwrap_or_default().lines().map(str::to_owned).collect()
 }
 
+/// The gateway blocks TERM, INT, HUP and CHLD for its signalfd; a script and the backends it
+/// starts must not inherit that, or they would never die on SIGTERM. (std's spawn sets an
+/// empty mask for the program; a `pre_exec` hook would lose that, see `sys::exec_clean`.)
+#[test]
+fn scripts_start_with_no_signal_blocked_or_ignored() {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    let dir = TempDir::new("initd-mask");
+    let record = dir.0.join("record");
+    let s = script(
+        &dir.0,
+        "S10mask",
+        &record,
+        &format!("grep -E '^Sig(Blk|Ign):' /proc/$$/status >> {}", record.display()),
+    );
+    // What the service does before it runs the scripts (on this test's thread only).
+    let mut blocked = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD] {
+        blocked.add(sig);
+    }
+    let mut before = SigSet::empty();
+    blocked.thread_swap_mask(SigmaskHow::SIG_BLOCK).map(|old| before = old).unwrap();
+    let ran = service::run_script(&s, Action::Start, Duration::from_secs(5));
+    before.thread_set_mask().unwrap();
+    assert!(ran);
+    let lines = records(&record);
+    assert_eq!(lines[0], "start S10mask");
+    for l in &lines[1..] {
+        let mask = l.split_whitespace().nth(1).unwrap();
+        let bits = u64::from_str_radix(mask, 16).unwrap();
+        // Signals 32 and 33 belong to the C library: it keeps them out of reach.
+        assert_eq!(bits & !0x1_8000_0000, 0, "{l}");
+    }
+}
+
 #[test]
 fn scripts_run_in_name_order_and_stop_in_reverse() {
     let dir = TempDir::new("initd");
