@@ -247,15 +247,19 @@ fn script_output() -> Stdio {
 pub fn run_script(path: &Path, action: Action, timeout: Duration) -> bool {
     let started = Instant::now();
     log!(INFO, "init_d: {} {action}", path.display());
-    let spawned = Command::new(path)
-        .arg(action.arg())
+    let mut cmd = Command::new(path);
+    cmd.arg(action.arg())
         .stdin(Stdio::null())
         .stdout(script_output())
         .stderr(script_output())
         // Its own process group: a timeout kills whatever the script is waiting for too, and
         // the terminal's ^C reaches wsgate, not the backends the scripts start.
-        .process_group(0)
-        .spawn();
+        .process_group(0);
+    // Without this the script, and every daemon it starts, would begin with the signals the
+    // gateway blocks for its signalfd (TERM among them) still blocked: `Command` passes the
+    // mask on.
+    crate::sys::exec_clean(&mut cmd);
+    let spawned = cmd.spawn();
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
