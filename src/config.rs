@@ -221,12 +221,13 @@ impl Site {
             if self.links.iter().take(i).any(|o| o.origin == l.origin) {
                 return Err(ConfigError(format!("two links for origin {:?}", l.origin)));
             }
-            let tcp = matches!(l.target, crate::relay::link::Target::Tcp { .. });
-            if self.direct && tcp {
+            let unix = matches!(l.target, crate::relay::link::Target::Unix(_));
+            if self.direct && !unix {
                 return Err(ConfigError(format!(
                     "link {:?}: direct mode hands the client's socket over a UNIX socket; a \
-                     tcp target cannot take it",
-                    l.origin
+                     {} target cannot take it",
+                    l.origin,
+                    l.target.to_string().split(':').next().unwrap_or_default()
                 )));
             }
         }

@@ -597,13 +597,15 @@ impl Reader<'_> {
 
     fn link(&mut self, pos: Pos, g: &[Setting]) -> Result<Link, ConfigFileError> {
         let (mut origin, mut destination, mut kind, mut port) = (None, None, None, None);
+        let (mut baud, mut frame) = (None, None);
         for s in g {
             match s.name.as_str() {
                 "origin" => origin = Some((s.value.pos, self.string(s)?)),
                 "destination" => destination = Some((s.value.pos, self.string(s)?)),
                 "type" => kind = Some((s.value.pos, self.string(s)?)),
                 "port" => port = Some(u16::try_from(self.int(s, 1, 65535, "a port")?).unwrap_or(0)),
-                "baud" => self.ignored(s),
+                "baud" => baud = Some(self.int(s, 1, i64::from(u32::MAX), "bits per second")?),
+                "frame" => frame = Some((s.value.pos, self.string(s)?)),
                 _ => self.unknown(s, "a link"),
             }
         }
@@ -619,20 +621,25 @@ impl Reader<'_> {
                 let port = port.ok_or_else(|| need("port"))?;
                 link::tcp(destination, port).map_err(|e| self.err(dpos, e))?
             }
-            (other @ ("tty" | "fifo"), tpos) => {
+            ("tty", _) => {
+                // ouistiti's `baud`, and wsgate's `frame` (data bits, parity, stop bits).
+                let settings =
+                    format!("{},{}", baud.unwrap_or(115_200), frame.map_or("8N1", |(_, f)| f));
+                let at = frame.map_or(dpos, |(p, _)| p);
+                link::tty(destination, Some(&settings)).map_err(|e| self.err(at, e))?
+            }
+            ("fifo", tpos) => {
                 return Err(self.err(
                     tpos,
-                    format!(
-                        "link type {} is not served by wsgate yet (use unix or tcp)",
-                        quote(other)
-                    ),
+                    "link type \"fifo\" is not served by wsgate yet (use unix, tcp or tty)"
+                        .to_owned(),
                 ))
             }
             (other, tpos) => {
                 return Err(self.err(
                     tpos,
                     format!(
-                        "expected \"unix\" or \"tcp\" for a link's \"type\", found {}",
+                        "expected \"unix\", \"tcp\" or \"tty\" for a link's \"type\", found {}",
                         quote(other)
                     ),
                 ))

@@ -155,6 +155,16 @@ pub fn render(cfg: &ServiceConfig) -> String {
                         Target::Tcp { host, port, .. } => {
                             format!("type = \"tcp\"; destination = {}; port = {port};", quote(host))
                         }
+                        Target::Tty { path, serial } => {
+                            let text = serial.to_string();
+                            let frame = text.split_once(',').map_or("8N1", |(_, f)| f);
+                            format!(
+                                "type = \"tty\"; destination = {}; baud = {}; frame = {};",
+                                path_str(path),
+                                serial.baud,
+                                quote(frame)
+                            )
+                        }
                     };
                     o.line(&format!(
                         "  {{ origin = {}; {target} }}{comma} # {}",

@@ -32,8 +32,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use self::conn::{Ctx, Verdict};
 
-/// A connection as the loop runs it: a TCP client relayed to a UNIX-socket backend.
-type Connection = conn::Connection<mio::net::TcpStream, crate::relay::route::Backend>;
+/// A connection as the loop runs it: a TCP client relayed to a socket or a serial line.
+type Connection = conn::Connection<mio::net::TcpStream, self::transport::Upstreams>;
 use self::token::{Side, SIGNALS};
 use crate::buffer::BufPool;
 use crate::config::Config;
@@ -492,7 +492,7 @@ impl Server {
         &mut self,
         site: usize,
         now: Instant,
-    ) -> Option<(Ctx<'_, crate::relay::route::Backend>, &mut Slab<Connection>)> {
+    ) -> Option<(Ctx<'_, self::transport::Upstreams>, &mut Slab<Connection>)> {
         let cx = Ctx {
             pool: &mut self.pool,
             site: self.config.sites.get(site)?,

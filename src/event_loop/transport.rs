@@ -23,6 +23,7 @@ use nix::sys::socket::{recv, send, sendmsg, shutdown, ControlMessage, MsgFlags};
 use crate::relay::link::{self, Link, Target};
 use crate::relay::route::{self, Backend, Docroot, RouteError};
 use crate::relay::upgrade::Socket;
+use crate::sys::tty::{Tty, TtyError};
 
 /// The client's side: a non-blocking byte stream (TCP, carrying TLS or not).
 pub trait Transport: core::fmt::Debug {
@@ -223,12 +224,136 @@ pub struct Backends {
     pub links: Vec<Link>,
 }
 
-impl Dial<Backend> for Backends {
-    fn dial(&self, name: &str) -> Result<Backend, RouteError> {
+impl Dial<Upstreams> for Backends {
+    fn dial(&self, name: &str) -> Result<Upstreams, RouteError> {
         match link::find(&self.links, name).map(|l| &l.target) {
-            Some(Target::Unix(path)) => route::connect_unix(path),
-            Some(Target::Tcp { addrs, .. }) => route::connect_tcp(addrs),
-            None => self.docroot.connect(name),
+            Some(Target::Unix(path)) => route::connect_unix(path).map(Upstreams::Socket),
+            Some(Target::Tcp { addrs, .. }) => route::connect_tcp(addrs).map(Upstreams::Socket),
+            Some(Target::Tty { path, serial }) => match Tty::open(path, serial) {
+                Ok(t) => Ok(Upstreams::Tty(t)),
+                Err(TtyError::NotFound(_)) => Err(RouteError::NotFound),
+                Err(TtyError::InUse) => Err(RouteError::InUse),
+                Err(TtyError::Denied(e) | TtyError::Io { errno: e, .. }) => {
+                    Err(RouteError::Other(e))
+                }
+                Err(TtyError::NotATty(_)) => Err(RouteError::Other(Errno::ENOTTY)),
+                Err(TtyError::BadSettings(_)) => Err(RouteError::Other(Errno::EINVAL)),
+            },
+            None => self.docroot.connect(name).map(Upstreams::Socket),
+        }
+    }
+}
+
+/// The backends the loop relays to: a socket (UNIX, from the docroot or a link, or TCP) or a
+/// serial line.
+#[derive(Debug)]
+pub enum Upstreams {
+    /// A connected socket.
+    Socket(Backend),
+    /// A serial line, in raw mode; its settings are restored when it is dropped.
+    Tty(Tty),
+}
+
+impl Socket for Upstreams {
+    fn seqpacket(&self) -> bool {
+        matches!(self, Self::Socket(b) if b.seqpacket)
+    }
+}
+
+/// `read`/`write` results as the `Upstream` contract has them.
+fn errno(e: &io::Error) -> Errno {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Errno::EAGAIN
+    } else {
+        Errno::from_raw(e.raw_os_error().unwrap_or(0))
+    }
+}
+
+impl Upstream for Upstreams {
+    fn send(&mut self, src: &[u8]) -> nix::Result<usize> {
+        match self {
+            Self::Socket(b) => b.send(src),
+            Self::Tty(t) => t.write(src).map_err(|e| errno(&e)),
+        }
+    }
+
+    fn send_with_fd(&mut self, src: &[u8], fd: RawFd) -> nix::Result<usize> {
+        match self {
+            Self::Socket(b) => b.send_with_fd(src, fd),
+            // The configuration keeps direct mode away from serial lines.
+            Self::Tty(_) => Err(Errno::ENOTSOCK),
+        }
+    }
+
+    fn recv(&mut self, dst: &mut [u8]) -> nix::Result<usize> {
+        match self {
+            Self::Socket(b) => b.recv(dst),
+            // A line does not end: the end of file is its hang-up (an adapter unplugged), a
+            // failure for the client (1011), as the EIO that may come instead.
+            Self::Tty(t) => match t.read(dst) {
+                Ok(0) if !dst.is_empty() => Err(Errno::EIO),
+                Ok(n) => Ok(n),
+                Err(e) => Err(errno(&e)),
+            },
+        }
+    }
+
+    fn hung_up(&self) -> bool {
+        match self {
+            Self::Socket(b) => b.hung_up(),
+            Self::Tty(t) => peer_hung_up(t.as_fd()),
+        }
+    }
+
+    fn shutdown_write(&mut self) {
+        match self {
+            Self::Socket(b) => b.shutdown_write(),
+            // A line has no half-close; it is given back when the connection drops it.
+            Self::Tty(_) => {}
+        }
+    }
+
+    fn connecting(&self) -> bool {
+        matches!(self, Self::Socket(b) if b.connecting)
+    }
+
+    fn connect_result(&mut self) -> Result<(), RouteError> {
+        match self {
+            Self::Socket(b) => b.connect_result(),
+            Self::Tty(_) => Ok(()),
+        }
+    }
+
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Self::Socket(b) => b.register(registry, token, interest),
+            Self::Tty(t) => registry.register(&mut SourceFd(&t.as_raw_fd()), token, interest),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Self::Socket(b) => b.reregister(registry, token, interest),
+            Self::Tty(t) => registry.reregister(&mut SourceFd(&t.as_raw_fd()), token, interest),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) {
+        match self {
+            Self::Socket(b) => b.deregister(registry),
+            Self::Tty(t) => {
+                let _ = registry.deregister(&mut SourceFd(&t.as_raw_fd()));
+            }
         }
     }
 }

@@ -21,6 +21,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::sys::tty::Serial;
+
 /// Where a link's backend is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -36,6 +38,13 @@ pub enum Target {
         /// Resolved at load.
         addrs: Vec<SocketAddr>,
     },
+    /// A serial line, opened for one connection at a time (see [`crate::sys::tty`]).
+    Tty {
+        /// The device.
+        path: PathBuf,
+        /// Speed and frame.
+        serial: Serial,
+    },
 }
 
 impl core::fmt::Display for Target {
@@ -44,6 +53,7 @@ impl core::fmt::Display for Target {
             Self::Unix(p) => write!(f, "unix:{}", p.display()),
             Self::Tcp { host, port, .. } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Self::Tcp { host, port, .. } => write!(f, "tcp:{host}:{port}"),
+            Self::Tty { path, serial } => write!(f, "tty:{}:{serial}", path.display()),
         }
     }
 }
@@ -69,8 +79,9 @@ pub fn find<'a>(links: &'a [Link], name: &str) -> Option<&'a Link> {
         .max_by_key(|l| l.origin.len())
 }
 
-/// Parses a link as the command line writes it: `ORIGIN=unix:PATH` or `ORIGIN=tcp:HOST:PORT`
-/// (`tcp:[::1]:1883` for an IPv6 address). The host is resolved here.
+/// Parses a link as the command line writes it: `ORIGIN=unix:PATH`, `ORIGIN=tcp:HOST:PORT`
+/// (`tcp:[::1]:1883` for an IPv6 address; the host is resolved here) or
+/// `ORIGIN=tty:DEVICE[:SPEED[,FRAME]]` (`tty:/dev/ttyS0:115200,8N1`).
 ///
 /// # Errors
 /// What is wrong with it.
@@ -85,7 +96,15 @@ pub fn parse(spec: &str) -> Result<Link, String> {
             let (host, port) = split_host_port(hostport)?;
             tcp(host, port)?
         }
-        _ => return Err(format!("expected unix:PATH or tcp:HOST:PORT, not {target:?}")),
+        Some(("tty", rest)) => match rest.split_once(':') {
+            Some((path, settings)) => tty(path, Some(settings))?,
+            None => tty(rest, None)?,
+        },
+        _ => {
+            return Err(format!(
+                "expected unix:PATH, tcp:HOST:PORT or tty:DEVICE[:SPEED,FRAME], not {target:?}"
+            ))
+        }
     };
     check_origin(origin)?;
     Ok(Link { origin: origin.to_owned(), target })
@@ -125,6 +144,23 @@ pub fn tcp(host: &str, port: u16) -> Result<Target, String> {
         return Err(format!("tcp link host {bare:?} has no address"));
     }
     Ok(Target::Tcp { host: bare.to_owned(), port, addrs })
+}
+
+/// A `tty` target: the device `path`, at `settings` (`115200` or `115200,8N1`; default
+/// 115200 8N1). The device is opened per connection, not now: a USB adapter may be plugged in
+/// later.
+///
+/// # Errors
+/// An empty path, or settings that are not a speed and frame termios has.
+pub fn tty(path: &str, settings: Option<&str>) -> Result<Target, String> {
+    if path.is_empty() {
+        return Err("a tty link needs a device path".to_owned());
+    }
+    let serial = match settings {
+        Some(s) => s.parse().map_err(|e| format!("tty link settings {s:?}: {e}"))?,
+        None => Serial::default(),
+    };
+    Ok(Target::Tty { path: PathBuf::from(path), serial })
 }
 
 /// An origin is a non-empty path of plain segments (what a request path can match).
@@ -185,6 +221,10 @@ mod tests {
         );
         let l = parse("v6=tcp:[::1]:80").unwrap();
         assert_eq!(l.target.to_string(), "tcp:[::1]:80");
+        let l = parse("console=tty:/dev/ttyS0:9600,7E1").unwrap();
+        assert_eq!(l.target.to_string(), "tty:/dev/ttyS0:9600,7E1");
+        let l = parse("console=tty:/dev/ttyUSB0").unwrap();
+        assert_eq!(l.target.to_string(), "tty:/dev/ttyUSB0:115200,8N1");
         let l = parse("dev/echo=unix:/run/echo.sock").unwrap();
         assert_eq!(l.target, Target::Unix("/run/echo.sock".into()));
         for bad in [
@@ -194,6 +234,9 @@ mod tests {
             "mqtt=tcp::1883",
             "mqtt=unix:",
             "mqtt=udp:1.2.3.4:5",
+            "c=tty:",
+            "c=tty:/dev/ttyS0:12345",
+            "c=tty:/dev/ttyS0:9600,9N1",
             "=unix:/x",
             "a/../b=unix:/x",
         ] {

@@ -41,6 +41,8 @@ pub enum RouteError {
     Busy,
     /// A TCP connect did not complete in time: 504.
     TimedOut,
+    /// A serial line another connection holds: 503.
+    InUse,
     /// Any other error: 502.
     Other(Errno),
 }
@@ -51,7 +53,7 @@ impl RouteError {
     pub fn status(&self) -> u16 {
         match self {
             Self::NotFound | Self::NotSocket | Self::Symlink => 404,
-            Self::Busy => 503,
+            Self::Busy | Self::InUse => 503,
             Self::TimedOut => 504,
             Self::Refused | Self::Other(_) => 502,
         }
@@ -67,6 +69,7 @@ impl core::fmt::Display for RouteError {
             Self::Refused => f.write_str("backend refused the connection"),
             Self::Busy => f.write_str("backend busy (listen queue full)"),
             Self::TimedOut => f.write_str("backend connect timed out"),
+            Self::InUse => f.write_str("serial line in use"),
             Self::Other(e) => write!(f, "backend connect failed: {e}"),
         }
     }

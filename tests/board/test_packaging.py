@@ -167,6 +167,8 @@ config server 'lan'
 	list link 'mqtt=tcp:127.0.0.1:1883'
 	list link 'v6=tcp:[::1]:8883'
 	list link 'dev/echo=unix:/run/echo dev.sock'
+	list link 'console=tty:/dev/ttyS0:9600,7E1'
+	list link 'usb=tty:/dev/ttyUSB0'
 	option allow '^/echo,raw'
 	option deny 'admin*'
 	option denylast 'yes'
@@ -188,7 +190,10 @@ config server
     assert 'modes = { echo = "framed"; raw = "stream"; };' in conf
     assert ('links = ( { origin = "mqtt"; type = "tcp"; destination = "127.0.0.1"; port = 1883; },'
             ' { origin = "v6"; type = "tcp"; destination = "::1"; port = 8883; },'
-            ' { origin = "dev/echo"; type = "unix"; destination = "/run/echo dev.sock"; } );') in conf
+            ' { origin = "dev/echo"; type = "unix"; destination = "/run/echo dev.sock"; },'
+            ' { origin = "console"; type = "tty"; destination = "/dev/ttyS0"; baud = 9600; frame = "7E1"; },'
+            ' { origin = "usb"; type = "tty"; destination = "/dev/ttyUSB0"; baud = 115200; frame = "8N1"; } );'
+            ) in conf
     assert 'allow = "^/echo,raw";' in conf and 'deny = "admin*";' in conf
     assert "denylast = true;" in conf and "context = true;" in conf
     assert 'document = { docroot = "/www/ws"; defaultpage = "index.html"; };' in conf
@@ -196,7 +201,8 @@ config server
     assert conf.count("websocket = {") == 2
     effective = check(tmp_path, conf)
     for want in ["8081", "8082", "127.0.0.1", "::1", "lines", "/run/ws lan", "65536",
-                 "tcp:127.0.0.1:1883", "tcp:[::1]:8883", "unix:/run/echo dev.sock"]:
+                 "tcp:127.0.0.1:1883", "tcp:[::1]:8883", "unix:/run/echo dev.sock",
+                 "tty:/dev/ttyS0:9600,7E1", "tty:/dev/ttyUSB0:115200,8N1"]:
         assert want in effective, f"{want!r} not in:\n{effective}"
 
 
@@ -206,6 +212,7 @@ config server
     ("list modes 'a b=framed'", "bad endpoint name"),
     ("option max_message '1M'", "max_message must be a number"),
     ("list link 'mqtt=udp:1.2.3.4:5'", "must be ORIGIN=tcp:HOST:PORT"),
+    ("list link 'c=tty:/dev/ttyS0:fast'", "link baud must be a number"),
     ("list link 'mqtt=tcp:1.2.3.4:x'", "link port must be a number"),
     ("list link 'a b=unix:/x'", "bad origin in link"),
 ])

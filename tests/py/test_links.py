@@ -1,11 +1,15 @@
-"""Links: endpoints whose backend the configuration names, a UNIX socket anywhere or a TCP
-service (IPv4 and IPv6), from flags and from an ouistiti config file."""
+"""Links: endpoints whose backend the configuration names, a UNIX socket anywhere, a TCP
+service (IPv4 and IPv6) or a serial line (a pty pair standing in for the device), from flags
+and from an ouistiti config file."""
 
 from __future__ import annotations
 
+import os
+import select
 import socket
 import struct
 import subprocess
+import termios
 import threading
 import time
 
@@ -188,7 +192,8 @@ servers = ({{
     port = 0; addr = "127.0.0.1";
     websocket = {{
         docroot = "{docroot}";
-        links = ( {{ origin = "mqtt"; type = "tcp"; destination = "127.0.0.1"; port = {tcp.port}; }} );
+        links = ( {{ origin = "mqtt"; type = "tcp"; destination = "127.0.0.1"; port = {tcp.port}; }},
+                  {{ origin = "console"; type = "tty"; destination = "/dev/ttyS9"; baud = 9600; frame = "7E1"; }} );
     }};
 }});
 """
@@ -196,6 +201,7 @@ servers = ({{
     check = subprocess.run([gateway_bin(), "--check", "-f", str(conf)], capture_output=True, text=True, timeout=10)
     assert check.returncode == 0, check.stderr
     assert f"tcp:127.0.0.1:{tcp.port}" in check.stdout
+    assert 'type = "tty"; destination = "/dev/ttyS9"; baud = 9600; frame = "7E1";' in check.stdout
     from harness import Child, LISTEN_RE
 
     g = Child([gateway_bin(), "-f", str(conf)], "wsgate")
@@ -210,8 +216,10 @@ servers = ({{
 @pytest.mark.parametrize(
     "link, message",
     [
-        ('origin = "s"; type = "tty"; destination = "/dev/ttyS0";', r':7:\d+: link type "tty" is not served'),
-        ('origin = "s"; type = "udp"; destination = "x";', r':7:\d+: expected "unix" or "tcp"'),
+        ('origin = "s"; type = "fifo"; destination = "/run/in";', r':7:\d+: link type "fifo" is not served'),
+        ('origin = "s"; type = "udp"; destination = "x";', r':7:\d+: expected "unix", "tcp" or "tty"'),
+        ('origin = "s"; type = "tty"; destination = "/dev/ttyS0"; frame = "9X1";', r':7:\d+: tty link settings'),
+        ('origin = "s"; type = "tty"; destination = "/dev/ttyS0"; baud = 12345;', r':7:\d+: tty link settings'),
         ('origin = "s"; type = "tcp"; destination = "127.0.0.1";', r':6:\d+: expected "port" in a link'),
         ('origin = "s"; type = "unix"; destination = "";', r':7:\d+: a unix link needs a socket path'),
         ('origin = "../s"; destination = "/run/x.sock";', r':7:\d+: a link origin is a path'),
@@ -238,6 +246,85 @@ def test_a_link_wsgate_cannot_serve_is_a_config_error_at_its_line(tmp_path, docr
     import re
 
     assert re.search(message, r.stderr), r.stderr
+
+
+def read_fd(fd: int, want: int, timeout: float = 5.0) -> bytes:
+    got = b""
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            got += os.read(fd, 4096)
+    return got
+
+
+@pytest.fixture
+def pty_line():
+    """A pty pair standing in for a serial device: (master, slave fd, slave path)."""
+    master, slave = os.openpty()
+    yield master, slave, os.ttyname(slave)
+    for fd in (master, slave):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def test_a_tty_link_is_a_raw_line_at_its_speed_for_one_client_and_restored(gateway, pty_line):
+    master, slave, path = pty_line
+    attrs = termios.tcgetattr(slave)
+    attrs[4] = attrs[5] = termios.B9600
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    before = termios.tcgetattr(slave)
+    assert before[3] & termios.ICANON, "the line starts cooked"
+    g = gateway(link=[f"console=tty:{path}:115200,8N1"])
+    ws = ws_connect(g.url("/console"))
+    during = termios.tcgetattr(slave)
+    assert (during[4], during[5]) == (termios.B115200, termios.B115200)
+    assert not during[3] & (termios.ICANON | termios.ECHO | termios.ISIG), "raw: no line editing"
+    assert not during[1] & termios.OPOST, "raw: no output processing"
+    # Both ways, bytes unchanged (no CR/LF translation, no echo).
+    ws.send("AT\r\n")
+    assert read_fd(master, 4) == b"AT\r\n"
+    os.write(master, b"login: ")
+    assert ws.recv(timeout=5) == "login: "
+    # One client at a time: the second is told the line is in use.
+    s = open_socket(g.port)
+    s.sendall(build_request(g.port, "/console"))
+    assert read_response_head(s).status == 503
+    s.close()
+    g.wait_line(r"close /console refused 503: serial line in use")
+    ws.close()
+    g.wait_line(r"conn=0:\d+ .*close /console client closed")
+    # Given back as it was found.
+    deadline = time.monotonic() + 5
+    while termios.tcgetattr(slave) != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert termios.tcgetattr(slave) == before
+    # And free for the next client.
+    ws = ws_connect(g.url("/console"))
+    ws.close()
+
+
+def test_an_unplugged_tty_closes_its_client_1011(gateway, pty_line):
+    master, _slave, path = pty_line
+    g = gateway(link=[f"console=tty:{path}"])
+    ws = RawWS.connect(g.port, "/console")
+    ws.send_frame(0x1, b"hello")
+    assert read_fd(master, 5) == b"hello"
+    os.close(master)
+    frame, _ = ws.wait_close()
+    assert frame is not None and frame.close_code == 1011
+    ws.close()
+    g.wait_line(r"close /console backend error: EIO.*\(1011\)")
+
+
+def test_a_missing_tty_is_404(gateway, sandbox):
+    g = gateway(link=[f"console=tty:{sandbox}/ttyUSB9"])
+    s = open_socket(g.port)
+    s.sendall(build_request(g.port, "/console"))
+    assert read_response_head(s).status == 404
+    s.close()
 
 
 def test_a_tcp_link_on_a_direct_site_is_refused(docroot):
