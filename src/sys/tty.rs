@@ -348,7 +348,12 @@ const CHECKED: ControlFlags = ControlFlags::CBAUD
     .union(ControlFlags::CLOCAL)
     .union(ControlFlags::CREAD)
     .union(ControlFlags::CRTSCTS)
-    .union(ControlFlags::CMSPAR);
+    .union(CMSPAR);
+
+/// Mark/space ("stick") parity. Linux has it on every architecture this gateway targets, with
+/// this value (`asm-generic/termbits.h`, and MIPS's own `termbits.h`), but the `libc` crate
+/// does not name it for MIPS, so nix has no constant there.
+const CMSPAR: ControlFlags = ControlFlags::from_bits_retain(0o10_000_000_000);
 
 /// Why a serial line could not be opened; see the module documentation for what the gateway
 /// answers to each.
@@ -485,7 +490,7 @@ impl Tty {
         want.control_flags &= !(ControlFlags::CSIZE
             | ControlFlags::PARENB
             | ControlFlags::PARODD
-            | ControlFlags::CMSPAR
+            | CMSPAR
             | ControlFlags::CSTOPB
             | ControlFlags::CRTSCTS);
         want.control_flags |= serial.frame_flags() | ControlFlags::CLOCAL | ControlFlags::CREAD;
@@ -513,7 +518,7 @@ impl Tty {
         if differs(ControlFlags::CSIZE) {
             return Err(TtyError::BadSettings("the driver did not take the data bits"));
         }
-        if differs(ControlFlags::PARENB | ControlFlags::PARODD | ControlFlags::CMSPAR) {
+        if differs(ControlFlags::PARENB | ControlFlags::PARODD | CMSPAR) {
             return Err(TtyError::BadSettings("the driver did not take the parity"));
         }
         if differs(ControlFlags::CSTOPB) {
