@@ -127,6 +127,11 @@ fn the_line_is_raw_at_the_requested_speed_and_frame() {
     ];
     for (text, rate) in cases {
         let p = pty();
+        if rate == BaudRate::B4000000 && exclusive(&p).is_none() {
+            // qemu-user (no TIOCGEXCL: see `exclusive`) translates the termios speeds of the
+            // traditional table only; the native run checks this one.
+            continue;
+        }
         let s = serial(text);
         let tty = Tty::open(&p.path, &s).unwrap();
         let t = termios::tcgetattr(&p.slave).unwrap();
