@@ -34,20 +34,22 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
     }
 
     /// `Dialing`: once the backend's socket says writable, its connect is over. Connected: the
-    /// request, still in `from_client`, is decided again with this backend (the same decision:
-    /// nothing it depends on has changed) and gets its 101. Failed: 502 (refused, unreachable).
+    /// request, still in `from_client`, is decided again, its first dial answered with this
+    /// backend, and gets its 101. Failed: 502 (refused, unreachable).
     pub(super) fn dialed(&mut self, cx: &mut Ctx<'_, U>) -> bool {
         let State::Dialing(slot) = &mut self.state else { return false };
-        if !slot.as_ref().is_some_and(|b| b.writable) {
+        if !slot.as_ref().is_some_and(|b| b.writable) || self.from_client.is_none() {
             return false;
         }
-        let Some(mut b) = slot.take() else { return false };
+        let (Some(mut b), Some(mut input)) = (slot.take(), self.from_client.take()) else {
+            return false;
+        };
         if let Err(e) = b.sock.connect_result() {
             b.sock.deregister(cx.registry);
+            self.from_client = Some(input);
             self.refuse(cx, Refusal::Route(e));
             return true;
         }
-        let Some(mut input) = self.from_client.take() else { return false };
         let progress = self.handshake_with(cx, &mut input, Some(b.sock));
         self.from_client = Some(input);
         progress
