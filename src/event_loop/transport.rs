@@ -25,8 +25,30 @@ use crate::relay::route::{self, Backend, Docroot, RouteError};
 use crate::relay::upgrade::Socket;
 use crate::sys::tty::{Tty, TtyError};
 
+/// What the loop polls: registration with its mio registry, under a connection's token.
+pub trait Pollable {
+    /// Registers with the loop.
+    ///
+    /// # Errors
+    /// The registry's.
+    fn register(&mut self, registry: &Registry, token: Token, interest: Interest)
+        -> io::Result<()>;
+    /// Changes the interest.
+    ///
+    /// # Errors
+    /// The registry's.
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()>;
+    /// Leaves the loop.
+    fn deregister(&mut self, registry: &Registry);
+}
+
 /// The client's side: a non-blocking byte stream (TCP, carrying TLS or not).
-pub trait Transport: core::fmt::Debug {
+pub trait Transport: Pollable + core::fmt::Debug {
     /// `read(2)`: `Ok(0)` at the end.
     ///
     /// # Errors
@@ -58,24 +80,6 @@ pub trait Transport: core::fmt::Debug {
     fn send_file(&mut self, file: &File, count: usize) -> nix::Result<usize>;
     /// The descriptor handed to a direct-mode backend.
     fn raw_fd(&self) -> RawFd;
-    /// Registers with the loop.
-    ///
-    /// # Errors
-    /// The registry's.
-    fn register(&mut self, registry: &Registry, token: Token, interest: Interest)
-        -> io::Result<()>;
-    /// Changes the interest.
-    ///
-    /// # Errors
-    /// The registry's.
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<()>;
-    /// Leaves the loop.
-    fn deregister(&mut self, registry: &Registry);
 }
 
 impl Transport for TcpStream {
@@ -106,7 +110,9 @@ impl Transport for TcpStream {
     fn raw_fd(&self) -> RawFd {
         self.as_raw_fd()
     }
+}
 
+impl Pollable for TcpStream {
     fn register(
         &mut self,
         registry: &Registry,
@@ -156,7 +162,7 @@ impl<T: Transport + ?Sized> Write for Io<'_, T> {
 
 /// The backend's side: a connected, non-blocking socket, a byte stream or (`seqpacket`) a
 /// sequence of packets.
-pub trait Upstream: Socket + core::fmt::Debug {
+pub trait Upstream: Socket + Pollable + core::fmt::Debug {
     /// `send(2)` (no `SIGPIPE`); on a packet socket, one packet.
     ///
     /// # Errors
@@ -186,24 +192,6 @@ pub trait Upstream: Socket + core::fmt::Debug {
     /// # Errors
     /// Why it failed.
     fn connect_result(&mut self) -> Result<(), RouteError>;
-    /// Registers with the loop.
-    ///
-    /// # Errors
-    /// The registry's.
-    fn register(&mut self, registry: &Registry, token: Token, interest: Interest)
-        -> io::Result<()>;
-    /// Changes the interest.
-    ///
-    /// # Errors
-    /// The registry's.
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<()>;
-    /// Leaves the loop.
-    fn deregister(&mut self, registry: &Registry);
 }
 
 /// Where backends are found by name.
@@ -323,17 +311,25 @@ impl Upstream for Upstreams {
             Self::Tty(_) => Ok(()),
         }
     }
+}
 
+impl AsRawFd for Upstreams {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Self::Socket(b) => b.fd.as_raw_fd(),
+            Self::Tty(t) => t.as_raw_fd(),
+        }
+    }
+}
+
+impl Pollable for Upstreams {
     fn register(
         &mut self,
         registry: &Registry,
         token: Token,
         interest: Interest,
     ) -> io::Result<()> {
-        match self {
-            Self::Socket(b) => b.register(registry, token, interest),
-            Self::Tty(t) => registry.register(&mut SourceFd(&t.as_raw_fd()), token, interest),
-        }
+        registry.register(&mut SourceFd(&self.as_raw_fd()), token, interest)
     }
 
     fn reregister(
@@ -342,19 +338,11 @@ impl Upstream for Upstreams {
         token: Token,
         interest: Interest,
     ) -> io::Result<()> {
-        match self {
-            Self::Socket(b) => b.reregister(registry, token, interest),
-            Self::Tty(t) => registry.reregister(&mut SourceFd(&t.as_raw_fd()), token, interest),
-        }
+        registry.reregister(&mut SourceFd(&self.as_raw_fd()), token, interest)
     }
 
     fn deregister(&mut self, registry: &Registry) {
-        match self {
-            Self::Socket(b) => b.deregister(registry),
-            Self::Tty(t) => {
-                let _ = registry.deregister(&mut SourceFd(&t.as_raw_fd()));
-            }
-        }
+        let _ = registry.deregister(&mut SourceFd(&self.as_raw_fd()));
     }
 }
 
@@ -391,7 +379,9 @@ impl Upstream for Backend {
         self.connecting = false;
         route::connect_result(&self.fd)
     }
+}
 
+impl Pollable for Backend {
     fn register(
         &mut self,
         registry: &Registry,

@@ -17,6 +17,7 @@ use mio::{Interest, Poll, Registry, Token};
 use nix::errno::Errno;
 
 use super::*;
+use crate::event_loop::transport::Pollable;
 use crate::relay::record::{RecordHeader, OP_BINARY, OP_CLOSE, OP_TEXT};
 use crate::relay::route::RouteError;
 use crate::relay::upgrade::Socket;
@@ -116,6 +117,16 @@ fn io_err(e: Errno) -> io::Error {
     }
 }
 
+impl Pollable for Fake {
+    fn register(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
+        Ok(())
+    }
+    fn reregister(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
+        Ok(())
+    }
+    fn deregister(&mut self, _: &Registry) {}
+}
+
 impl Transport for Fake {
     fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
         self.0.borrow_mut().read(dst).map_err(io_err)
@@ -158,13 +169,6 @@ impl Transport for Fake {
     fn raw_fd(&self) -> RawFd {
         42
     }
-    fn register(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
-        Ok(())
-    }
-    fn reregister(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
-        Ok(())
-    }
-    fn deregister(&mut self, _: &Registry) {}
 }
 
 impl Socket for Fake {
@@ -198,13 +202,6 @@ impl Upstream for Fake {
     fn connect_result(&mut self) -> Result<(), RouteError> {
         self.0.borrow_mut().connecting.take().unwrap_or(Ok(()))
     }
-    fn register(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
-        Ok(())
-    }
-    fn reregister(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
-        Ok(())
-    }
-    fn deregister(&mut self, _: &Registry) {}
 }
 
 /// Backends by name: a fake socket, or the error its connect meets.
