@@ -221,13 +221,12 @@ impl Site {
             if self.links.iter().take(i).any(|o| o.origin == l.origin) {
                 return Err(ConfigError(format!("two links for origin {:?}", l.origin)));
             }
-            let unix = matches!(l.target, crate::relay::link::Target::Unix(_));
-            if self.direct && !unix {
+            if self.direct && l.target.kind() != "unix" {
                 return Err(ConfigError(format!(
                     "link {:?}: direct mode hands the client's socket over a UNIX socket; a \
                      {} target cannot take it",
                     l.origin,
-                    l.target.to_string().split(':').next().unwrap_or_default()
+                    l.target.kind()
                 )));
             }
         }

@@ -248,20 +248,11 @@ impl Socket for Upstreams {
     }
 }
 
-/// `read`/`write` results as the `Upstream` contract has them.
-fn errno(e: &io::Error) -> Errno {
-    if e.kind() == io::ErrorKind::WouldBlock {
-        Errno::EAGAIN
-    } else {
-        Errno::from_raw(e.raw_os_error().unwrap_or(0))
-    }
-}
-
 impl Upstream for Upstreams {
     fn send(&mut self, src: &[u8]) -> nix::Result<usize> {
         match self {
             Self::Socket(b) => b.send(src),
-            Self::Tty(t) => t.write(src).map_err(|e| errno(&e)),
+            Self::Tty(t) => t.write(src).map_err(|e| errno_of(&e)),
         }
     }
 
@@ -281,7 +272,7 @@ impl Upstream for Upstreams {
             Self::Tty(t) => match t.read(dst) {
                 Ok(0) if !dst.is_empty() => Err(Errno::EIO),
                 Ok(n) => Ok(n),
-                Err(e) => Err(errno(&e)),
+                Err(e) => Err(errno_of(&e)),
             },
         }
     }
@@ -420,8 +411,13 @@ fn peer_hung_up(fd: BorrowedFd<'_>) -> bool {
     }
 }
 
-/// `Errno` from an `io::Error` of the registry.
+/// The `Errno` of an `io::Error` from a system call (`EAGAIN` for `WouldBlock`, whatever made
+/// it).
 #[must_use]
 pub fn errno_of(e: &io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(0))
+    match e.raw_os_error() {
+        Some(n) => Errno::from_raw(n),
+        None if e.kind() == io::ErrorKind::WouldBlock => Errno::EAGAIN,
+        None => Errno::UnknownErrno,
+    }
 }

@@ -3,7 +3,8 @@
 //!
 //! * `unix`: a UNIX socket anywhere in the file system (stream or seqpacket, as in the docroot);
 //! * `tcp`: a host and port, IPv4 or IPv6, connected without blocking (see
-//!   [`crate::event_loop::conn`]'s `Dialing`): `TCP_NODELAY` and keepalive on.
+//!   [`crate::event_loop::conn`]'s `Dialing`): `TCP_NODELAY` and keepalive on;
+//! * `tty`: a serial line, one connection at a time (see [`crate::sys::tty`]).
 //!
 //! Matching: a link's `origin` matches a request path that is the origin itself or continues
 //! it with '/' (`origin = "mqtt"` takes `/mqtt` and `/mqtt/anything`, not `/mqttx`), and of
@@ -15,8 +16,8 @@
 //!
 //! Targets are fixed by the configuration, never taken from the request: the part of the path
 //! after the origin does not reach the target. A TCP host name is resolved when the
-//! configuration is loaded (at start and on SIGHUP), never in the loop, where a DNS lookup
-//! would block every connection.
+//! configuration is loaded (at start, and on SIGHUP, where the loop waits for it as for the
+//! files), never per connection, where a lookup would stall every other one.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +55,18 @@ impl core::fmt::Display for Target {
             Self::Tcp { host, port, .. } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Self::Tcp { host, port, .. } => write!(f, "tcp:{host}:{port}"),
             Self::Tty { path, serial } => write!(f, "tty:{}:{serial}", path.display()),
+        }
+    }
+}
+
+impl Target {
+    /// Its kind, as the configuration names it.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unix(_) => "unix",
+            Self::Tcp { .. } => "tcp",
+            Self::Tty { .. } => "tty",
         }
     }
 }
