@@ -166,10 +166,11 @@ pub fn render(cfg: &ServiceConfig) -> String {
                             )
                         }
                     };
+                    // A comment ends at the line's end: a newline in a path is shown escaped.
                     o.line(&format!(
                         "  {{ origin = {}; {target} }}{comma} # {}",
                         quote(&l.origin),
-                        l.target
+                        l.target.to_string().escape_debug()
                     ));
                 }
                 o.line(");");
