@@ -1,4 +1,4 @@
-//! Exec backends' OS layer (`wsgate::sys::child`) against real processes: pipes, environment,
+//! Exec backends' OS layer (`wsgate::sys::child`) against real processes: stdio socket and stderr pipe, environment,
 //! inherited descriptors and signal state, process groups, the grace period, reaping, the
 //! process limit.
 //!
@@ -19,6 +19,7 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
+use nix::sys::socket::{recv, send, shutdown, MsgFlags, Shutdown};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::{read, write, Pid};
 use wsgate::relay::context::Info;
@@ -38,6 +39,7 @@ fn spec(program: &str, args: &[&str]) -> Spawn {
         args: args.iter().map(OsString::from).collect(),
         dir: None,
         env: Vec::new(),
+        seqpacket: false,
     }
 }
 
@@ -131,21 +133,21 @@ fn is_gone(pid: i32) -> bool {
 }
 
 #[test]
-fn cat_echoes_bytes_through_nonblocking_cloexec_pipes() {
+fn cat_echoes_bytes_through_a_nonblocking_cloexec_socket() {
     let _serial = serial();
     let fds_before = fd_count();
     let mut reaper = Reaper::new(4);
     let child = reaper.spawn(&spec("/bin/cat", &[]), Instant::now()).unwrap();
-    for fd in [&child.stdin, &child.stdout, &child.stderr] {
+    for fd in [&child.io, &child.stderr] {
         let fl = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL).unwrap());
         assert!(fl.contains(OFlag::O_NONBLOCK), "{fl:?}");
         let fd_flags = FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD).unwrap());
         assert!(fd_flags.contains(FdFlag::FD_CLOEXEC), "{fd_flags:?}");
     }
     let payload: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
-    assert_eq!(write(&child.stdin, &payload), Ok(payload.len()));
-    drop(child.stdin);
-    assert_eq!(read_to_end(&child.stdout), payload);
+    assert_eq!(write(&child.io, &payload), Ok(payload.len()));
+    shutdown(child.io.as_raw_fd(), Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&child.io), payload);
     assert_eq!(read_to_end(&child.stderr), b"");
     let ended = reap_until_exited(&mut reaper, child.pid);
     assert_eq!(ended, Exit::Code(0));
@@ -153,7 +155,7 @@ fn cat_echoes_bytes_through_nonblocking_cloexec_pipes() {
     assert_eq!(reaper.live(), 1);
     assert_eq!(reaper.terminate(child.pid, Instant::now(), Duration::from_secs(5)), Some(ended));
     assert_eq!(reaper.live(), 0);
-    drop((child.stdout, child.stderr));
+    drop((child.io, child.stderr));
     assert_no_child();
     assert_eq!(fd_count(), fds_before);
 }
@@ -200,7 +202,7 @@ fn the_environment_is_exactly_the_cgi_set() {
     let child =
         reaper.spawn(&Spawn { env: env.clone(), ..spec("/usr/bin/env", &[]) }, Instant::now());
     let child = child.unwrap();
-    let out = String::from_utf8(read_to_end(&child.stdout)).unwrap();
+    let out = String::from_utf8(read_to_end(&child.io)).unwrap();
     let got: BTreeSet<&str> = out.lines().collect();
     let want: Vec<String> = env
         .iter()
@@ -234,7 +236,7 @@ fn the_environment_is_exactly_the_cgi_set() {
 }
 
 #[test]
-fn the_program_gets_only_its_three_pipes_and_a_clean_signal_state() {
+fn the_program_gets_only_its_stdio_and_a_clean_signal_state() {
     let _serial = serial();
     // A descriptor without close-on-exec, as an init system or a shell may leave the
     // gateway, and a listening socket (std: close-on-exec).
@@ -261,9 +263,9 @@ fn the_program_gets_only_its_three_pipes_and_a_clean_signal_state() {
     // SAFETY: as above.
     unsafe { signal(Signal::SIGHUP, SigHandler::SigDfl) }.unwrap();
 
-    let listed = String::from_utf8(read_to_end(&fds.stdout)).unwrap();
+    let listed = String::from_utf8(read_to_end(&fds.io)).unwrap();
     assert_eq!(listed.split_whitespace().collect::<Vec<_>>(), ["0", "1", "2"], "{listed}");
-    let status = String::from_utf8(read_to_end(&sigs.stdout)).unwrap();
+    let status = String::from_utf8(read_to_end(&sigs.io)).unwrap();
     let hex = |name: &str| {
         let line = status.lines().find_map(|l| l.strip_prefix(name)).unwrap();
         u64::from_str_radix(line.trim(), 16).unwrap()
@@ -291,7 +293,7 @@ fn sigterm_ignored_means_sigkill_after_the_grace_period_for_the_whole_group() {
     let mut reaper = Reaper::new(1);
     let script = "trap '' TERM; sleep 60 & echo $!; wait";
     let child = reaper.spawn(&spec("/bin/sh", &["-c", script]), Instant::now()).unwrap();
-    let grandchild: i32 = read_line(&child.stdout).parse().unwrap();
+    let grandchild: i32 = read_line(&child.io).parse().unwrap();
     let leader = child.pid.as_raw();
     assert!(!is_gone(leader) && !is_gone(grandchild));
 
@@ -324,7 +326,7 @@ fn sigterm_ends_a_program_and_its_children_without_waiting_for_the_grace_period(
     let mut reaper = Reaper::new(1);
     let child = reaper.spawn(&spec("/bin/sh", &["-c", "sleep 60 & echo $!; wait"]), Instant::now());
     let child = child.unwrap();
-    let grandchild: i32 = read_line(&child.stdout).parse().unwrap();
+    let grandchild: i32 = read_line(&child.io).parse().unwrap();
     let closed = Instant::now();
     // A grace period longer than PATIENCE: reap_all would fail if it came to SIGKILL.
     reaper.terminate(child.pid, closed, Duration::from_secs(60));
@@ -425,9 +427,66 @@ fn the_working_directory_is_the_one_given() {
     let child =
         reaper.spawn(&Spawn { dir: Some("/proc".into()), ..spec("/bin/pwd", &[]) }, Instant::now());
     let child = child.unwrap();
-    assert_eq!(read_to_end(&child.stdout), b"/proc\n");
+    assert_eq!(read_to_end(&child.io), b"/proc\n");
     assert_eq!(reap_until_exited(&mut reaper, child.pid), Exit::Code(0));
     reaper.terminate(child.pid, Instant::now(), Duration::ZERO);
     assert_no_child();
-    let _ = child.stdin.as_raw_fd();
+    let _ = child.io.as_raw_fd();
+}
+
+#[test]
+fn in_seqpacket_mode_each_write_is_one_message() {
+    let _serial = serial();
+    let fds_before = fd_count();
+    let mut reaper = Reaper::new(1);
+    let child = reaper.spawn(&Spawn { seqpacket: true, ..spec("/bin/cat", &[]) }, Instant::now());
+    let child = child.unwrap();
+    for m in [&b"one"[..], b"two, longer", b"3"] {
+        assert_eq!(send(child.io.as_raw_fd(), m, MsgFlags::empty()), Ok(m.len()));
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    let start = Instant::now();
+    while got.len() < 3 {
+        assert!(start.elapsed() < PATIENCE, "got {got:?}");
+        let mut fds = [PollFd::new(child.io.as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::from(100u16)).unwrap();
+        match recv(child.io.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(n) => got.push(buf[..n].to_vec()),
+            Err(Errno::EAGAIN) => {}
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    assert_eq!(got, [&b"one"[..], b"two, longer", b"3"]);
+    shutdown(child.io.as_raw_fd(), Shutdown::Write).unwrap();
+    assert_eq!(reap_until_exited(&mut reaper, child.pid), Exit::Code(0));
+    reaper.terminate(child.pid, Instant::now(), Duration::ZERO);
+    drop(child);
+    assert_no_child();
+    assert_eq!(fd_count(), fds_before);
+}
+
+#[test]
+fn a_group_limit_refuses_past_it_and_leaves_other_groups_alone() {
+    let _serial = serial();
+    let mut reaper = Reaper::new(4);
+    let now = Instant::now();
+    let a = reaper.spawn_in(&spec("/bin/cat", &[]), now, 1, 2).unwrap();
+    let b = reaper.spawn_in(&spec("/bin/cat", &[]), now, 1, 2).unwrap();
+    assert!(matches!(
+        reaper.spawn_in(&spec("/bin/cat", &[]), now, 1, 2),
+        Err(SpawnError::GroupLimit)
+    ));
+    let c = reaper.spawn_in(&spec("/bin/cat", &[]), now, 2, 2).unwrap();
+    assert_eq!((reaper.in_group(1), reaper.in_group(2), reaper.live()), (2, 1, 3));
+    // A closing program still counts: it is still a process.
+    reaper.terminate(a.pid, now, Duration::from_secs(10));
+    assert_eq!(reaper.in_group(1), 2);
+    assert!(reaper.holds(a.pid));
+    let ended = reap_all_after_terminate(&mut reaper, &[b.pid, c.pid]);
+    assert_eq!(ended.len(), 3, "{ended:?}");
+    assert!(!reaper.holds(a.pid));
+    assert_eq!(reaper.in_group(1), 0);
+    drop((a, b, c));
+    assert_no_child();
 }

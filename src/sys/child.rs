@@ -2,8 +2,10 @@
 //! stdout relayed, the connection described in CGI variables (websocketd's model).
 //!
 //! * [`Spawn`] starts the program: exec'd directly (no shell), its environment exactly the one
-//!   given, stdin/stdout/stderr pipes whose gateway ends are non-blocking and close-on-exec, no
-//!   other descriptor of the gateway inherited, in a process group of its own.
+//!   given, one end of a socket pair as its stdin and stdout (inetd's way: a byte stream, or a
+//!   packet socket for the seqpacket relay mode) and a pipe as its stderr, the gateway's ends
+//!   non-blocking and close-on-exec, no other descriptor of the gateway inherited, in a process
+//!   group of its own.
 //! * [`Reaper`] owns every started process until it is gone: a fixed table (the process limit),
 //!   `SIGTERM` to the group at connection close and `SIGKILL` after a grace period, and
 //!   `waitpid(WNOHANG)` only, so the loop never blocks.
@@ -24,6 +26,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -50,18 +53,21 @@ pub struct Spawn {
     pub dir: Option<PathBuf>,
     /// Its whole environment: nothing of the gateway's is passed on.
     pub env: Vec<(OsString, OsString)>,
+    /// Its stdin and stdout are a `SOCK_SEQPACKET` socket (one message per write) rather than
+    /// a byte stream.
+    pub seqpacket: bool,
 }
 
-/// A started program: its pid (also its process group id) and the gateway's ends of its three
-/// pipes, all non-blocking and close-on-exec.
+/// A started program: its pid (also its process group id) and the gateway's ends of its stdio,
+/// non-blocking and close-on-exec.
 #[derive(Debug)]
 pub struct Child {
     /// The process, leader of its own process group.
     pub pid: Pid,
-    /// Write end of its stdin.
-    pub stdin: OwnedFd,
-    /// Read end of its stdout.
-    pub stdout: OwnedFd,
+    /// The gateway's end of the socket pair that is the program's stdin and stdout: what is
+    /// sent on it, the program reads; what it writes, is received here. `shutdown(SHUT_WR)`
+    /// is the end of its input.
+    pub io: OwnedFd,
     /// Read end of its stderr.
     pub stderr: OwnedFd,
 }
@@ -71,6 +77,8 @@ pub struct Child {
 pub enum SpawnError {
     /// The process limit: as many processes as the reaper holds are alive already.
     Limit,
+    /// The limit of the caller's group (one endpoint's programs) is reached.
+    GroupLimit,
     /// `program` has no `/`: it would be looked up in `PATH`.
     NotAPath,
     /// The program could not be started (not found, not executable, no memory, no
@@ -85,6 +93,7 @@ impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Limit => f.write_str("process limit reached"),
+            Self::GroupLimit => f.write_str("the endpoint's process limit reached"),
             Self::NotAPath => f.write_str("program is not a path"),
             Self::Start(e) => write!(f, "cannot start: {e}"),
             Self::Setup(pid, e) => write!(f, "pid {pid}: pipes: {e}"),
@@ -97,8 +106,13 @@ impl std::error::Error for SpawnError {}
 impl Spawn {
     /// Starts the program (see the module documentation for what it gets).
     ///
-    /// `std::process::Command` does most of it: `env_clear`, `process_group(0)`, pipes made
-    /// with `O_CLOEXEC` whose child ends it `dup2`s onto 0, 1 and 2, exec errors reported back
+    /// Why a socket pair rather than two pipes: it carries the seqpacket mode's boundaries,
+    /// and its one gateway end is a socket like every other backend's (one `shutdown` ends the
+    /// program's input, `recv` tells its output's end). Programs that read stdin and write
+    /// stdout do not tell the difference; inetd has started them this way for decades.
+    ///
+    /// `std::process::Command` does most of it: `env_clear`, `process_group(0)`, the socket
+    /// (made with `SOCK_CLOEXEC`) `dup2`'d onto 0 and 1 and a pipe onto 2, exec errors reported back
     /// through a pipe of its own. [`super::exec_clean`] adds the rest in the child: the signal
     /// mask emptied and every disposition at its default (`Command` passes the gateway's mask
     /// on: TERM, INT, HUP and CHLD blocked), and every descriptor above 2 close-on-exec,
@@ -111,12 +125,20 @@ impl Spawn {
         if !self.program.as_os_str().as_bytes().contains(&b'/') {
             return Err(SpawnError::NotAPath);
         }
+        let (ours, theirs) = if self.seqpacket {
+            socket_pair_seqpacket().map_err(SpawnError::Start)?
+        } else {
+            UnixStream::pair()
+                .map(|(a, b)| (OwnedFd::from(a), OwnedFd::from(b)))
+                .map_err(SpawnError::Start)?
+        };
+        let stdin = theirs.try_clone().map_err(SpawnError::Start)?;
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(theirs))
             .stderr(Stdio::piped())
             .process_group(0);
         if let Some(dir) = &self.dir {
@@ -124,26 +146,33 @@ impl Spawn {
         }
         super::exec_clean(&mut cmd);
         let mut child = cmd.spawn().map_err(SpawnError::Start)?;
+        // `cmd` holds the program's ends of the socket until it is dropped.
+        drop(cmd);
         // A Linux pid fits an i32 (pid_max is at most 2^22).
         #[allow(clippy::cast_possible_wrap)]
         let pid = Pid::from_raw(child.id() as i32);
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            // All three were asked for as pipes, so `Command` returns all three.
+        let Some(stderr) = child.stderr.take() else {
+            // It was asked for as a pipe, so `Command` returns it.
             return Err(SpawnError::Setup(pid, Errno::EBADF));
         };
         // Dropping `child` neither kills nor waits: the pid is the reaper's from here.
         drop(child);
-        let (stdin, stdout, stderr) = (OwnedFd::from(stdin), OwnedFd::from(stdout), stderr.into());
-        for fd in [&stdin, &stdout, &stderr] {
+        let stderr = OwnedFd::from(stderr);
+        for fd in [&ours, &stderr] {
             // The child's ends are other open file descriptions: they stay blocking.
             let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| SpawnError::Setup(pid, e))?;
             let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
             fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(|e| SpawnError::Setup(pid, e))?;
         }
-        Ok(Child { pid, stdin, stdout, stderr })
+        Ok(Child { pid, io: ours, stderr })
     }
+}
+
+/// A connected pair of `SOCK_SEQPACKET` sockets, close-on-exec.
+fn socket_pair_seqpacket() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(std::io::Error::from)
 }
 
 /// How a program ended.
@@ -175,6 +204,7 @@ enum Slot {
     /// Its connection is open. `exit`: the leader ended on its own and was reaped.
     Owned {
         pid: Pid,
+        group: u32,
         exit: Option<Exit>,
     },
     /// Its connection closed: `SIGTERM` was sent to the group, `SIGKILL` is due at `kill_at`
@@ -182,6 +212,7 @@ enum Slot {
     /// leader is reaped after `SIGKILL` (which no member survives).
     Closing {
         pid: Pid,
+        group: u32,
         kill_at: Option<Instant>,
         exit: Option<Exit>,
     },
@@ -244,16 +275,34 @@ impl Reaper {
     /// [`SpawnError::Limit`] past the limit; any other [`SpawnError`] from the start. A process
     /// that started but could not be set up is killed and tracked until reaped.
     pub fn spawn(&mut self, spec: &Spawn, now: Instant) -> Result<Child, SpawnError> {
+        self.spawn_in(spec, now, u32::MAX, usize::MAX)
+    }
+
+    /// [`spawn`](Self::spawn) as one of `group` (an endpoint's programs), of which at most
+    /// `group_limit` may be held at a time, closing ones included.
+    ///
+    /// # Errors
+    /// [`SpawnError::GroupLimit`] past `group_limit`, else as [`spawn`](Self::spawn).
+    pub fn spawn_in(
+        &mut self,
+        spec: &Spawn,
+        now: Instant,
+        group: u32,
+        group_limit: usize,
+    ) -> Result<Child, SpawnError> {
         let Some(free) = self.slots.iter().position(|s| matches!(s, Slot::Free)) else {
             return Err(SpawnError::Limit);
         };
+        if self.in_group(group) >= group_limit {
+            return Err(SpawnError::GroupLimit);
+        }
         match spec.spawn() {
             Ok(child) => {
-                self.fill(free, Slot::Owned { pid: child.pid, exit: None });
+                self.fill(free, Slot::Owned { pid: child.pid, group, exit: None });
                 Ok(child)
             }
             Err(SpawnError::Setup(pid, e)) => {
-                self.fill(free, Slot::Owned { pid, exit: None });
+                self.fill(free, Slot::Owned { pid, group, exit: None });
                 self.terminate(pid, now, Duration::ZERO);
                 let _ = self.reap(now, |_, _| {});
                 Err(SpawnError::Setup(pid, e))
@@ -268,8 +317,23 @@ impl Reaper {
     /// [`Full`] past the limit (the caller kills it).
     pub fn track(&mut self, pid: Pid) -> Result<(), Full> {
         let free = self.slots.iter().position(|s| matches!(s, Slot::Free)).ok_or(Full)?;
-        self.fill(free, Slot::Owned { pid, exit: None });
+        self.fill(free, Slot::Owned { pid, group: u32::MAX, exit: None });
         Ok(())
+    }
+
+    /// Processes of `group` held.
+    #[must_use]
+    pub fn in_group(&self, group: u32) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| matches!(**s, Slot::Owned { group: g, .. } | Slot::Closing { group: g, .. } if g == group))
+            .count()
+    }
+
+    /// Is `pid` held (running, or reaped while its connection is open, or closing)?
+    #[must_use]
+    pub fn holds(&self, pid: Pid) -> bool {
+        self.find(pid).is_some()
     }
 
     fn fill(&mut self, index: usize, slot: Slot) {
@@ -295,12 +359,12 @@ impl Reaper {
     /// line); `None` if it was still running or `pid` is not tracked.
     pub fn terminate(&mut self, pid: Pid, now: Instant, grace: Duration) -> Option<Exit> {
         let index = self.find(pid)?;
-        let Some(&Slot::Owned { exit, .. }) = self.slots.get(index) else { return None };
+        let Some(&Slot::Owned { exit, group, .. }) = self.slots.get(index) else { return None };
         let gone = killpg(pid, Signal::SIGTERM) == Err(Errno::ESRCH);
         if gone && exit.is_some() {
             self.free(index);
         } else if let Some(s) = self.slots.get_mut(index) {
-            *s = Slot::Closing { pid, kill_at: Some(now + grace), exit };
+            *s = Slot::Closing { pid, group, kill_at: Some(now + grace), exit };
         }
         exit
     }
@@ -369,7 +433,8 @@ impl Reaper {
             }
         }
         for index in 0..self.slots.len() {
-            let Some(&Slot::Closing { pid, kill_at: Some(at), exit }) = self.slots.get(index)
+            let Some(&Slot::Closing { pid, group, kill_at: Some(at), exit }) =
+                self.slots.get(index)
             else {
                 continue;
             };
@@ -382,7 +447,7 @@ impl Reaper {
                 // SIGKILL cannot be ignored.
                 self.free(index);
             } else if let Some(s) = self.slots.get_mut(index) {
-                *s = Slot::Closing { pid, kill_at: None, exit };
+                *s = Slot::Closing { pid, group, kill_at: None, exit };
             }
         }
         result
@@ -393,7 +458,9 @@ impl Drop for Reaper {
     fn drop(&mut self) {
         for slot in self.slots.iter() {
             // A leader not reaped keeps its group id from being reused: safe to signal.
-            if let Slot::Owned { pid, exit: None } | Slot::Closing { pid, exit: None, .. } = *slot {
+            if let Slot::Owned { pid, exit: None, .. } | Slot::Closing { pid, exit: None, .. } =
+                *slot
+            {
                 let _ = killpg(pid, Signal::SIGKILL);
             }
         }
