@@ -1,6 +1,6 @@
-//! Exec backends' OS layer (`wsgate::sys::child`) against real processes: stdio socket and stderr pipe, environment,
-//! inherited descriptors and signal state, process groups, the grace period, reaping, the
-//! process limit.
+//! Exec backends' OS layer (`wsgate::sys::child`) against real processes: the stdio socket and
+//! the stderr pipe, environment, inherited descriptors and signal state, process groups, the
+//! grace period, reaping, the process limits.
 //!
 //! The tests count this process's descriptors and ask `waitpid` whether any child is left, so
 //! they run one at a time (`serial`), each ending with every child reaped.
