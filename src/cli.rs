@@ -42,8 +42,10 @@ pub struct Args {
     /// (repeatable)
     #[argh(option, short = 'm')]
     pub mode: Vec<String>,
-    /// an endpoint whose backend is not in the docroot, repeatable: ORIGIN=tcp:HOST:PORT or
-    /// ORIGIN=unix:/PATH (e.g. mqtt=tcp:127.0.0.1:1883); it takes /ORIGIN and the paths below
+    /// an endpoint whose backend is not in the docroot, repeatable: ORIGIN=unix:/PATH,
+    /// ORIGIN=tcp:HOST:PORT (e.g. mqtt=tcp:127.0.0.1:1883), ORIGIN=tty:/DEV[:SPEED[,FRAME]] or
+    /// ORIGIN=exec:/PROGRAM [ARG...] (a program per connection); it takes /ORIGIN and the
+    /// paths below
     #[argh(option)]
     pub link: Vec<String>,
     /// frame type of backend data in stream, lines and seqpacket modes: text (default), binary,
@@ -76,6 +78,10 @@ pub struct Args {
     /// evaluate deny after allow
     #[argh(switch)]
     pub denylast: bool,
+    /// programs of exec links running at once, all endpoints together; past it, 503 (default
+    /// 16)
+    #[argh(option)]
+    pub exec_limit: Option<u32>,
     /// size of each relay buffer, e.g. 16K (default 16K)
     #[argh(option)]
     pub buffer_size: Option<String>,
@@ -227,7 +233,8 @@ impl Args {
         } else {
             None
         };
-        let settings = Settings { sites: vec![site], buffer_size, verbosity };
+        let settings =
+            Settings { sites: vec![site], buffer_size, verbosity, exec_limit: self.exec_limit };
         settings.build().map_err(|e| match e {
             BuildError::Tls { error, .. } => at("--tls-cert", error.to_string()),
             BuildError::Invalid(e) => e,

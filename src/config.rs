@@ -42,6 +42,13 @@ pub const DEFAULT_DATA_TYPE: DataType = DataType::Text;
 /// Time allowed for the closing handshake and for flushing a refusal.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Programs of exec links running at once, all endpoints together, when nothing else is said.
+/// Each is a process of its own: on a 32 MB router a dozen shells is already a lot.
+pub const DEFAULT_EXEC_LIMIT: u32 = 16;
+/// Largest process limit we accept (the loop reserves a token per program's stderr, see
+/// `event_loop::token`).
+pub const MAX_EXEC_LIMIT: u32 = 1024;
+
 /// A document's page served for a directory when the source names none.
 pub const DEFAULT_PAGE: &str = "index.html";
 
@@ -77,6 +84,9 @@ pub struct Config {
     pub buffer_size: usize,
     /// Log level: 0 errors and warnings, 1 connection lines, 2 debug.
     pub verbosity: u8,
+    /// Programs of exec links running at once, all sites together: past it a new connection
+    /// to an exec link is answered 503. Fixed at start (a reload cannot change it).
+    pub exec_limit: u32,
 }
 
 impl Config {
@@ -114,6 +124,19 @@ impl Config {
         if total > MAX_CONNECTIONS {
             return Err(ConfigError(format!(
                 "at most {MAX_CONNECTIONS} connections in all, not {total}"
+            )));
+        }
+        if self.exec_limit > MAX_EXEC_LIMIT {
+            return Err(ConfigError(format!(
+                "the exec process limit is at most {MAX_EXEC_LIMIT}, not {}",
+                self.exec_limit
+            )));
+        }
+        let exec = self.sites.iter().flat_map(|s| &s.links).find(|l| l.target.kind() == "exec");
+        if let (Some(l), 0) = (exec, self.exec_limit) {
+            return Err(ConfigError(format!(
+                "link {:?} runs a program per connection, but the exec process limit is 0",
+                l.origin
             )));
         }
         Ok(())
@@ -223,7 +246,7 @@ impl Site {
             }
             if self.direct && l.target.kind() != "unix" {
                 return Err(ConfigError(format!(
-                    "link {:?}: direct mode hands the client's socket over a UNIX socket; a \
+                    "link {:?}: direct mode hands the client's socket over a UNIX socket; its \
                      {} target cannot take it",
                     l.origin,
                     l.target.kind()

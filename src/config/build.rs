@@ -33,6 +33,8 @@ pub struct Settings {
     pub buffer_size: Option<usize>,
     /// Log level (default 1, connection lines).
     pub verbosity: Option<u8>,
+    /// Programs of exec links running at once (default [`super::DEFAULT_EXEC_LIMIT`]).
+    pub exec_limit: Option<u32>,
 }
 
 /// What a source says about one site; `None` (or `false`, or empty): not said.
@@ -124,6 +126,7 @@ impl Settings {
             sites,
             buffer_size: self.buffer_size.unwrap_or(defaults.buffer_size),
             verbosity: self.verbosity.unwrap_or(defaults.verbosity),
+            exec_limit: self.exec_limit.unwrap_or(defaults.exec_limit),
         };
         config.validate().map_err(BuildError::Invalid)?;
         Ok(config)
@@ -179,7 +182,12 @@ impl SiteSettings {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { sites: vec![Site::default()], buffer_size: DEFAULT_BUFFER_SIZE, verbosity: 1 }
+        Self {
+            sites: vec![Site::default()],
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            verbosity: 1,
+            exec_limit: super::DEFAULT_EXEC_LIMIT,
+        }
     }
 }
 

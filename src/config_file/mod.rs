@@ -153,6 +153,8 @@ pub struct ServiceConfig {
     pub pid_file: Option<PathBuf>,
     /// Log to syslog (`syslog = true;`).
     pub syslog: bool,
+    /// Programs of exec links running at once (`exec_limit`), wsgate's own setting.
+    pub exec_limit: Option<u32>,
     /// The servers, main file first, then `config_d` files in name order.
     pub servers: Vec<ServerConfig>,
 }

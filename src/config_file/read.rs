@@ -35,6 +35,10 @@ pub(super) fn from_document(
                 "pid-file" | "pid_file" => cfg.pid_file = Some(r.path(s)?),
                 "init_d" => cfg.init_d = Some(r.path(s)?),
                 "syslog" => cfg.syslog = r.boolean(s)?,
+                "exec_limit" => {
+                    let n = r.int(s, 0, i64::from(crate::config::MAX_EXEC_LIMIT), "processes")?;
+                    cfg.exec_limit = Some(u32::try_from(n).unwrap_or_default());
+                }
                 "config_d" => config_d = Some((s, r.path(s)?)),
                 "servers" | "server" => r.servers(s, &mut servers)?,
                 n if TOP_IGNORED.contains(&n) => r.ignored(s),
@@ -149,6 +153,28 @@ impl Reader<'_> {
 
     fn string<'v>(&self, s: &'v Setting) -> Result<&'v str, ConfigFileError> {
         s.value.as_str().ok_or_else(|| self.type_err(s, "a string"))
+    }
+
+    /// An array or list of strings (`[ "-x", "1" ]`), kept as written: a program's arguments.
+    fn strings(&self, s: &Setting) -> Result<Vec<String>, ConfigFileError> {
+        let (Kind::Array(items) | Kind::List(items)) = &s.value.kind else {
+            return Err(self.type_err(s, "an array of strings [ \"...\", ... ]"));
+        };
+        items
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_owned).ok_or_else(|| {
+                    self.err(
+                        v.pos,
+                        format!(
+                            "expected a string in {}, found {}",
+                            quote(&s.name),
+                            v.kind.describe()
+                        ),
+                    )
+                })
+            })
+            .collect()
     }
 
     fn path(&self, s: &Setting) -> Result<PathBuf, ConfigFileError> {
@@ -598,6 +624,7 @@ impl Reader<'_> {
     fn link(&mut self, pos: Pos, g: &[Setting]) -> Result<Link, ConfigFileError> {
         let (mut origin, mut destination, mut kind, mut port) = (None, None, None, None);
         let (mut baud, mut frame) = (None, None);
+        let (mut args, mut dir, mut limit) = (None, None, None);
         for s in g {
             match s.name.as_str() {
                 "origin" => origin = Some((s.value.pos, self.string(s)?)),
@@ -606,6 +633,19 @@ impl Reader<'_> {
                 "port" => port = Some(u16::try_from(self.int(s, 1, 65535, "a port")?).unwrap_or(0)),
                 "baud" => baud = Some(self.int(s, 1, i64::from(u32::MAX), "bits per second")?),
                 "frame" => frame = Some((s.value.pos, self.string(s)?)),
+                "args" => args = Some((s.value.pos, self.strings(s)?)),
+                "dir" => dir = Some((s.value.pos, self.string(s)?)),
+                "limit" => {
+                    limit = Some(
+                        u32::try_from(self.int(
+                            s,
+                            1,
+                            i64::from(crate::config::MAX_EXEC_LIMIT),
+                            "processes",
+                        )?)
+                        .unwrap_or(1),
+                    )
+                }
                 _ => self.unknown(s, "a link"),
             }
         }
@@ -615,7 +655,21 @@ impl Reader<'_> {
         let (dpos, destination) = destination.ok_or_else(|| need("destination"))?;
         let origin = origin.trim_start_matches('/');
         link::check_origin(origin).map_err(|e| self.err(opos, e))?;
-        let target = match kind.map_or(("unix", pos), |(p, k)| (k, p)) {
+        let kind = kind.map_or(("unix", pos), |(p, k)| (k, p));
+        // What only an exec link reads is an error elsewhere: a program's settings on a socket
+        // link mean the configuration is not what its author thinks.
+        if kind.0 != "exec" {
+            if let Some(p) = args.as_ref().map(|a| a.0).or(dir.map(|d| d.0)) {
+                return Err(self.err(
+                    p,
+                    format!(
+                        "\"args\" and \"dir\" are settings of an exec link, not of a {} one",
+                        quote(kind.0)
+                    ),
+                ));
+            }
+        }
+        let target = match kind {
             ("unix", _) => link::unix(destination).map_err(|e| self.err(dpos, e))?,
             ("tcp", _) => {
                 let port = port.ok_or_else(|| need("port"))?;
@@ -628,10 +682,15 @@ impl Reader<'_> {
                 let at = frame.map_or(dpos, |(p, _)| p);
                 link::tty(destination, Some(&settings)).map_err(|e| self.err(at, e))?
             }
+            ("exec", _) => {
+                let at = dir.map_or(dpos, |(p, _)| p);
+                let args = args.map(|(_, a)| a).unwrap_or_default();
+                link::exec(destination, args, dir.map(|(_, d)| d), limit).map_err(|e| self.err(at, e))?
+            }
             ("fifo", tpos) => {
                 return Err(self.err(
                     tpos,
-                    "link type \"fifo\" is not served by wsgate yet (use unix, tcp or tty)"
+                    "link type \"fifo\" is not served by wsgate yet (use unix, tcp, tty or exec)"
                         .to_owned(),
                 ))
             }
@@ -639,7 +698,7 @@ impl Reader<'_> {
                 return Err(self.err(
                     tpos,
                     format!(
-                        "expected \"unix\", \"tcp\" or \"tty\" for a link's \"type\", found {}",
+                        "expected \"unix\", \"tcp\", \"tty\" or \"exec\" for a link's \"type\", found {}",
                         quote(other)
                     ),
                 ))

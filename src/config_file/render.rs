@@ -78,6 +78,9 @@ pub fn render(cfg: &ServiceConfig) -> String {
     if let Some(p) = &cfg.init_d {
         o.set("init_d", &path_str(p));
     }
+    if let Some(n) = cfg.exec_limit {
+        o.set("exec_limit", &n.to_string());
+    }
     if cfg.syslog {
         o.set("syslog", "true");
     }
@@ -164,6 +167,19 @@ pub fn render(cfg: &ServiceConfig) -> String {
                                 serial.baud,
                                 quote(frame)
                             )
+                        }
+                        Target::Exec(e) => {
+                            let args: Vec<String> = e.args.iter().map(|a| quote(a)).collect();
+                            let mut t = format!(
+                                "type = \"exec\"; destination = {}; args = [ {} ]; dir = {};",
+                                path_str(&e.program),
+                                args.join(", "),
+                                path_str(&e.dir)
+                            );
+                            if let Some(n) = e.limit {
+                                t.push_str(&format!(" limit = {n};"));
+                            }
+                            t
                         }
                     };
                     // A comment ends at the line's end: a newline in a path is shown escaped.

@@ -77,8 +77,12 @@ pub fn to_runtime(
     if sites.is_empty() {
         return Err(at("no server has a websocket section: nothing to relay".into()));
     }
-    let settings =
-        Settings { sites, buffer_size: Some(base.buffer_size), verbosity: Some(base.verbosity) };
+    let settings = Settings {
+        sites,
+        buffer_size: Some(base.buffer_size),
+        verbosity: Some(base.verbosity),
+        exec_limit: Some(cfg.exec_limit.unwrap_or(base.exec_limit)),
+    };
     let config = settings.build().map_err(|e| match e {
         // The certificate and key are loaded by the build, once, so that a typo shows at
         // start-up (and with --check) at the line that names the file.

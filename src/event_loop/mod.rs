@@ -13,6 +13,7 @@
 //! while the site is at its limit is held (one per listener) and the loop polls again at once;
 //! it is refused 503 only if the site is still full after that poll (see [`Held`]).
 
+pub mod children;
 pub mod conn;
 pub mod timers;
 pub mod tls_io;
@@ -21,8 +22,10 @@ pub mod transport;
 
 use self::transport::Backends;
 
+use std::cell::RefCell;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +33,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use self::children::{Children, Shared};
 use self::conn::{Ctx, Verdict};
 
 /// A connection as the loop runs it: a TCP client relayed to a socket or a serial line.
@@ -95,6 +99,8 @@ pub enum ReloadError {
     Docroot(std::path::PathBuf, nix::errno::Errno),
     /// A site's document root cannot be opened.
     Document(std::path::PathBuf, nix::errno::Errno),
+    /// The exec process limit changed: its table is allocated at start.
+    ExecLimit(u32),
 }
 
 impl core::fmt::Display for ReloadError {
@@ -106,6 +112,9 @@ impl core::fmt::Display for ReloadError {
             }
             Self::Docroot(p, e) => write!(f, "docroot {}: {e}", p.display()),
             Self::Document(p, e) => write!(f, "document {}: {e}", p.display()),
+            Self::ExecLimit(n) => {
+                write!(f, "the exec process limit is {n} since start; restart wsgate to change it")
+            }
         }
     }
 }
@@ -180,6 +189,8 @@ pub struct Server {
     /// Set by SIGTERM/SIGINT: no more accepts; return once every connection has closed, or at
     /// this instant.
     draining: Option<Instant>,
+    /// Programs of exec links (shared with the sites' backends).
+    children: Shared,
 }
 
 impl Server {
@@ -189,6 +200,9 @@ impl Server {
     /// [`StartError`].
     pub fn bind(mut config: Config) -> Result<Self, StartError> {
         let poll = Poll::new().map_err(|e| StartError::Io("epoll", e))?;
+        let registry = poll.registry().try_clone().map_err(|e| StartError::Io("epoll", e))?;
+        let children: Shared =
+            Rc::new(RefCell::new(Children::new(config.exec_limit as usize, Some(registry))));
         let mut listeners = Vec::with_capacity(config.sites.len());
         let mut slots = 0;
         for (i, site) in config.sites.iter_mut().enumerate() {
@@ -212,7 +226,12 @@ impl Server {
             let tls = site.tls.as_ref().map(|t| Arc::clone(&t.server));
             listeners.push(Listener {
                 socket,
-                backends: Backends { docroot, links: site.links.clone() },
+                backends: Backends {
+                    docroot,
+                    links: site.links.clone(),
+                    children: Rc::clone(&children),
+                    site: i,
+                },
                 htdocs,
                 tls,
                 active: 0,
@@ -237,6 +256,7 @@ impl Server {
             reloader: None,
             polls: 0,
             draining: None,
+            children,
             config,
         })
     }
@@ -301,6 +321,9 @@ impl Server {
         if !same {
             return Err(ReloadError::Listeners);
         }
+        if new.exec_limit != self.config.exec_limit {
+            return Err(ReloadError::ExecLimit(self.config.exec_limit));
+        }
         let mut docroots = Vec::with_capacity(new.sites.len());
         for site in &new.sites {
             let ws = Docroot::open(&site.docroot)
@@ -314,10 +337,15 @@ impl Server {
             docroots.push((ws, htdocs));
         }
         let sites = new.sites.iter_mut().zip(&self.config.sites);
-        for ((l, (ws, htdocs)), (site, before)) in
-            self.listeners.iter_mut().zip(docroots).zip(sites)
+        for (i, ((l, (ws, htdocs)), (site, before))) in
+            self.listeners.iter_mut().zip(docroots).zip(sites).enumerate()
         {
-            l.backends = Backends { docroot: ws, links: site.links.clone() };
+            l.backends = Backends {
+                docroot: ws,
+                links: site.links.clone(),
+                children: Rc::clone(&self.children),
+                site: i,
+            };
             l.htdocs = htdocs;
             if let (Some(fresh), Some(old), Some(was)) =
                 (&mut site.tls, l.tls.as_mut(), &before.tls)
@@ -348,8 +376,13 @@ impl Server {
     pub fn run(&mut self) -> std::io::Result<()> {
         loop {
             let held = self.listeners.iter().any(|l| l.held.is_some());
+            let kill_due = self.children.borrow().next_deadline();
+            let wake = match (self.next_wake, kill_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let timeout = if self.again.is_empty() && !held {
-                self.next_wake.map(|w| w.saturating_duration_since(Instant::now()))
+                wake.map(|w| w.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
             };
@@ -386,6 +419,8 @@ impl Server {
                     t => {
                         if let Some(i) = token::listener_index(t) {
                             accept |= 1 << i;
+                        } else if let Some(i) = token::child_log_index(t) {
+                            self.children.borrow_mut().on_stderr(i, now);
                         } else if let Some((key, side)) = token::decode(t) {
                             self.on_event(key, side, readable, writable, read_closed, now);
                         }
@@ -404,6 +439,9 @@ impl Server {
             self.retry(now);
             if self.next_wake.is_some_and(|w| w <= now) {
                 self.fire_timers(now);
+            }
+            if kill_due.is_some_and(|d| d <= now) {
+                self.children.borrow_mut().reap(now);
             }
             if let Some(deadline) = self.draining {
                 if self.conns.is_empty() {
@@ -424,8 +462,13 @@ impl Server {
     }
 
     fn on_signals(&mut self, now: Instant) {
-        let request = match self.signals.as_ref().map(Signals::take) {
-            Some(Ok(r)) => r,
+        let request = match self.signals.as_ref().map(Signals::read) {
+            Some(Ok(p)) => {
+                if p.child_exited {
+                    self.children.borrow_mut().reap(now);
+                }
+                p.request
+            }
             Some(Err(e)) => {
                 log!(WARN, "signalfd: {e}");
                 None

@@ -34,6 +34,24 @@ pub fn listener_index(t: Token) -> Option<usize> {
     (i < MAX_LISTENERS).then_some(i)
 }
 
+/// First token of a program's stderr pipe; the pipe of child slot `i` is `CHILD_LOG_BASE - i`.
+const CHILD_LOG_BASE: usize = LISTENER_BASE - MAX_LISTENERS;
+/// Most child slots (the exec process limit's bound, `config::MAX_EXEC_LIMIT`).
+pub const MAX_CHILD_LOGS: usize = 1024;
+
+/// The token of child slot `i`'s stderr pipe.
+#[must_use]
+pub fn child_log(i: usize) -> Token {
+    Token(CHILD_LOG_BASE - i.min(MAX_CHILD_LOGS - 1))
+}
+
+/// The child slot of a stderr token.
+#[must_use]
+pub fn child_log_index(t: Token) -> Option<usize> {
+    let i = CHILD_LOG_BASE.checked_sub(t.0)?;
+    (i < MAX_CHILD_LOGS).then_some(i)
+}
+
 /// Which socket of a connection an event is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -78,6 +96,15 @@ mod tests {
             }
         }
         assert_eq!(decode(listener(0)), None);
+        for i in [0, 1, MAX_CHILD_LOGS - 1] {
+            assert_eq!(decode(child_log(i)), None);
+            assert_eq!(listener_index(child_log(i)), None);
+            assert_eq!(child_log_index(child_log(i)), Some(i));
+        }
+        assert_eq!(child_log_index(listener(MAX_LISTENERS - 1)), None);
+        assert_eq!(child_log_index(SIGNALS), None);
+        // Reserved tokens keep bit 16 set on a 32-bit target too.
+        assert!(child_log(MAX_CHILD_LOGS - 1).0 as u64 & 0xffff_ffff >= 0xffff_0000);
         assert_eq!(decode(listener(7)), None);
         assert_eq!(listener_index(listener(7)), Some(7));
         assert_eq!(listener_index(SIGNALS), None);

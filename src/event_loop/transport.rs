@@ -10,9 +10,12 @@
 //! nothing: the trait calls are resolved at compile time.
 
 use std::fs::File;
+use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
@@ -20,9 +23,13 @@ use mio::{Interest, Registry, Token};
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, sendmsg, shutdown, ControlMessage, MsgFlags};
 
-use crate::relay::link::{self, Link, Target};
+use super::children::{ExecBackend, Shared};
+use crate::relay::context::Info;
+use crate::relay::link::{self, Exec, Link, Target};
 use crate::relay::route::{self, Backend, Docroot, RouteError};
 use crate::relay::upgrade::Socket;
+use crate::slab::Key;
+use crate::sys::child::{cgi_env, Spawn, SpawnError};
 use crate::sys::tty::{Tty, TtyError};
 
 /// What the loop polls: registration with its mio registry, under a connection's token.
@@ -194,13 +201,31 @@ pub trait Upstream: Socket + Pollable + core::fmt::Debug {
     fn connect_result(&mut self) -> Result<(), RouteError>;
 }
 
+/// Who dials, for a backend that is started for the connection (an exec link's program gets
+/// the request in its environment).
+#[derive(Clone, Copy, Debug)]
+pub struct Caller<'a> {
+    /// The connection.
+    pub conn: Key,
+    /// Its request (the endpoint is the link's, filled in by the dial).
+    pub info: Info<'a>,
+    /// The request head as received.
+    pub head: &'a [u8],
+    /// The endpoint's relay mode keeps packet boundaries (seqpacket).
+    pub seqpacket: bool,
+    /// From `SIGTERM` to `SIGKILL` when a program's connection ends: the site's close timeout.
+    pub grace: Duration,
+    /// The loop's clock.
+    pub now: Instant,
+}
+
 /// Where backends are found by name.
 pub trait Dial<U>: core::fmt::Debug {
-    /// Connects to the backend `name` (a checked path without its leading '/').
+    /// Connects to the backend `name` (a checked path without its leading '/') for `caller`.
     ///
     /// # Errors
     /// [`RouteError`]: none there, not a socket, its listen queue full...
-    fn dial(&self, name: &str) -> Result<U, RouteError>;
+    fn dial(&self, name: &str, caller: &Caller<'_>) -> Result<U, RouteError>;
 }
 
 /// A site's backends: its links first (see [`crate::relay::link`]), then its docroot.
@@ -210,13 +235,75 @@ pub struct Backends {
     pub docroot: Docroot,
     /// Endpoints the configuration names a target for.
     pub links: Vec<Link>,
+    /// The loop's programs, for exec links.
+    pub children: Shared,
+    /// The site's index: an exec link's programs are counted per site and origin.
+    pub site: usize,
+}
+
+impl Backends {
+    /// Starts `exec`'s program for `caller` as link `origin`'s.
+    fn spawn(
+        &self,
+        origin: &str,
+        exec: &Exec,
+        caller: &Caller<'_>,
+    ) -> Result<Upstreams, RouteError> {
+        let info = Info { endpoint: origin, protocol: None, ..caller.info };
+        let spec = Spawn {
+            program: exec.program.clone(),
+            args: exec.args.iter().map(Into::into).collect(),
+            dir: Some(exec.dir.clone()),
+            env: cgi_env(&info, caller.head, None),
+            seqpacket: caller.seqpacket,
+        };
+        // The link's processes are one group: the same site and origin, across reloads.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.site, origin).hash(&mut h);
+        let group = (h.finish() & u64::from(u32::MAX >> 1)) as u32;
+        let limit = exec.limit.map_or(usize::MAX, |n| n as usize);
+        let spawned = self
+            .children
+            .try_borrow_mut()
+            .map_err(|_| RouteError::Other(Errno::EBUSY))?
+            .spawn(&spec, caller.conn, group, limit, caller.now);
+        match spawned {
+            Ok((pid, fd)) => {
+                let sock = Backend { fd, seqpacket: caller.seqpacket, connecting: false };
+                Ok(Upstreams::Exec(ExecBackend::new(
+                    sock,
+                    pid,
+                    Rc::clone(&self.children),
+                    caller.grace,
+                )))
+            }
+            Err(SpawnError::Limit | SpawnError::GroupLimit) => Err(RouteError::ProcessLimit),
+            Err(e) => {
+                crate::conn_log!(
+                    crate::logging::WARN,
+                    "conn={} {}: {e}",
+                    caller.conn,
+                    exec.program.display()
+                );
+                Err(RouteError::Other(match e {
+                    SpawnError::Start(e) => errno_of(&e),
+                    SpawnError::Setup(_, e) => e,
+                    _ => Errno::EINVAL,
+                }))
+            }
+        }
+    }
 }
 
 impl Dial<Upstreams> for Backends {
-    fn dial(&self, name: &str) -> Result<Upstreams, RouteError> {
-        match link::find(&self.links, name).map(|l| &l.target) {
+    fn dial(&self, name: &str, caller: &Caller<'_>) -> Result<Upstreams, RouteError> {
+        let link = link::find(&self.links, name);
+        match link.map(|l| &l.target) {
             Some(Target::Unix(path)) => route::connect_unix(path).map(Upstreams::Socket),
             Some(Target::Tcp { addrs, .. }) => route::connect_tcp(addrs).map(Upstreams::Socket),
+            Some(Target::Exec(exec)) => {
+                self.spawn(link.map_or("", |l| l.origin.as_str()), exec, caller)
+            }
             Some(Target::Tty { path, serial }) => match Tty::open(path, serial) {
                 Ok(t) => Ok(Upstreams::Tty(t)),
                 Err(TtyError::NotFound(_)) => Err(RouteError::NotFound),
@@ -232,41 +319,63 @@ impl Dial<Upstreams> for Backends {
     }
 }
 
-/// The backends the loop relays to: a socket (UNIX, from the docroot or a link, or TCP) or a
-/// serial line.
+/// The backends the loop relays to: a socket (UNIX, from the docroot or a link, or TCP), a
+/// program's stdio socket, or a serial line.
 #[derive(Debug)]
 pub enum Upstreams {
     /// A connected socket.
     Socket(Backend),
+    /// A program started for the connection; it is ended when this is dropped.
+    Exec(ExecBackend),
     /// A serial line, in raw mode; its settings are restored when it is dropped.
     Tty(Tty),
 }
 
+impl Upstreams {
+    /// The socket, if the backend is one.
+    fn socket(&mut self) -> Option<&mut Backend> {
+        match self {
+            Self::Socket(b) => Some(b),
+            Self::Exec(e) => Some(&mut e.sock),
+            Self::Tty(_) => None,
+        }
+    }
+
+    fn socket_ref(&self) -> Option<&Backend> {
+        match self {
+            Self::Socket(b) => Some(b),
+            Self::Exec(e) => Some(&e.sock),
+            Self::Tty(_) => None,
+        }
+    }
+}
+
 impl Socket for Upstreams {
     fn seqpacket(&self) -> bool {
-        matches!(self, Self::Socket(b) if b.seqpacket)
+        self.socket_ref().is_some_and(|b| b.seqpacket)
     }
 }
 
 impl Upstream for Upstreams {
     fn send(&mut self, src: &[u8]) -> nix::Result<usize> {
         match self {
-            Self::Socket(b) => b.send(src),
             Self::Tty(t) => t.write(src).map_err(|e| errno_of(&e)),
+            other => other.socket().map_or(Err(Errno::ENOTSOCK), |b| b.send(src)),
         }
     }
 
     fn send_with_fd(&mut self, src: &[u8], fd: RawFd) -> nix::Result<usize> {
         match self {
             Self::Socket(b) => b.send_with_fd(src, fd),
-            // The configuration keeps direct mode away from serial lines.
-            Self::Tty(_) => Err(Errno::ENOTSOCK),
+            // The configuration keeps direct mode away from programs and serial lines.
+            Self::Exec(_) | Self::Tty(_) => Err(Errno::ENOTSOCK),
         }
     }
 
     fn recv(&mut self, dst: &mut [u8]) -> nix::Result<usize> {
         match self {
             Self::Socket(b) => b.recv(dst),
+            Self::Exec(e) => e.sock.recv(dst),
             // A line does not end: the end of file is its hang-up (an adapter unplugged), a
             // failure for the client (1011), as the EIO that may come instead.
             Self::Tty(t) => match t.read(dst) {
@@ -279,28 +388,24 @@ impl Upstream for Upstreams {
 
     fn hung_up(&self) -> bool {
         match self {
-            Self::Socket(b) => b.hung_up(),
             Self::Tty(t) => peer_hung_up(t.as_fd()),
+            other => other.socket_ref().is_some_and(Upstream::hung_up),
         }
     }
 
     fn shutdown_write(&mut self) {
-        match self {
-            Self::Socket(b) => b.shutdown_write(),
-            // A line has no half-close; it is given back when the connection drops it.
-            Self::Tty(_) => {}
+        // A line has no half-close; it is given back when the connection drops it.
+        if let Some(b) = self.socket() {
+            b.shutdown_write();
         }
     }
 
     fn connecting(&self) -> bool {
-        matches!(self, Self::Socket(b) if b.connecting)
+        self.socket_ref().is_some_and(|b| b.connecting)
     }
 
     fn connect_result(&mut self) -> Result<(), RouteError> {
-        match self {
-            Self::Socket(b) => b.connect_result(),
-            Self::Tty(_) => Ok(()),
-        }
+        self.socket().map_or(Ok(()), Upstream::connect_result)
     }
 }
 
@@ -308,6 +413,7 @@ impl AsRawFd for Upstreams {
     fn as_raw_fd(&self) -> RawFd {
         match self {
             Self::Socket(b) => b.fd.as_raw_fd(),
+            Self::Exec(e) => e.sock.fd.as_raw_fd(),
             Self::Tty(t) => t.as_raw_fd(),
         }
     }

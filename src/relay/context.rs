@@ -35,7 +35,7 @@ use crate::relay::codec::Mode;
 use crate::relay::record::{self, RecordHeader};
 
 /// What goes into the context.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Info<'a> {
     /// The client.
     pub peer: SocketAddr,

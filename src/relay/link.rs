@@ -4,7 +4,9 @@
 //! * `unix`: a UNIX socket anywhere in the file system (stream or seqpacket, as in the docroot);
 //! * `tcp`: a host and port, IPv4 or IPv6, connected without blocking (see
 //!   [`crate::event_loop::conn`]'s `Dialing`): `TCP_NODELAY` and keepalive on;
-//! * `tty`: a serial line, one connection at a time (see [`crate::sys::tty`]).
+//! * `tty`: a serial line, one connection at a time (see [`crate::sys::tty`]);
+//! * `exec`: a program started for each connection, its stdin and stdout the connection's
+//!   backend, the request in CGI variables (see [`crate::sys::child`]).
 //!
 //! Matching: a link's `origin` matches a request path that is the origin itself or continues
 //! it with '/' (`origin = "mqtt"` takes `/mqtt` and `/mqtt/anything`, not `/mqttx`), and of
@@ -15,12 +17,14 @@
 //! other name falls back to.
 //!
 //! Targets are fixed by the configuration, never taken from the request: the part of the path
-//! after the origin does not reach the target. A TCP host name is resolved when the
+//! after the origin does not reach the target (an exec program sees it in `PATH_INFO`, as
+//! data, never as the program to run). A TCP host name is resolved when the
 //! configuration is loaded (at start, and on SIGHUP, where the loop waits for it as for the
 //! files), never per connection, where a lookup would stall every other one.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use crate::sys::tty::Serial;
 
@@ -46,6 +50,36 @@ pub enum Target {
         /// Speed and frame.
         serial: Serial,
     },
+    /// A program per connection.
+    Exec(Exec),
+}
+
+/// A program started for each connection of an exec link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exec {
+    /// An absolute path, run as is: no shell, no `PATH` lookup.
+    pub program: PathBuf,
+    /// Its arguments after `argv[0]`.
+    pub args: Vec<String>,
+    /// The directory it starts in: the configured one, else the program's own (as a CGI
+    /// server does), so that it does not depend on where wsgate was started from.
+    pub dir: PathBuf,
+    /// At most this many of its processes at a time; the service's `exec_limit` applies too.
+    pub limit: Option<u32>,
+}
+
+impl core::fmt::Display for Exec {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "exec:{}", self.program.display())?;
+        for a in &self.args {
+            if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"') {
+                write!(f, " {a:?}")?;
+            } else {
+                write!(f, " {a}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl core::fmt::Display for Target {
@@ -55,6 +89,7 @@ impl core::fmt::Display for Target {
             Self::Tcp { host, port, .. } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Self::Tcp { host, port, .. } => write!(f, "tcp:{host}:{port}"),
             Self::Tty { path, serial } => write!(f, "tty:{}:{serial}", path.display()),
+            Self::Exec(e) => write!(f, "{e}"),
         }
     }
 }
@@ -67,6 +102,7 @@ impl Target {
             Self::Unix(_) => "unix",
             Self::Tcp { .. } => "tcp",
             Self::Tty { .. } => "tty",
+            Self::Exec(_) => "exec",
         }
     }
 }
@@ -93,14 +129,16 @@ pub fn find<'a>(links: &'a [Link], name: &str) -> Option<&'a Link> {
 }
 
 /// Parses a link as the command line writes it: `ORIGIN=unix:PATH`, `ORIGIN=tcp:HOST:PORT`
-/// (`tcp:[::1]:1883` for an IPv6 address; the host is resolved here) or
-/// `ORIGIN=tty:DEVICE[:SPEED[,FRAME]]` (`tty:/dev/ttyS0:115200,8N1`).
+/// (`tcp:[::1]:1883` for an IPv6 address; the host is resolved here),
+/// `ORIGIN=tty:DEVICE[:SPEED[,FRAME]]` (`tty:/dev/ttyS0:115200,8N1`) or
+/// `ORIGIN=exec:PROGRAM [ARG...]` (the words split at white space, no quoting: an argument with
+/// a space in it is for the configuration file's `args`).
 ///
 /// # Errors
 /// What is wrong with it.
 pub fn parse(spec: &str) -> Result<Link, String> {
     let (origin, target) = spec.split_once('=').ok_or_else(|| {
-        format!("expected ORIGIN=unix:PATH or ORIGIN=tcp:HOST:PORT, not {spec:?}")
+        format!("expected ORIGIN=unix:PATH, ORIGIN=tcp:HOST:PORT, ORIGIN=tty:DEVICE or ORIGIN=exec:PROGRAM, not {spec:?}")
     })?;
     let origin = origin.trim_start_matches('/');
     let target = match target.split_once(':') {
@@ -113,9 +151,14 @@ pub fn parse(spec: &str) -> Result<Link, String> {
             Some((path, settings)) => tty(path, Some(settings))?,
             None => tty(rest, None)?,
         },
+        Some(("exec", command)) => {
+            let mut words = command.split_ascii_whitespace();
+            let program = words.next().unwrap_or_default();
+            exec(program, words.map(str::to_owned).collect(), None, None)?
+        }
         _ => {
             return Err(format!(
-                "expected unix:PATH, tcp:HOST:PORT or tty:DEVICE[:SPEED,FRAME], not {target:?}"
+                "expected unix:PATH, tcp:HOST:PORT, tty:DEVICE[:SPEED,FRAME] or exec:PROGRAM [ARG...], not {target:?}"
             ))
         }
     };
@@ -174,6 +217,44 @@ pub fn tty(path: &str, settings: Option<&str>) -> Result<Target, String> {
         None => Serial::default(),
     };
     Ok(Target::Tty { path: PathBuf::from(path), serial })
+}
+
+/// An `exec` target: `program` (an absolute path to an executable file, checked now) with
+/// `args`, started in `dir` (default: the program's directory), at most `limit` at a time.
+///
+/// # Errors
+/// A program that is not an absolute path to an executable file, a `dir` that is not a
+/// directory, a limit of 0.
+pub fn exec(
+    program: &str,
+    args: Vec<String>,
+    dir: Option<&str>,
+    limit: Option<u32>,
+) -> Result<Target, String> {
+    let path = Path::new(program);
+    if !path.is_absolute() {
+        return Err(format!(
+            "an exec link runs a program named by its absolute path (no PATH lookup, no shell), not {program:?}"
+        ));
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+        Ok(_) => return Err(format!("exec link program {program:?}: not an executable file")),
+        Err(e) => return Err(format!("exec link program {program:?}: {e}")),
+    }
+    let dir = match dir {
+        Some(d) => {
+            if !Path::new(d).is_dir() {
+                return Err(format!("exec link dir {d:?}: not a directory"));
+            }
+            PathBuf::from(d)
+        }
+        None => path.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
+    };
+    if limit == Some(0) {
+        return Err("an exec link's limit is at least 1".to_owned());
+    }
+    Ok(Target::Exec(Exec { program: path.to_path_buf(), args, dir, limit }))
 }
 
 /// An origin is a non-empty path of plain segments (what a request path can match).
@@ -240,6 +321,20 @@ mod tests {
         assert_eq!(l.target.to_string(), "tty:/dev/ttyUSB0:115200,8N1");
         let l = parse("dev/echo=unix:/run/echo.sock").unwrap();
         assert_eq!(l.target, Target::Unix("/run/echo.sock".into()));
+        let l = parse("shell=exec:/bin/sh  -c   cat").unwrap();
+        assert_eq!(
+            l.target,
+            Target::Exec(Exec {
+                program: "/bin/sh".into(),
+                args: vec!["-c".into(), "cat".into()],
+                dir: "/bin".into(),
+                limit: None
+            })
+        );
+        assert_eq!(l.target.to_string(), "exec:/bin/sh -c cat");
+        let spaced =
+            exec("/bin/sh", vec!["-c".into(), "echo \"hi\"".into()], Some("/tmp"), Some(2));
+        assert_eq!(spaced.unwrap().to_string(), r#"exec:/bin/sh -c "echo \"hi\"""#);
         for bad in [
             "mqtt",
             "mqtt=tcp:127.0.0.1",
@@ -252,6 +347,12 @@ mod tests {
             "c=tty:/dev/ttyS0:9600,9N1",
             "=unix:/x",
             "a/../b=unix:/x",
+            "s=exec:",
+            "s=exec:sh -c cat",
+            "s=exec:./prog",
+            "s=exec:/nonexistent/prog",
+            "s=exec:/etc/passwd",
+            "s=exec:/tmp",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

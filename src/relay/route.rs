@@ -43,6 +43,8 @@ pub enum RouteError {
     TimedOut,
     /// A serial line another connection holds: 503.
     InUse,
+    /// An exec link's program would pass a process limit: 503.
+    ProcessLimit,
     /// Any other error: 502.
     Other(Errno),
 }
@@ -53,7 +55,7 @@ impl RouteError {
     pub fn status(&self) -> u16 {
         match self {
             Self::NotFound | Self::NotSocket | Self::Symlink => 404,
-            Self::Busy | Self::InUse => 503,
+            Self::Busy | Self::InUse | Self::ProcessLimit => 503,
             Self::TimedOut => 504,
             Self::Refused | Self::Other(_) => 502,
         }
@@ -69,6 +71,7 @@ impl core::fmt::Display for RouteError {
             Self::Refused => f.write_str("backend refused the connection"),
             Self::Busy => f.write_str("backend busy (listen queue full)"),
             Self::TimedOut => f.write_str("backend connect timed out"),
+            Self::ProcessLimit => f.write_str("process limit reached"),
             Self::InUse => f.write_str("serial line in use"),
             Self::Other(e) => write!(f, "backend connect failed: {e}"),
         }

@@ -217,7 +217,7 @@ servers = ({{
     "link, message",
     [
         ('origin = "s"; type = "fifo"; destination = "/run/in";', r':7:\d+: link type "fifo" is not served'),
-        ('origin = "s"; type = "udp"; destination = "x";', r':7:\d+: expected "unix", "tcp" or "tty"'),
+        ('origin = "s"; type = "udp"; destination = "x";', r':7:\d+: expected "unix", "tcp", "tty" or "exec"'),
         ('origin = "s"; type = "tty"; destination = "/dev/ttyS0"; frame = "9X1";', r':7:\d+: tty link settings'),
         ('origin = "s"; type = "tty"; destination = "/dev/ttyS0"; baud = 12345;', r':7:\d+: tty link settings'),
         ('origin = "s"; type = "tcp"; destination = "127.0.0.1";', r':6:\d+: expected "port" in a link'),

@@ -10,12 +10,13 @@ use mio::Interest;
 use nix::errno::Errno;
 
 use super::super::token::{self, Side};
-use super::super::transport::{errno_of, Transport, Upstream};
+use super::super::transport::{errno_of, Caller, Transport, Upstream};
 use super::{truncate, BackendEnd, BackendWait, Connection, Ctx, Page, Phase, Refusal, State};
 use crate::buffer::Buf;
 use crate::http::{handshake, static_files};
-use crate::relay::codec::{Downlink, Uplink};
+use crate::relay::codec::{Downlink, Mode, Uplink};
 use crate::relay::path;
+use crate::relay::route::RouteError;
 use crate::relay::upgrade::{self, Decision, Name, Request};
 
 /// The pause before the first new connect to a backend whose listen queue was full; it doubles
@@ -77,8 +78,33 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         let tls = self.client.tls.is_some();
         let registered = dialed.is_some();
         let mut dialed = dialed;
-        let decision = upgrade::decide(&request, cx.site, tls, &mut scratch, |name: &str| {
-            dialed.take().map_or_else(|| backends.dial(name), Ok)
+        let site = cx.site;
+        // What a backend started for this request is told of it.
+        let caller = match &request {
+            Request::Upgrade(req, consumed) => Some(Caller {
+                conn: self.key,
+                info: crate::relay::context::Info {
+                    peer: self.peer,
+                    server_port: site.listen.port(),
+                    path: req.path,
+                    query: req.query,
+                    endpoint: "",
+                    host: req.host,
+                    origin: req.origin,
+                    protocol: None,
+                    tls,
+                },
+                head: input.readable().get(..*consumed).unwrap_or_default(),
+                seqpacket: false,
+                grace: site.close_timeout,
+                now: cx.now,
+            }),
+            Request::Page(_) => None,
+        };
+        let decision = upgrade::decide(&request, site, tls, &mut scratch, |name: &str| {
+            let Some(caller) = &caller else { return Err(RouteError::NotFound) };
+            let seqpacket = site.mode_for(name) == Mode::SeqPacket;
+            dialed.take().map_or_else(|| backends.dial(name, &Caller { seqpacket, ..*caller }), Ok)
         });
         let up = match decision {
             Decision::Upgrade(up) => up,

@@ -17,7 +17,7 @@ use mio::{Interest, Poll, Registry, Token};
 use nix::errno::Errno;
 
 use super::*;
-use crate::event_loop::transport::Pollable;
+use crate::event_loop::transport::{Caller, Pollable};
 use crate::relay::record::{RecordHeader, OP_BINARY, OP_CLOSE, OP_TEXT};
 use crate::relay::route::RouteError;
 use crate::relay::upgrade::Socket;
@@ -215,7 +215,7 @@ impl Backends {
 }
 
 impl Dial<Fake> for Backends {
-    fn dial(&self, name: &str) -> Result<Fake, RouteError> {
+    fn dial(&self, name: &str, _caller: &Caller<'_>) -> Result<Fake, RouteError> {
         self.0
             .borrow_mut()
             .get_mut(name)
