@@ -155,6 +155,7 @@ config wsgate 'global'
 	option user 'www-data'
 	option syslog '0'
 	option log_file '/tmp/wsgate "quoted".log'
+	option exec_limit '5'
 
 config server 'lan'
 	option port '8081'
@@ -169,6 +170,7 @@ config server 'lan'
 	list link 'dev/echo=unix:/run/echo dev.sock'
 	list link 'console=tty:/dev/ttyS0:9600,7E1'
 	list link 'usb=tty:/dev/ttyUSB0'
+	list link 'up=exec:/bin/sh  -c echo*'
 	option allow '^/echo,raw'
 	option deny 'admin*'
 	option denylast 'yes'
@@ -186,13 +188,15 @@ config server
     conf = generate(tmp_path, uci)
     assert "syslog" not in conf
     assert r'log-file = "/tmp/wsgate \"quoted\".log";' in conf
+    assert "exec_limit = 5;" in conf
     assert 'addr = "127.0.0.1";' in conf and 'addr = "::1";' in conf
     assert 'modes = { echo = "framed"; raw = "stream"; };' in conf
     assert ('links = ( { origin = "mqtt"; type = "tcp"; destination = "127.0.0.1"; port = 1883; },'
             ' { origin = "v6"; type = "tcp"; destination = "::1"; port = 8883; },'
             ' { origin = "dev/echo"; type = "unix"; destination = "/run/echo dev.sock"; },'
             ' { origin = "console"; type = "tty"; destination = "/dev/ttyS0"; baud = 9600; frame = "7E1"; },'
-            ' { origin = "usb"; type = "tty"; destination = "/dev/ttyUSB0"; baud = 115200; frame = "8N1"; } );'
+            ' { origin = "usb"; type = "tty"; destination = "/dev/ttyUSB0"; baud = 115200; frame = "8N1"; },'
+            ' { origin = "up"; type = "exec"; destination = "/bin/sh"; args = [ "-c", "echo*" ]; } );'
             ) in conf
     assert 'allow = "^/echo,raw";' in conf and 'deny = "admin*";' in conf
     assert "denylast = true;" in conf and "context = true;" in conf
@@ -202,7 +206,8 @@ config server
     effective = check(tmp_path, conf)
     for want in ["8081", "8082", "127.0.0.1", "::1", "lines", "/run/ws lan", "65536",
                  "tcp:127.0.0.1:1883", "tcp:[::1]:8883", "unix:/run/echo dev.sock",
-                 "tty:/dev/ttyS0:9600,7E1", "tty:/dev/ttyUSB0:115200,8N1"]:
+                 "tty:/dev/ttyS0:9600,7E1", "tty:/dev/ttyUSB0:115200,8N1", "exec:/bin/sh -c echo*",
+                 "exec_limit = 5;"]:
         assert want in effective, f"{want!r} not in:\n{effective}"
 
 
@@ -215,6 +220,7 @@ config server
     ("list link 'c=tty:/dev/ttyS0:fast'", "link baud must be a number"),
     ("list link 'mqtt=tcp:1.2.3.4:x'", "link port must be a number"),
     ("list link 'a b=unix:/x'", "bad origin in link"),
+    ("list link 'x=exec: '", "needs a program"),
 ])
 def test_bad_uci_values_are_refused_and_leave_no_file(tmp_path, bad, message):
     # The bad value is in the first of two servers: a later good section must not hide it.
