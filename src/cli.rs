@@ -43,9 +43,9 @@ pub struct Args {
     #[argh(option, short = 'm')]
     pub mode: Vec<String>,
     /// an endpoint whose backend is not in the docroot, repeatable: ORIGIN=unix:/PATH,
-    /// ORIGIN=tcp:HOST:PORT (e.g. mqtt=tcp:127.0.0.1:1883), ORIGIN=tty:/DEV[:SPEED[,FRAME]] or
-    /// ORIGIN=exec:/PROGRAM [ARG...] (a program per connection); it takes /ORIGIN and the
-    /// paths below
+    /// ORIGIN=tcp:HOST:PORT (e.g. mqtt=tcp:127.0.0.1:1883), ORIGIN=tty:/DEV[:SPEED[,FRAME]],
+    /// ORIGIN=fifo:/WRITTEN:/READ (a FIFO pair) or ORIGIN=exec:/PROGRAM [ARG...] (a program
+    /// per connection); it takes /ORIGIN and the paths below
     #[argh(option)]
     pub link: Vec<String>,
     /// frame type of backend data in stream, lines and seqpacket modes: text (default), binary,

@@ -624,7 +624,7 @@ impl Reader<'_> {
     fn link(&mut self, pos: Pos, g: &[Setting]) -> Result<Link, ConfigFileError> {
         let (mut origin, mut destination, mut kind, mut port) = (None, None, None, None);
         let (mut baud, mut frame) = (None, None);
-        let (mut args, mut dir, mut limit) = (None, None, None);
+        let (mut args, mut dir, mut limit, mut source) = (None, None, None, None);
         for s in g {
             match s.name.as_str() {
                 "origin" => origin = Some((s.value.pos, self.string(s)?)),
@@ -635,6 +635,7 @@ impl Reader<'_> {
                 "frame" => frame = Some((s.value.pos, self.string(s)?)),
                 "args" => args = Some((s.value.pos, self.strings(s)?)),
                 "dir" => dir = Some((s.value.pos, self.string(s)?)),
+                "source" => source = Some((s.value.pos, self.string(s)?)),
                 "limit" => {
                     limit = Some(
                         u32::try_from(self.int(
@@ -687,12 +688,11 @@ impl Reader<'_> {
                 let args = args.map(|(_, a)| a).unwrap_or_default();
                 link::exec(destination, args, dir.map(|(_, d)| d), limit).map_err(|e| self.err(at, e))?
             }
-            ("fifo", tpos) => {
-                return Err(self.err(
-                    tpos,
-                    "link type \"fifo\" is not served by wsgate yet (use unix, tcp, tty or exec)"
-                        .to_owned(),
-                ))
+            ("fifo", _) => {
+                // ouistiti's fifo had one path, which carries one way only: the second, read
+                // by the gateway, is wsgate's `source`.
+                let (spos, source) = source.ok_or_else(|| need("source"))?;
+                link::fifo(destination, source).map_err(|e| self.err(spos, e))?
             }
             (other, tpos) => {
                 return Err(self.err(

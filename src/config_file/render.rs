@@ -168,6 +168,11 @@ pub fn render(cfg: &ServiceConfig) -> String {
                                 quote(frame)
                             )
                         }
+                        Target::Fifo { to_backend, from_backend } => format!(
+                            "type = \"fifo\"; destination = {}; source = {};",
+                            path_str(to_backend),
+                            path_str(from_backend)
+                        ),
                         Target::Exec(e) => {
                             let args: Vec<String> = e.args.iter().map(|a| quote(a)).collect();
                             let mut t = format!(

@@ -30,6 +30,7 @@ use crate::relay::route::{self, Backend, Docroot, RouteError};
 use crate::relay::upgrade::Socket;
 use crate::slab::Key;
 use crate::sys::child::{cgi_env, Spawn, SpawnError};
+use crate::sys::fifo::{FifoError, FifoPair};
 use crate::sys::tty::{Tty, TtyError};
 
 /// What the loop polls: registration with its mio registry, under a connection's token.
@@ -301,6 +302,16 @@ impl Dial<Upstreams> for Backends {
         match link.map(|l| &l.target) {
             Some(Target::Unix(path)) => route::connect_unix(path).map(Upstreams::Socket),
             Some(Target::Tcp { addrs, .. }) => route::connect_tcp(addrs).map(Upstreams::Socket),
+            Some(Target::Fifo { to_backend, from_backend }) => {
+                match FifoPair::open(to_backend, from_backend) {
+                    Ok(p) => Ok(Upstreams::Fifo(p)),
+                    Err(FifoError::NotFound) => Err(RouteError::NotFound),
+                    Err(FifoError::NoReader) => Err(RouteError::Refused),
+                    Err(FifoError::InUse) => Err(RouteError::InUse),
+                    Err(FifoError::NotAFifo) => Err(RouteError::Other(Errno::EINVAL)),
+                    Err(FifoError::Io(e)) => Err(RouteError::Other(e)),
+                }
+            }
             Some(Target::Exec(exec)) => {
                 self.spawn(link.map_or("", |l| l.origin.as_str()), exec, caller)
             }
@@ -329,6 +340,8 @@ pub enum Upstreams {
     Exec(ExecBackend),
     /// A serial line, in raw mode; its settings are restored when it is dropped.
     Tty(Tty),
+    /// A FIFO pair, written and read.
+    Fifo(FifoPair),
 }
 
 impl Upstreams {
@@ -337,7 +350,7 @@ impl Upstreams {
         match self {
             Self::Socket(b) => Some(b),
             Self::Exec(e) => Some(&mut e.sock),
-            Self::Tty(_) => None,
+            Self::Tty(_) | Self::Fifo(_) => None,
         }
     }
 
@@ -345,7 +358,7 @@ impl Upstreams {
         match self {
             Self::Socket(b) => Some(b),
             Self::Exec(e) => Some(&e.sock),
-            Self::Tty(_) => None,
+            Self::Tty(_) | Self::Fifo(_) => None,
         }
     }
 }
@@ -360,6 +373,7 @@ impl Upstream for Upstreams {
     fn send(&mut self, src: &[u8]) -> nix::Result<usize> {
         match self {
             Self::Tty(t) => t.write(src).map_err(|e| errno_of(&e)),
+            Self::Fifo(p) => p.write(src),
             other => other.socket().map_or(Err(Errno::ENOTSOCK), |b| b.send(src)),
         }
     }
@@ -368,7 +382,7 @@ impl Upstream for Upstreams {
         match self {
             Self::Socket(b) => b.send_with_fd(src, fd),
             // The configuration keeps direct mode away from programs and serial lines.
-            Self::Exec(_) | Self::Tty(_) => Err(Errno::ENOTSOCK),
+            Self::Exec(_) | Self::Tty(_) | Self::Fifo(_) => Err(Errno::ENOTSOCK),
         }
     }
 
@@ -376,6 +390,8 @@ impl Upstream for Upstreams {
         match self {
             Self::Socket(b) => b.recv(dst),
             Self::Exec(e) => e.sock.recv(dst),
+            // Its end of file is the backend closing its output.
+            Self::Fifo(p) => p.read(dst),
             // A line does not end: the end of file is its hang-up (an adapter unplugged), a
             // failure for the client (1011), as the EIO that may come instead.
             Self::Tty(t) => match t.read(dst) {
@@ -389,14 +405,21 @@ impl Upstream for Upstreams {
     fn hung_up(&self) -> bool {
         match self {
             Self::Tty(t) => peer_hung_up(t.as_fd()),
+            Self::Fifo(p) => peer_hung_up(p.rx()),
             other => other.socket_ref().is_some_and(Upstream::hung_up),
         }
     }
 
     fn shutdown_write(&mut self) {
-        // A line has no half-close; it is given back when the connection drops it.
-        if let Some(b) = self.socket() {
-            b.shutdown_write();
+        match self {
+            Self::Fifo(p) => p.close_write(),
+            // A line has no half-close; it is given back when the connection drops it.
+            Self::Tty(_) => {}
+            other => {
+                if let Some(b) = other.socket() {
+                    b.shutdown_write();
+                }
+            }
         }
     }
 
@@ -415,10 +438,15 @@ impl AsRawFd for Upstreams {
             Self::Socket(b) => b.fd.as_raw_fd(),
             Self::Exec(e) => e.sock.fd.as_raw_fd(),
             Self::Tty(t) => t.as_raw_fd(),
+            Self::Fifo(p) => p.rx_fd(),
         }
     }
 }
 
+/// A FIFO pair is two descriptors under the connection's one backend token: the read FIFO
+/// for readable, the write FIFO for writable, each always (the loop is edge-triggered: an event
+/// the connection has no use for costs one drive, and it never has to say which FIFO it waits
+/// on). The write FIFO leaves the poll set when it is closed.
 impl Pollable for Upstreams {
     fn register(
         &mut self,
@@ -426,6 +454,13 @@ impl Pollable for Upstreams {
         token: Token,
         interest: Interest,
     ) -> io::Result<()> {
+        if let Self::Fifo(p) = self {
+            registry.register(&mut SourceFd(&p.rx_fd()), token, Interest::READABLE)?;
+            if let Some(tx) = p.tx_fd() {
+                registry.register(&mut SourceFd(&tx), token, Interest::WRITABLE)?;
+            }
+            return Ok(());
+        }
         registry.register(&mut SourceFd(&self.as_raw_fd()), token, interest)
     }
 
@@ -435,10 +470,22 @@ impl Pollable for Upstreams {
         token: Token,
         interest: Interest,
     ) -> io::Result<()> {
+        if let Self::Fifo(p) = self {
+            registry.reregister(&mut SourceFd(&p.rx_fd()), token, Interest::READABLE)?;
+            if let Some(tx) = p.tx_fd() {
+                registry.reregister(&mut SourceFd(&tx), token, Interest::WRITABLE)?;
+            }
+            return Ok(());
+        }
         registry.reregister(&mut SourceFd(&self.as_raw_fd()), token, interest)
     }
 
     fn deregister(&mut self, registry: &Registry) {
+        if let Self::Fifo(p) = self {
+            if let Some(tx) = p.tx_fd() {
+                let _ = registry.deregister(&mut SourceFd(&tx));
+            }
+        }
         let _ = registry.deregister(&mut SourceFd(&self.as_raw_fd()));
     }
 }

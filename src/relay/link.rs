@@ -5,6 +5,8 @@
 //! * `tcp`: a host and port, IPv4 or IPv6, connected without blocking (see
 //!   [`crate::event_loop::conn`]'s `Dialing`): `TCP_NODELAY` and keepalive on;
 //! * `tty`: a serial line, one connection at a time (see [`crate::sys::tty`]);
+//! * `fifo`: a pair of named pipes, one written and one read, one connection at a time (see
+//!   [`crate::sys::fifo`]);
 //! * `exec`: a program started for each connection, its stdin and stdout the connection's
 //!   backend, the request in CGI variables (see [`crate::sys::child`]).
 //!
@@ -50,6 +52,13 @@ pub enum Target {
         /// Speed and frame.
         serial: Serial,
     },
+    /// A FIFO pair, held by one connection at a time (see [`crate::sys::fifo`]).
+    Fifo {
+        /// The FIFO the gateway writes: the backend's input.
+        to_backend: PathBuf,
+        /// The FIFO the gateway reads: the backend's output.
+        from_backend: PathBuf,
+    },
     /// A program per connection.
     Exec(Exec),
 }
@@ -89,6 +98,9 @@ impl core::fmt::Display for Target {
             Self::Tcp { host, port, .. } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Self::Tcp { host, port, .. } => write!(f, "tcp:{host}:{port}"),
             Self::Tty { path, serial } => write!(f, "tty:{}:{serial}", path.display()),
+            Self::Fifo { to_backend, from_backend } => {
+                write!(f, "fifo:{}:{}", to_backend.display(), from_backend.display())
+            }
             Self::Exec(e) => write!(f, "{e}"),
         }
     }
@@ -102,6 +114,7 @@ impl Target {
             Self::Unix(_) => "unix",
             Self::Tcp { .. } => "tcp",
             Self::Tty { .. } => "tty",
+            Self::Fifo { .. } => "fifo",
             Self::Exec(_) => "exec",
         }
     }
@@ -150,6 +163,10 @@ pub fn parse(spec: &str) -> Result<Link, String> {
         Some(("tty", rest)) => match rest.split_once(':') {
             Some((path, settings)) => tty(path, Some(settings))?,
             None => tty(rest, None)?,
+        },
+        Some(("fifo", paths)) => match paths.split_once(':') {
+            Some((to, from)) => fifo(to, from)?,
+            None => return Err(format!("expected fifo:WRITTEN:READ (two FIFO paths), not {target:?}")),
         },
         Some(("exec", command)) => {
             let mut words = command.split_ascii_whitespace();
@@ -217,6 +234,24 @@ pub fn tty(path: &str, settings: Option<&str>) -> Result<Target, String> {
         None => Serial::default(),
     };
     Ok(Target::Tty { path: PathBuf::from(path), serial })
+}
+
+/// A `fifo` target: `to_backend` written by the gateway, `from_backend` read. Opened per
+/// connection, not now: the backend may create them later.
+///
+/// # Errors
+/// An empty path, or the same path twice (one FIFO cannot carry both ways).
+pub fn fifo(to_backend: &str, from_backend: &str) -> Result<Target, String> {
+    if to_backend.is_empty() || from_backend.is_empty() {
+        return Err("a fifo link needs two paths: the FIFO written (to the backend) and the one read (from it)".to_owned());
+    }
+    if to_backend == from_backend {
+        return Err(format!("a fifo link needs two FIFOs, one each way, not {to_backend:?} twice"));
+    }
+    Ok(Target::Fifo {
+        to_backend: PathBuf::from(to_backend),
+        from_backend: PathBuf::from(from_backend),
+    })
 }
 
 /// An `exec` target: `program` (an absolute path to an executable file, checked now) with
@@ -332,6 +367,8 @@ mod tests {
             })
         );
         assert_eq!(l.target.to_string(), "exec:/bin/sh -c cat");
+        let l = parse("pipe=fifo:/run/p.in:/run/p.out").unwrap();
+        assert_eq!(l.target.to_string(), "fifo:/run/p.in:/run/p.out");
         let spaced =
             exec("/bin/sh", vec!["-c".into(), "echo \"hi\"".into()], Some("/tmp"), Some(2));
         assert_eq!(spaced.unwrap().to_string(), r#"exec:/bin/sh -c "echo \"hi\"""#);
@@ -353,6 +390,9 @@ mod tests {
             "s=exec:/nonexistent/prog",
             "s=exec:/etc/passwd",
             "s=exec:/tmp",
+            "f=fifo:/run/a",
+            "f=fifo:/run/a:/run/a",
+            "f=fifo::/run/b",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

@@ -4,6 +4,7 @@
 //! UNIX sockets, receiving a passed descriptor, plugins) are in its own `sys` module
 //! (`backend/src/sys/`).
 pub mod child;
+pub mod fifo;
 pub mod signals;
 pub mod tty;
 pub mod user;

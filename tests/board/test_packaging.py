@@ -171,6 +171,7 @@ config server 'lan'
 	list link 'console=tty:/dev/ttyS0:9600,7E1'
 	list link 'usb=tty:/dev/ttyUSB0'
 	list link 'up=exec:/bin/sh  -c echo*'
+	list link 'pipe=fifo:/run/d.in:/run/d.out'
 	option allow '^/echo,raw'
 	option deny 'admin*'
 	option denylast 'yes'
@@ -196,7 +197,8 @@ config server
             ' { origin = "dev/echo"; type = "unix"; destination = "/run/echo dev.sock"; },'
             ' { origin = "console"; type = "tty"; destination = "/dev/ttyS0"; baud = 9600; frame = "7E1"; },'
             ' { origin = "usb"; type = "tty"; destination = "/dev/ttyUSB0"; baud = 115200; frame = "8N1"; },'
-            ' { origin = "up"; type = "exec"; destination = "/bin/sh"; args = [ "-c", "echo*" ]; } );'
+            ' { origin = "up"; type = "exec"; destination = "/bin/sh"; args = [ "-c", "echo*" ]; },'
+            ' { origin = "pipe"; type = "fifo"; destination = "/run/d.in"; source = "/run/d.out"; } );'
             ) in conf
     assert 'allow = "^/echo,raw";' in conf and 'deny = "admin*";' in conf
     assert "denylast = true;" in conf and "context = true;" in conf
@@ -207,7 +209,7 @@ config server
     for want in ["8081", "8082", "127.0.0.1", "::1", "lines", "/run/ws lan", "65536",
                  "tcp:127.0.0.1:1883", "tcp:[::1]:8883", "unix:/run/echo dev.sock",
                  "tty:/dev/ttyS0:9600,7E1", "tty:/dev/ttyUSB0:115200,8N1", "exec:/bin/sh -c echo*",
-                 "exec_limit = 5;"]:
+                 "fifo:/run/d.in:/run/d.out", "exec_limit = 5;"]:
         assert want in effective, f"{want!r} not in:\n{effective}"
 
 
@@ -221,6 +223,7 @@ config server
     ("list link 'mqtt=tcp:1.2.3.4:x'", "link port must be a number"),
     ("list link 'a b=unix:/x'", "bad origin in link"),
     ("list link 'x=exec: '", "needs a program"),
+    ("list link 'p=fifo:/run/only'", "must be ORIGIN=fifo:/WRITTEN:/READ"),
 ])
 def test_bad_uci_values_are_refused_and_leave_no_file(tmp_path, bad, message):
     # The bad value is in the first of two servers: a later good section must not hide it.

@@ -216,7 +216,8 @@ servers = ({{
 @pytest.mark.parametrize(
     "link, message",
     [
-        ('origin = "s"; type = "fifo"; destination = "/run/in";', r':7:\d+: link type "fifo" is not served'),
+        ('origin = "s"; type = "fifo"; destination = "/run/in";', r':6:\d+: expected "source" in a link'),
+        ('origin = "s"; type = "fifo"; destination = "/run/in"; source = "/run/in";', r':7:\d+: a fifo link needs two FIFOs'),
         ('origin = "s"; type = "udp"; destination = "x";', r':7:\d+: expected "unix", "tcp", "tty" or "exec"'),
         ('origin = "s"; type = "tty"; destination = "/dev/ttyS0"; frame = "9X1";', r':7:\d+: tty link settings'),
         ('origin = "s"; type = "tty"; destination = "/dev/ttyS0"; baud = 12345;', r':7:\d+: tty link settings'),
@@ -336,3 +337,96 @@ def test_a_tcp_link_on_a_direct_site_is_refused(docroot):
     )
     assert r.returncode == 2
     assert "direct mode hands the client's socket over a UNIX socket" in r.stderr
+
+
+class FifoBackend:
+    """A backend on a FIFO pair, on a thread: reads `<dir>/in`, answers upper-cased on
+    `<dir>/out`; records what it read and whether it saw the end of its input."""
+
+    def __init__(self, dir, reader: bool = True):
+        self.to, self.frm = dir / "in", dir / "out"
+        os.mkfifo(self.to)
+        os.mkfifo(self.frm)
+        self.read = b""
+        self.eof = threading.Event()
+        if reader:
+            # Its input open first (a writer then finds a reader), its output once the gateway
+            # opens it.
+            self.fd_in = os.open(self.to, os.O_RDONLY | os.O_NONBLOCK)
+            os.set_blocking(self.fd_in, True)
+            threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        out = os.open(self.frm, os.O_WRONLY)
+        self.out = out
+        while data := os.read(self.fd_in, 4096):
+            self.read += data
+            if b"QUIT" in data:
+                os.close(out)
+                return
+            os.write(out, data.upper())
+        self.eof.set()
+        os.close(out)
+
+
+def test_a_fifo_pair_relays_both_ways_for_one_client_at_a_time(gateway, sandbox):
+    b = FifoBackend(sandbox)
+    g = gateway(link=[f"pipe=fifo:{b.to}:{b.frm}"])
+    ws = ws_connect(g.url("/pipe"))
+    ws.send("hello fifo")
+    assert ws.recv(timeout=5) == "HELLO FIFO"
+    # One stream: a second client would mix its bytes into the first's.
+    s = socket.create_connection(("127.0.0.1", g.port))
+    s.sendall(build_request(g.port, "/pipe"))
+    assert read_response_head(s).status == 503
+    s.close()
+    g.wait_line(r"close /pipe refused 503")
+    ws.close()
+    # The client's end is the end of the backend's input.
+    assert b.eof.wait(5)
+    assert b.read == b"hello fifo"
+
+
+def test_a_fifo_backend_that_is_not_running_is_502_and_one_that_closes_ends_its_client(gateway, sandbox):
+    (sandbox / "none").mkdir()
+    nobody = FifoBackend(sandbox / "none", reader=False)
+    g = gateway(link=[f"gone=fifo:{nobody.to}:{nobody.frm}", "missing=fifo:/nonexistent/a:/nonexistent/b"])
+    s = socket.create_connection(("127.0.0.1", g.port))
+    s.sendall(build_request(g.port, "/gone"))
+    assert read_response_head(s).status == 502
+    s.close()
+    s = socket.create_connection(("127.0.0.1", g.port))
+    s.sendall(build_request(g.port, "/missing"))
+    assert read_response_head(s).status == 404
+    s.close()
+
+    (sandbox / "b").mkdir()
+    b = FifoBackend(sandbox / "b")
+    g2 = gateway(link=[f"pipe=fifo:{b.to}:{b.frm}"])
+    ws = RawWS.connect(g2.port, "/pipe")
+    ws.send_frame(0x1, b"QUIT")
+    frame, _ = ws.wait_close()
+    assert frame is not None and frame.close_code == 1000
+    ws.close()
+    g2.wait_line(r"close /pipe backend closed")
+
+
+def test_a_fifo_link_from_the_config_file(tmp_path, docroot, sandbox):
+    b = FifoBackend(sandbox)
+    conf = tmp_path / "fifo.conf"
+    conf.write_text(
+        f"""servers = ({{ port = 0; addr = "127.0.0.1"; websocket = {{ docroot = "{docroot}";
+    links = ( {{ origin = "pipe"; type = "fifo"; destination = "{b.to}"; source = "{b.frm}"; }} ); }}; }});
+"""
+    )
+    check = subprocess.run([gateway_bin(), "--check", "-f", str(conf)], capture_output=True, text=True, timeout=10)
+    assert check.returncode == 0, check.stderr
+    assert f'type = "fifo"; destination = "{b.to}"; source = "{b.frm}";' in check.stdout
+    from harness import Child, LISTEN_RE
+
+    g = Child([gateway_bin(), "-f", str(conf)], "wsgate")
+    try:
+        port = int(g.wait_line(LISTEN_RE, 10).group(2))
+        assert echo_once(f"ws://127.0.0.1:{port}/pipe", "from the file") == "FROM THE FILE"
+    finally:
+        g.stop()
