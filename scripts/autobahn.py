@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs the Autobahn|Testsuite fuzzing client (kosoku) through wsgate and compares the verdicts.
 
-    scripts/autobahn.py --mode {framed,stream,seqpacket,direct} [--tls] [--cases GLOB ...] [--update]
+    scripts/autobahn.py --mode {framed,stream,seqpacket,direct,tcp} [--tls] [--cases GLOB ...] [--update]
 
 Starts `websocket_echo -m MODE` (framed: `-M 32M`) and `wsgate -m MODE --max-message 32M` (binaries from
 $WSGATE_BIN / $WSGATE_ECHO_BIN, default target/release/), runs cases 1.* .. 10.* (12.* and 13.*,
@@ -20,6 +20,12 @@ WRONG CODE or ERROR (no verdict) fails regardless of the expected file.
 gateway hands each client's socket to the echo, which is then the WebSocket server itself (so
 every RFC 6455 rule is the echo's); judged as strictly as framed mode. Not with --tls (direct
 mode is refused on TLS servers).
+
+--mode tcp is framed mode with the backend behind a TCP link: the gateway gets
+`--link echo=tcp:127.0.0.1:<port>` and relays /echo to `websocket_echo --tcp 127.0.0.1:0 -m framed
+-M 32M` (its port read from its "listening on" line) instead of a UNIX socket in the docroot;
+judged as strictly as framed mode, and every verdict must also be one that
+tests/autobahn/expected-framed.json allows.
 
 Cases run in groups (1.1.*, 1.2.*, 2.*, ...), each in a worker process with a time limit
 (--group-timeout, default 180 s) under an overall limit (--deadline, default 600 s), so a case
@@ -55,9 +61,9 @@ sys.path.insert(0, str(ROOT / "tests" / "py"))
 
 import harness  # noqa: E402
 
-MODES = ("framed", "stream", "seqpacket", "direct")
+MODES = ("framed", "stream", "seqpacket", "direct", "tcp")
 # Modes judged strictly: whole messages, so the verdicts do not depend on read timing.
-STRICT_MODES = ("framed", "direct")
+STRICT_MODES = ("framed", "direct", "tcp")
 DEFAULT_CASES = [f"{major}.*" for major in range(1, 11)]
 EXCLUDE = ["12.*", "13.*"]
 # kosoku 0.1.0 does not read while it writes a message, so an echo that streamed a large message
@@ -326,6 +332,8 @@ def main() -> int:
         try:
             if mode == "direct":
                 echo = harness.EchoBackend(docroot, name="echo", mode="framed", extra=("-d", "-M", "32M"))
+            elif mode == "tcp":
+                echo = harness.TcpEchoBackend("framed", extra=("-M", "32M"))
             else:
                 echo = harness.EchoBackend(
                     docroot, name="echo", mode=mode, extra=("-M", "32M") if mode == "framed" else ()
@@ -340,6 +348,8 @@ def main() -> int:
                 tls = {"tls_cert": str(work / "cert.pem"), "tls_key": str(work / "key.pem")}
             if mode == "direct":
                 gw = harness.Gateway(docroot, direct=True)
+            elif mode == "tcp":
+                gw = harness.Gateway(docroot, m="framed", max_message="32M", link=[f"echo={echo.link}"], **tls)
             else:
                 gw = harness.Gateway(docroot, m=mode, max_message="32M", **tls)
             if args.tls:
@@ -449,6 +459,18 @@ def main() -> int:
             for case_id in sorted(set(expected) - set(actual), key=sort_key):
                 differing.add(case_id)
                 print(f"  {case_id}: expected {expected[case_id]}, but the case did not run")
+
+    if mode == "tcp":
+        # The backend's socket is all that differs from framed mode: its verdicts must be framed
+        # mode's, whatever expected-tcp.json says (with --update too, which then fails).
+        framed = json.loads((ROOT / "tests" / "autobahn" / "expected-framed.json").read_text())
+        for case_id, got in actual.items():
+            want = framed.get(case_id)
+            if want is not None and not matches_expected(want, got):
+                differing.add(case_id)
+                want_text = " or ".join("/".join(p) for p in alternatives(want))
+                print(f"  {case_id}: framed mode expects {want_text}, through the tcp link got "
+                      f"{got[0]}/{got[1]}")
 
     died = "wsgate-died" in bad_cases
     failed = differing | (bad_cases - {"wsgate-died"})

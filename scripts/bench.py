@@ -20,6 +20,9 @@ Peers, each on 127.0.0.1 with its own config in a temp dir, each with its own ec
   wsgate-tls      wsgate over TLS (wss://), -m framed -> websocket_echo -m framed
   wsgate-direct   wsgate --direct -> websocket_echo -d (the echo takes each client's socket
                   and speaks WebSocket itself; the gateway leaves the data path after the 101)
+  wsgate-tcp      wsgate -m stream --link echo=tcp:127.0.0.1:PORT -> websocket_echo --tcp -m stream
+                  (the same echo as wsgate-stream, behind a TCP link instead of a UNIX socket);
+                  its tables add the gateway's CPU per message against wsgate-stream's
 
 Scenarios (load generator: examples/wsload.rs, which checks every echoed byte):
 
@@ -52,6 +55,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -76,6 +80,10 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 PEERS = ["lighttpd", "nginx", "websocketd", "wsgate-stream", "wsgate-framed", "wsgate-tls"]
 DIRECT_PEERS = ["wsgate-direct", "wsgate-framed", "wsgate-stream"]
+# Peers that run only when named with --peers.
+EXTRA_PEERS = ["wsgate-tcp"]
+# A tcp link may cost the relay at most this much more CPU per message than a UNIX socket.
+TCP_LINK_CPU_LIMIT = 1.10
 DIRECT_SCENARIOS = ["a", "b", "e", "c"]
 BASE_PEERS = ["base-stream", "base-framed"]
 BASELINE_BIN: Path | None = None
@@ -250,22 +258,36 @@ class Peer:
                 p.stop()
 
 
+def said_tcp_addr(logfile: Path) -> str | None:
+    """The ADDR:PORT of websocket_echo's "listening on ADDR:PORT (MODE)" line, once it is out."""
+    m = re.search(r"listening on (\S+) \(", logfile.read_text())
+    return m.group(1) if m else None
+
+
 def start_peer(name: str, work: Path, nice: int, pki: Path) -> Peer:
     d = work / name
     shutil.rmtree(d, ignore_errors=True)
     (d / "www").mkdir(parents=True)
     port = free_port()
     sock = d / "www" / "echo"
-    echo_mode = {"lighttpd": "stream", "wsgate-stream": "stream", "base-stream": "stream"}.get(name, "framed")
+    echo_mode = {"lighttpd": "stream", "wsgate-stream": "stream", "base-stream": "stream",
+                 "wsgate-tcp": "stream"}.get(name, "framed")
     direct = ["-d"] if name == "wsgate-direct" else []
+    # wsgate-tcp: the echo listens on a port it picks and says which ("listening on ADDR:PORT").
+    reach = ["--tcp", "127.0.0.1:0"] if name == "wsgate-tcp" else []
     backend = None
+    link = None
     if name != "websocketd" and name != "nginx":
         backend = spawn(f"{name}-backend", [str(ECHO), "-R", str(d / "www"), "-n", "echo",
-                                             "-m", echo_mode, "-c", "2000", "-b", "1024", *direct],
+                                             "-m", echo_mode, "-c", "2000", "-b", "1024", *direct,
+                                             *reach],
                         d, nice)
     elif name == "nginx":
         backend = spawn(f"{name}-backend", [str(WSECHO), str(sock)], d, nice)
-    if backend:
+    if backend and reach:
+        wait_for(lambda: said_tcp_addr(backend.logfile), f"{name} backend's TCP port")
+        link = f"echo=tcp:{said_tcp_addr(backend.logfile)}"
+    elif backend:
         wait_for(sock.exists, f"{name} backend socket")
 
     if name == "lighttpd":
@@ -327,6 +349,8 @@ http {{
             argv += ["--tls-cert", str(pki / "cert.pem"), "--tls-key", str(pki / "key.pem")]
         if name == "wsgate-direct":
             argv += ["--direct"]
+        if link:
+            argv += ["--link", link]
         gw = spawn(name, argv, d, nice)
         wait_for(lambda: port_open(port), f"{name} on port {port}")
         return Peer(name, port, gw, backend, "/echo", tls=(name == "wsgate-tls"), argv=argv)
@@ -504,16 +528,21 @@ def report(results: list[dict], meta: dict) -> str:
              "one `cat` per connection (its CPU and memory are counted with websocketd's).")
     L.append("")
     goals = []
+    # A tcp link against a UNIX socket: the same relay and echo, so the gateway's CPU per
+    # message is compared with wsgate-stream's.
+    vs_unix = "wsgate-tcp" in peers and "wsgate-stream" in peers
     for scen in [s for s in meta["scenarios"] if s != "d"]:
         title, conns, size, window, *_ = SCENARIOS[scen]
         L.append(f"### ({scen}) {title}")
         L.append("")
         L.append("| peer | msgs/s | min..max | × lighttpd | RTT p50 µs | RTT p99 µs | errors | "
-                 "gateway CPU µs/msg | × lighttpd | gateway CPU % | backend CPU µs/msg | frames/msg |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "gateway CPU µs/msg | × lighttpd | gateway CPU % | backend CPU µs/msg | frames/msg |"
+                 + (" gateway CPU × wsgate-stream |" if vs_unix else ""))
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if vs_unix else ""))
         base = by.get((scen, "lighttpd"), [])
         b_rate = med([r["msgs_per_s"] for r in base])
         b_cpu = med([r["gw_cpu_us_per_msg"] for r in base])
+        u_cpu = med([r["gw_cpu_us_per_msg"] for r in by.get((scen, "wsgate-stream"), [])])
         for p in peers:
             rs = by.get((scen, p), [])
             if not rs:
@@ -530,8 +559,20 @@ def report(results: list[dict], meta: dict) -> str:
                 f"| {fmt(ratio(rate, b_rate), 2)} | {fmt(med([r['latency_us']['p50'] for r in rs if 'latency_us' in r]))} "
                 f"| {fmt(med([r['latency_us']['p99'] for r in rs if 'latency_us' in r]))} | {err_txt} "
                 f"| {fmt(cpu, 1)} | {fmt(ratio(cpu, b_cpu), 2)} | {fmt(med([r['gw_cpu_pct'] for r in rs]))} "
-                f"| {fmt(med([r['be_cpu_us_per_msg'] for r in rs]), 1)} | {fmt(med([r.get('frames_per_msg') for r in rs]), 2)} |")
+                f"| {fmt(med([r['be_cpu_us_per_msg'] for r in rs]), 1)} | {fmt(med([r.get('frames_per_msg') for r in rs]), 2)} |"
+                + (f" {fmt(ratio(cpu, u_cpu), 2)} |" if vs_unix else ""))
         L.append("")
+        if vs_unix and by.get((scen, "wsgate-tcp")) and u_cpu:
+            t_cpu = med([r["gw_cpu_us_per_msg"] for r in by[(scen, "wsgate-tcp")]])
+            cr = ratio(t_cpu, u_cpu)
+            # Each round runs both peers back to back: the per-round ratios show the noise.
+            per_round = {r["round"]: r["gw_cpu_us_per_msg"] for r in by[(scen, "wsgate-stream")]}
+            rounds = sorted(r["gw_cpu_us_per_msg"] / per_round[r["round"]]
+                            for r in by[(scen, "wsgate-tcp")] if per_round.get(r["round"]))
+            spread = f" (rounds {fmt(rounds[0], 2)}..{fmt(rounds[-1], 2)})" if rounds else ""
+            goals.append((f"({scen}) wsgate-tcp: gateway CPU per message ≤ {TCP_LINK_CPU_LIMIT:.2f}× "
+                          "wsgate-stream (a tcp link against a UNIX socket)",
+                          f"{fmt(cr, 2)}×{spread}", cr is not None and cr <= TCP_LINK_CPU_LIMIT))
         if scen in ("b", "c"):
             for p in ("wsgate-stream", "wsgate-framed"):
                 rs = by.get((scen, p), [])
@@ -734,7 +775,7 @@ def main() -> int:
     if BASELINE_BIN and args.peers == ",".join(default_peers):
         peers += BASE_PEERS
     for p in peers:
-        if p not in PEERS + DIRECT_PEERS + (BASE_PEERS if BASELINE_BIN else []):
+        if p not in PEERS + DIRECT_PEERS + EXTRA_PEERS + (BASE_PEERS if BASELINE_BIN else []):
             raise SystemExit(f"unknown peer {p}")
     for s in scens:
         if s not in SCENARIOS:

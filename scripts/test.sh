@@ -119,6 +119,8 @@ if [ -z "${SKIP_AUTOBAHN:-}" ]; then
     timeout 900 "$PY" scripts/autobahn.py --mode framed --tls
     step "autobahn (direct: the gateway hands the client's socket to websocket_echo -d)"
     timeout 900 "$PY" scripts/autobahn.py --mode direct
+    step "autobahn (tcp: framed through a tcp: link to websocket_echo --tcp)"
+    timeout 900 "$PY" scripts/autobahn.py --mode tcp
 fi
 
 step "packaging tests (tests/board: shellcheck, OpenWrt UCI and procd, SysV script, systemd unit)"

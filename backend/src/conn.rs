@@ -296,6 +296,9 @@ impl Listener {
                 let taken = match &sock {
                     Sock::Stream(unix) => rx.receive(unix),
                     Sock::Packet(_) => Err(direct::HandoverError::Truncated),
+                    Sock::Tcp(_) => {
+                        Err(direct::HandoverError::BadDescriptor("not a UNIX stream connection"))
+                    }
                 };
                 match taken {
                     Ok(None) => {
@@ -633,10 +636,7 @@ impl AsFd for Connection {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match &self.inner {
             Inner::Direct(ep) => ep.io().as_fd(),
-            Inner::Relay(relay) => match &relay.sock {
-                Sock::Stream(s) => s.as_fd(),
-                Sock::Packet(fd) => fd.as_fd(),
-            },
+            Inner::Relay(relay) => relay.sock.as_fd(),
         }
     }
 }

@@ -24,10 +24,11 @@
 //!   (whole messages with their type, close with a code, the context, non-blocking). Its C ABI
 //!   is the `capi/` crate (`wsgate_backend.h`).
 //! * [`start`]: the socket `<docroot>/<name>` created safely (a stale socket is replaced only
-//!   when nobody listens on it; mode 0660, owned by the `-u` user), SIGTERM/SIGINT routed to a
-//!   signalfd, then the real privilege drop of [`wsgate::sys::user`]. The socket file is
+//!   when nobody listens on it; mode 0660, owned by the `-u` user), or a TCP socket
+//!   (`--tcp`), or the connection on standard input taken (`--stdio`); SIGTERM/SIGINT routed to
+//!   a signalfd, then the real privilege drop of [`wsgate::sys::user`]. The socket file is
 //!   removed at exit.
-//! * [`sock`]: the listener and client sockets of every relay mode (mio streams, and plain
+//! * [`sock`]: the listener and client sockets of every relay mode (mio streams, TCP, and plain
 //!   descriptors for `SOCK_SEQPACKET`).
 //! * [`message`]: the relay modes seen from a backend: client bytes to whole messages and the
 //!   connection context ([`message::Decoder`]), messages to bytes in a bounded queue
@@ -41,8 +42,9 @@
 //!   for byte instead ([`server::Relayed::Echoed`]).
 //! * [`sample`]: the sample servers' common options and their way from the command line to
 //!   the loop.
-//! * [`sys`]: the kit's only `unsafe` code and OS-level helpers: listening UNIX sockets,
-//!   receiving a passed descriptor, loading JSON-RPC plugins.
+//! * [`sys`]: the kit's only `unsafe` code and OS-level helpers: listening UNIX and TCP sockets,
+//!   the connection on standard input, receiving a passed descriptor, loading JSON-RPC
+//!   plugins.
 //!
 //! What it does not own: chat or JSON-RPC.
 #![deny(unsafe_code)]
@@ -129,30 +131,50 @@ pub fn socket_kind(mode: Mode) -> SocketKind {
     }
 }
 
-/// A listening server: its socket, its signals, and the socket file removed on drop.
+/// What a started server serves: connections from a listening socket, or one connection.
 #[derive(Debug)]
-pub struct Started {
-    /// The listening socket.
-    pub listener: sock::Listener,
-    /// SIGTERM and SIGINT.
-    pub signals: SignalFd,
-    /// The socket's path.
-    pub path: PathBuf,
-    /// Removes the socket file when dropped.
-    pub socket_file: SocketFile,
+pub enum Serves {
+    /// Connections accepted from this socket.
+    Listener(sock::Listener),
+    /// This connection only (`--stdio`): the server ends with it.
+    Connection(sock::Sock),
 }
 
-/// Creates the socket for a sample server's options (`-R`, `-n`, `-u`, `-m`, `-b`) and drops
-/// privileges, in this order: the name is checked and the user looked up (nothing created
-/// yet); SIGTERM and SIGINT are blocked and routed to a signalfd (so a signal cannot kill the
-/// process with the socket file left behind); the docroot is made (mode 0755) if missing; the
-/// socket is bound, mode 0660, owned by the user; then the process becomes the user for good.
+/// A started server: what it serves, its signals, and its socket file (removed on drop).
+#[derive(Debug)]
+pub struct Started {
+    /// The listening socket, or the one connection.
+    pub serves: Serves,
+    /// SIGTERM and SIGINT.
+    pub signals: SignalFd,
+    /// Where it is reached, for its "listening on" line: the socket's path, the TCP address
+    /// (with the port the system picked for port 0), or standard input.
+    pub place: String,
+    /// Removes the socket file when dropped; `None` when no file was made (`--tcp`,
+    /// `--stdio`).
+    pub socket_file: Option<SocketFile>,
+}
+
+/// Makes what a sample server serves from its options and drops privileges, in this order:
+/// the options are checked together ([`sample::Common::reach`]), the name checked and the
+/// user looked up (nothing made yet); SIGTERM and SIGINT are blocked and routed to a signalfd
+/// (so a signal cannot kill the process with a socket file left behind); then
+///
+/// * by default (`-R`, `-n`, `-m`, `-b`): the docroot is made (mode 0755) if missing and the
+///   socket is bound, mode 0660, owned by the `-u` user;
+/// * `--tcp`: a TCP socket listens on the address (`-b`), no file is made;
+/// * `--stdio`: the connected socket on standard input is taken, no file is made;
+///
+/// then the process becomes the user for good.
 ///
 /// # Errors
-/// [`Fatal`] naming the step; a failed privilege drop is fatal (never serve as root by
-/// mistake).
+/// [`Fatal`] naming the step or the option; a failed privilege drop is fatal (never serve as
+/// root by mistake).
 pub fn start(setup: &sample::Common<'_>) -> Result<Started, Fatal> {
-    check_name(setup.name)?;
+    let reach = setup.reach()?;
+    if reach == sample::Reach::Unix {
+        check_name(setup.name)?;
+    }
     let account = match setup.user {
         Some(name) => Some(user::lookup(name).map_err(|e| Fatal::new("-u", e))?),
         None => None,
@@ -165,17 +187,71 @@ pub fn start(setup: &sample::Common<'_>) -> Result<Started, Fatal> {
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| Fatal::new("signalfd", e))?;
 
-    make_docroot(setup.root)?;
-    let path = setup.root.join(setup.name);
-    let owner = account.as_ref().map(|a| (a.uid, a.gid));
-    let fd = listen::listen_unix(&path, socket_kind(setup.mode), setup.backlog, owner)
-        .map_err(|e| Fatal::new("listen", e))?;
-    let socket_file = SocketFile::new(&path)?;
+    let (serves, place, socket_file) = match reach {
+        sample::Reach::Unix => {
+            make_docroot(setup.root)?;
+            let path = setup.root.join(setup.name);
+            let owner = account.as_ref().map(|a| (a.uid, a.gid));
+            let fd = listen::listen_unix(&path, socket_kind(setup.mode), setup.backlog, owner)
+                .map_err(|e| Fatal::new("listen", e))?;
+            let socket_file = SocketFile::new(&path)?;
+            let place = path.display().to_string();
+            (Serves::Listener(listener(fd, setup.mode)), place, Some(socket_file))
+        }
+        sample::Reach::Tcp(addr) => {
+            let fd =
+                sys::tcp::listen_tcp(addr, setup.backlog).map_err(|e| Fatal::new("--tcp", e))?;
+            let tcp = std::net::TcpListener::from(fd);
+            let place = tcp.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
+            (
+                Serves::Listener(sock::Listener::Tcp(mio::net::TcpListener::from_std(tcp))),
+                place,
+                None,
+            )
+        }
+        sample::Reach::Stdio => {
+            let sock = stdin_connection(setup.mode, setup.direct)?;
+            (Serves::Connection(sock), "standard input".to_owned(), None)
+        }
+    };
 
     if let Some(account) = &account {
         user::drop_privileges(account).map_err(|e| Fatal::new("-u", e))?;
     }
-    Ok(Started { listener: listener(fd, setup.mode), signals, path, socket_file })
+    Ok(Started { serves, signals, place, socket_file })
+}
+
+/// The connected socket on standard input, as the connection of a server in `mode` (`direct`:
+/// a gateway that hands the client's socket over it).
+fn stdin_connection(mode: Mode, direct: bool) -> Result<sock::Sock, Fatal> {
+    use sys::stdio::Inherited;
+    let (fd, kind) = sys::stdio::take_stdin().map_err(|e| Fatal::new("--stdio", e))?;
+    let packets = mode == Mode::SeqPacket;
+    if direct && kind != Inherited::UnixStream {
+        return Err(Fatal::new(
+            "-d",
+            "direct mode takes the client's socket over a UNIX stream connection; standard \
+             input is not one",
+        ));
+    }
+    match kind {
+        Inherited::SeqPacket if packets => Ok(sock::Sock::Packet(fd)),
+        Inherited::UnixStream if !packets => Ok(sock::Sock::Stream(
+            mio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd)),
+        )),
+        Inherited::Tcp if !packets => {
+            let tcp = mio::net::TcpStream::from_std(std::net::TcpStream::from(fd));
+            sock::Sock::tcp(tcp).map_err(|e| Fatal::new("--stdio", format!("TCP_NODELAY: {e}")))
+        }
+        Inherited::SeqPacket => Err(Fatal::new(
+            "--stdio",
+            format!("standard input is a SOCK_SEQPACKET socket, which -m {mode} does not read; use -m seqpacket"),
+        )),
+        Inherited::UnixStream | Inherited::Tcp => Err(Fatal::new(
+            "--stdio",
+            "-m seqpacket needs a SOCK_SEQPACKET socket on standard input; it is a byte stream",
+        )),
+    }
 }
 
 pub(crate) fn listener(fd: OwnedFd, mode: Mode) -> sock::Listener {

@@ -112,11 +112,33 @@ pub trait Service {
     fn closed(&mut self, id: usize, clients: &mut Clients<'_>);
 }
 
+/// Why [`Server::serve`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// A stop signal came: its name.
+    Signal(&'static str),
+    /// The server's one connection ([`Server::single`]) ended.
+    Served,
+}
+
+impl core::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Signal(name) => f.write_str(name),
+            Self::Served => f.write_str("its connection ended"),
+        }
+    }
+}
+
 /// The server's loop state.
 #[derive(Debug)]
 pub struct Server {
     poll: Poll,
-    listener: Listener,
+    /// `None` for a server of one connection: nothing more comes once it ends.
+    listener: Option<Listener>,
+    /// The one connection of a [`Self::single`] server until `serve` admits it (how it is
+    /// served depends on the service).
+    single: Option<Sock>,
     mode: Mode,
     limits: Limits,
     context: bool,
@@ -156,6 +178,38 @@ impl Server {
         direct: bool,
         verbose: bool,
     ) -> Result<Self, Fatal> {
+        let server = Self::empty(mode, limits, context, direct, verbose)?;
+        listener
+            .register(server.poll.registry(), Token(limits.max_clients))
+            .map_err(|e| Fatal::new("poll", e))?;
+        Ok(Self { listener: Some(listener), ..server })
+    }
+
+    /// A server of the one connection `sock` (`--stdio`, from [`super::start`]), otherwise as
+    /// [`Self::new`]: [`Self::serve`] returns [`Stopped::Served`] once it ends.
+    ///
+    /// # Errors
+    /// [`Fatal`] when the poll cannot be made, or for `direct` in `seqpacket` mode.
+    pub fn single(
+        sock: Sock,
+        mode: Mode,
+        limits: Limits,
+        context: bool,
+        direct: bool,
+        verbose: bool,
+    ) -> Result<Self, Fatal> {
+        let limits = Limits { max_clients: 1, ..limits };
+        let server = Self::empty(mode, limits, context, direct, verbose)?;
+        Ok(Self { single: Some(sock), ..server })
+    }
+
+    fn empty(
+        mode: Mode,
+        limits: Limits,
+        context: bool,
+        direct: bool,
+        verbose: bool,
+    ) -> Result<Self, Fatal> {
         if direct && mode == Mode::SeqPacket {
             return Err(Fatal::new(
                 "-d",
@@ -163,12 +217,10 @@ impl Server {
             ));
         }
         let poll = Poll::new().map_err(|e| Fatal::new("poll", e))?;
-        listener
-            .register(poll.registry(), Token(limits.max_clients))
-            .map_err(|e| Fatal::new("poll", e))?;
         Ok(Self {
             poll,
-            listener,
+            listener: None,
+            single: None,
             mode,
             limits,
             context,
@@ -185,16 +237,21 @@ impl Server {
         })
     }
 
-    /// Runs until SIGTERM or SIGINT; returns the signal's name.
+    /// Runs until SIGTERM or SIGINT, or until the one connection of a [`Self::single`] server
+    /// ends.
     ///
     /// # Errors
-    /// [`Fatal`] when polling fails.
+    /// [`Fatal`] when polling fails, or when the one connection cannot be served (registered,
+    /// its buffer allocated).
     pub fn serve(
         &mut self,
         signals: &SignalFd,
         service: &mut dyn Service,
-    ) -> Result<&'static str, Fatal> {
+    ) -> Result<Stopped, Fatal> {
         self.echo = service.relayed() == Relayed::Echoed;
+        if let Some(sock) = self.single.take() {
+            self.admit(0, sock).map_err(|gone| Fatal::new("client 0", gone))?;
+        }
         let listener_token = Token(self.limits.max_clients);
         let signal_token = Token(self.limits.max_clients + 1);
         self.poll
@@ -207,6 +264,9 @@ impl Server {
             .map_err(|e| Fatal::new("poll", e))?;
         let mut events = Events::with_capacity(self.limits.max_clients.clamp(16, 1024));
         loop {
+            if self.listener.is_none() && self.clients.iter().all(Option::is_none) {
+                return Ok(Stopped::Served);
+            }
             let timeout = if self.again.is_empty() {
                 self.next_sweep.map(|t| t.saturating_duration_since(Instant::now()))
             } else {
@@ -227,7 +287,7 @@ impl Server {
                     self.accept_all();
                 } else if token == signal_token {
                     if let Some(name) = take_signal(signals)? {
-                        return Ok(name);
+                        return Ok(Stopped::Signal(name));
                     }
                 } else {
                     self.step(token.0, service);
@@ -245,7 +305,8 @@ impl Server {
                 self.accept_blocked = true;
                 return;
             };
-            let mut sock = match self.listener.accept() {
+            let Some(listener) = &self.listener else { return };
+            let sock = match listener.accept() {
                 Ok(sock) => sock,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     self.accept_blocked = false;
@@ -263,42 +324,43 @@ impl Server {
                     return;
                 }
             };
-            if let Err(e) = sock.register(self.poll.registry(), Token(idx), Interest::READABLE) {
-                say(format_args!("poll register: {e}"));
-                continue;
-            }
-            // A relayed client's buffer now; a direct-mode one's when its kind is known.
-            let link = if self.direct {
-                Link::Pending(Box::new(Pending {
-                    sock,
-                    rx: Receiver::new(direct::MAX_EARLY_DATA),
-                    held: Held { buf: Vec::new(), cap: self.limits.max_queue },
-                }))
-            } else {
-                match self.relayed_link(sock, &[]) {
-                    Ok(link) => link,
-                    Err(gone) => {
-                        say(format_args!("client {idx}: {gone}; closing"));
-                        continue;
-                    }
-                }
-            };
-            let client = Client {
-                link,
-                interest: Interest::READABLE,
-                closing: None,
-                doomed: None,
-                dirty: false,
-            };
-            if self.verbose {
-                say(format_args!("client {idx} connected"));
-            }
-            if let Some(slot) = self.clients.get_mut(idx) {
-                *slot = Some(client);
-                // Data may already be waiting (edge-triggered readiness).
-                self.again.push(idx);
+            if let Err(gone) = self.admit(idx, sock) {
+                say(format_args!("client {idx}: {gone}; closing"));
             }
         }
+    }
+
+    /// Makes `sock` client `idx`: registered, and served as what it is (relayed, or in direct
+    /// mode to be told by its first bytes). The socket is closed on failure.
+    fn admit(&mut self, idx: usize, mut sock: Sock) -> Result<(), Gone> {
+        sock.register(self.poll.registry(), Token(idx), Interest::READABLE)
+            .map_err(|e| Gone::Sock(SockError::Io("poll register", e)))?;
+        // A relayed client's buffer now; a direct-mode one's when its kind is known.
+        let link = if self.direct {
+            Link::Pending(Box::new(Pending {
+                sock,
+                rx: Receiver::new(direct::MAX_EARLY_DATA),
+                held: Held { buf: Vec::new(), cap: self.limits.max_queue },
+            }))
+        } else {
+            self.relayed_link(sock, &[])?
+        };
+        let client = Client {
+            link,
+            interest: Interest::READABLE,
+            closing: None,
+            doomed: None,
+            dirty: false,
+        };
+        if self.verbose {
+            say(format_args!("client {idx} connected"));
+        }
+        if let Some(slot) = self.clients.get_mut(idx) {
+            *slot = Some(client);
+            // Data may already be waiting (edge-triggered readiness).
+            self.again.push(idx);
+        }
+        Ok(())
     }
 
     /// How a relayed client on `sock` is served, echoed or decoded; `first` is what was read
@@ -366,6 +428,7 @@ impl Server {
         let taken = match &p.sock {
             Sock::Stream(unix) => p.rx.receive(unix),
             Sock::Packet(_) => Err(HandoverError::BadDescriptor("not a stream connection")),
+            Sock::Tcp(_) => Err(HandoverError::BadDescriptor("not a UNIX stream connection")),
         };
         let taken = match taken {
             Ok(Some(taken)) => taken,

@@ -1,7 +1,9 @@
 //! A backend's sockets in every relay mode: mio's UNIX stream types for byte streams, plain
-//! descriptors for `SOCK_SEQPACKET` (which mio has no type for).
+//! descriptors for `SOCK_SEQPACKET` (which mio has no type for), and mio's TCP types for a
+//! server the gateway reaches through a `tcp:` link (byte streams only: TCP keeps no message
+//! boundaries, so `seqpacket` is never served on it).
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -36,6 +38,8 @@ pub enum Listener {
     Stream(mio::net::UnixListener),
     /// `SOCK_SEQPACKET`.
     Packet(std::os::unix::net::UnixListener),
+    /// TCP; accepted connections get `TCP_NODELAY`.
+    Tcp(mio::net::TcpListener),
 }
 
 impl Listener {
@@ -52,6 +56,14 @@ impl Listener {
                 s.set_nonblocking(true)?;
                 Ok(Sock::Packet(OwnedFd::from(s)))
             }
+            Self::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                // Like a connection the peer aborted before it was taken: dropped, and the
+                // next one is accepted.
+                Sock::tcp(s).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string())
+                })
+            }
         }
     }
 
@@ -65,6 +77,16 @@ impl Listener {
             Self::Packet(l) => {
                 registry.register(&mut SourceFd(&l.as_raw_fd()), token, Interest::READABLE)
             }
+            Self::Tcp(l) => registry.register(l, token, Interest::READABLE),
+        }
+    }
+
+    /// The local address of a TCP listener (with the port the system picked for port 0).
+    #[must_use]
+    pub fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Self::Tcp(l) => l.local_addr().ok(),
+            Self::Stream(_) | Self::Packet(_) => None,
         }
     }
 }
@@ -76,20 +98,40 @@ pub enum Sock {
     Stream(mio::net::UnixStream),
     /// A `SOCK_SEQPACKET` socket.
     Packet(OwnedFd),
+    /// A TCP connection (a byte stream).
+    Tcp(mio::net::TcpStream),
 }
 
-impl std::os::fd::AsRawFd for Sock {
+impl AsRawFd for Sock {
     fn as_raw_fd(&self) -> RawFd {
         self.raw()
     }
 }
 
-impl Sock {
-    fn raw(&self) -> RawFd {
+impl AsFd for Sock {
+    fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            Self::Stream(s) => s.as_raw_fd(),
-            Self::Packet(fd) => fd.as_raw_fd(),
+            Self::Stream(s) => s.as_fd(),
+            Self::Packet(fd) => fd.as_fd(),
+            Self::Tcp(s) => s.as_fd(),
         }
+    }
+}
+
+impl Sock {
+    /// A TCP connection with `TCP_NODELAY`: the relay writes whole records and echoes, and
+    /// Nagle's algorithm would hold a small one back until the previous one is acknowledged
+    /// (a delayed ACK away, up to 40 ms on Linux).
+    ///
+    /// # Errors
+    /// The `setsockopt` error (the connection is closed).
+    pub fn tcp(stream: mio::net::TcpStream) -> std::io::Result<Self> {
+        stream.set_nodelay(true)?;
+        Ok(Self::Tcp(stream))
+    }
+
+    fn raw(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
     }
 
     /// Registers the socket under `token`.
@@ -105,6 +147,7 @@ impl Sock {
         match self {
             Self::Stream(s) => registry.register(s, token, interest),
             Self::Packet(fd) => registry.register(&mut SourceFd(&fd.as_raw_fd()), token, interest),
+            Self::Tcp(s) => registry.register(s, token, interest),
         }
     }
 
@@ -123,6 +166,7 @@ impl Sock {
             Self::Packet(fd) => {
                 registry.reregister(&mut SourceFd(&fd.as_raw_fd()), token, interest)
             }
+            Self::Tcp(s) => registry.reregister(s, token, interest),
         }
     }
 
@@ -134,6 +178,7 @@ impl Sock {
         match self {
             Self::Stream(s) => registry.deregister(s),
             Self::Packet(fd) => registry.deregister(&mut SourceFd(&fd.as_raw_fd())),
+            Self::Tcp(s) => registry.deregister(s),
         }
     }
 
@@ -152,13 +197,8 @@ impl Sock {
     /// [`SockError`].
     pub fn read(&self, buf: &mut [u8]) -> Result<Option<usize>, SockError> {
         match self {
-            Self::Stream(s) => match (&*s).read(buf) {
-                Ok(n) => Ok(Some(n)),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Err(SockError::Reset),
-                Err(e) => Err(SockError::Io("read", e)),
-            },
+            Self::Stream(s) => read_stream(s, buf),
+            Self::Tcp(s) => read_stream(s, buf),
             // MSG_TRUNC makes Linux return the packet's real length, so a packet longer than
             // the buffer shows instead of being cut silently.
             Self::Packet(fd) => match socket::recv(fd.as_raw_fd(), buf, MsgFlags::MSG_TRUNC) {
@@ -183,5 +223,16 @@ impl Sock {
             Err(Errno::EPIPE | Errno::ECONNRESET) => Err(SockError::Reset),
             Err(e) => Err(SockError::Io("send", e.into())),
         }
+    }
+}
+
+/// One read from a byte stream: `Some(0)` is end of stream, `None` would block.
+fn read_stream(mut stream: impl Read, buf: &mut [u8]) -> Result<Option<usize>, SockError> {
+    match stream.read(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Err(SockError::Reset),
+        Err(e) => Err(SockError::Io("read", e)),
     }
 }

@@ -1,14 +1,16 @@
 //! End-to-end checks of the `websocket_echo` sample backend: the built binary is started in a
-//! temporary docroot and driven by 20 concurrent clients per relay mode.
+//! temporary docroot and driven by 20 concurrent clients per relay mode; then reached over TCP
+//! (`--tcp`) and on the one connection it is started with (`--stdio`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
 use wsgate::relay::record::{RecordHeader, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_TEXT};
@@ -81,16 +83,48 @@ fn timeouts(s: &UnixStream) {
     s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
 }
 
+/// A byte-stream connection to the echo: UNIX or TCP.
+trait Conn: Read + Write + Send + Sized {
+    fn dup(&self) -> Self;
+    fn half_close(&self);
+    fn timeouts(&self);
+}
+
+impl Conn for UnixStream {
+    fn dup(&self) -> Self {
+        self.try_clone().unwrap()
+    }
+    fn half_close(&self) {
+        self.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    fn timeouts(&self) {
+        timeouts(self);
+    }
+}
+
+impl Conn for TcpStream {
+    fn dup(&self) -> Self {
+        self.try_clone().unwrap()
+    }
+    fn half_close(&self) {
+        self.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    fn timeouts(&self) {
+        self.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        self.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    }
+}
+
 /// Sends `out` from a second thread while reading `want` bytes back, then expects EOF.
-fn exchange(stream: UnixStream, out: &[u8], want: usize, half_close: bool) -> Vec<u8> {
-    timeouts(&stream);
-    let mut reader = stream.try_clone().unwrap();
+fn exchange<S: Conn>(stream: S, out: &[u8], want: usize, half_close: bool) -> Vec<u8> {
+    stream.timeouts();
+    let mut reader = stream.dup();
     std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let mut writer = &stream;
+        scope.spawn(move || {
+            let mut writer = stream;
             writer.write_all(out).unwrap();
             if half_close {
-                stream.shutdown(std::net::Shutdown::Write).unwrap();
+                writer.half_close();
             }
         });
         let mut back = vec![0u8; want];
@@ -358,4 +392,336 @@ fn user_option_drops_privileges_for_real() {
     let back = exchange(UnixStream::connect(&backend.path).unwrap(), b"hi", 2, true);
     assert_eq!(back, b"hi");
     // No stop(): the unprivileged backend cannot unlink in a root-owned docroot; Drop cleans up.
+}
+
+/// A `websocket_echo --tcp` listening on a port the system picked (`HOST:0`).
+struct TcpBackend {
+    child: Child,
+    _stderr: BufReader<ChildStderr>,
+    addr: SocketAddr,
+    /// The `-R` given: never made with `--tcp`.
+    root: PathBuf,
+}
+
+impl TcpBackend {
+    fn start(tag: &str, host: &str, mode: &str) -> Self {
+        let root = std::env::temp_dir().join(format!("wsgate-echo-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_websocket_echo"))
+            .args(["-R", root.to_str().unwrap(), "--tcp", &format!("{host}:0"), "-m", mode])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let rest = line.trim_end().strip_prefix("websocket_echo: listening on ").expect(&line);
+        let (addr, said_mode) = rest.split_once(' ').unwrap();
+        assert_eq!(said_mode, format!("({mode})"));
+        let addr: SocketAddr = addr.parse().unwrap();
+        assert_eq!(addr.ip(), host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().unwrap());
+        assert_ne!(addr.port(), 0);
+        Self { child, _stderr: stderr, addr, root }
+    }
+
+    fn connect(&self) -> TcpStream {
+        TcpStream::connect(self.addr).unwrap()
+    }
+
+    /// SIGTERM: exit 0, and no socket file or docroot was ever made.
+    fn stop(mut self) {
+        kill(Pid::from_raw(i32::try_from(self.child.id()).unwrap()), Signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+        assert!(!self.root.exists(), "--tcp made {}", self.root.display());
+    }
+}
+
+impl Drop for TcpBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One message of `len` bytes in records of uneven sizes (a 1-byte one among them), then a
+/// close record: what a gateway in framed mode sends for it. Returns the bytes and how many of
+/// them come back (all: the close record is echoed too).
+fn framed_message_and_close(len: usize, seed: usize) -> Vec<u8> {
+    let message = pattern(len, seed);
+    let cuts = [0, 1, len / 15, len / 15 + 1, len / 3, len / 2, len];
+    let mut out = Vec::new();
+    for (i, w) in cuts.windows(2).enumerate() {
+        let op = if i == 0 { OP_BINARY } else { OP_CONTINUATION };
+        out.extend(record(w[1] == len, op, &message[w[0]..w[1]]));
+    }
+    out.extend(record(true, OP_TEXT, "and some text ✓".as_bytes()));
+    let mut close = 1000u16.to_be_bytes().to_vec();
+    close.extend_from_slice(b"bye");
+    out.extend(record(true, OP_CLOSE, &close));
+    out
+}
+
+#[test]
+fn tcp_echo_with_concurrent_clients_in_stream_and_framed_modes() {
+    let backend = TcpBackend::start("tcp-stream", "127.0.0.1", "stream");
+    std::thread::scope(|scope| {
+        for c in 0..CLIENTS {
+            let backend = &backend;
+            scope.spawn(move || {
+                // Several times the 64 KiB buffer, so the echo has to stream.
+                let data = pattern(300_000 + c, c);
+                let back = exchange(backend.connect(), &data, data.len(), true);
+                assert!(back == data, "client {c}: echo differs");
+            });
+        }
+    });
+    backend.stop();
+
+    let backend = TcpBackend::start("tcp-framed", "127.0.0.1", "framed");
+    std::thread::scope(|scope| {
+        for c in 0..CLIENTS {
+            let backend = &backend;
+            scope.spawn(move || {
+                // Just under the default limit of 1 MiB, headers included.
+                let out = framed_message_and_close((1 << 20) - 100, c);
+                let back = exchange(backend.connect(), &out, out.len(), false);
+                assert!(back == out, "client {c}: echo differs");
+            });
+        }
+    });
+    backend.stop();
+}
+
+#[test]
+fn tcp_echo_over_ipv6() {
+    let backend = TcpBackend::start("tcp-v6", "[::1]", "lines");
+    let back = exchange(backend.connect(), b"one\ntwo\n", 8, true);
+    assert_eq!(back, b"one\ntwo\n");
+    backend.stop();
+}
+
+#[test]
+fn accepted_tcp_connections_have_nodelay() {
+    let backend = TcpBackend::start("tcp-nodelay", "127.0.0.1", "framed");
+    // Two small messages in one write, 100 times: the echo writes them one after the other.
+    // With Nagle's algorithm on the backend's socket, the second echo waits until the first
+    // is acknowledged, and the client, which sends nothing until it has both, delays its ACK
+    // (40 ms on Linux once past the first segments): seconds in all instead of milliseconds.
+    let mut s = backend.connect();
+    s.set_nodelay(true).unwrap();
+    s.timeouts();
+    let start = std::time::Instant::now();
+    let mut back = [0u8; 12];
+    for i in 0..100u8 {
+        let mut two = record(true, OP_BINARY, &[i]);
+        two.extend(record(true, OP_TEXT, b"x"));
+        s.write_all(&two).unwrap();
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back[..], two[..]);
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(1500), "100 round trips took {took:?}");
+    drop(s);
+    backend.stop();
+}
+
+/// Runs `websocket_echo` with `args` to its end; its exit code and stderr.
+fn run_to_end(args: &[&str], stdin: Stdio) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_websocket_echo"))
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn tcp_refuses_seqpacket_direct_and_stdio_before_making_anything() {
+    let root = std::env::temp_dir().join(format!("wsgate-echo-{}-tcp-refused", std::process::id()));
+    let r = root.to_str().unwrap();
+    for (args, said) in [
+        (
+            &["--tcp", "127.0.0.1:0", "-m", "seqpacket"][..],
+            "-m seqpacket needs a UNIX SOCK_SEQPACKET socket",
+        ),
+        (
+            &["--tcp", "127.0.0.1:0", "-d"][..],
+            "direct mode (-d) takes the client's socket over a UNIX connection",
+        ),
+        (&["--tcp", "127.0.0.1:0", "--stdio"][..], "--tcp and --stdio exclude each other"),
+        (&["--tcp", "localhost:9001"][..], "is not an IP address and port"),
+        (&["--tcp", "127.0.0.1"][..], "is not an IP address and port"),
+    ] {
+        let (code, stderr) = run_to_end(&[&["-R", r], args].concat(), Stdio::null());
+        assert_ne!(code, Some(0), "{args:?}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+        assert!(!root.exists(), "{args:?} made {}", root.display());
+    }
+    // A port that is taken.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = run_to_end(&["--tcp", &addr], Stdio::null());
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains(&format!("--tcp: {addr}: bind: ")), "{stderr}");
+}
+
+/// A `websocket_echo --stdio` started with `ours` as its standard input and output.
+fn stdio_echo(ours: OwnedFd, root: &Path, args: &[&str]) -> (Child, BufReader<ChildStderr>) {
+    let out = ours.try_clone().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_websocket_echo"))
+        .args(["-R", root.to_str().unwrap(), "--stdio"])
+        .args(args)
+        .stdin(Stdio::from(ours))
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("websocket_echo: serving standard input ("), "{line}");
+    (child, stderr)
+}
+
+/// Waits for the child to exit by itself (10 s at most); its status.
+fn exits_by_itself(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..1000 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    panic!("websocket_echo --stdio did not exit when its connection ended");
+}
+
+fn stdio_root(tag: &str) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("wsgate-echo-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    root
+}
+
+#[test]
+fn stdio_serves_its_one_connection_and_exits_when_it_ends() {
+    // framed: a message of almost 1 MiB, a text, a close; the echo closes after the close
+    // record and exits 0.
+    let root = stdio_root("stdio-framed");
+    let (mine, theirs) = UnixStream::pair().unwrap();
+    let (mut child, _stderr) = stdio_echo(OwnedFd::from(theirs), &root, &["-m", "framed", "-v"]);
+    let out = framed_message_and_close((1 << 20) - 100, 3);
+    let back = exchange(mine, &out, out.len(), false);
+    assert!(back == out, "echo differs");
+    assert!(exits_by_itself(&mut child).success());
+    assert!(!root.exists(), "--stdio made {}", root.display());
+
+    // stream: the peer's end of stream ends it.
+    let (mine, theirs) = UnixStream::pair().unwrap();
+    let (mut child, _stderr) = stdio_echo(OwnedFd::from(theirs), &root, &["-m", "stream"]);
+    let data = pattern(300_000, 4);
+    assert!(exchange(mine, &data, data.len(), true) == data, "echo differs");
+    assert!(exits_by_itself(&mut child).success());
+    assert!(!root.exists());
+}
+
+#[test]
+fn stdio_seqpacket_keeps_packets_whole() {
+    let root = stdio_root("stdio-seqpacket");
+    let (mine, theirs) =
+        socket::socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .unwrap();
+    let tv = nix::sys::time::TimeVal::new(20, 0);
+    socket::setsockopt(&mine, socket::sockopt::ReceiveTimeout, &tv).unwrap();
+    let (mut child, _stderr) = stdio_echo(theirs, &root, &["-m", "seqpacket"]);
+    let mut back = vec![0u8; 70_000];
+    for (i, len) in [1, 5, 1000, 65_536, 2].into_iter().enumerate() {
+        let packet = pattern(len, i);
+        assert_eq!(socket::send(mine.as_raw_fd(), &packet, MsgFlags::MSG_NOSIGNAL).unwrap(), len);
+        let n = socket::recv(mine.as_raw_fd(), &mut back, MsgFlags::empty()).unwrap();
+        assert!(back[..n] == packet[..], "packet {i} differs");
+    }
+    drop(mine);
+    assert!(exits_by_itself(&mut child).success());
+    assert!(!root.exists());
+}
+
+#[test]
+fn stdio_takes_a_tcp_connection_as_inetd_gives_it() {
+    let root = stdio_root("stdio-tcp");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mine = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (theirs, _) = listener.accept().unwrap();
+    let (mut child, _stderr) = stdio_echo(OwnedFd::from(theirs), &root, &["-m", "lines"]);
+    let data = pattern(200_000, 5);
+    assert!(exchange(mine, &data, data.len(), true) == data, "echo differs");
+    assert!(exits_by_itself(&mut child).success());
+}
+
+#[test]
+fn stdio_ends_on_sigterm_too() {
+    let root = stdio_root("stdio-term");
+    let (mine, theirs) = UnixStream::pair().unwrap();
+    let (mut child, _stderr) = stdio_echo(OwnedFd::from(theirs), &root, &["-m", "stream"]);
+    kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGTERM).unwrap();
+    assert!(exits_by_itself(&mut child).success());
+    // Its end is closed with it.
+    timeouts(&mine);
+    let mut rest = Vec::new();
+    (&mine).read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn stdio_refuses_what_is_not_a_socket_or_does_not_fit_the_mode() {
+    let root = stdio_root("stdio-refused");
+    let r = root.to_str().unwrap();
+    let (code, stderr) = run_to_end(&["-R", r, "--stdio"], Stdio::null());
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--stdio: needs a socket on stdin"), "{stderr}");
+    let (_r, w) = nix::unistd::pipe().unwrap();
+    let (code, stderr) = run_to_end(&["-R", r, "--stdio"], Stdio::from(w));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--stdio: needs a socket on stdin"), "{stderr}");
+
+    let stream = || OwnedFd::from(UnixStream::pair().unwrap().1);
+    let seqpacket = || {
+        socket::socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::empty())
+            .unwrap()
+            .1
+    };
+    let tcp = || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _mine = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        OwnedFd::from(listener.accept().unwrap().0)
+    };
+    let datagram = || {
+        socket::socketpair(AddressFamily::Unix, SockType::Datagram, None, SockFlag::empty())
+            .unwrap()
+            .1
+    };
+    for (fd, args, said) in [
+        (stream(), &["-m", "seqpacket"][..], "-m seqpacket needs a SOCK_SEQPACKET socket"),
+        (
+            seqpacket(),
+            &["-m", "framed"][..],
+            "a SOCK_SEQPACKET socket, which -m framed does not read",
+        ),
+        (
+            tcp(),
+            &["-m", "framed", "-d"][..],
+            "direct mode takes the client's socket over a UNIX stream",
+        ),
+        (datagram(), &["-m", "stream"][..], "standard input is a datagram socket"),
+        (OwnedFd::from(TcpListener::bind("127.0.0.1:0").unwrap()), &[][..], "a listening socket"),
+    ] {
+        let (code, stderr) = run_to_end(&[&["-R", r, "--stdio"], args].concat(), Stdio::from(fd));
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+    }
+    assert!(!root.exists());
 }

@@ -29,6 +29,7 @@ RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 LISTEN_RE = re.compile(r"wsgate: listening on (\S+):(\d+)\s*$")
 ECHO_LISTEN_RE = re.compile(r"websocket_echo: listening on (\S+)")
+ECHO_TCP_RE = re.compile(r"websocket_echo: listening on (\S+):(\d+) \(")
 
 
 def gateway_bin() -> str:
@@ -178,6 +179,26 @@ class EchoBackend(SampleBackend):
 
     def __init__(self, docroot: Path, name: str = "echo", mode: str = "stream", extra=(), timeout=5.0):
         super().__init__(echo_bin(), docroot, name, mode, extra, timeout)
+
+
+class TcpEchoBackend(Child):
+    """`websocket_echo --tcp HOST:0 -m <mode>`: listens on a port the system picks, read from its
+    "listening on" line (so no other process can take it in between). `.link` is the target of
+    a gateway's `--link NAME=<link>`."""
+
+    def __init__(self, mode: str = "stream", host: str = "127.0.0.1", extra=(), timeout=5.0):
+        bind = f"[{host}]:0" if ":" in host else f"{host}:0"
+        argv = [echo_bin(), "--tcp", bind, "-m", mode, *[str(a) for a in extra]]
+        super().__init__(argv, f"websocket_echo[tcp {mode}]")
+        try:
+            m = self.wait_line(ECHO_TCP_RE, timeout)
+        except Exception:
+            self.stop()
+            raise
+        self.host = m.group(1)
+        self.port = int(m.group(2))
+        self.mode = mode
+        self.link = f"tcp:{self.host}:{self.port}"
 
 
 def gateway_argv(docroot: Path, args=(), **opts) -> list[str]:

@@ -1,5 +1,7 @@
 //! `websocket_echo`: the sample websocket server for wsgate. It listens on a UNIX socket at
-//! `<docroot>/<name>` and sends every message back to the client that sent it.
+//! `<docroot>/<name>` (or on TCP with `--tcp`, or serves the one connection on its standard
+//! input with `--stdio`: [`wsgate_kit::sample`]) and sends every message back to the client
+//! that sent it.
 //!
 //! It runs on the kit's loop ([`wsgate_kit::server`]) as an echoing service: up to `-c`
 //! clients (default [`MAX_CLIENTS`]), each relayed one with one fixed 64 KiB buffer allocated
@@ -24,7 +26,8 @@
 //! (the gateway relays this endpoint) is served in the `-m` mode as above. A closing handshake
 //! that is not over within [`wsgate_kit::server::CLOSE_TIMEOUT`] ends the connection.
 //!
-//! SIGTERM and SIGINT end the loop; the socket file is removed on the way out.
+//! SIGTERM and SIGINT end the loop (with `--stdio`, so does the end of its connection); the
+//! socket file is removed on the way out.
 use std::process::ExitCode;
 
 use wsgate_kit::message::Kind;
