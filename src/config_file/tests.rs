@@ -169,3 +169,17 @@ fn render_round_trips() {
     assert!(text.contains("# ping_interval_ms = 30000; (wsgate's default)"), "{text}");
     assert!(text.contains("# addr: all interfaces"));
 }
+
+#[test]
+fn render_escapes_control_characters_in_a_link_comment() {
+    // The config fuzzer's input (fuzz/regressions/config/newline_in_link_destination): a
+    // newline in a destination must not end the comment that shows the link's target.
+    let (c, _) = load_text(
+        "servers = ({ port = 8080; websocket = { docroot = \"/tmp\"; links = ({ origin = \"echo2\"; type = \"unix\"; destination = \"echo\\nnumbers = { dec = -12\\x1b\"; }); }; });",
+    );
+    let text = render(&c);
+    assert!(text.contains(" # unix:echo\\nnumbers = { dec = -12\\u{1b}\n"), "{text}");
+    let (back, _) =
+        load_str(&text, Path::new("rendered.conf")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(back.without_places(), c.clone().without_places(), "{text}");
+}
