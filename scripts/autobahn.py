@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs the Autobahn|Testsuite fuzzing client (kosoku) through wsgate and compares the verdicts.
 
-    scripts/autobahn.py --mode {framed,stream,seqpacket,direct,tcp} [--tls] [--cases GLOB ...] [--update]
+    scripts/autobahn.py --mode {framed,stream,seqpacket,direct,tcp,exec} [--tls] [--cases GLOB ...] [--update]
 
 Starts `websocket_echo -m MODE` (framed: `-M 32M`) and `wsgate -m MODE --max-message 32M` (binaries from
 $WSGATE_BIN / $WSGATE_ECHO_BIN, default target/release/), runs cases 1.* .. 10.* (12.* and 13.*,
@@ -26,6 +26,10 @@ mode is refused on TLS servers).
 -M 32M` (its port read from its "listening on" line) instead of a UNIX socket in the docroot;
 judged as strictly as framed mode, and every verdict must also be one that
 tests/autobahn/expected-framed.json allows.
+
+--mode exec is framed mode with a program per connection: the gateway gets
+`--link echo=exec:<websocket_echo> --stdio -m framed -M 32M`, so every case's connection starts
+its own echo, which serves it on its stdin and stdout; judged as tcp mode is.
 
 Cases run in groups (1.1.*, 1.2.*, 2.*, ...), each in a worker process with a time limit
 (--group-timeout, default 180 s) under an overall limit (--deadline, default 600 s), so a case
@@ -61,9 +65,9 @@ sys.path.insert(0, str(ROOT / "tests" / "py"))
 
 import harness  # noqa: E402
 
-MODES = ("framed", "stream", "seqpacket", "direct", "tcp")
+MODES = ("framed", "stream", "seqpacket", "direct", "tcp", "exec")
 # Modes judged strictly: whole messages, so the verdicts do not depend on read timing.
-STRICT_MODES = ("framed", "direct", "tcp")
+STRICT_MODES = ("framed", "direct", "tcp", "exec")
 DEFAULT_CASES = [f"{major}.*" for major in range(1, 11)]
 EXCLUDE = ["12.*", "13.*"]
 # kosoku 0.1.0 does not read while it writes a message, so an echo that streamed a large message
@@ -334,6 +338,8 @@ def main() -> int:
                 echo = harness.EchoBackend(docroot, name="echo", mode="framed", extra=("-d", "-M", "32M"))
             elif mode == "tcp":
                 echo = harness.TcpEchoBackend("framed", extra=("-M", "32M"))
+            elif mode == "exec":
+                echo = None
             else:
                 echo = harness.EchoBackend(
                     docroot, name="echo", mode=mode, extra=("-M", "32M") if mode == "framed" else ()
@@ -350,6 +356,10 @@ def main() -> int:
                 gw = harness.Gateway(docroot, direct=True)
             elif mode == "tcp":
                 gw = harness.Gateway(docroot, m="framed", max_message="32M", link=[f"echo={echo.link}"], **tls)
+            elif mode == "exec":
+                program = f"echo=exec:{harness.echo_bin()} --stdio -m framed -M 32M"
+                gw = harness.Gateway(docroot, m="framed", max_message="32M", link=[program],
+                                     exec_limit=64, **tls)
             else:
                 gw = harness.Gateway(docroot, m=mode, max_message="32M", **tls)
             if args.tls:
@@ -460,16 +470,16 @@ def main() -> int:
                 differing.add(case_id)
                 print(f"  {case_id}: expected {expected[case_id]}, but the case did not run")
 
-    if mode == "tcp":
+    if mode in ("tcp", "exec"):
         # The backend's socket is all that differs from framed mode: its verdicts must be framed
-        # mode's, whatever expected-tcp.json says (with --update too, which then fails).
+        # mode's, whatever expected-<mode>.json says (with --update too, which then fails).
         framed = json.loads((ROOT / "tests" / "autobahn" / "expected-framed.json").read_text())
         for case_id, got in actual.items():
             want = framed.get(case_id)
             if want is not None and not matches_expected(want, got):
                 differing.add(case_id)
                 want_text = " or ".join("/".join(p) for p in alternatives(want))
-                print(f"  {case_id}: framed mode expects {want_text}, through the tcp link got "
+                print(f"  {case_id}: framed mode expects {want_text}, through the {mode} link got "
                       f"{got[0]}/{got[1]}")
 
     died = "wsgate-died" in bad_cases

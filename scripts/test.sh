@@ -121,6 +121,8 @@ if [ -z "${SKIP_AUTOBAHN:-}" ]; then
     timeout 900 "$PY" scripts/autobahn.py --mode direct
     step "autobahn (tcp: framed through a tcp: link to websocket_echo --tcp)"
     timeout 900 "$PY" scripts/autobahn.py --mode tcp
+    step "autobahn (exec: framed through a program per connection, websocket_echo --stdio)"
+    timeout 900 "$PY" scripts/autobahn.py --mode exec
 fi
 
 step "packaging tests (tests/board: shellcheck, OpenWrt UCI and procd, SysV script, systemd unit)"
