@@ -63,6 +63,7 @@
 //! dependencies.
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod buffer;
 pub mod cli;
 pub mod config;

@@ -518,7 +518,7 @@ fn base64_encode(input: &[u8], out: &mut [u8]) -> Option<usize> {
 /// input is not canonical padded base64 (length not a multiple of 4, a character outside the
 /// alphabet, `=` other than at the end, non-zero pad bits, RFC 4648 §3.5) or `out` is too
 /// small.
-fn base64_decode(input: &[u8], out: &mut [u8]) -> Option<usize> {
+pub(crate) fn base64_decode(input: &[u8], out: &mut [u8]) -> Option<usize> {
     if input.len() % 4 != 0 {
         return None;
     }
