@@ -206,7 +206,7 @@ fn percent_decode(src: &[u8], out: &mut [u8]) -> Result<usize, CredentialError> 
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
     use super::*;
 
     fn basic(v: &[u8]) -> Result<(String, Vec<u8>), CredentialError> {
