@@ -31,21 +31,17 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use sha_crypt::Sha512Params;
+use wsgate::auth::users::{self, check_hash, User, MAX_USERS, ROUNDS_MAX, ROUNDS_MIN};
 use wsgate_rpc_plugin::{export_plugin, opt_str_param, str_param, Plugin, RpcError};
 
-/// Most users in a database.
-const MAX_USERS: usize = 1000;
 /// Largest database file read.
-const MAX_DB_BYTES: u64 = 256 * 1024;
+const MAX_DB_BYTES: u64 = users::MAX_BYTES;
 /// Longest user and group name.
 const MAX_NAME: usize = 32;
 /// Longest password (SHA-crypt's cost grows with the length).
 const MAX_PASSWORD: usize = 128;
 /// Longest home path.
 const MAX_HOME: usize = 128;
-/// Bounds of `rounds=` (SHA-crypt allows up to 999999999, far too slow to be useful here).
-const ROUNDS_MIN: usize = 1000;
-const ROUNDS_MAX: usize = 1_000_000;
 /// Characters of a SHA-crypt salt.
 const SALT_LEN: usize = 16;
 const CRYPT_ALPHABET: &[u8; 64] =
@@ -74,15 +70,6 @@ impl Login {
     fn is_root(&self) -> bool {
         self.user.as_ref().is_some_and(|(_, group)| group == "root")
     }
-}
-
-/// One line of the database.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct User {
-    name: String,
-    group: String,
-    hash: String,
-    home: String,
 }
 
 impl Plugin for Auth {
@@ -234,7 +221,7 @@ impl Auth {
             return Err(failed());
         }
         match users.iter().find(|u| u.name == name) {
-            Some(user) if check_hash(password, &user.hash) => Ok(user),
+            Some(user) if check_hash(password.as_bytes(), &user.hash) => Ok(user),
             Some(_) => Err(failed()),
             None => {
                 let _ = self.hash(password);
@@ -274,7 +261,7 @@ impl Auth {
         if text.len() as u64 > MAX_DB_BYTES {
             return Err(db_error(format!("larger than {MAX_DB_BYTES} bytes")));
         }
-        parse_db(&text).map_err(db_error)
+        users::parse(&text).map_err(db_error)
     }
 
     fn store(&self, users: &[User]) -> Result<(), RpcError> {
@@ -303,31 +290,6 @@ fn temp_path(db: &Path) -> PathBuf {
     let mut name = db.file_name().unwrap_or_default().to_owned();
     name.push(".tmp");
     db.with_file_name(name)
-}
-
-fn parse_db(text: &str) -> Result<Vec<User>, String> {
-    let mut users = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut f = line.splitn(4, ':');
-        let (Some(name), Some(group), Some(hash), Some(home)) =
-            (f.next(), f.next(), f.next(), f.next())
-        else {
-            return Err(format!("line {}: not user:group:hash:home", n + 1));
-        };
-        if users.len() >= MAX_USERS {
-            return Err(format!("more than {MAX_USERS} users"));
-        }
-        users.push(User {
-            name: name.into(),
-            group: group.into(),
-            hash: hash.into(),
-            home: home.into(),
-        });
-    }
-    Ok(users)
 }
 
 fn check_name(name: &str, what: &str) -> Result<(), RpcError> {
@@ -359,31 +321,6 @@ fn check_home(home: &str) -> Result<(), RpcError> {
     }
 }
 
-/// Whether `password` matches the SHA-512-crypt `hash` (`$6$[rounds=N$]salt$hash`), compared
-/// in constant time. A malformed hash, or one with absurd rounds, never matches.
-fn check_hash(password: &str, hash: &str) -> bool {
-    let Some(rest) = hash.strip_prefix("$6$") else { return false };
-    let mut parts: Vec<&str> = rest.split('$').collect();
-    let rounds = match parts.first().and_then(|p| p.strip_prefix("rounds=")) {
-        Some(n) => {
-            let Ok(n) = n.parse::<usize>() else { return false };
-            parts.remove(0);
-            n
-        }
-        None => sha_crypt::ROUNDS_DEFAULT,
-    };
-    let (&[salt, expected], true) = (parts.as_slice(), (ROUNDS_MIN..=ROUNDS_MAX).contains(&rounds))
-    else {
-        return false;
-    };
-    let Ok(params) = Sha512Params::new(rounds) else { return false };
-    let Ok(got) = sha_crypt::sha512_crypt_b64(password.as_bytes(), salt.as_bytes(), &params) else {
-        return false;
-    };
-    got.len() == expected.len()
-        && got.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -394,13 +331,13 @@ mod tests {
         // From Ulrich Drepper's SHA-crypt specification.
         let h = "$6$rounds=5000$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJu\
                  esI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
-        assert!(check_hash("Hello world!", h));
-        assert!(!check_hash("Hello world?", h));
+        assert!(check_hash(b"Hello world!", h));
+        assert!(!check_hash(b"Hello world?", h));
         let h = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OT\
                  LiBFdcbYEdFCoEOfaS35inz1";
-        assert!(check_hash("Hello world!", h));
-        assert!(!check_hash("x", "$6$rounds=999999999$s$h"));
-        assert!(!check_hash("x", "plain"));
+        assert!(check_hash(b"Hello world!", h));
+        assert!(!check_hash(b"x", "$6$rounds=999999999$s$h"));
+        assert!(!check_hash(b"x", "plain"));
     }
 
     #[test]
@@ -410,7 +347,7 @@ mod tests {
         let h2 = a.hash("pw").unwrap();
         assert_ne!(h1, h2);
         assert!(h1.starts_with("$6$rounds=1000$"));
-        assert!(check_hash("pw", &h1) && check_hash("pw", &h2) && !check_hash("pW", &h1));
+        assert!(check_hash(b"pw", &h1) && check_hash(b"pw", &h2) && !check_hash(b"pW", &h1));
     }
 
     #[test]
