@@ -444,7 +444,11 @@ impl Server {
                 self.children.borrow_mut().reap(now);
             }
             if let Some(deadline) = self.draining {
-                if self.conns.is_empty() {
+                // Programs of exec links had their SIGTERM when their connections closed; the
+                // loop waits for them to end (or for their SIGKILL, due within the drain), so
+                // that a program is not killed for a shutdown it was already honouring.
+                let programs = self.children.borrow().live();
+                if self.conns.is_empty() && programs == 0 {
                     log!(INFO, "all connections closed; exiting");
                     return Ok(());
                 }

@@ -416,3 +416,22 @@ servers = ({{ port = 0; addr = "127.0.0.1"; websocket = {{ docroot = "{d}";
         ws.close()
     finally:
         f.stop()
+
+
+def test_a_shutdown_waits_for_programs_that_honour_sigterm(gateway, sandbox):
+    prog = script(
+        sandbox,
+        "graceful.sh",
+        "trap 'echo saving state >&2; exit 0' TERM\necho up\nwhile :; do sleep 0.1; done\n",
+    )
+    g = gateway(link=[f"g=exec:{prog}"], close_timeout="3s")
+    ws = ws_connect(g.url("/g"))
+    assert ws.recv(timeout=5) == "up\n"
+    g.expected_exit = True
+    g.proc.send_signal(signal.SIGTERM)
+    # The client is closed with 1001; its program gets SIGTERM and is given the time to end.
+    g.wait_line(r"stderr: saving state", timeout=10)
+    g.wait_line(r"program ended: exit status 0", timeout=10)
+    assert g.proc.wait(10) == 0
+    assert not any("SIGKILL" in l for l in g.lines), g.log_text()
+    ws.close()
