@@ -435,3 +435,20 @@ def test_a_shutdown_waits_for_programs_that_honour_sigterm(gateway, sandbox):
     assert g.proc.wait(10) == 0
     assert not any("SIGKILL" in l for l in g.lines), g.log_text()
     ws.close()
+
+
+def test_a_program_runs_as_the_services_user(gateway, sandbox):
+    """The gateway drops privileges before it serves; its programs inherit that, nothing more."""
+    import pwd
+
+    assert os.geteuid() == 0, "this test needs root (the test suite runs as root)"
+    nobody = pwd.getpwnam("nobody")
+    os.chmod(sandbox, 0o755)
+    os.chmod(sandbox / "www", 0o755)
+    prog = script(sandbox, "who.sh", 'echo "$(id -u) $(id -g) $(id -G)"\n')
+    g = gateway(link=[f"who=exec:{prog}"], u="nobody")
+    ws = ws_connect(g.url("/who"))
+    uid, gid, *groups = ws.recv(timeout=5).split()
+    assert (int(uid), int(gid)) == (nobody.pw_uid, nobody.pw_gid)
+    assert "0" not in groups
+    ws.close()
