@@ -48,6 +48,22 @@ pub struct Args {
     /// per connection); it takes /ORIGIN and the paths below
     #[argh(option)]
     pub link: Vec<String>,
+    /// the user database (user:group:hash:home, SHA-512-crypt: the JSON-RPC auth plugin's
+    /// file); with it, the protected paths need HTTP Basic authentication
+    #[argh(option)]
+    pub auth_db: Option<PathBuf>,
+    /// the realm named in WWW-Authenticate (default wsgate)
+    #[argh(option)]
+    pub auth_realm: Option<String>,
+    /// paths that need a login, as allow/deny patterns (default *: every path)
+    #[argh(option)]
+    pub auth_protect: Option<String>,
+    /// paths that do not, even when --auth-protect names them
+    #[argh(option)]
+    pub auth_unprotect: Option<String>,
+    /// groups allowed in, comma-separated (default: any user of the database)
+    #[argh(option)]
+    pub auth_require: Option<String>,
     /// frame type of backend data in stream, lines and seqpacket modes: text (default), binary,
     /// auto
     #[argh(option, short = 't')]
@@ -225,6 +241,30 @@ impl Args {
                 .iter()
                 .map(|l| crate::relay::link::parse(l).map_err(|e| at("--link", e)))
                 .collect::<Result<_, _>>()?,
+            auth: match self.auth_db {
+                Some(db) => Some(crate::config::AuthPolicy {
+                    db,
+                    realm: self.auth_realm.unwrap_or_else(|| crate::config::DEFAULT_REALM.into()),
+                    protect: self.auth_protect.unwrap_or_else(|| "*".into()),
+                    unprotect: self.auth_unprotect.unwrap_or_default(),
+                    require: self
+                        .auth_require
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|g| !g.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                }),
+                None if self.auth_realm.is_some()
+                    || self.auth_protect.is_some()
+                    || self.auth_unprotect.is_some()
+                    || self.auth_require.is_some() =>
+                {
+                    return Err(at("--auth-db", "needed by the other --auth options".into()));
+                }
+                None => None,
+            },
         };
         let verbosity = if self.quiet {
             Some(0)

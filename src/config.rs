@@ -192,6 +192,64 @@ pub struct Site {
     /// Endpoints whose backend the configuration names (see [`crate::relay::link`]); they
     /// win over the docroot.
     pub links: Vec<crate::relay::link::Link>,
+    /// Authentication before the upgrade and before pages (see [`crate::auth`]).
+    pub auth: Option<AuthPolicy>,
+}
+
+/// Who may open what: the paths that need a login, the user database that checks it, and the
+/// groups that may pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthPolicy {
+    /// The user database (the JSON-RPC `auth` plugin's file).
+    pub db: PathBuf,
+    /// The realm named in `WWW-Authenticate`.
+    pub realm: String,
+    /// Paths (decoded, with their leading '/') that need a login, in allow/deny's pattern
+    /// language (see [`crate::relay::acl`]); every path by default.
+    pub protect: String,
+    /// Paths that do not, even when `protect` names them (a login page, its style sheet).
+    pub unprotect: String,
+    /// The groups allowed, any one of them; any user when empty.
+    pub require: Vec<String>,
+}
+
+/// The realm when none is configured.
+pub const DEFAULT_REALM: &str = "wsgate";
+
+impl AuthPolicy {
+    /// Does `path` need a login?
+    #[must_use]
+    pub fn protects(&self, path: &str) -> bool {
+        crate::relay::acl::matches(&self.protect, path)
+            && !crate::relay::acl::matches(&self.unprotect, path)
+    }
+
+    /// May a user of `group` pass?
+    #[must_use]
+    pub fn admits(&self, group: &str) -> bool {
+        self.require.is_empty() || self.require.iter().any(|g| g == group)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.db.as_os_str().is_empty() {
+            return Err(ConfigError("auth needs a user database (dbname, --auth-db)".into()));
+        }
+        if self.realm.is_empty()
+            || self.realm.len() > 64
+            || self.realm.chars().any(|c| c == '"' || c == '\\' || c.is_control())
+        {
+            return Err(ConfigError(format!(
+                "auth realm {:?}: 1 to 64 characters, no '\"', no '\\', no control character",
+                self.realm
+            )));
+        }
+        for g in &self.require {
+            if crate::auth::credentials::user_name(g.as_bytes()).is_err() {
+                return Err(ConfigError(format!("auth require: {g:?} is not a group name")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A `wss://` site's TLS: the files, and the server configuration built from them when the
@@ -239,6 +297,9 @@ impl Site {
             return Err(ConfigError(
                 "direct mode cannot work over TLS: TLS state cannot move to another process".into(),
             ));
+        }
+        if let Some(a) = &self.auth {
+            a.validate()?;
         }
         for (i, l) in self.links.iter().enumerate() {
             if self.links.iter().take(i).any(|o| o.origin == l.origin) {

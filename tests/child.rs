@@ -195,8 +195,9 @@ fn the_environment_is_exactly_the_cgi_set() {
         origin: None,
         protocol: None,
         tls: false,
+        user: None,
     };
-    let env = cgi_env(&info, head, None);
+    let env = cgi_env(&info, head);
     let mut reaper = Reaper::new(1);
     // `env` itself, exec'd directly: a shell would add its own PWD.
     let child =

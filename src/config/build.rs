@@ -84,6 +84,8 @@ pub struct SiteSettings {
     pub direct: bool,
     /// Links (see [`crate::relay::link`]), in any order.
     pub links: Vec<crate::relay::link::Link>,
+    /// Authentication (default none).
+    pub auth: Option<super::AuthPolicy>,
 }
 
 /// Why [`Settings::build`] failed; the source says where.
@@ -176,6 +178,7 @@ impl SiteSettings {
             tls: self.tls.map(SiteTls::load).transpose()?,
             direct: self.direct,
             links: self.links,
+            auth: self.auth,
         })
     }
 }
@@ -215,6 +218,7 @@ impl Default for Site {
             tls: None,
             direct: false,
             links: Vec::new(),
+            auth: None,
         }
     }
 }

@@ -5,9 +5,9 @@
 //! sections, plus the few service-wide settings. What ouistiti knows but wsgate does not
 //! provide is reported as a [`Warning`] and ignored when leaving it out serves less than the
 //! file asks for (a CGI directory, a virtual host, CORS headers: none of it is served), and is
-//! a [`ConfigFileError`] when leaving it out would serve more (`auth`, `clientfilter`,
-//! `userfilter`, `redirect` with `hsts`: pages and WebSockets the file protects would be open);
-//! see [`REFUSED_MODULES`]. Unknown keys are warnings. Values of the wrong type or out of range,
+//! a [`ConfigFileError`] when leaving it out would serve more (`clientfilter`, `userfilter`,
+//! `redirect` with `hsts`, and what of `auth` wsgate does not serve: pages and WebSockets the
+//! file protects would be open); see [`REFUSED_MODULES`]. Unknown keys are warnings. Values of the wrong type or out of range,
 //! and combinations that cannot work, are a [`ConfigFileError`] naming `file:line:col`.
 //!
 //! # Schema
@@ -135,7 +135,6 @@ const SERVER_MODULES: &[&str] = &[
 /// the server would serve, to anyone, what the file says only some may have. `redirect` is
 /// refused only with its `hsts` option (see [`Reader::redirect`]).
 pub const REFUSED_MODULES: &[(&str, &str)] = &[
-    ("auth", "wsgate does not authenticate clients"),
     ("clientfilter", "wsgate does not filter clients by address"),
     ("userfilter", "wsgate does not filter authenticated users"),
 ];
@@ -194,6 +193,8 @@ pub struct ServerConfig {
     pub document: Option<DocumentConfig>,
     /// `websocket`.
     pub websocket: Option<WebsocketConfig>,
+    /// `auth`: Basic authentication against the user database.
+    pub auth: Option<crate::config::AuthPolicy>,
     /// File and line where the server's group starts, for messages.
     pub file: PathBuf,
     /// See [`ServerConfig::file`].

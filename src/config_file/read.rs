@@ -255,6 +255,7 @@ impl Reader<'_> {
             tls: None,
             document: None,
             websocket: None,
+            auth: None,
             file: self.doc.path(pos).to_path_buf(),
             line: pos.line,
         };
@@ -297,6 +298,7 @@ impl Reader<'_> {
                         Duration::from_secs(u64::try_from(secs).unwrap_or_default());
                 }
                 "tls" => server.tls = Some(self.tls(s)?),
+                "auth" => server.auth = Some(self.auth(s)?),
                 "filestorage" => self.warn(
                     s.pos,
                     "filestorage (ouistiti's read/write file store) is not part of wsgate \
@@ -374,6 +376,99 @@ impl Reader<'_> {
             return Err(self.err(at, DIRECT_TLS.to_owned()));
         }
         Ok(Loaded { server, file: self.doc.path(pos).to_path_buf(), listen })
+    }
+
+    /// `auth = { type = "Basic"; dbname = "..."; realm; protect; unprotect; require; }`:
+    /// ouistiti's mod_auth as far as wsgate serves it, Basic against the user database. What it
+    /// does not serve is an error at its line, never left out: left out, the server would be
+    /// open where the file says it is protected.
+    fn auth(&mut self, s: &Setting) -> Result<crate::config::AuthPolicy, ConfigFileError> {
+        let g =
+            match &s.value.kind {
+                Kind::Group(g) => g.as_slice(),
+                Kind::List(_) => return Err(self.err(
+                    s.value.pos,
+                    "auth: a list of methods is not served by wsgate (one group: Basic against \
+                     the user database)"
+                        .to_owned(),
+                )),
+                _ => return Err(self.type_err(s, "a group { ... }")),
+            };
+        let mut policy = crate::config::AuthPolicy {
+            db: PathBuf::new(),
+            realm: crate::config::DEFAULT_REALM.to_owned(),
+            protect: "*".to_owned(),
+            unprotect: String::new(),
+            require: Vec::new(),
+        };
+        let mut db_set = false;
+        for a in g {
+            match a.name.as_str() {
+                "type" => {
+                    let t = self.string(a)?;
+                    if !t.eq_ignore_ascii_case("basic") {
+                        return Err(self.err(
+                            a.value.pos,
+                            format!(
+                                "auth: type {} is not served by wsgate (\"Basic\" is)",
+                                quote(t)
+                            ),
+                        ));
+                    }
+                }
+                "dbname" => {
+                    policy.db = self.path(a)?;
+                    db_set = true;
+                }
+                "realm" => policy.realm = self.string(a)?.to_owned(),
+                "protect" => policy.protect = self.string(a)?.to_owned(),
+                "unprotect" => policy.unprotect = self.string(a)?.to_owned(),
+                "require" => {
+                    policy.require = self.words(a)?.into_iter().map(str::to_owned).collect();
+                }
+                "options" => {
+                    let o = self.string(a)?;
+                    if !o.trim().is_empty() {
+                        return Err(self.err(
+                            a.value.pos,
+                            format!(
+                                "auth: options {} are not served by wsgate (Basic only: no \
+                                 cookie, token or header sessions)",
+                                quote(o)
+                            ),
+                        ));
+                    }
+                }
+                "file" => {
+                    return Err(self.err(
+                        a.value.pos,
+                        "auth: file: wsgate reads the user database of the JSON-RPC auth plugin \
+                         (user:group:hash:home), named with dbname"
+                            .to_owned(),
+                    ))
+                }
+                // A page to send the unauthenticated to (a redirect: ouistiti itself does not
+                // redirect WebSocket handshakes), and what only tokens use: without them,
+                // wsgate answers 401, which protects as much.
+                "signin" | "mode" | "secret" | "expire" | "algorithm" | "issuer" => self.warn(
+                    a.pos,
+                    format!(
+                        "auth: {} is not used by wsgate (ignored; it answers 401)",
+                        quote(&a.name)
+                    ),
+                ),
+                _ => self.unknown(a, "auth"),
+            }
+        }
+        if !db_set {
+            return Err(
+                self.err(s.value.pos, "auth: expected \"dbname\", the user database".to_owned())
+            );
+        }
+        let check =
+            crate::config::Site { auth: Some(policy.clone()), ..crate::config::Site::default() };
+        check.validate().map_err(|e| self.err(s.value.pos, format!("auth: {}", e.0)))?;
+        Ok(policy)
     }
 
     /// The error for a module of [`REFUSED_MODULES`].

@@ -112,6 +112,16 @@ pub fn render(cfg: &ServiceConfig) -> String {
             }
             o.close(";");
         }
+        if let Some(a) = &s.auth {
+            o.open("auth");
+            o.set("type", "\"Basic\"");
+            o.set("dbname", &path_str(&a.db));
+            o.set("realm", &quote(&a.realm));
+            o.set("protect", &quote(&a.protect));
+            o.set("unprotect", &quote(&a.unprotect));
+            o.set("require", &quote(&a.require.join(",")));
+            o.close(";");
+        }
         if let Some(d) = &s.document {
             o.open("document");
             o.set("docroot", &path_str(&d.docroot));

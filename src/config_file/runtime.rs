@@ -70,6 +70,7 @@ pub fn to_runtime(
             tls: server.tls.as_ref().map(|t| t.files.clone()),
             direct: ws.direct,
             links: ws.links.clone(),
+            auth: server.auth.clone(),
         });
     }
     let at =

@@ -138,6 +138,7 @@ fn listener_overlap() {
         tls: None,
         document: None,
         websocket: None,
+        auth: None,
         file: PathBuf::new(),
         line: 1,
     };

@@ -35,6 +35,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use self::children::{Children, Shared};
 use self::conn::{Ctx, Verdict};
+use crate::auth::gate::Gate;
 
 /// A connection as the loop runs it: a TCP client relayed to a socket or a serial line.
 type Connection = conn::Connection<mio::net::TcpStream, self::transport::Upstreams>;
@@ -76,6 +77,8 @@ pub enum StartError {
     Docroot(std::path::PathBuf, nix::errno::Errno),
     /// Binding or polling failed.
     Io(&'static str, std::io::Error),
+    /// A site's user database cannot be read.
+    Auth(String),
 }
 
 impl core::fmt::Display for StartError {
@@ -83,6 +86,7 @@ impl core::fmt::Display for StartError {
         match self {
             Self::Docroot(p, e) => write!(f, "docroot {}: {e}", p.display()),
             Self::Io(what, e) => write!(f, "{what}: {e}"),
+            Self::Auth(e) => f.write_str(e),
         }
     }
 }
@@ -144,6 +148,8 @@ struct Listener {
     /// Where its connections' backends are: links, then the docroot.
     backends: Backends,
     htdocs: Option<Docroot>,
+    /// Its `auth` policy's state, when it has one.
+    gate: Option<RefCell<Gate>>,
     /// `wss://`: the configuration every new connection of this listener starts from. A reload
     /// replaces it; connections keep the one they started with.
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -224,7 +230,12 @@ impl Server {
                 None => None,
             };
             let tls = site.tls.as_ref().map(|t| Arc::clone(&t.server));
+            let gate = match &site.auth {
+                Some(p) => Some(RefCell::new(Gate::open(p).map_err(StartError::Auth)?)),
+                None => None,
+            };
             listeners.push(Listener {
+                gate,
                 socket,
                 backends: Backends {
                     docroot,
@@ -334,10 +345,14 @@ impl Server {
                 ),
                 None => None,
             };
-            docroots.push((ws, htdocs));
+            let gate = match &site.auth {
+                Some(p) => Some(RefCell::new(Gate::open(p).map_err(ReloadError::Config)?)),
+                None => None,
+            };
+            docroots.push((ws, htdocs, gate));
         }
         let sites = new.sites.iter_mut().zip(&self.config.sites);
-        for (i, ((l, (ws, htdocs)), (site, before))) in
+        for (i, ((l, (ws, htdocs, gate)), (site, before))) in
             self.listeners.iter_mut().zip(docroots).zip(sites).enumerate()
         {
             l.backends = Backends {
@@ -347,6 +362,7 @@ impl Server {
                 site: i,
             };
             l.htdocs = htdocs;
+            l.gate = gate;
             if let (Some(fresh), Some(old), Some(was)) =
                 (&mut site.tls, l.tls.as_mut(), &before.tls)
             {
@@ -545,6 +561,7 @@ impl Server {
             site: self.config.sites.get(site)?,
             backends: &self.listeners.get(site)?.backends,
             htdocs: self.listeners.get(site)?.htdocs.as_ref(),
+            gate: self.listeners.get(site)?.gate.as_ref(),
             registry: self.poll.registry(),
             now,
         };

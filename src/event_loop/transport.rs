@@ -255,7 +255,7 @@ impl Backends {
             program: exec.program.clone(),
             args: exec.args.iter().map(Into::into).collect(),
             dir: Some(exec.dir.clone()),
-            env: cgi_env(&info, caller.head, None),
+            env: cgi_env(&info, caller.head),
             seqpacket: caller.seqpacket,
         };
         // The link's processes are one group: the same site and origin, across reloads.

@@ -174,7 +174,7 @@ fn is_token(s: &[u8]) -> bool {
 
 /// Calls `f(name, value)` for each header of a complete request head (already accepted by
 /// [`parse`]); values are trimmed. Used to copy selected headers into the connection context.
-pub fn for_each_header(head: &[u8], mut f: impl FnMut(&str, &[u8])) {
+pub fn for_each_header<'h>(head: &'h [u8], mut f: impl FnMut(&'h str, &'h [u8])) {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     if let Ok(httparse::Status::Complete(_)) = req.parse(head) {
@@ -377,6 +377,13 @@ pub fn write_switching(out: &mut [u8], accept: &[u8; 28], protocol: Option<&str>
 /// `None` if it does not fit in `out`, or if `status` is not a 4xx or 5xx code.
 #[must_use]
 pub fn write_error(out: &mut [u8], status: u16) -> Option<usize> {
+    write_error_with(out, status, b"")
+}
+
+/// [`write_error`] with one more header line, `extra` (without its CRLF; nothing when empty):
+/// a 401's `WWW-Authenticate`, a 429's `Retry-After`.
+#[must_use]
+pub fn write_error_with(out: &mut [u8], status: u16, extra: &[u8]) -> Option<usize> {
     if !(400..=599).contains(&status) {
         return None;
     }
@@ -394,6 +401,10 @@ pub fn write_error(out: &mut [u8], status: u16) -> Option<usize> {
             b"\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13",
         )?,
         _ => w.put(b"\r\nConnection: close")?,
+    }
+    if !extra.is_empty() {
+        w.put(b"\r\n")?;
+        w.put(extra)?;
     }
     w.put(b"\r\n\r\n")?;
     w.put(reason)?;

@@ -55,6 +55,8 @@ pub struct Info<'a> {
     pub protocol: Option<&'a str>,
     /// Served over TLS.
     pub tls: bool,
+    /// The user the request proved to be (the site's `auth`), and their group.
+    pub user: Option<(&'a str, &'a str)>,
 }
 
 /// Writes the context for `mode` into `out`; `false` when it does not fit (nothing written).
@@ -140,6 +142,9 @@ fn write_lines(
         writeln!(w, "SEC_WEBSOCKET_PROTOCOL={p}")?;
     }
     writeln!(w, "HTTPS={}", if info.tls { "on" } else { "off" })?;
+    if let Some((user, group)) = info.user {
+        writeln!(w, "REMOTE_USER={user}\nREMOTE_GROUPS={group}")?;
+    }
     let mut result = Ok(());
     handshake::for_each_header(head, |name, value| {
         if result.is_err() || !headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
@@ -178,6 +183,7 @@ mod tests {
             origin: None,
             protocol: Some("chat"),
             tls: false,
+            user: None,
         }
     }
 

@@ -50,6 +50,26 @@ pub enum Refusal {
     BackendBusy(u32),
     /// Plain HTTP sent to a TLS port.
     PlainHttp,
+    /// The path needs a login and the request proves none (see [`crate::auth::gate`]).
+    Unauthorized,
+    /// A user the site's `auth` policy does not admit.
+    NotAdmitted,
+    /// Too many failed logins from the client's network lately.
+    Throttled,
+    /// Credentials that cannot be read.
+    BadCredentials(crate::auth::credentials::CredentialError),
+}
+
+impl From<crate::auth::gate::Denial> for Refusal {
+    fn from(d: crate::auth::gate::Denial) -> Self {
+        use crate::auth::gate::Denial;
+        match d {
+            Denial::Unauthorized => Self::Unauthorized,
+            Denial::Forbidden => Self::NotAdmitted,
+            Denial::Throttled => Self::Throttled,
+            Denial::Malformed(e) => Self::BadCredentials(e),
+        }
+    }
 }
 
 impl Refusal {
@@ -65,8 +85,10 @@ impl Refusal {
             Self::Path(e) => e.status(),
             Self::Route(e) => e.status(),
             Self::File(e) => e.status(),
-            Self::Denied | Self::Origin => 403,
-            Self::PlainHttp => 400,
+            Self::Denied | Self::Origin | Self::NotAdmitted => 403,
+            Self::PlainHttp | Self::BadCredentials(_) => 400,
+            Self::Unauthorized => 401,
+            Self::Throttled => 429,
             Self::RecordTooLarge => 431,
             Self::ModeMismatch => 502,
             Self::Full | Self::BackendBusy(_) => 503,
@@ -91,6 +113,10 @@ impl core::fmt::Display for Refusal {
             Self::Full => f.write_str("all connection slots busy"),
             Self::BackendBusy(ms) => write!(f, "backend busy: listen queue full for {ms} ms"),
             Self::PlainHttp => f.write_str("plain HTTP request on a TLS port"),
+            Self::Unauthorized => f.write_str("authentication required"),
+            Self::NotAdmitted => f.write_str("user not in a group the site admits"),
+            Self::Throttled => f.write_str("too many failed logins from this network"),
+            Self::BadCredentials(e) => write!(f, "{e}"),
         }
     }
 }
@@ -207,8 +233,10 @@ pub enum Decision<'a, B> {
 }
 
 /// Decides what `request` gets on `site` (`tls`: it came over TLS, for the `Origin` policy).
-/// `scratch` holds the decoded path; `connect` looks a backend up by name (without the
-/// leading '/') and connects to it. It is called once, or twice when the path names no
+/// `scratch` holds the decoded path; `authorize` is asked about the decoded path (with its
+/// leading '/', as allow/deny see it) once the request has passed the Origin policy and
+/// allow/deny, before any backend is contacted; `connect` looks a backend up by name (without
+/// the leading '/') and connects to it. It is called once, or twice when the path names no
 /// backend and the client offered one subprotocol (ouistiti's fallback: that subprotocol
 /// names the socket).
 pub fn decide<'a, B: Socket>(
@@ -216,6 +244,7 @@ pub fn decide<'a, B: Socket>(
     site: &Site,
     tls: bool,
     scratch: &'a mut [u8; path::MAX_PATH],
+    authorize: impl FnOnce(&str) -> Result<(), Refusal>,
     mut connect: impl FnMut(&str) -> Result<B, RouteError>,
 ) -> Decision<'a, B> {
     let refuse = |why, name| Decision::Refuse { why, name };
@@ -243,6 +272,9 @@ pub fn decide<'a, B: Socket>(
     let name = decoded.trim_start_matches('/');
     if !site.access.permits(decoded) {
         return refuse(Refusal::Denied, Name::Decoded(name));
+    }
+    if let Err(why) = authorize(decoded) {
+        return refuse(why, Name::Decoded(name));
     }
     let protocol: Option<&'a str> = match req.protocols.as_slice() {
         [only] => Some(only),

@@ -475,22 +475,19 @@ impl Drop for Reaper {
 /// `REMOTE_PORT`, `SERVER_NAME` (the `Host` header without its port), `SERVER_PORT` (the
 /// listener's), `REQUEST_URI`, `QUERY_STRING`, `SCRIPT_NAME` (`/<endpoint>`), `PATH_INFO`
 /// (what follows `/<endpoint>` in the path, `""` if nothing), `HTTPS` (`on`/`off`),
-/// `REMOTE_USER` when `remote_user` is given, and `HTTP_<NAME>` for each request header
-/// (`NAME` uppercased, `-` as `_`; repeated headers joined with `", "`).
+/// `REMOTE_USER` and `REMOTE_GROUPS` when the request proved a user, and `HTTP_<NAME>` for each
+/// request header (`NAME` uppercased, `-` as `_`; repeated headers joined with `", "`).
 ///
-/// Two kinds of header are left out, as Apache and nginx do: a name with a character other
+/// Three kinds of header are left out, as Apache and nginx do: a name with a character other
 /// than a letter, digit or `-` (`X_Forwarded_For` would be `HTTP_X_FORWARDED_FOR` too, and
-/// could pose as the real one), and `Proxy` (`HTTP_PROXY` is the proxy setting of many HTTP
-/// clients: "httpoxy").
+/// could pose as the real one), `Proxy` (`HTTP_PROXY` is the proxy setting of many HTTP
+/// clients: "httpoxy"), and `Authorization` (the client's password: the program gets the
+/// user it proved in `REMOTE_USER`, never the credential).
 ///
 /// Values come from a head that httparse accepted: no NUL, CR or LF. Allocates: connection
 /// set-up.
 #[must_use]
-pub fn cgi_env(
-    info: &Info<'_>,
-    head: &[u8],
-    remote_user: Option<&str>,
-) -> Vec<(OsString, OsString)> {
+pub fn cgi_env(info: &Info<'_>, head: &[u8]) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = Vec::with_capacity(20 + handshake::MAX_HEADERS);
     let mut set = |name: &str, value: &str| env.push((name.into(), value.into()));
     set("GATEWAY_INTERFACE", "CGI/1.1");
@@ -513,12 +510,14 @@ pub fn cgi_env(
     set("SCRIPT_NAME", &script);
     set("PATH_INFO", path_info);
     set("HTTPS", if info.tls { "on" } else { "off" });
-    if let Some(user) = remote_user {
+    if let Some((user, group)) = info.user {
         set("REMOTE_USER", user);
+        set("REMOTE_GROUPS", group);
     }
     handshake::for_each_header(head, |name, value| {
         if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             || name.eq_ignore_ascii_case("proxy")
+            || name.eq_ignore_ascii_case("authorization")
         {
             return;
         }

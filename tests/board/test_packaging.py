@@ -181,6 +181,10 @@ config server 'lan'
 	option ping_interval_ms '20000'
 	option idle_timeout_ms '60000'
 	option max_message '65536'
+	option auth_db '/etc/wsgate/pass"wd'
+	option auth_realm 'router'
+	option auth_unprotect '^/public$'
+	option auth_require 'root,admins'
 
 config server
 	option port '8082'
@@ -205,8 +209,10 @@ config server
     assert 'document = { docroot = "/www/ws"; defaultpage = "index.html"; };' in conf
     assert "ping_interval_ms = 20000;" in conf and "max_message = 65536;" in conf
     assert conf.count("websocket = {") == 2
+    assert ('auth = { type = "Basic"; dbname = "/etc/wsgate/pass\\"wd"; realm = "router";'
+            ' unprotect = "^/public$"; require = "root,admins"; };') in conf
     effective = check(tmp_path, conf)
-    for want in ["8081", "8082", "127.0.0.1", "::1", "lines", "/run/ws lan", "65536",
+    for want in ["8081", "8082", "127.0.0.1", "::1", "lines", "/run/ws lan", "65536", "require = \"root,admins\";",
                  "tcp:127.0.0.1:1883", "tcp:[::1]:8883", "unix:/run/echo dev.sock",
                  "tty:/dev/ttyS0:9600,7E1", "tty:/dev/ttyUSB0:115200,8N1", "exec:/bin/sh -c echo*",
                  "fifo:/run/d.in:/run/d.out", "exec_limit = 5;"]:
@@ -224,6 +230,7 @@ config server
     ("list link 'a b=unix:/x'", "bad origin in link"),
     ("list link 'x=exec: '", "needs a program"),
     ("list link 'p=fifo:/run/only'", "must be ORIGIN=fifo:/WRITTEN:/READ"),
+    ("option auth_require 'root'", "the auth options need auth_db"),
 ])
 def test_bad_uci_values_are_refused_and_leave_no_file(tmp_path, bad, message):
     # The bad value is in the first of two servers: a later good section must not hide it.

@@ -73,15 +73,17 @@ AUTH = """    auth = {
     };"""
 
 
-def test_a_server_with_auth_is_refused_at_its_line(tmp_path, docroot):
+def test_an_auth_wsgate_cannot_honour_is_refused_at_its_line(tmp_path, docroot):
+    """ouistiti's `file` storage has its own format: wsgate reads the JSON-RPC plugin's user
+    database (`dbname`), and refuses rather than serve the protected server open."""
     conf = tmp_path / "ouistiti.conf"
     port = free_port()
     conf.write_text(EXAMPLE.format(port=port, docroot=docroot, auth=AUTH))
-    at = line_of(conf, "auth = {")
+    at = line_of(conf, 'file = "shadow";')
     for args in (["--check", "-f", str(conf)], ["-f", str(conf)]):
         out = run(args)
         assert out.returncode == 2, (args, out.stdout, out.stderr)
-        assert f"{conf}:{at}:5: auth: wsgate does not authenticate clients" in out.stderr, out.stderr
+        assert f"{conf}:{at}:16: auth: file: wsgate reads the user database" in out.stderr, out.stderr
     # Nothing listens: the file's protected pages and WebSockets are not served open.
     status = None
     try:
@@ -223,9 +225,9 @@ def test_a_failed_reload_logs_its_reason_and_keeps_serving(tmp_path, docroot, ws
             mark = len(g.log_text())
             conf.write_text(EXAMPLE.format(port=port, docroot=docroot, auth=AUTH))
             g.proc.send_signal(1)
-            at = line_of(conf, "auth = {")
+            at = line_of(conf, 'file = "shadow";')
             deadline = time.monotonic() + 5
-            while f"{conf}:{at}:5: auth:" not in g.log_text()[mark:]:
+            while f"{conf}:{at}:16: auth:" not in g.log_text()[mark:]:
                 assert time.monotonic() < deadline, g.log_text()[mark:]
                 time.sleep(0.05)
             c = ws(f"ws://127.0.0.1:{port}/echo")

@@ -58,6 +58,8 @@ use std::time::Instant;
 
 use mio::{Interest, Registry};
 
+use core::fmt::Write as _;
+
 use super::timers::{self, Timeouts, Timers};
 use super::tls_io::TlsIo;
 use super::token::{self, Side};
@@ -101,6 +103,8 @@ pub struct Ctx<'a, U> {
     pub backends: &'a dyn Dial<U>,
     /// Where static pages live, when the site has them.
     pub htdocs: Option<&'a Docroot>,
+    /// The site's authentication, when it has a policy.
+    pub gate: Option<&'a core::cell::RefCell<crate::auth::gate::Gate>>,
     /// For registering the backend and changing interest.
     pub registry: &'a Registry,
     /// The loop's clock for this batch.
@@ -135,6 +139,9 @@ pub struct Connection<T, U> {
     pub opened: Instant,
     /// Holds an overflow slot (answered 503).
     pub overflow: bool,
+    /// Who the request proved to be, kept while its backend's connect is under way (the
+    /// request is decided again then, and is not checked twice).
+    identity: Option<crate::auth::gate::Identity>,
     /// Already queued for another drive.
     pub queued: bool,
     /// Index of the site (listener) that accepted it.
@@ -190,6 +197,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             stats: Stats::default(),
             opened: cx.now,
             overflow,
+            identity: None,
             queued: false,
             site,
         };
@@ -523,7 +531,25 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         self.set_reason(Reason::Refused(why));
         if cx.pool.ensure(&mut self.to_client) {
             if let Some(out) = self.to_client.as_mut() {
-                if let Some(n) = handshake::write_error(out.spare(), why.status()) {
+                // A 401 says how to authenticate; a 429 when to try again.
+                let mut extra = heapless::String::<128>::new();
+                match why {
+                    Refusal::Unauthorized => {
+                        let realm = cx.site.auth.as_ref().map_or("wsgate", |a| a.realm.as_str());
+                        let _ = write!(
+                            extra,
+                            "WWW-Authenticate: Basic realm=\"{realm}\", charset=\"UTF-8\""
+                        );
+                    }
+                    Refusal::Throttled => {
+                        let secs = crate::auth::throttle::REFILL.as_secs();
+                        let _ = write!(extra, "Retry-After: {secs}");
+                    }
+                    _ => {}
+                }
+                if let Some(n) =
+                    handshake::write_error_with(out.spare(), why.status(), extra.as_bytes())
+                {
                     out.commit(n);
                 }
             }

@@ -93,6 +93,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
                     origin: req.origin,
                     protocol: None,
                     tls,
+                    user: None,
                 },
                 head: input.readable().get(..*consumed).unwrap_or_default(),
                 seqpacket: false,
@@ -101,17 +102,38 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             }),
             Request::Page(_) => None,
         };
-        let decision = upgrade::decide(&request, site, tls, &mut scratch, |name: &str| {
+        // Proved before the backend's connect finished: the same request, not checked again.
+        let identity = core::cell::RefCell::new(self.identity.take().filter(|_| registered));
+        let (gate, peer, now) = (cx.gate, self.peer.ip(), cx.now);
+        let authorize = |path: &str| -> Result<(), Refusal> {
+            let Some(gate) = gate else { return Ok(()) };
+            if identity.borrow().is_some() {
+                return Ok(());
+            }
+            let head = caller.as_ref().map_or(&[][..], |c| c.head);
+            let id = gate.borrow_mut().check(path, head, peer, now).map_err(Refusal::from)?;
+            *identity.borrow_mut() = id;
+            Ok(())
+        };
+        let connect = |name: &str| {
             let Some(caller) = &caller else { return Err(RouteError::NotFound) };
             let seqpacket = site.mode_for(name) == Mode::SeqPacket;
-            dialed.take().map_or_else(|| backends.dial(name, &Caller { seqpacket, ..*caller }), Ok)
-        });
+            let id = identity.borrow();
+            let user = id.as_ref().map(|i| (i.user.as_str(), i.group.as_str()));
+            let info = crate::relay::context::Info { user, ..caller.info };
+            dialed
+                .take()
+                .map_or_else(|| backends.dial(name, &Caller { seqpacket, info, ..*caller }), Ok)
+        };
+        let decision = upgrade::decide(&request, site, tls, &mut scratch, authorize, connect);
+        let identity = identity.into_inner();
         let up = match decision {
             Decision::Upgrade(up) => up,
             Decision::Page { name, head_only, keep_alive, head_len } => {
                 drop(request);
                 let _ = self.name.push_str(truncate(name, 64));
-                let served = self.serve_file(cx, name, head_only, keep_alive);
+                let head = input.readable().get(..head_len).unwrap_or_default();
+                let served = self.serve_file(cx, name, head, head_only, keep_alive);
                 input.consume(head_len);
                 return served;
             }
@@ -158,6 +180,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             }
             let mut b = BackendEnd::new(backend, true);
             b.writable = false;
+            self.identity = identity;
             self.enter(State::Dialing(Some(b)));
             return true;
         }
@@ -190,6 +213,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             origin: req.origin,
             protocol,
             tls,
+            user: identity.as_ref().map(|i| (i.user.as_str(), i.group.as_str())),
         };
         let head = input.readable().get(..consumed).unwrap_or_default();
         if direct {
@@ -253,6 +277,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         &mut self,
         cx: &mut Ctx<'_, U>,
         name: &str,
+        head: &[u8],
         head_only: bool,
         keep_alive: bool,
     ) -> bool {
@@ -276,14 +301,26 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         // `/sub` and `/sub/` are one directory: its page is served only when both spellings
         // pass, so that a rule written for one (`deny = "^/private$"`) cannot be stepped
         // around with the other.
+        let mut other = heapless::String::<{ path::MAX_PATH + 1 }>::new();
         if file.default_page && !name.is_empty() {
-            if haystack.ends_with('/') {
-                haystack.pop();
+            other.clone_from(&haystack);
+            if other.ends_with('/') {
+                other.pop();
             } else {
-                let _ = haystack.push('/');
+                let _ = other.push('/');
             }
-            if !doc.access.permits(&haystack) {
+            if !doc.access.permits(&other) {
                 self.refuse(cx, Refusal::Denied);
+                return true;
+            }
+        }
+        // Both spellings of a directory, as for allow/deny: a rule protecting one protects
+        // the other.
+        if let Some(gate) = cx.gate {
+            let paths = [haystack.as_str(), other.as_str()];
+            let checked = gate.borrow_mut().check_any(&paths, head, self.peer.ip(), cx.now);
+            if let Err(d) = checked {
+                self.refuse(cx, d.into());
                 return true;
             }
         }

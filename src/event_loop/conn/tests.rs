@@ -265,6 +265,7 @@ impl Rig {
                 site: &site,
                 backends: &backends,
                 htdocs: None,
+                gate: None,
                 registry: poll.registry(),
                 now,
             };
@@ -289,6 +290,7 @@ impl Rig {
                 site: &self.site,
                 backends: &self.backends,
                 htdocs: None,
+                gate: None,
                 registry: self.poll.registry(),
                 now: self.now,
             },

@@ -79,14 +79,23 @@ fn run(site: &Site, head: &[u8], table: &[(&str, Result<bool, RouteError>)]) -> 
     };
     let mut scratch = [0u8; path::MAX_PATH];
     let mut calls = Vec::new();
-    let d = decide(&request, site, false, &mut scratch, |name: &str| {
-        calls.push(name.to_owned());
-        match table.iter().find(|(n, _)| *n == name) {
-            Some((_, Ok(seqpacket))) => Ok(Fake { name: name.to_owned(), seqpacket: *seqpacket }),
-            Some((_, Err(e))) => Err(*e),
-            None => Err(RouteError::NotFound),
-        }
-    });
+    let d = decide(
+        &request,
+        site,
+        false,
+        &mut scratch,
+        |_| Ok(()),
+        |name: &str| {
+            calls.push(name.to_owned());
+            match table.iter().find(|(n, _)| *n == name) {
+                Some((_, Ok(seqpacket))) => {
+                    Ok(Fake { name: name.to_owned(), seqpacket: *seqpacket })
+                }
+                Some((_, Err(e))) => Err(*e),
+                None => Err(RouteError::NotFound),
+            }
+        },
+    );
     (got(d), calls)
 }
 
@@ -304,4 +313,48 @@ fn each_refusal_has_one_status() {
     ] {
         assert_eq!(r.status(), status, "{r}");
     }
+}
+
+#[test]
+fn authorization_is_asked_after_origin_and_allow_deny_and_before_any_backend() {
+    let access = crate::relay::acl::AccessList { deny: "secret".into(), ..Default::default() };
+    let site = Site { access, ..Site::default() };
+    let decide_with = |head: &[u8], verdict: Result<(), Refusal>| {
+        let request = read(head, false, false).unwrap().unwrap();
+        let mut scratch = [0u8; path::MAX_PATH];
+        let (mut asked, mut connected) = (Vec::new(), 0);
+        let d = decide(
+            &request,
+            &site,
+            false,
+            &mut scratch,
+            |p: &str| {
+                asked.push(p.to_owned());
+                verdict
+            },
+            |name: &str| {
+                connected += 1;
+                Ok(stream(name))
+            },
+        );
+        (got(d), asked, connected)
+    };
+    // Refused: no backend is contacted.
+    let (d, asked, connected) = decide_with(&upgrade("/echo", ""), Err(Refusal::Unauthorized));
+    assert_eq!(d, Got::Refuse(401, Refusal::Unauthorized, "echo".into()));
+    assert_eq!((asked, connected), (vec!["/echo".to_owned()], 0));
+    // Admitted: the backend is reached.
+    let (d, _, connected) = decide_with(&upgrade("/echo", ""), Ok(()));
+    assert_eq!(d, opened("echo", Mode::Stream, None));
+    assert_eq!(connected, 1);
+    // A request the Origin policy or allow/deny refuses is never asked about.
+    let (d, asked, _) = decide_with(
+        &upgrade("/echo", "Origin: http://evil.example\r\n"),
+        Err(Refusal::Unauthorized),
+    );
+    assert!(matches!(d, Got::Refuse(403, Refusal::Origin, _)), "{d:?}");
+    assert!(asked.is_empty());
+    let (d, asked, _) = decide_with(&upgrade("/secret", ""), Err(Refusal::Unauthorized));
+    assert!(matches!(d, Got::Refuse(403, Refusal::Denied, _)), "{d:?}");
+    assert!(asked.is_empty());
 }

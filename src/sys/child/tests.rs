@@ -2,7 +2,7 @@
 use super::*;
 
 const HEAD: &[u8] = b"GET /chat/room/1?x=1&y=2 HTTP/1.1\r\nHost: router.lan:8443\r\n\
-    Origin: https://router.lan\r\nX-Forwarded-For: 10.1.1.1\r\nX_Forwarded_For: 6.6.6.6\r\n\
+    Origin: https://router.lan\r\nAuthorization: Basic YWRtaW46c2VjcmV0\r\nX-Forwarded-For: 10.1.1.1\r\nX_Forwarded_For: 6.6.6.6\r\n\
     Proxy: http://evil\r\nAccept: a\r\naccept: b\r\n\r\n";
 
 fn info() -> Info<'static> {
@@ -16,6 +16,7 @@ fn info() -> Info<'static> {
         origin: Some("https://router.lan"),
         protocol: None,
         tls: true,
+        user: Some(("admin", "root")),
     }
 }
 
@@ -25,7 +26,7 @@ fn lines(env: &[(OsString, OsString)]) -> Vec<String> {
 
 #[test]
 fn cgi_env_is_websocketds_set_from_the_request() {
-    let got = lines(&cgi_env(&info(), HEAD, Some("admin")));
+    let got = lines(&cgi_env(&info(), HEAD));
     let version = env!("CARGO_PKG_VERSION");
     let want = [
         "GATEWAY_INTERFACE=CGI/1.1".to_string(),
@@ -43,6 +44,7 @@ fn cgi_env_is_websocketds_set_from_the_request() {
         "PATH_INFO=/room/1".into(),
         "HTTPS=on".into(),
         "REMOTE_USER=admin".into(),
+        "REMOTE_GROUPS=root".into(),
         "HTTP_HOST=router.lan:8443".into(),
         "HTTP_ORIGIN=https://router.lan".into(),
         "HTTP_X_FORWARDED_FOR=10.1.1.1".into(),
@@ -54,8 +56,8 @@ fn cgi_env_is_websocketds_set_from_the_request() {
 #[test]
 fn plain_request_without_user_query_or_path_info() {
     let head = b"GET /chat HTTP/1.1\r\nHost: r\r\n\r\n";
-    let info = Info { path: "/chat", query: "", host: "r", tls: false, ..info() };
-    let got = lines(&cgi_env(&info, head, None));
+    let info = Info { path: "/chat", query: "", host: "r", tls: false, user: None, ..info() };
+    let got = lines(&cgi_env(&info, head));
     for want in ["REQUEST_URI=/chat", "QUERY_STRING=", "PATH_INFO=", "HTTPS=off", "SERVER_NAME=r"] {
         assert!(got.iter().any(|l| l == want), "{want} not in {got:?}");
     }
@@ -65,7 +67,7 @@ fn plain_request_without_user_query_or_path_info() {
 #[test]
 fn header_values_keep_their_bytes() {
     let head = b"GET /chat HTTP/1.1\r\nHost: r\r\nX-Name: caf\xc3\xa9 \xff\r\n\r\n";
-    let env = cgi_env(&info(), head, None);
+    let env = cgi_env(&Info { user: None, ..info() }, head);
     let v = env.iter().find(|(k, _)| k == "HTTP_X_NAME").map(|(_, v)| v.as_bytes()).unwrap();
     assert_eq!(v, b"caf\xc3\xa9 \xff");
 }
