@@ -665,6 +665,17 @@ impl Reader<'_> {
                         })?,
                         _ => u64::try_from(self.int(s, 1, i64::MAX, "bytes")?).unwrap_or_default(),
                     };
+                    // The string form has the integer form's bounds: what is read must be
+                    // what `render` writes back, and the file's integers are 64-bit signed.
+                    if n > i64::MAX as u64 {
+                        return Err(self.err(
+                            s.value.pos,
+                            format!(
+                                "expected bytes 1..={} for \"max_message\", found {n}",
+                                i64::MAX
+                            ),
+                        ));
+                    }
                     if n == 0 {
                         return Err(self.err(
                             s.value.pos,
