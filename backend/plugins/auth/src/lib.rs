@@ -30,8 +30,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use sha_crypt::Sha512Params;
-use wsgate::auth::users::{self, check_hash, User, MAX_USERS, ROUNDS_MAX, ROUNDS_MIN};
+use wsgate::auth::users::{
+    self, check_hash, sha512_crypt, User, MAX_USERS, ROUNDS_DEFAULT, ROUNDS_MAX, ROUNDS_MIN,
+};
 use wsgate_rpc_plugin::{export_plugin, opt_str_param, str_param, Plugin, RpcError};
 
 /// Largest database file read.
@@ -81,7 +82,7 @@ impl Plugin for Auth {
         if db.is_empty() {
             return Err("auth: -C must name the user database file".into());
         }
-        let mut rounds = sha_crypt::ROUNDS_DEFAULT;
+        let mut rounds = ROUNDS_DEFAULT;
         for opt in parts {
             match opt.strip_prefix("rounds=").and_then(|n| n.parse::<usize>().ok()) {
                 Some(n) if (ROUNDS_MIN..=ROUNDS_MAX).contains(&n) => rounds = n,
@@ -241,9 +242,10 @@ impl Auth {
             .filter_map(|b| CRYPT_ALPHABET.get(usize::from(b & 63)))
             .map(|&c| char::from(c))
             .collect();
-        let params = Sha512Params::new(self.rounds).map_err(|_| internal("rounds"))?;
-        let hash = sha_crypt::sha512_crypt_b64(password.as_bytes(), salt.as_bytes(), &params)
-            .map_err(|_| internal("sha-crypt"))?;
+        let hash: String = sha512_crypt(password.as_bytes(), salt.as_bytes(), self.rounds)
+            .iter()
+            .map(|&c| char::from(c))
+            .collect();
         Ok(format!("$6$rounds={}${salt}${hash}", self.rounds))
     }
 
