@@ -221,7 +221,10 @@ pub struct Caller<'a> {
 }
 
 /// Where backends are found by name.
-pub trait Dial<U>: core::fmt::Debug {
+///
+/// Without `Debug` as a supertrait: a `dyn Dial`'s vtable would hold its `Debug`, and keep
+/// every backend's and every child process's `Debug` in the binary, which nothing prints.
+pub trait Dial<U> {
     /// Connects to the backend `name` (a checked path without its leading '/') for `caller`.
     ///
     /// # Errors

@@ -93,7 +93,6 @@ pub enum Verdict {
 }
 
 /// What a drive needs from the server.
-#[derive(Debug)]
 pub struct Ctx<'a, U> {
     /// Buffers.
     pub pool: &'a mut BufPool,
@@ -109,6 +108,20 @@ pub struct Ctx<'a, U> {
     pub registry: &'a Registry,
     /// The loop's clock for this batch.
     pub now: Instant,
+}
+
+impl<U> core::fmt::Debug for Ctx<'_, U> {
+    /// All but the backends, a [`Dial`] (which has no `Debug`).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("pool", &self.pool)
+            .field("site", &self.site)
+            .field("htdocs", &self.htdocs)
+            .field("gate", &self.gate)
+            .field("registry", &self.registry)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A WebSocket connection and its backend.
