@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import LISTEN_RE, Child, RawWS, build_request, gateway_bin, open_socket, read_response_head, ws_connect
+from harness import LISTEN_RE, Child, RawWS, rss_kb, build_request, gateway_bin, open_socket, read_response_head, ws_connect
 
 
 def sha512_crypt(password: str, salt: str, rounds: int = 5000) -> str:
@@ -250,12 +250,6 @@ def test_a_flood_of_bad_logins_from_many_networks(gateway, sandbox, py_backend):
     for _ in range(5):
         assert status_of(g.port, "/echo", basic("admin", "guess"), source="127.0.0.9").status == 401
     assert status_of(g.port, "/echo", basic("admin", "guess"), source="127.0.0.9").status == 429
-    def rss_kb() -> int:
-        for line in Path(f"/proc/{g.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmRSS")
-
     answers: dict[int, int] = {}
     lock = threading.Lock()
 
@@ -277,11 +271,11 @@ def test_a_flood_of_bad_logins_from_many_networks(gateway, sandbox, py_backend):
     # A warm-up at the same pace touches what the loop allocated at start (its slots and
     # buffers) as the flood will; then the baseline.
     run(1_000, 3)
-    before = rss_kb()
+    before = rss_kb(g.pid)
     answers.clear()
     run(10_000, 2)
     assert answers == {401: 10_000}, answers
-    grown = rss_kb() - before
+    grown = rss_kb(g.pid) - before
     assert grown <= 256, f"RSS grew {grown} KiB"
     assert status_of(g.port, "/echo", basic("admin", "s3cret"), source="127.0.0.9").status == 429
     assert status_of(g.port, "/echo", basic("admin", "s3cret")).status == 101

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import LISTEN_RE, Child, RawWS, build_request, gateway_bin, open_socket, read_response_head, ws_connect
+from harness import LISTEN_RE, Child, RawWS, fd_count, rss_kb, build_request, gateway_bin, open_socket, read_response_head, ws_connect
 
 
 def script(dir: Path, name: str, body: str) -> Path:
@@ -50,17 +50,6 @@ def wait_for(cond, what: str, timeout: float = 10.0):
             return v
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_cat_echoes_text_and_binary(gateway):
