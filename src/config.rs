@@ -116,7 +116,9 @@ impl Config {
         let mut total = 0u32;
         for (i, site) in self.sites.iter().enumerate() {
             site.validate()?;
-            if self.sites.iter().take(i).any(|o| o.listen == site.listen) {
+            // Port 0 asks the kernel for a free port per listener, so those never clash.
+            let clash = |o: &Site| o.listen == site.listen && site.listen.port() != 0;
+            if self.sites.iter().take(i).any(clash) {
                 return Err(ConfigError(format!("two listeners on {}", site.listen)));
             }
             total = total.saturating_add(site.max_connections + site.overflow_slots());
@@ -356,6 +358,9 @@ mod tests {
         assert!(c.validate().is_err());
         let twice = Config { sites: vec![Site::default(), Site::default()], ..Config::default() };
         assert!(twice.validate().is_err());
+        let any_port = Site { listen: "127.0.0.1:0".parse().unwrap(), ..Site::default() };
+        let ephemeral = Config { sites: vec![any_port.clone(), any_port], ..Config::default() };
+        assert_eq!(ephemeral.validate(), Ok(()));
         let huge = Site { max_connections: MAX_CONNECTIONS, ..Site::default() };
         assert!(Config::single(huge).validate().is_err());
     }

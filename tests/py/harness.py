@@ -116,6 +116,18 @@ class Child:
             f"(exit status {self.proc.poll()}); stderr so far:\n" + self.log_text()
         )
 
+    def listening_ports(self, n: int, timeout: float = 10.0) -> list[int]:
+        """The ports of the first `n` "listening on" announcements, in the order printed (the
+        gateway announces its listeners in the config's order)."""
+        ports: list[int] = []
+        start = 0
+        for _ in range(n):
+            m = self.wait_line(LISTEN_RE, timeout, start)
+            with self._cond:
+                start = next(i for i, line in enumerate(self.lines) if i >= start and m.string == line) + 1
+            ports.append(int(m.group(2)))
+        return ports
+
     def log_text(self) -> str:
         with self._cond:
             return "\n".join(self.lines)
@@ -783,6 +795,17 @@ def next_frame(s: socket.socket, buf: bytearray):
 
 def free_port(family=socket.AF_INET, host="127.0.0.1") -> int:
     """A TCP port nobody listens on now (the OS's pick), for a gateway given its port."""
-    with socket.socket(family) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return free_ports(1, family, host)[0]
+
+
+def free_ports(n: int, family=socket.AF_INET, host="127.0.0.1") -> list[int]:
+    """`n` distinct free TCP ports: the sockets are held until all are picked, since two
+    binds to port 0 one after the other may be given the same port."""
+    socks = [socket.socket(family) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

@@ -23,7 +23,7 @@ import ssl
 import subprocess
 
 from browser import launch, spki_pin_arg
-from harness import LISTEN_RE, REPO_ROOT, Child, free_port, gateway_bin, ws_connect
+from harness import REPO_ROOT, Child, gateway_bin, ws_connect
 
 SCHEMES = ["ws", "wss"]
 PAGE_SCHEME = {"ws": "http", "wss": "https"}
@@ -72,14 +72,15 @@ def demo(request, sandbox, demo_cert):
     run = work / "run"
     (work / "init.d").mkdir(parents=True)
     run.mkdir()
-    port, tls_port = free_port(), free_port()
+    # Port 0 on both listeners: the kernel picks, and the gateway announces what it got, in
+    # the config's order (plain, then TLS), so no other process can take a port in between.
     subst = {
         "@DEMO@": str(work),
         "@SRC@": str(src),
         "@RUN@": str(run),
         "@BIN@": str(Path(gateway_bin()).parent),
-        "@PORT@": str(port),
-        "@TLSPORT@": str(tls_port),
+        "@PORT@": "0",
+        "@TLSPORT@": "0",
         "@CERT@": str(demo_cert[0]),
         "@KEY@": str(demo_cert[1]),
     }
@@ -97,7 +98,7 @@ def demo(request, sandbox, demo_cert):
         out.chmod(0o755)
     g = Child([gateway_bin(), "-f", str(work / "wsgate.conf"), "-v"], "wsgate")
     try:
-        g.wait_line(LISTEN_RE, 15)
+        port, tls_port = g.listening_ports(2, 15)
         yield Demo(scheme, tls_port if scheme == "wss" else port, run, g, demo_cert[0])
     finally:
         g.stop()

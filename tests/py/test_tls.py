@@ -20,7 +20,7 @@ from harness import (
     OP_BINARY,
     build_request,
     encode_frame,
-    free_port,
+    free_ports,
     parse_response_head,
     record,
     rss_kb,
@@ -472,7 +472,7 @@ def test_config_file_plain_and_tls_servers_side_by_side(pki, docroot, echo_backe
     from harness import Child, gateway_bin
 
     echo_backend("framed")
-    plain, secure = free_port(), free_port()
+    plain, secure = free_ports(2)
     conf = tmp_path / "wsgate.conf"
 
     def write(keyfile: str):
