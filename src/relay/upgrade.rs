@@ -235,7 +235,8 @@ pub enum Decision<'a, B> {
 /// Decides what `request` gets on `site` (`tls`: it came over TLS, for the `Origin` policy).
 /// `scratch` holds the decoded path; `authorize` is asked about the decoded path (with its
 /// leading '/', as allow/deny see it) once the request has passed the Origin policy and
-/// allow/deny, before any backend is contacted; `connect` looks a backend up by name (without
+/// allow/deny, before any backend is contacted (and about the subprotocol's path, as a path of
+/// its own, before the fallback below connects to it); `connect` looks a backend up by name (without
 /// the leading '/') and connects to it. It is called once, or twice when the path names no
 /// backend and the client offered one subprotocol (ouistiti's fallback: that subprotocol
 /// names the socket).
@@ -244,7 +245,7 @@ pub fn decide<'a, B: Socket>(
     site: &Site,
     tls: bool,
     scratch: &'a mut [u8; path::MAX_PATH],
-    authorize: impl FnOnce(&str) -> Result<(), Refusal>,
+    mut authorize: impl FnMut(&str) -> Result<(), Refusal>,
     mut connect: impl FnMut(&str) -> Result<B, RouteError>,
 ) -> Decision<'a, B> {
     let refuse = |why, name| Decision::Refuse { why, name };
@@ -293,6 +294,10 @@ pub fn decide<'a, B: Socket>(
             }
             if !site.access.permits(&fallback) {
                 return refuse(Refusal::Denied, Name::Decoded(name));
+            }
+            // The backend it names is another endpoint, with its own login rule.
+            if let Err(why) = authorize(&fallback) {
+                return refuse(why, Name::Decoded(name));
             }
             match connect(token) {
                 Ok(b) => (token, b),

@@ -358,3 +358,39 @@ fn authorization_is_asked_after_origin_and_allow_deny_and_before_any_backend() {
     assert!(matches!(d, Got::Refuse(403, Refusal::Denied, _)), "{d:?}");
     assert!(asked.is_empty());
 }
+
+#[test]
+fn a_subprotocol_naming_a_protected_backend_needs_its_login() {
+    // `/open` needs no login, `/admin` does; `/open` has no backend, so the one offered
+    // subprotocol would name the socket.
+    let site = Site::default();
+    let request_head = upgrade("/open", "Sec-WebSocket-Protocol: admin\r\n");
+    let request = read(&request_head, false, false).unwrap().unwrap();
+    let mut scratch = [0u8; path::MAX_PATH];
+    let (mut asked, mut connected) = (Vec::new(), Vec::new());
+    let d = decide(
+        &request,
+        &site,
+        false,
+        &mut scratch,
+        |p: &str| {
+            asked.push(p.to_owned());
+            if p == "/admin" {
+                Err(Refusal::Unauthorized)
+            } else {
+                Ok(())
+            }
+        },
+        |name: &str| {
+            connected.push(name.to_owned());
+            if name == "admin" {
+                Ok(stream(name))
+            } else {
+                Err(RouteError::NotFound)
+            }
+        },
+    );
+    assert_eq!(got(d), Got::Refuse(401, Refusal::Unauthorized, "open".into()));
+    assert_eq!(asked, ["/open", "/admin"]);
+    assert_eq!(connected, ["open"], "the protected backend is never contacted");
+}
