@@ -64,6 +64,19 @@ pub struct Args {
     /// groups allowed in, comma-separated (default: any user of the database)
     #[argh(option)]
     pub auth_require: Option<String>,
+    /// the session key's file (made at the first start, mode 0600); with it, a login endpoint
+    /// gives browsers a session cookie and scripts a Bearer token
+    #[argh(option)]
+    pub auth_session_key: Option<PathBuf>,
+    /// the login endpoint: POST PATH/login, POST PATH/logout, GET PATH (default /session)
+    #[argh(option)]
+    pub auth_session_path: Option<String>,
+    /// how long a session lasts, in seconds (default 3600)
+    #[argh(option)]
+    pub auth_expire: Option<u64>,
+    /// make a new session key in FILE (ending every session signed with the old one) and exit
+    #[argh(option)]
+    pub rotate_session_key: Option<PathBuf>,
     /// frame type of backend data in stream, lines and seqpacket modes: text (default), binary,
     /// auto
     #[argh(option, short = 't')]
@@ -255,11 +268,33 @@ impl Args {
                         .filter(|g| !g.is_empty())
                         .map(str::to_owned)
                         .collect(),
+                    session: match self.auth_session_key {
+                        Some(key) => Some(crate::config::SessionPolicy {
+                            key,
+                            path: self
+                                .auth_session_path
+                                .unwrap_or_else(|| crate::config::DEFAULT_SESSION_PATH.into()),
+                            expire: self.auth_expire.map_or(
+                                crate::config::DEFAULT_SESSION_EXPIRE,
+                                std::time::Duration::from_secs,
+                            ),
+                        }),
+                        None if self.auth_session_path.is_some() || self.auth_expire.is_some() => {
+                            return Err(at(
+                                "--auth-session-key",
+                                "needed by --auth-session-path and --auth-expire".into(),
+                            ));
+                        }
+                        None => None,
+                    },
                 }),
                 None if self.auth_realm.is_some()
                     || self.auth_protect.is_some()
                     || self.auth_unprotect.is_some()
-                    || self.auth_require.is_some() =>
+                    || self.auth_require.is_some()
+                    || self.auth_session_key.is_some()
+                    || self.auth_session_path.is_some()
+                    || self.auth_expire.is_some() =>
                 {
                     return Err(at("--auth-db", "needed by the other --auth options".into()));
                 }

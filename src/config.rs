@@ -213,6 +213,67 @@ pub struct AuthPolicy {
     pub unprotect: String,
     /// The groups allowed, any one of them; any user when empty.
     pub require: Vec<String>,
+    /// Browser and script sessions: a login endpoint and signed tokens. Without it, HTTP Basic
+    /// is the only credential.
+    pub session: Option<SessionPolicy>,
+}
+
+/// Sessions: what the login endpoint gives (a cookie, and a token for `Authorization: Bearer`)
+/// and how long it lasts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// The session key's file (made at the first start, 0600).
+    pub key: PathBuf,
+    /// The endpoint's path: `POST PATH/login`, `POST PATH/logout`, `GET PATH` (who am I).
+    pub path: String,
+    /// How long a session lasts.
+    pub expire: Duration,
+}
+
+/// The login endpoint's path when none is configured.
+pub const DEFAULT_SESSION_PATH: &str = "/session";
+/// A session's length when none is configured.
+pub const DEFAULT_SESSION_EXPIRE: Duration = Duration::from_secs(3600);
+/// The longest session.
+pub const MAX_SESSION_EXPIRE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+impl SessionPolicy {
+    /// Sessions keyed by the file `key`, with the default path and length.
+    #[must_use]
+    pub fn new(key: PathBuf) -> Self {
+        Self { key, path: DEFAULT_SESSION_PATH.to_owned(), expire: DEFAULT_SESSION_EXPIRE }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.key.as_os_str().is_empty() {
+            return Err(ConfigError("auth sessions need a key file (session_key)".into()));
+        }
+        let p = self.path.as_bytes();
+        let segment_ok = |s: &[u8]| {
+            !s.is_empty()
+                && s != b"."
+                && s != b".."
+                && s.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        };
+        if p.len() > 64
+            || p.first() != Some(&b'/')
+            || !p.split(|&b| b == b'/').skip(1).all(segment_ok)
+        {
+            return Err(ConfigError(format!(
+                "auth session path {:?}: '/' and 1 to 63 characters of A-Z a-z 0-9 - . _ ~ in \
+                 '/'-separated segments",
+                self.path
+            )));
+        }
+        if self.expire < Duration::from_secs(60) || self.expire > MAX_SESSION_EXPIRE {
+            return Err(ConfigError(format!(
+                "auth expire {} s: 60 s to {} s (30 days)",
+                self.expire.as_secs(),
+                MAX_SESSION_EXPIRE.as_secs()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The realm when none is configured.
@@ -250,7 +311,7 @@ impl AuthPolicy {
                 return Err(ConfigError(format!("auth require: {g:?} is not a group name")));
             }
         }
-        Ok(())
+        self.session.as_ref().map_or(Ok(()), SessionPolicy::validate)
     }
 }
 

@@ -38,6 +38,18 @@ fn enter_workdir(dir: &Path, file: &mut Option<PathBuf>) -> Result<(), String> {
     std::env::set_current_dir(dir).map_err(|e| format!("-W {}: {e}", dir.display()))
 }
 
+/// `--check`: the files authentication reads at start (the user database, an existing session
+/// key) are read as the start would read them.
+fn check_auth_files(config: &Config) -> Result<(), String> {
+    for policy in config.sites.iter().filter_map(|s| s.auth.as_ref()) {
+        wsgate::auth::users::UserDb::open(&policy.db)?;
+        if let Some(session) = policy.session.as_ref().filter(|s| s.key.exists()) {
+            wsgate::auth::session::KeyFile::open(&session.key)?;
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let mut args: Args = argh::from_env();
     let (mut file, check): (Option<PathBuf>, bool) = (args.config.clone(), args.check);
@@ -46,6 +58,22 @@ fn main() -> ExitCode {
             eprintln!("wsgate: {e}");
             return ExitCode::from(2);
         }
+    }
+    if let Some(key) = args.rotate_session_key.take() {
+        return match wsgate::auth::session::rotate_key_file(&key) {
+            Ok(()) => {
+                println!(
+                    "wsgate: {}: a new session key; every session signed with the old one has \
+                     ended (a running gateway reads it at its next check)",
+                    key.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wsgate: {e}");
+                ExitCode::from(1)
+            }
+        };
     }
     let cli = Settings {
         user: args.user.take(),
@@ -71,7 +99,11 @@ fn main() -> ExitCode {
                 }
             }
             match result {
-                Ok((_, service)) if check => {
+                Ok((config, service)) if check => {
+                    if let Err(e) = check_auth_files(&config) {
+                        eprintln!("wsgate: {e}");
+                        return ExitCode::from(2);
+                    }
                     print!("{}", config_file::render_check(&service));
                     println!("# {}: ok", path.display());
                     return ExitCode::SUCCESS;
@@ -85,6 +117,10 @@ fn main() -> ExitCode {
         }
         None => {
             if check {
+                if let Err(e) = check_auth_files(&base) {
+                    eprintln!("wsgate: {e}");
+                    return ExitCode::from(2);
+                }
                 println!("{base:#?}");
                 return ExitCode::SUCCESS;
             }

@@ -401,6 +401,20 @@ impl Service {
     /// forked child it returns the child's status, and the caller simply exits with it.
     pub fn run(self, config: Config, signals: Signals, reloader: Option<Reloader>) -> u8 {
         run_scripts(&self.scripts, Action::Start, SCRIPT_TIMEOUT);
+        // The session keys are made before the loop reads them, owned by the account that
+        // will read them again when they are rotated.
+        let owner = self.account.as_ref().map(|a| (a.uid.as_raw(), a.gid.as_raw()));
+        for policy in config.sites.iter().filter_map(|s| s.auth.as_ref()) {
+            let Some(session) = &policy.session else { continue };
+            match crate::auth::session::ensure_key_file(&session.key, owner) {
+                Ok(true) => log!(INFO, "session key {} made", session.key.display()),
+                Ok(false) => {}
+                Err(e) => {
+                    logging::announce(WARN, format_args!("{e}"));
+                    return self.finish(None, 1);
+                }
+            }
+        }
         let server = match Server::bind(config) {
             Ok(s) => s,
             Err(e) => {

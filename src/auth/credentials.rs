@@ -177,6 +177,224 @@ pub fn login_form<'u, 'p>(
     Ok((user, pass_out.get(..p).unwrap_or_default()))
 }
 
+/// The value of field `name` of a form body, percent-decoded into `out`: its length, `None`
+/// when the form does not have it.
+///
+/// # Errors
+/// The field is there twice, badly escaped, or longer than `out`.
+pub fn form_field(
+    body: &[u8],
+    name: &str,
+    out: &mut [u8],
+) -> Result<Option<usize>, CredentialError> {
+    let mut found = None;
+    for field in body.split(|&b| b == b'&') {
+        let Some(eq) = field.iter().position(|&b| b == b'=') else { continue };
+        if field.get(..eq) != Some(name.as_bytes()) {
+            continue;
+        }
+        if found.is_some() {
+            return Err(CredentialError::Malformed);
+        }
+        found = Some(percent_decode(field.get(eq + 1..).unwrap_or_default(), out)?);
+    }
+    Ok(found)
+}
+
+/// A JSON login (`{"user": "...", "password": "...", "token": true}`): a flat object whose
+/// `user` (or `username`) and `password` are strings, decoded into `user_out` and `pass_out`,
+/// and whose `token` (a boolean, false when absent) asks for the session token in the answer.
+/// Other members may hold strings, numbers, booleans or null; nested values, a member given
+/// twice, or anything after the object are refused.
+///
+/// # Errors
+/// [`CredentialError`].
+pub fn login_json<'u, 'p>(
+    body: &[u8],
+    user_out: &'u mut [u8; MAX_USER],
+    pass_out: &'p mut [u8; MAX_PASSWORD],
+) -> Result<(&'u str, &'p [u8], bool), CredentialError> {
+    let mut j = Json { s: body, i: 0 };
+    let (mut user, mut pass, mut token) = (None, None, None);
+    let mut key = [0u8; 16];
+    j.expect(b'{')?;
+    if !j.eat(b'}') {
+        loop {
+            // Keys longer than any known one are skipped, not refused.
+            let k = j.string(&mut key).unwrap_or(0);
+            let k = key.get(..k).unwrap_or_default();
+            j.expect(b':')?;
+            match k {
+                b"user" | b"username" if user.is_none() => user = Some(j.string(user_out)?),
+                b"password" if pass.is_none() => pass = Some(j.string(pass_out)?),
+                b"token" if token.is_none() => token = Some(j.boolean()?),
+                b"user" | b"username" | b"password" | b"token" => {
+                    return Err(CredentialError::Malformed)
+                }
+                _ => j.scalar()?,
+            }
+            if j.eat(b',') {
+                continue;
+            }
+            j.expect(b'}')?;
+            break;
+        }
+    }
+    j.ws();
+    if j.i != j.s.len() {
+        return Err(CredentialError::Malformed);
+    }
+    let (Some(u), Some(p)) = (user, pass) else { return Err(CredentialError::Malformed) };
+    let user = user_name(user_out.get(..u).unwrap_or_default())?;
+    Ok((user, pass_out.get(..p).unwrap_or_default(), token.unwrap_or(false)))
+}
+
+/// Just enough JSON (RFC 8259) for a login object: every read is bounds-checked.
+struct Json<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Json<'_> {
+    fn ws(&mut self) {
+        while matches!(self.s.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        self.ws();
+        let hit = self.s.get(self.i) == Some(&c);
+        if hit {
+            self.i += 1;
+        }
+        hit
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), CredentialError> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(CredentialError::Malformed)
+        }
+    }
+
+    fn next(&mut self) -> Result<u8, CredentialError> {
+        let b = *self.s.get(self.i).ok_or(CredentialError::Malformed)?;
+        self.i += 1;
+        Ok(b)
+    }
+
+    /// A string, decoded as UTF-8 into `out`; its length. Too long for `out` is `TooLong`
+    /// (the whole string is still read).
+    fn string(&mut self, out: &mut [u8]) -> Result<usize, CredentialError> {
+        self.expect(b'"')?;
+        let mut n = 0;
+        let mut long = false;
+        let mut put = |bytes: &[u8], n: &mut usize| {
+            match out.get_mut(*n..*n + bytes.len()) {
+                Some(dst) => dst.copy_from_slice(bytes),
+                None => long = true,
+            }
+            *n += bytes.len();
+        };
+        loop {
+            match self.next()? {
+                b'"' => break,
+                b'\\' => {
+                    let c = match self.next()? {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let hi = self.hex4()?;
+                            let cp = if (0xD800..0xDC00).contains(&hi) {
+                                if self.next()? != b'\\' || self.next()? != b'u' {
+                                    return Err(CredentialError::Malformed);
+                                }
+                                let lo = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return Err(CredentialError::Malformed);
+                                }
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else {
+                                hi
+                            };
+                            char::from_u32(cp).ok_or(CredentialError::Malformed)?
+                        }
+                        _ => return Err(CredentialError::Malformed),
+                    };
+                    let mut buf = [0u8; 4];
+                    put(c.encode_utf8(&mut buf).as_bytes(), &mut n);
+                }
+                c if c < 0x20 => return Err(CredentialError::Malformed),
+                c => put(&[c], &mut n),
+            }
+        }
+        // Raw bytes were copied as sent: the whole must be UTF-8.
+        if long {
+            return Err(CredentialError::TooLong);
+        }
+        core::str::from_utf8(out.get(..n).unwrap_or_default())
+            .map_err(|_| CredentialError::Malformed)?;
+        Ok(n)
+    }
+
+    fn hex4(&mut self) -> Result<u32, CredentialError> {
+        let mut v = 0;
+        for _ in 0..4 {
+            let d = char::from(self.next()?).to_digit(16).ok_or(CredentialError::Malformed)?;
+            v = v << 4 | d;
+        }
+        Ok(v)
+    }
+
+    fn boolean(&mut self) -> Result<bool, CredentialError> {
+        self.ws();
+        let rest = self.s.get(self.i..).unwrap_or_default();
+        for (word, v) in [(&b"true"[..], true), (b"false", false)] {
+            if rest.starts_with(word) {
+                self.i += word.len();
+                return Ok(v);
+            }
+        }
+        Err(CredentialError::Malformed)
+    }
+
+    /// Skips a string, number, boolean or null.
+    fn scalar(&mut self) -> Result<(), CredentialError> {
+        self.ws();
+        match self.s.get(self.i) {
+            Some(b'"') => {
+                let mut sink = [0u8; 0];
+                match self.string(&mut sink) {
+                    Ok(_) | Err(CredentialError::TooLong) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                while matches!(
+                    self.s.get(self.i),
+                    Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                ) {
+                    self.i += 1;
+                }
+                Ok(())
+            }
+            Some(b'n') if self.s.get(self.i..self.i + 4) == Some(b"null") => {
+                self.i += 4;
+                Ok(())
+            }
+            _ => self.boolean().map(|_| ()),
+        }
+    }
+}
+
 /// Percent-decodes a form value (`+` is a space) into `out`; its length.
 fn percent_decode(src: &[u8], out: &mut [u8]) -> Result<usize, CredentialError> {
     let mut n = 0;
@@ -273,5 +491,50 @@ mod tests {
         let long = [b"user=a&password=".as_slice(), &[b'x'; MAX_PASSWORD + 1]].concat();
         let (mut u, mut p) = ([0u8; MAX_USER], [0u8; MAX_PASSWORD]);
         assert_eq!(login_form(&long, &mut u, &mut p), Err(CredentialError::TooLong));
+        let mut next = [0u8; 64];
+        let n = form_field(b"user=a&next=%2Fwebauth.html", "next", &mut next).unwrap();
+        assert_eq!(&next[..n.unwrap()], b"/webauth.html");
+        assert_eq!(form_field(b"user=a", "next", &mut next), Ok(None));
+        assert!(form_field(b"next=/a&next=/b", "next", &mut next).is_err());
+    }
+
+    fn json(body: &str) -> Result<(String, Vec<u8>, bool), CredentialError> {
+        let (mut u, mut p) = ([0u8; MAX_USER], [0u8; MAX_PASSWORD]);
+        login_json(body.as_bytes(), &mut u, &mut p).map(|(u, p, t)| (u.to_owned(), p.to_vec(), t))
+    }
+
+    #[test]
+    fn json_logins() {
+        assert_eq!(
+            json(r#"{"user":"admin","password":"pw"}"#),
+            Ok(("admin".into(), b"pw".to_vec(), false))
+        );
+        assert_eq!(
+            json(r#" { "username" : "a", "x": [1] } "#),
+            Err(CredentialError::Malformed),
+            "nested values are refused"
+        );
+        assert_eq!(
+            json(
+                r#"{"password":"p\u00e9\"\\\ud83d\ude00","user":"a","token":true,"n":-1.5e3,"z":null,"s":"x"}"#
+            ),
+            Ok(("a".into(), "pé\"\\😀".as_bytes().to_vec(), true))
+        );
+        for bad in [
+            "",
+            "{}",
+            r#"{"user":"a"}"#,
+            r#"{"user":"a","password":"b"} x"#,
+            r#"{"user":"a","user":"b","password":"c"}"#,
+            r#"{"user":"a b","password":"c"}"#,
+            r#"{"user":"a","password":"\ud800"}"#,
+            r#"{"user":"a","password":"b","token":"yes"}"#,
+            "{\"user\":\"a\",\"password\":\"\u{1}\"}",
+            r#"{"user":"a","password":"b",}"#,
+        ] {
+            assert!(json(bad).is_err(), "{bad}");
+        }
+        let long = format!(r#"{{"user":"a","password":"{}"}}"#, "x".repeat(MAX_PASSWORD + 1));
+        assert_eq!(json(&long), Err(CredentialError::TooLong));
     }
 }

@@ -9,9 +9,11 @@
 //! name, and only one the database's rule allows.
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use super::credentials::{self, Credential, CredentialError, MAX_AUTHORIZATION};
+use super::login;
+use super::session::{self, KeyFile};
 use super::throttle::Throttle;
 use super::users::UserDb;
 use crate::config::AuthPolicy;
@@ -27,8 +29,19 @@ pub const THROTTLE_SLOTS: usize = 256;
 pub struct Identity {
     /// The user.
     pub user: heapless::String<{ credentials::MAX_USER }>,
-    /// Their group.
+    /// Their group (the user database has one a user; a session token carries it).
     pub group: heapless::String<{ credentials::MAX_USER }>,
+}
+
+impl Identity {
+    /// `user` of `group`, cut to the database's bounds (which valid names are within).
+    #[must_use]
+    pub fn of(user: &str, group: &str) -> Self {
+        let mut id = Self { user: heapless::String::new(), group: heapless::String::new() };
+        let _ = id.user.push_str(user.get(..credentials::MAX_USER).unwrap_or(user));
+        let _ = id.group.push_str(group.get(..credentials::MAX_USER).unwrap_or(group));
+        id
+    }
 }
 
 /// Why a request is not let through.
@@ -51,6 +64,15 @@ pub struct Gate {
     pub policy: AuthPolicy,
     db: UserDb,
     throttle: Throttle,
+    key: Option<KeyFile>,
+}
+
+/// A session token as the login gives it.
+pub type Token = heapless::String<{ session::MAX_TOKEN }>;
+
+/// Seconds since the UNIX epoch: sessions expire by the wall clock, which outlives the process.
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Gate {
@@ -59,11 +81,144 @@ impl Gate {
     /// # Errors
     /// The database cannot be read: a configuration error.
     pub fn open(policy: &AuthPolicy) -> Result<Self, String> {
+        let key = match &policy.session {
+            Some(s) => Some(KeyFile::open(&s.key)?),
+            None => None,
+        };
         Ok(Self {
             policy: policy.clone(),
             db: UserDb::open(&policy.db)?,
             throttle: Throttle::new(THROTTLE_SLOTS),
+            key,
         })
+    }
+
+    /// The session key, read again if its file changed (a rotation).
+    fn session_key(&mut self) -> Option<&session::Key> {
+        let kf = self.key.as_mut()?;
+        match kf.refresh() {
+            Ok(true) => log!(INFO, "session key read again: earlier sessions have ended"),
+            Ok(false) => {}
+            Err(e) => log!(WARN, "session key: {e} (the last good key stays in use)"),
+        }
+        Some(kf.key())
+    }
+
+    /// Checks `user`'s `password` (a login form or JSON): throttled per network like Basic, the
+    /// same answer for an unknown user as for a wrong password; the user must be in a group
+    /// the policy admits.
+    ///
+    /// # Errors
+    /// [`Denial`].
+    pub fn login(
+        &mut self,
+        user: &str,
+        password: &[u8],
+        peer: IpAddr,
+        now: Instant,
+    ) -> Result<Identity, Denial> {
+        if !self.throttle.allows(peer, now) {
+            return Err(Denial::Throttled);
+        }
+        self.refresh_db();
+        let Some(found) = self.db.verify(user, password) else {
+            self.throttle.failed(peer, now);
+            conn_log!(INFO, "peer={peer} auth: user {user:?} failed");
+            return Err(Denial::Unauthorized);
+        };
+        if !self.policy.admits(&found.group) {
+            conn_log!(INFO, "peer={peer} auth: user {user:?} not in an allowed group");
+            return Err(Denial::Forbidden);
+        }
+        Ok(Identity::of(&found.name, &found.group))
+    }
+
+    /// A session token for `id`, and when it expires (seconds since the UNIX epoch); `None`
+    /// without sessions.
+    pub fn issue(&mut self, id: &Identity) -> Option<(Token, u64)> {
+        let expire = self.policy.session.as_ref()?.expire.as_secs();
+        let expires = unix_now().saturating_add(expire);
+        let key = self.session_key()?;
+        let mut out = [0u8; session::MAX_TOKEN];
+        let n = key.issue(&id.user, &id.group, expires, &mut out)?;
+        let text = core::str::from_utf8(out.get(..n)?).ok()?;
+        let mut token = Token::new();
+        token.push_str(text).ok()?;
+        Some((token, expires))
+    }
+
+    fn refresh_db(&mut self) {
+        match self.db.refresh() {
+            Ok(true) => log!(INFO, "user database {} read again", self.policy.db.display()),
+            Ok(false) => {}
+            Err(e) => log!(
+                WARN,
+                "user database {}: {e} (the last good reading stays in use)",
+                self.policy.db.display()
+            ),
+        }
+    }
+
+    /// Who the request whose head is `head` proves to be, whatever its path: an
+    /// `Authorization` header (Basic, or Bearer with a session token), else the session cookie.
+    /// A token's groups must still be admitted by the policy (which may have changed since the
+    /// login).
+    ///
+    /// # Errors
+    /// [`Denial`]: `Unauthorized` when there is no valid credential.
+    pub fn identify(
+        &mut self,
+        head: &[u8],
+        peer: IpAddr,
+        now: Instant,
+    ) -> Result<Identity, Denial> {
+        let mut value: Option<&[u8]> = None;
+        let mut cookies: Option<&[u8]> = None;
+        let mut twice = false;
+        handshake::for_each_header(head, |name, v| {
+            if name.eq_ignore_ascii_case("authorization") {
+                twice |= value.is_some();
+                value = Some(v);
+            } else if name.eq_ignore_ascii_case("cookie") {
+                // RFC 6265 §5.4: one Cookie header; a second one is not looked at.
+                cookies.get_or_insert(v);
+            }
+        });
+        if twice {
+            return Err(Denial::Malformed(CredentialError::Malformed));
+        }
+        let token = match value {
+            Some(value) => {
+                let mut scratch = [0u8; MAX_AUTHORIZATION];
+                match credentials::authorization(value, &mut scratch) {
+                    Ok(Credential::Basic { user, password }) => {
+                        return self.login(user, password, peer, now)
+                    }
+                    Ok(Credential::Bearer(t)) => Some(t),
+                    Err(e) => return Err(Denial::Malformed(e)),
+                }
+                .and_then(|t| Token::try_from(t).ok())
+            }
+            None => cookies
+                .and_then(|c| credentials::cookie(c, login::COOKIE))
+                .and_then(|v| core::str::from_utf8(v).ok())
+                .and_then(|t| Token::try_from(t).ok()),
+        };
+        let Some(token) = token else { return Err(Denial::Unauthorized) };
+        let Some(key) = self.session_key() else { return Err(Denial::Unauthorized) };
+        let session = match key.check(&token, unix_now()) {
+            Ok(s) => s,
+            Err(e) => {
+                conn_log!(INFO, "peer={peer} auth: session refused ({e:?})");
+                return Err(Denial::Unauthorized);
+            }
+        };
+        let id = Identity::of(session.user, session.groups);
+        if !session.groups.split(',').any(|g| self.policy.admits(g)) {
+            conn_log!(INFO, "peer={peer} auth: user {:?} not in an allowed group", session.user);
+            return Err(Denial::Forbidden);
+        }
+        Ok(id)
     }
 
     /// Lets the request whose head is `head`, for the decoded `path` (with its leading '/'),
@@ -97,50 +252,6 @@ impl Gate {
         if !paths.iter().any(|p| !p.is_empty() && self.policy.protects(p)) {
             return Ok(None);
         }
-        let mut value: Option<&[u8]> = None;
-        let mut twice = false;
-        handshake::for_each_header(head, |name, v| {
-            if name.eq_ignore_ascii_case("authorization") {
-                twice |= value.is_some();
-                value = Some(v);
-            }
-        });
-        if twice {
-            return Err(Denial::Malformed(CredentialError::Malformed));
-        }
-        let Some(value) = value else { return Err(Denial::Unauthorized) };
-        let mut scratch = [0u8; MAX_AUTHORIZATION];
-        let (user, password) = match credentials::authorization(value, &mut scratch) {
-            Ok(Credential::Basic { user, password }) => (user, password),
-            // Session tokens come from a login, which this gate does not serve: none is valid.
-            Ok(Credential::Bearer(_)) => return Err(Denial::Unauthorized),
-            Err(e) => return Err(Denial::Malformed(e)),
-        };
-        if !self.throttle.allows(peer, now) {
-            return Err(Denial::Throttled);
-        }
-        match self.db.refresh() {
-            Ok(true) => log!(INFO, "user database {} read again", self.policy.db.display()),
-            Ok(false) => {}
-            Err(e) => log!(
-                WARN,
-                "user database {}: {e} (the last good reading stays in use)",
-                self.policy.db.display()
-            ),
-        }
-        let Some(found) = self.db.verify(user, password) else {
-            self.throttle.failed(peer, now);
-            conn_log!(INFO, "peer={peer} auth: user {user:?} failed");
-            return Err(Denial::Unauthorized);
-        };
-        if !self.policy.admits(&found.group) {
-            conn_log!(INFO, "peer={peer} auth: user {user:?} not in an allowed group");
-            return Err(Denial::Forbidden);
-        }
-        let mut id = Identity { user: heapless::String::new(), group: heapless::String::new() };
-        // Both fit: the database's names are at most MAX_USER bytes.
-        let _ = id.user.push_str(&found.name);
-        let _ = id.group.push_str(&found.group);
-        Ok(Some(id))
+        self.identify(head, peer, now).map(Some)
     }
 }

@@ -8,9 +8,13 @@
 //! character set that needs no escaping in a cookie or a header (user and group names follow
 //! the user database's rule).
 
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
 use ring::hmac;
 
 use super::credentials::{user_name, MAX_USER};
+use super::Stamp;
 
 /// Length of a session key, in bytes.
 pub const KEY_LEN: usize = 32;
@@ -124,6 +128,145 @@ impl Key {
     }
 }
 
+/// The session key's file: [`KEY_LEN`] bytes as hex and a newline, mode 0600. It is made at
+/// the first start ([`ensure_key_file`]), replaced on request ([`rotate_key_file`]), and read
+/// again by the gateway when it changes, so a rotation ends every session without a restart.
+#[derive(Debug)]
+pub struct KeyFile {
+    path: PathBuf,
+    stamp: Option<Stamp>,
+    key: Key,
+}
+
+impl KeyFile {
+    /// The key in `path`, read now.
+    ///
+    /// # Errors
+    /// It cannot be read, is not a key, or others than its owner may read it.
+    pub fn open(path: &Path) -> Result<Self, String> {
+        let (key, stamp) =
+            read_key(path).map_err(|e| format!("session key {}: {e}", path.display()))?;
+        Ok(Self { path: path.to_path_buf(), stamp: Some(stamp), key })
+    }
+
+    /// The key.
+    #[must_use]
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// Reads the file again if it changed; a bad new version leaves the last good key in use,
+    /// and the error says why (once per version).
+    ///
+    /// # Errors
+    /// Why the changed file was not taken.
+    pub fn refresh(&mut self) -> Result<bool, String> {
+        let meta = std::fs::metadata(&self.path).map_err(|e| e.to_string())?;
+        let now = Stamp::of(&meta);
+        if self.stamp == Some(now) {
+            return Ok(false);
+        }
+        self.stamp = Some(now);
+        let (key, stamp) = read_key(&self.path)?;
+        self.key = key;
+        self.stamp = Some(stamp);
+        Ok(true)
+    }
+}
+
+fn read_key(path: &Path) -> Result<(Key, Stamp), String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "mode {:04o}: others than its owner may read it (chmod 600, or rotate it)",
+            meta.mode() & 0o7777
+        ));
+    }
+    let mut text = [0u8; 2 * KEY_LEN + 2];
+    let n = file.take(text.len() as u64).read(&mut text).map_err(|e| e.to_string())?;
+    let hex_text = text.get(..n).unwrap_or_default();
+    let hex_text = hex_text.strip_suffix(b"\n").unwrap_or(hex_text);
+    let mut bytes = [0u8; KEY_LEN];
+    if hex_text.len() != 2 * KEY_LEN {
+        return Err(format!("not a key ({} hex digits expected)", 2 * KEY_LEN));
+    }
+    for (b, pair) in bytes.iter_mut().zip(hex_text.chunks(2)) {
+        let (Some(hi), Some(lo)) =
+            (pair.first().copied().and_then(unhex), pair.get(1).copied().and_then(unhex))
+        else {
+            return Err(format!("not a key ({} hex digits expected)", 2 * KEY_LEN));
+        };
+        *b = hi << 4 | lo;
+    }
+    Ok((Key::new(&bytes), Stamp::of(&meta)))
+}
+
+/// Makes the key file at `path` if there is none: a fresh random key, mode 0600, owned by
+/// `owner` (the account the service drops to, which must read it again after a rotation).
+/// `true` when it made one.
+///
+/// # Errors
+/// The file cannot be made, or the random source failed.
+pub fn ensure_key_file(path: &Path, owner: Option<(u32, u32)>) -> Result<bool, String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("session key {}: {e}", path.display())),
+    }
+    write_key(path, owner).map_err(|e| format!("session key {}: {e}", path.display()))?;
+    Ok(true)
+}
+
+/// Replaces the key in `path` with a fresh random one (a new file renamed over the old, with
+/// the old one's owner): every session issued under the old key ends.
+///
+/// # Errors
+/// The file cannot be written, or the random source failed.
+pub fn rotate_key_file(path: &Path) -> Result<(), String> {
+    let owner = std::fs::metadata(path).ok().map(|m| (m.uid(), m.gid()));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let done = write_key(&tmp, owner)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()));
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done.map_err(|e| format!("session key {}: {e}", path.display()))
+}
+
+fn write_key(path: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut bytes = [0u8; KEY_LEN];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| "no random bytes from the system".to_owned())?;
+    let mut text = [0u8; 2 * KEY_LEN + 1];
+    for (pair, b) in text.chunks_mut(2).zip(bytes) {
+        if let [hi, lo] = pair {
+            *hi = hex(b >> 4);
+            *lo = hex(b & 0xf);
+        }
+    }
+    if let Some(last) = text.last_mut() {
+        *last = b'\n';
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+            .map_err(|e| format!("chown: {e}"))?;
+    }
+    file.write_all(&text).and_then(|()| file.sync_all()).map_err(|e| e.to_string())
+}
+
 struct Writer<'o> {
     out: &'o mut [u8],
     len: usize,
@@ -188,5 +331,45 @@ mod tests {
         assert!(key.issue("bad user", "", 1, &mut out).is_none());
         assert!(key.issue("u", "a,b:c", 1, &mut out).is_none());
         assert!(key.issue("u", "", 1, &mut out[..10]).is_none());
+    }
+
+    #[test]
+    fn the_key_file_is_made_once_private_and_rotated_by_replacement() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("wsgate-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("session.key");
+        assert!(ensure_key_file(&path, None).unwrap());
+        assert!(!ensure_key_file(&path, None).unwrap(), "an existing key is kept");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.len(), 2 * KEY_LEN as u64 + 1);
+        let mut kf = KeyFile::open(&path).unwrap();
+        let t = token(kf.key(), "admin", "root", u64::MAX);
+        assert!(kf.key().check(&t, 0).is_ok());
+        assert_eq!(kf.refresh(), Ok(false));
+        // A rotation ends the sessions of the old key.
+        rotate_key_file(&path).unwrap();
+        assert_eq!(kf.refresh(), Ok(true));
+        assert_eq!(kf.key().check(&t, 0), Err(TokenError::BadMac));
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        // A bad new version leaves the last good key in use.
+        let t2 = token(kf.key(), "admin", "root", u64::MAX);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "not a key\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(kf.refresh().is_err());
+        assert!(kf.key().check(&t2, 0).is_ok());
+        assert!(KeyFile::open(&path).unwrap_err().contains("not a key"));
+        // One others may read is refused.
+        rotate_key_file(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            KeyFile::open(&path).unwrap_err().contains("mode 0644"),
+            "{:?}",
+            KeyFile::open(&path)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,11 +11,11 @@
 //! computed either way (against a fixed dummy with the default cost), and the result compared
 //! in constant time, so that neither the answer nor its time tells which names exist.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use ring::digest::{Context, SHA512};
+
+use super::Stamp;
 
 /// Most users read.
 pub const MAX_USERS: usize = 1000;
@@ -207,14 +207,6 @@ fn encode(c: &[u8; 64]) -> [u8; HASH_LEN] {
     out
 }
 
-/// What tells a changed file from the one read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
-    ino: u64,
-    size: u64,
-    mtime: Option<SystemTime>,
-}
-
 /// The database file and its last good reading.
 #[derive(Debug)]
 pub struct UserDb {
@@ -249,7 +241,7 @@ impl UserDb {
         let mut text = String::new();
         file.take(MAX_BYTES).read_to_string(&mut text).map_err(|e| e.to_string())?;
         self.users = parse(&text)?;
-        self.stamp = Some(Stamp { ino: meta.ino(), size: meta.len(), mtime: meta.modified().ok() });
+        self.stamp = Some(Stamp::of(&meta));
         Ok(())
     }
 
@@ -260,7 +252,7 @@ impl UserDb {
     /// Why the changed file was not taken.
     pub fn refresh(&mut self) -> Result<bool, String> {
         let meta = std::fs::metadata(&self.path).map_err(|e| e.to_string())?;
-        let now = Stamp { ino: meta.ino(), size: meta.len(), mtime: meta.modified().ok() };
+        let now = Stamp::of(&meta);
         if self.stamp == Some(now) {
             return Ok(false);
         }

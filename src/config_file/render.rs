@@ -120,6 +120,11 @@ pub fn render(cfg: &ServiceConfig) -> String {
             o.set("protect", &quote(&a.protect));
             o.set("unprotect", &quote(&a.unprotect));
             o.set("require", &quote(&a.require.join(",")));
+            if let Some(sp) = &a.session {
+                o.set("session_key", &path_str(&sp.key));
+                o.set("session_path", &quote(&sp.path));
+                o.set("expire", &sp.expire.as_secs().to_string());
+            }
             o.close(";");
         }
         if let Some(d) = &s.document {

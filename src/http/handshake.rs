@@ -423,6 +423,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         204 => "No Content",
         301 => "Moved Permanently",
         302 => "Found",
+        303 => "See Other",
         304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
@@ -430,8 +431,10 @@ pub fn reason_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
         413 => "Content Too Large",
         414 => "URI Too Long",
+        415 => "Unsupported Media Type",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -446,24 +449,24 @@ pub fn reason_phrase(status: u16) -> &'static str {
 }
 
 /// Appends to a caller buffer; every write is bounds-checked.
-struct Writer<'o> {
+pub(crate) struct Writer<'o> {
     out: &'o mut [u8],
-    len: usize,
+    pub(crate) len: usize,
 }
 
 impl<'o> Writer<'o> {
-    fn new(out: &'o mut [u8]) -> Self {
+    pub(crate) fn new(out: &'o mut [u8]) -> Self {
         Self { out, len: 0 }
     }
 
-    fn put(&mut self, bytes: &[u8]) -> Option<()> {
+    pub(crate) fn put(&mut self, bytes: &[u8]) -> Option<()> {
         let end = self.len.checked_add(bytes.len())?;
         self.out.get_mut(self.len..end)?.copy_from_slice(bytes);
         self.len = end;
         Some(())
     }
 
-    fn put_decimal(&mut self, mut n: usize) -> Option<()> {
+    pub(crate) fn put_decimal(&mut self, mut n: usize) -> Option<()> {
         let mut digits = [0u8; 20];
         let mut start = digits.len();
         loop {

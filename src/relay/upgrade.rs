@@ -58,6 +58,8 @@ pub enum Refusal {
     Throttled,
     /// Credentials that cannot be read.
     BadCredentials(crate::auth::credentials::CredentialError),
+    /// A request to the session endpoint ([`crate::auth::login`]) refused with this status.
+    Session(u16),
 }
 
 impl From<crate::auth::gate::Denial> for Refusal {
@@ -82,6 +84,7 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
             Self::Request(e) => e.status(),
+            Self::Session(status) => *status,
             Self::Path(e) => e.status(),
             Self::Route(e) => e.status(),
             Self::File(e) => e.status(),
@@ -117,6 +120,11 @@ impl core::fmt::Display for Refusal {
             Self::NotAdmitted => f.write_str("user not in a group the site admits"),
             Self::Throttled => f.write_str("too many failed logins from this network"),
             Self::BadCredentials(e) => write!(f, "{e}"),
+            Self::Session(status) => write!(
+                f,
+                "session endpoint: {status} {}",
+                crate::http::handshake::reason_phrase(*status)
+            ),
         }
     }
 }

@@ -199,7 +199,7 @@ def test_auth_from_an_ouistiti_config_file(tmp_path, docroot, userdb, py_backend
     "auth, message",
     [
         ('type = "Digest"; dbname = "DB";', r':3:\d+: auth: type "Digest" is not served by wsgate'),
-        ('type = "Basic"; dbname = "DB"; options = "cookie,token";', r':3:\d+: auth: options "cookie,token" are not served'),
+        ('type = "Basic"; dbname = "DB"; options = "cookie,token";', r':3:\d+: auth: options "cookie,token" are not read'),
         ('type = "Basic"; file = "shadow";', r':3:\d+: auth: file: wsgate reads the user database'),
         ('type = "Basic"; realm = "x";', r':3:\d+: auth: expected "dbname"'),
         ('type = "Basic"; dbname = "DB"; realm = "a\\"b";', r':3:\d+: auth: auth realm'),
@@ -279,3 +279,211 @@ def test_a_flood_of_bad_logins_from_many_networks(gateway, sandbox, py_backend):
     assert grown <= 256, f"RSS grew {grown} KiB"
     assert status_of(g.port, "/echo", basic("admin", "s3cret"), source="127.0.0.9").status == 429
     assert status_of(g.port, "/echo", basic("admin", "s3cret")).status == 101
+
+
+# ---- sessions: the login endpoint, the cookie, Bearer tokens -------------------------------
+
+
+def http(port: int, method: str, path: str, body: str | bytes | None = None, headers=None):
+    """One request with http.client; the status, the response headers and the body."""
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.headers, r.read()
+    finally:
+        c.close()
+
+
+def login_json(port: int, user: str, password: str, **extra):
+    import json
+
+    body = json.dumps({"user": user, "password": password, **extra})
+    return http(port, "POST", "/session/login", body, {"Content-Type": "application/json"})
+
+
+def session_cookie(headers) -> str:
+    value = headers["Set-Cookie"].split(";")[0]
+    assert value.startswith("wsgate_session=")
+    return value
+
+
+def make_token(key_file: Path, user: str, group: str, expires: int) -> str:
+    """A token signed as the gateway signs them: its key file's bytes, HMAC-SHA256."""
+    import hashlib
+    import hmac
+
+    key = bytes.fromhex(key_file.read_text().strip())
+    signed = f"{user}:{group}:{expires}"
+    return signed + ":" + hmac.new(key, signed.encode(), hashlib.sha256).hexdigest()
+
+
+def test_a_login_gives_a_session_cookie_that_opens_protected_endpoints(gateway, userdb, py_backend, sandbox):
+    import json
+
+    b = py_backend("echo")
+    key = sandbox / "session.key"
+    g = gateway(auth_db=userdb, auth_session_key=key, context=True)
+    # The key is made at the first start, for the owner only.
+    assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_text()) == 65
+    assert status_of(g.port, "/echo").status == 401
+
+    # A form: 303 to its local `next`, the cookie with every attribute (no Secure without TLS).
+    status, headers, _ = http(g.port, "POST", "/session/login", "user=admin&password=s3cret&next=%2Fwebauth.html",
+                              {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 303 and headers["Location"] == "/webauth.html"
+    attrs = [a.strip() for a in headers["Set-Cookie"].split(";")]
+    assert attrs[1:] == ["Path=/", "Max-Age=3600", "HttpOnly", "SameSite=Strict"], attrs
+    assert headers["Cache-Control"] == "no-store"
+    cookie = session_cookie(headers)
+    # Another site's address as `next` is not followed.
+    status, headers, _ = http(g.port, "POST", "/session/login", "user=admin&password=s3cret&next=//evil.example/",
+                              {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 303 and headers["Location"] == "/"
+
+    # The cookie opens the WebSocket, and the backend learns the user.
+    ws = RawWS.connect(g.port, "/echo", headers={"Cookie": f"theme=dark; {cookie}"})
+    assert ws.response.status == 101
+    conn = b.accept()
+    conn.settimeout(5)
+    context = b""
+    while b"\n\n" not in context:
+        context += conn.recv(4096)
+    assert b"REMOTE_USER=admin\nREMOTE_GROUPS=root\n" in context
+    conn.close()
+    ws.close()
+    status, _, body = http(g.port, "GET", "/session", headers={"Cookie": cookie})
+    assert (status, json.loads(body)) == (200, {"user": "admin", "group": "root"})
+
+    # JSON: the token only when asked for, and it works as Bearer.
+    status, headers, body = login_json(g.port, "ann", "annpw")
+    assert status == 200 and "token" not in json.loads(body)
+    status, headers, body = login_json(g.port, "ann", "annpw", token=True)
+    answer = json.loads(body)
+    assert status == 200 and answer["user"] == "ann" and answer["group"] == "users"
+    assert abs(answer["expires"] - time.time() - 3600) < 60
+    assert session_cookie(headers) == f"wsgate_session={answer['token']}"
+    ws = RawWS.connect(g.port, "/echo", headers={"Authorization": f"Bearer {answer['token']}"})
+    assert ws.response.status == 101
+    b.accept().close()
+    ws.close()
+
+    # Logout clears the cookie.
+    status, headers, _ = http(g.port, "POST", "/session/logout", b"", {"Cookie": cookie})
+    assert status == 200 and headers["Set-Cookie"].startswith("wsgate_session=; Path=/; Max-Age=0;")
+    log = g.log_text()
+    assert 'login: user "admin" (group "root")' in log
+    for secret in ("s3cret", "annpw", cookie.split("=", 1)[1], answer["token"]):
+        assert secret not in log
+
+
+def test_sessions_that_do_not_open(gateway, userdb, py_backend, sandbox):
+    py_backend("echo")
+    key = sandbox / "session.key"
+    g = gateway(auth_db=userdb, auth_session_key=key, auth_require="root")
+    # A wrong password: 401 with the cookie challenge (no browser password dialog).
+    status, headers, _ = login_json(g.port, "admin", "wrong")
+    assert status == 401
+    assert headers["WWW-Authenticate"].startswith('Cookie realm="wsgate", form-action="/session/login"')
+    # A user outside the required groups gets no session.
+    assert login_json(g.port, "ann", "annpw")[0] == 403
+    now = int(time.time())
+    good = make_token(key, "admin", "root", now + 600)
+    assert status_of(g.port, "/echo", {"Cookie": f"wsgate_session={good}"}).status == 101
+    for token, want in [
+        (make_token(key, "admin", "root", now - 1), 401),  # expired
+        (good.replace(":root:", ":users:"), 401),  # edited: the MAC no longer matches
+        (good[:-1] + ("0" if good[-1] != "0" else "1"), 401),
+        ("admin:root:99999999999:" + "0" * 64, 401),  # another key
+        (make_token(key, "ann", "users", now + 600), 403),  # signed, but the policy does not admit users
+    ]:
+        assert status_of(g.port, "/echo", {"Cookie": f"wsgate_session={token}"}).status == want, token
+        assert status_of(g.port, "/echo", {"Authorization": f"Bearer {token}"}).status == want, token
+    # Two cookies of the name: neither is believed.
+    assert status_of(g.port, "/echo", {"Cookie": f"wsgate_session={good}; wsgate_session=x"}).status == 401
+    # Bodies and methods the endpoint does not take.
+    assert http(g.port, "GET", "/session/login")[0] == 405
+    assert http(g.port, "GET", "/session/login")[1]["Allow"] == "POST"
+    assert http(g.port, "POST", "/session/login", "x", {"Content-Type": "text/plain"})[0] == 415
+    assert http(g.port, "POST", "/session/login", "{", {"Content-Type": "application/json"})[0] == 400
+    assert http(g.port, "POST", "/session/login", "u" * 3000, {"Content-Type": "application/json"})[0] == 413
+
+
+def test_the_origin_policy_applies_to_logins_and_to_cookie_upgrades(gateway, userdb, py_backend, sandbox):
+    py_backend("echo")
+    key = sandbox / "session.key"
+    g = gateway(auth_db=userdb, auth_session_key=key)
+    evil = {"Origin": "http://evil.example", "Content-Type": "application/json"}
+    body = '{"user":"admin","password":"s3cret"}'
+    assert http(g.port, "POST", "/session/login", body, evil)[0] == 403
+    own = {"Origin": f"http://127.0.0.1:{g.port}", "Content-Type": "application/json"}
+    status, headers, _ = http(g.port, "POST", "/session/login", body, own)
+    assert status == 200
+    cookie = session_cookie(headers)
+    # The browser sends the cookie with another site's page's WebSocket: refused all the same.
+    r = status_of(g.port, "/echo", {"Cookie": cookie, "Origin": "http://evil.example"})
+    assert r.status == 403
+    assert status_of(g.port, "/echo", {"Cookie": cookie, "Origin": f"http://127.0.0.1:{g.port}"}).status == 101
+    g.wait_line(r"Origin .*evil.example.* refused .* at the session endpoint")
+
+
+def test_a_rotated_key_ends_every_session(gateway, userdb, py_backend, sandbox):
+    py_backend("echo")
+    key = sandbox / "session.key"
+    g = gateway(auth_db=userdb, auth_session_key=key)
+    cookie = session_cookie(login_json(g.port, "admin", "s3cret")[1])
+    assert status_of(g.port, "/echo", {"Cookie": cookie}).status == 101
+    out = subprocess.run([gateway_bin(), "--rotate-session-key", str(key)], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert status_of(g.port, "/echo", {"Cookie": cookie}).status == 401
+    g.wait_line(r"session key read again")
+    cookie = session_cookie(login_json(g.port, "admin", "s3cret")[1])
+    assert status_of(g.port, "/echo", {"Cookie": cookie}).status == 101
+
+
+def test_a_session_key_others_may_read_is_refused_at_start(userdb, docroot, sandbox):
+    key = sandbox / "session.key"
+    key.write_text("ab" * 32 + "\n")
+    key.chmod(0o644)
+    args = [gateway_bin(), "-p", "0", "-R", str(docroot), "--auth-db", str(userdb), "--auth-session-key", str(key)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=10)
+    assert out.returncode == 1
+    assert "mode 0644: others than its owner may read it" in out.stderr
+    check = subprocess.run(args + ["--check"], capture_output=True, text=True, timeout=10)
+    assert check.returncode == 2 and "mode 0644" in check.stderr
+    key.chmod(0o600)
+    assert subprocess.run(args + ["--check"], capture_output=True, text=True, timeout=10).returncode == 0
+
+
+def test_sessions_from_an_ouistiti_config_file(tmp_path, docroot, userdb, py_backend, sandbox):
+    py_backend("echo")
+    key = sandbox / "k"
+    conf = tmp_path / "auth.conf"
+    conf.write_text(
+        f"""servers = ({{
+    port = 0; addr = "127.0.0.1";
+    auth = {{ type = "Basic"; dbname = "{userdb}"; session_key = "{key}"; session_path = "/auth/s"; expire = 120; }};
+    websocket = {{ docroot = "{docroot}"; }};
+}});
+"""
+    )
+    check = subprocess.run([gateway_bin(), "--check", "-f", str(conf)], capture_output=True, text=True, timeout=10)
+    assert check.returncode == 0, check.stderr
+    assert f'session_key = "{key}";' in check.stdout and 'session_path = "/auth/s";' in check.stdout
+    assert "expire = 120;" in check.stdout
+    g = Child([gateway_bin(), "-f", str(conf)], "wsgate")
+    try:
+        port = int(g.wait_line(LISTEN_RE, 10).group(2))
+        status, headers, _ = http(port, "POST", "/auth/s/login", '{"user":"admin","password":"s3cret"}',
+                                  {"Content-Type": "application/json"})
+        assert status == 200 and "Max-Age=120;" in headers["Set-Cookie"]
+        assert status_of(port, "/echo", {"Cookie": session_cookie(headers)}).status == 101
+    finally:
+        g.stop()
+    conf.write_text(conf.read_text().replace(f'session_key = "{key}"; ', ""))
+    bad = subprocess.run([gateway_bin(), "--check", "-f", str(conf)], capture_output=True, text=True, timeout=10)
+    assert bad.returncode == 2 and "session_path needs session_key" in bad.stderr
+    assert f"{conf}:3:" in bad.stderr

@@ -402,8 +402,10 @@ impl Reader<'_> {
             protect: "*".to_owned(),
             unprotect: String::new(),
             require: Vec::new(),
+            session: None,
         };
         let mut db_set = false;
+        let (mut session_path, mut expire) = (None, None);
         for a in g {
             match a.name.as_str() {
                 "type" => {
@@ -428,14 +430,25 @@ impl Reader<'_> {
                 "require" => {
                     policy.require = self.words(a)?.into_iter().map(str::to_owned).collect();
                 }
+                "session_key" => {
+                    policy.session = Some(crate::config::SessionPolicy::new(self.path(a)?));
+                }
+                "session_path" => session_path = Some((a, self.string(a)?.to_owned())),
+                // ouistiti's: the session's length, in seconds.
+                "expire" => {
+                    let max = crate::config::MAX_SESSION_EXPIRE.as_secs();
+                    let secs =
+                        self.int(a, 60, i64::try_from(max).unwrap_or(i64::MAX), "seconds")?;
+                    expire = Some((a, Duration::from_secs(u64::try_from(secs).unwrap_or(60))));
+                }
                 "options" => {
                     let o = self.string(a)?;
                     if !o.trim().is_empty() {
                         return Err(self.err(
                             a.value.pos,
                             format!(
-                                "auth: options {} are not served by wsgate (Basic only: no \
-                                 cookie, token or header sessions)",
+                                "auth: options {} are not read by wsgate (its sessions, cookie \
+                                 and token, come with session_key)",
                                 quote(o)
                             ),
                         ));
@@ -450,9 +463,9 @@ impl Reader<'_> {
                     ))
                 }
                 // A page to send the unauthenticated to (a redirect: ouistiti itself does not
-                // redirect WebSocket handshakes), and what only tokens use: without them,
-                // wsgate answers 401, which protects as much.
-                "signin" | "mode" | "secret" | "expire" | "algorithm" | "issuer" => self.warn(
+                // redirect WebSocket handshakes), and how ouistiti's own tokens are made:
+                // wsgate answers 401, and signs its sessions with its own key file.
+                "signin" | "mode" | "secret" | "algorithm" | "issuer" => self.warn(
                     a.pos,
                     format!(
                         "auth: {} is not used by wsgate (ignored; it answers 401)",
@@ -460,6 +473,25 @@ impl Reader<'_> {
                     ),
                 ),
                 _ => self.unknown(a, "auth"),
+            }
+        }
+        for (a, what) in [
+            (session_path.as_ref().map(|(a, _)| *a), "session_path"),
+            (expire.map(|(a, _)| a), "expire"),
+        ] {
+            if let (Some(a), None) = (a, &policy.session) {
+                return Err(self.err(
+                    a.pos,
+                    format!("auth: {what} needs session_key (the sessions' key file)"),
+                ));
+            }
+        }
+        if let Some(sp) = policy.session.as_mut() {
+            if let Some((_, p)) = session_path {
+                sp.path = p;
+            }
+            if let Some((_, e)) = expire {
+                sp.expire = e;
             }
         }
         if !db_set {

@@ -49,6 +49,7 @@ mod backend;
 mod client;
 mod reason;
 mod request;
+mod session;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -64,6 +64,9 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         }
         // A new request: the last one's name (a page served on this connection) is not its.
         self.name.clear();
+        if let Some(progress) = self.session_request(cx, input) {
+            return progress;
+        }
         let request = match upgrade::read(input.readable(), cx.htdocs.is_some(), input.free() == 0)
         {
             Ok(Some(r)) => r,
