@@ -236,6 +236,7 @@ impl Args {
             keepalive: None,
             context: self.context,
             context_headers: self.context_header,
+            context_endpoints: None,
             max_connections: self.max_connections,
             max_message: parsed("--max-message", self.max_message, parse_bytes)?,
             handshake_timeout: parsed(

@@ -172,6 +172,10 @@ pub struct Site {
     /// Connection context for the backend: `None` off, otherwise the extra request headers to
     /// include (see `relay::context`).
     pub context: Option<Vec<String>>,
+    /// The endpoints that get the context, in allow/deny's pattern language, matched against
+    /// the decoded path (with its leading '/'); empty: every endpoint. A backend that does not
+    /// read a context (an echo) then shares a site with one that does.
+    pub context_endpoints: String,
     /// This site's share of the connection slab.
     pub max_connections: u32,
     /// Largest client message.

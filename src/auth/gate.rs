@@ -159,6 +159,23 @@ impl Gate {
         }
     }
 
+    /// On a path that needs no login, a session (cookie or Bearer) is still recognised, so
+    /// that a backend open to all can tell a logged-in user from others; what does not prove
+    /// one is ignored. Basic is not looked at there: a browser that has it sends it with every
+    /// request, and a password hash per page is not a cost to pay for nothing.
+    fn session_only(&mut self, head: &[u8], peer: IpAddr, now: Instant) -> Option<Identity> {
+        self.key.as_ref()?;
+        let mut basic = false;
+        handshake::for_each_header(head, |name, v| {
+            basic |= name.eq_ignore_ascii_case("authorization")
+                && v.get(..6).is_some_and(|s| s.eq_ignore_ascii_case(b"basic "));
+        });
+        if basic {
+            return None;
+        }
+        self.identify(head, peer, now).ok()
+    }
+
     /// Who the request whose head is `head` proves to be, whatever its path: an
     /// `Authorization` header (Basic, or Bearer with a session token), else the session cookie.
     /// A token's groups must still be admitted by the policy (which may have changed since the
@@ -250,7 +267,7 @@ impl Gate {
         now: Instant,
     ) -> Result<Option<Identity>, Denial> {
         if !paths.iter().any(|p| !p.is_empty() && self.policy.protects(p)) {
-            return Ok(None);
+            return Ok(self.session_only(head, peer, now));
         }
         self.identify(head, peer, now).map(Some)
     }

@@ -64,6 +64,8 @@ pub struct SiteSettings {
     pub context: bool,
     /// Request headers to put in the context; any turns the context on.
     pub context_headers: Vec<String>,
+    /// The endpoints that get it (default: every one).
+    pub context_endpoints: Option<String>,
     /// The site's connections (default [`DEFAULT_MAX_CONNECTIONS`]).
     pub max_connections: Option<u32>,
     /// Largest client message (default [`DEFAULT_MAX_MESSAGE`]).
@@ -168,6 +170,7 @@ impl SiteSettings {
             document: self.document,
             keepalive: self.keepalive.unwrap_or(d.keepalive),
             context: context.then_some(self.context_headers),
+            context_endpoints: self.context_endpoints.unwrap_or_default(),
             max_connections: self.max_connections.unwrap_or(d.max_connections),
             max_message: self.max_message.unwrap_or(d.max_message),
             handshake_timeout: self.handshake_timeout.unwrap_or(d.handshake_timeout),
@@ -206,6 +209,7 @@ impl Default for Site {
             access: AccessList::default(),
             origin: OriginPolicy::SameHost,
             context: None,
+            context_endpoints: String::new(),
             document: None,
             keepalive: DEFAULT_KEEPALIVE,
             max_connections: DEFAULT_MAX_CONNECTIONS,

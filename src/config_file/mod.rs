@@ -277,8 +277,10 @@ pub struct WebsocketConfig {
     pub handshake_timeout: Option<Duration>,
     /// `max_message` (bytes).
     pub max_message: Option<u64>,
-    /// `context`.
+    /// `context`: `true`, or a pattern naming the endpoints that get one.
     pub context: bool,
+    /// `context = "PATTERN"`: the endpoints that get the context.
+    pub context_endpoints: Option<String>,
     /// `links`: endpoints whose backend the file names.
     pub links: Vec<crate::relay::link::Link>,
 }

@@ -238,7 +238,10 @@ pub fn render(cfg: &ServiceConfig) -> String {
                     o.line(&format!("# max_message = {DEFAULT_MAX_MESSAGE}; (wsgate's default)"))
                 }
             }
-            o.set("context", if w.context { "true" } else { "false" });
+            match (&w.context_endpoints, w.context) {
+                (Some(p), true) => o.set("context", &quote(p)),
+                (_, on) => o.set("context", if on { "true" } else { "false" }),
+            }
             o.close(";");
         }
         o.indent = o.indent.saturating_sub(1);

@@ -60,6 +60,7 @@ pub fn to_runtime(
             keepalive: Some(server.keepalive_timeout),
             context: ws.context,
             context_headers: Vec::new(),
+            context_endpoints: ws.context_endpoints.clone(),
             max_connections: Some(server.maxclients),
             max_message: ws.max_message,
             handshake_timeout: ws.handshake_timeout,

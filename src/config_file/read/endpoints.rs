@@ -26,6 +26,7 @@ impl Reader<'_> {
             handshake_timeout: None,
             max_message: None,
             context: false,
+            context_endpoints: None,
             links: Vec::new(),
         };
         for s in g {
@@ -114,7 +115,13 @@ impl Reader<'_> {
                     }
                     ws.max_message = Some(n);
                 }
-                "context" => ws.context = self.boolean(s)?,
+                "context" => match &s.value.kind {
+                    Kind::Str(p) => {
+                        ws.context = true;
+                        ws.context_endpoints = Some(p.clone());
+                    }
+                    _ => ws.context = self.boolean(s)?,
+                },
                 "links" => ws.links = self.links(s)?,
                 "server" => self.warn(
                     s.pos,

@@ -240,7 +240,13 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             self.timers.deadline = Some(cx.now + self.timers.timeouts.close);
             return true;
         }
-        if let Some(headers) = &cx.site.context {
+        let context_on = cx.site.context_endpoints.is_empty() || {
+            let mut p = heapless::String::<{ path::MAX_PATH + 1 }>::new();
+            let _ = p.push('/');
+            let _ = p.push_str(endpoint);
+            crate::relay::acl::matches(&cx.site.context_endpoints, &p)
+        };
+        if let Some(headers) = cx.site.context.as_ref().filter(|_| context_on) {
             let written = cx.pool.ensure(&mut self.to_backend)
                 && self
                     .to_backend

@@ -24,7 +24,13 @@
 //! starting with `-`, passwords of 1–128 bytes, home paths of at most 128 bytes without `:`
 //! or control characters, at most 1000 users, a file of at most 256 KiB.
 //!
-//! `-C` is the database path, optionally followed by `,rounds=N` (1000 to 1000000).
+//! * `whoami {}`: the connection's login, `{user, group}`, or `null`.
+//!
+//! `-C` is the database path, optionally followed by `,rounds=N` (1000 to 1000000) and
+//! `,gateway`. With `gateway`, a connection the gateway authenticated (its connection context,
+//! `--context`, carries `REMOTE_USER` and `REMOTE_GROUPS`) starts logged in as that user, so a
+//! page whose user logged in at the gateway needs no `auth` call; only the gateway must be
+//! able to connect to the server's socket, since the context is believed as it comes.
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -59,6 +65,7 @@ const DB_ERROR: i32 = -32010;
 pub struct Auth {
     db: PathBuf,
     rounds: usize,
+    gateway: bool,
 }
 
 /// A connection's login.
@@ -83,20 +90,40 @@ impl Plugin for Auth {
             return Err("auth: -C must name the user database file".into());
         }
         let mut rounds = ROUNDS_DEFAULT;
+        let mut gateway = false;
         for opt in parts {
+            if opt == "gateway" {
+                gateway = true;
+                continue;
+            }
             match opt.strip_prefix("rounds=").and_then(|n| n.parse::<usize>().ok()) {
                 Some(n) if (ROUNDS_MIN..=ROUNDS_MAX).contains(&n) => rounds = n,
-                _ => return Err(format!("auth: bad option {opt:?} (rounds=1000..1000000)")),
+                _ => {
+                    return Err(format!("auth: bad option {opt:?} (rounds=1000..1000000, gateway)"))
+                }
             }
         }
-        let auth = Self { db: PathBuf::from(db), rounds };
+        let auth = Self { db: PathBuf::from(db), rounds, gateway };
         // Fail at start-up, not at the first request, when the file is unreadable.
         auth.load().map_err(|e| format!("auth: {}: {}", auth.db.display(), e.message))?;
         Ok(auth)
     }
 
-    fn open(&self, _context: &str) -> Option<Login> {
-        Some(Login::default())
+    fn open(&self, context: &str) -> Option<Login> {
+        if !self.gateway {
+            return Some(Login::default());
+        }
+        let field =
+            |name: &str| context.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix('='));
+        let user = match (field("REMOTE_USER"), field("REMOTE_GROUPS")) {
+            (Some(u), Some(g)) if check_name(u, "user").is_ok() => {
+                // The database's rule allows one group a user; a session carries that one.
+                let group = g.split(',').next().unwrap_or_default();
+                check_name(group, "group").ok().map(|()| (u.to_owned(), group.to_owned()))
+            }
+            _ => None,
+        };
+        Some(Login { user })
     }
 
     fn call(&self, login: &mut Login, method: &str, params: &Value) -> Result<Value, RpcError> {
@@ -105,6 +132,10 @@ impl Plugin for Auth {
             "passwd" => self.passwd(login, params),
             "adduser" => self.adduser(login, params),
             "rmuser" => self.rmuser(login, params),
+            "whoami" => Ok(match &login.user {
+                Some((user, group)) => json!({ "user": user, "group": group }),
+                None => Value::Null,
+            }),
             _ => Err(RpcError::method_not_found(method)),
         }
     }
