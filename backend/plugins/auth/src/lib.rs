@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn hashes_round_trip_with_fresh_salts() {
-        let a = Auth { db: PathBuf::from("/nonexistent"), rounds: 1000 };
+        let a = Auth { db: PathBuf::from("/nonexistent"), rounds: 1000, gateway: false };
         let h1 = a.hash("pw").unwrap();
         let h2 = a.hash("pw").unwrap();
         assert_ne!(h1, h2);
