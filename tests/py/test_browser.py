@@ -23,7 +23,7 @@ import ssl
 import subprocess
 
 from browser import launch, spki_pin_arg
-from harness import REPO_ROOT, Child, gateway_bin, ws_connect
+from harness import REPO_ROOT, Child, gateway_bin, wait_until, ws_connect
 
 SCHEMES = ["ws", "wss"]
 PAGE_SCHEME = {"ws": "http", "wss": "https"}
@@ -191,13 +191,171 @@ def test_auth_page_logs_in_and_changes_the_password(demo, browser_page):
     assert "second-pw" not in (demo.run / "users.db").read_text()
 
 
+def add_first_user(demo, user: str, password: str) -> None:
+    """First-run setup through the auth plugin (the demo's user database starts empty): the
+    first user is the administrator."""
+    c = ws_connect(demo.ws("auth"), **demo.client_kw)
+    try:
+        c.send(json.dumps({"jsonrpc": "2.0", "method": "adduser", "params": {"user": user, "passwd": password}, "id": 1}))
+        assert json.loads(c.recv(timeout=5))["result"]["group"] == "root"
+    finally:
+        c.close()
+
+
+def log_in(page, demo, user: str, password: str, next_page: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(demo.page(f"login.html?next=/{next_page}"))
+    expect(page.locator("#who")).to_have_text("not logged in")
+    page.fill("#user", user)
+    page.fill("#password", password)
+    page.click("#go")
+    page.wait_for_url(demo.page(next_page))
+
+
 def test_sysinfo_page_shows_the_system(demo, browser_page):
     from playwright.sync_api import expect
 
+    add_first_user(demo, "admin", "demo-pw")
     page = browser_page()
-    page.goto(demo.page("websysinfo.html"))
+    log_in(page, demo, "admin", "demo-pw", "websysinfo.html")
     kernel = Path("/proc/sys/kernel/osrelease").read_text().strip()
     expect(page.locator("#kernel")).to_have_text(kernel)
     expect(page.locator("#network")).to_contain_text("lo")
     expect(page.locator("#memory")).to_contain_text("/")
     expect(page.locator("#error")).to_have_text("")
+
+
+def signed_token(key_file: Path, user: str, group: str, expires: int) -> str:
+    """A session token as the gateway signs it (HMAC-SHA256 under its key file)."""
+    import hashlib
+    import hmac
+
+    signed = f"{user}:{group}:{expires}"
+    key = bytes.fromhex(key_file.read_text().strip())
+    return signed + ":" + hmac.new(key, signed.encode(), hashlib.sha256).hexdigest()
+
+
+def test_the_login_page_opens_the_protected_socket_until_logout_or_expiry(demo, browser_page):
+    """The login page sets the session cookie; /sysinfo opens with it and its backend (the auth
+    plugin, on the same login) sees the user; without it, after logout and after expiry the
+    upgrade gets 401."""
+    import time
+
+    from playwright.sync_api import expect
+
+    add_first_user(demo, "admin", "demo-pw")
+    page = browser_page()
+    mark = len(demo.gateway.lines)
+    page.goto(demo.page("websysinfo.html"))
+    # Not logged in: the gateway refuses the upgrade, and the page offers the login.
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#kernel")).to_have_text("")
+    demo.gateway.wait_line(r"close /sysinfo refused 401: authentication required", 5, mark)
+
+    # A wrong password says so and sets nothing.
+    page.goto(demo.page("login.html"))
+    page.fill("#user", "admin")
+    page.fill("#password", "wrong")
+    page.click("#go")
+    expect(page.locator("#error")).to_have_text("wrong user or password")
+    assert not [c for c in page.context.cookies() if c["name"] == "wsgate_session"]
+
+    log_in(page, demo, "admin", "demo-pw", "websysinfo.html")
+    kernel = Path("/proc/sys/kernel/osrelease").read_text().strip()
+    expect(page.locator("#kernel")).to_have_text(kernel)
+    expect(page.locator("#login")).to_be_hidden()
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "wsgate_session"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    assert cookie["secure"] == (demo.scheme == "wss")
+    assert abs(cookie["expires"] - time.time() - 3600) < 120
+    # The page's script cannot read it.
+    assert "wsgate_session" not in page.evaluate("document.cookie")
+
+    # The backend learns the user from the gateway (the auth plugin's whoami).
+    page.goto(demo.page("webauth.html"))
+    expect(page.locator("#gateway-login")).to_have_text("logged in as admin (root)")
+
+    # Logout: refused again.
+    page.goto(demo.page("login.html"))
+    expect(page.locator("#who")).to_have_text("logged in as admin (root)")
+    page.click("#logout")
+    expect(page.locator("#who")).to_have_text("not logged in")
+    mark = len(demo.gateway.lines)
+    page.goto(demo.page("websysinfo.html"))
+    expect(page.locator("#login")).to_be_visible()
+    demo.gateway.wait_line(r"close /sysinfo refused 401", 5, mark)
+
+    # A session past its expiry (signed with the right key): refused.
+    expired = signed_token(demo.run / "session.key", "admin", "root", int(time.time()) - 5)
+    page.context.add_cookies([{"name": "wsgate_session", "value": expired, "url": demo.page("")}])
+    mark = len(demo.gateway.lines)
+    page.goto(demo.page("websysinfo.html"))
+    expect(page.locator("#login")).to_be_visible()
+    demo.gateway.wait_line(r"auth: session refused \(Expired\)", 5, mark)
+    demo.gateway.wait_line(r"close /sysinfo refused 401", 5, mark)
+
+
+@pytest.mark.parametrize("demo", ["ws"], indirect=True)
+def test_a_page_of_another_origin_carrying_the_cookie_is_refused(demo, browser_page, sandbox):
+    """Cross-site WebSocket hijacking: a page of another origin on the same site (another
+    port: the browser sends the SameSite=Strict cookie along) opens the protected endpoint;
+    the Origin policy refuses it although the cookie is valid."""
+    import functools
+    import http.server
+    import threading
+
+    from playwright.sync_api import expect
+
+    add_first_user(demo, "admin", "demo-pw")
+    page = browser_page()
+    log_in(page, demo, "admin", "demo-pw", "websysinfo.html")
+    expect(page.locator("#kernel")).not_to_have_text("")
+
+    # What the browser sends with a WebSocket of that page to yet another port of the site:
+    # it shows that the cookie goes along.
+    recorder = socket.socket()
+    recorder.bind(("127.0.0.1", 0))
+    recorder.listen(1)
+    recorder.settimeout(10)
+    seen: list[bytes] = []
+
+    def record():
+        try:
+            conn, _ = recorder.accept()
+            conn.settimeout(5)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            seen.append(head)
+            conn.close()
+        except OSError:
+            pass
+
+    threading.Thread(target=record, daemon=True).start()
+    site = sandbox / "other-origin"
+    site.mkdir()
+    (site / "evil.html").write_text(f"""<!doctype html><title>waiting</title><script>
+new WebSocket("ws://127.0.0.1:{recorder.getsockname()[1]}/x");
+var ws = new WebSocket("ws://127.0.0.1:{demo.port}/sysinfo");
+ws.onopen = function () {{ document.title = "opened"; }};
+ws.onclose = function () {{ document.title = "refused"; }};
+</script>""")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        mark = len(demo.gateway.lines)
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/evil.html")
+        expect(page).to_have_title("refused")
+        line = demo.gateway.wait_line(r"Origin .* refused for Host", 5, mark)
+        assert f"127.0.0.1:{server.server_address[1]}" in line.string
+        wait_until(lambda: seen, 5)
+        assert b"wsgate_session=" in seen[0], seen[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+        recorder.close()
