@@ -181,16 +181,23 @@ config server 'lan'
 	option ping_interval_ms '20000'
 	option idle_timeout_ms '60000'
 	option max_message '65536'
-	option auth_db '/etc/wsgate/pass"wd'
+	option auth_db 'DIR/pass"wd'
 	option auth_realm 'router'
 	option auth_unprotect '^/public$'
 	option auth_require 'root,admins'
+	option auth_session_key 'DIR/session.key'
+	option auth_session_path '/login'
+	option auth_expire '600'
 
 config server
 	option port '8082'
 	option addr '::1'
 """
-    conf = generate(tmp_path, uci)
+    # --check reads the user database and the session key as the start would.
+    (tmp_path / 'pass"wd').write_text("")
+    (tmp_path / "session.key").write_text("ab" * 32 + "\n")
+    (tmp_path / "session.key").chmod(0o600)
+    conf = generate(tmp_path, uci.replace("DIR", str(tmp_path)))
     assert "syslog" not in conf
     assert r'log-file = "/tmp/wsgate \"quoted\".log";' in conf
     assert "exec_limit = 5;" in conf
@@ -209,8 +216,9 @@ config server
     assert 'document = { docroot = "/www/ws"; defaultpage = "index.html"; };' in conf
     assert "ping_interval_ms = 20000;" in conf and "max_message = 65536;" in conf
     assert conf.count("websocket = {") == 2
-    assert ('auth = { type = "Basic"; dbname = "/etc/wsgate/pass\\"wd"; realm = "router";'
-            ' unprotect = "^/public$"; require = "root,admins"; };') in conf
+    assert (f'auth = {{ type = "Basic"; dbname = "{tmp_path}/pass\\"wd"; realm = "router";'
+            ' unprotect = "^/public$"; require = "root,admins";'
+            f' session_key = "{tmp_path}/session.key"; session_path = "/login"; expire = 600; }};') in conf
     effective = check(tmp_path, conf)
     for want in ["8081", "8082", "127.0.0.1", "::1", "lines", "/run/ws lan", "65536", "require = \"root,admins\";",
                  "tcp:127.0.0.1:1883", "tcp:[::1]:8883", "unix:/run/echo dev.sock",
@@ -231,6 +239,7 @@ config server
     ("list link 'x=exec: '", "needs a program"),
     ("list link 'p=fifo:/run/only'", "must be ORIGIN=fifo:/WRITTEN:/READ"),
     ("option auth_require 'root'", "the auth options need auth_db"),
+    ("option auth_expire '60'", "the auth options need auth_db"),
 ])
 def test_bad_uci_values_are_refused_and_leave_no_file(tmp_path, bad, message):
     # The bad value is in the first of two servers: a later good section must not hide it.

@@ -487,3 +487,59 @@ def test_sessions_from_an_ouistiti_config_file(tmp_path, docroot, userdb, py_bac
     bad = subprocess.run([gateway_bin(), "--check", "-f", str(conf)], capture_output=True, text=True, timeout=10)
     assert bad.returncode == 2 and "session_path needs session_key" in bad.stderr
     assert f"{conf}:3:" in bad.stderr
+
+
+def read_context(conn) -> bytes:
+    conn.settimeout(5)
+    context = b""
+    while b"\n\n" not in context:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        context += chunk
+    return context
+
+
+def test_open_paths_tell_the_backend_of_a_session_and_only_the_named_endpoints_get_context(
+        tmp_path, docroot, userdb, py_backend, sandbox):
+    """On a path that needs no login, a valid session still reaches the backend (Basic is not
+    looked at there); `context = "PATTERN"` sends the context to the endpoints it names only."""
+    open_b, quiet = py_backend("open"), py_backend("quiet")
+    key = sandbox / "session.key"
+    conf = tmp_path / "wsgate.conf"
+    conf.write_text(
+        f"""servers = ({{
+    port = 0; addr = "127.0.0.1";
+    auth = {{ type = "Basic"; dbname = "{userdb}"; session_key = "{key}"; protect = "^/private$"; }};
+    websocket = {{ docroot = "{docroot}"; context = "^/open$"; }};
+}});
+"""
+    )
+    g = Child([gateway_bin(), "-f", str(conf), "-v"], "wsgate")
+    try:
+        port = int(g.wait_line(LISTEN_RE, 10).group(2))
+        cookie = session_cookie(login_json(port, "ann", "annpw")[1])
+        for headers, user in [({"Cookie": cookie}, b"REMOTE_USER=ann\n"), (None, None),
+                              ({"Cookie": "wsgate_session=ann:users:99999999999:" + "0" * 64}, None),
+                              (basic("admin", "s3cret"), None)]:
+            ws = RawWS.connect(port, "/open", headers=headers)
+            assert ws.response.status == 101, headers
+            context = read_context(open_b.accept())
+            assert b"REQUEST_URI=/open" in context or b"/open" in context, context
+            if user:
+                assert user in context, context
+            else:
+                assert b"REMOTE_USER" not in context, (headers, context)
+            ws.close()
+        # No hash was computed for the Basic header on the open path.
+        assert 'user "admin"' not in g.log_text()
+        # The endpoint the pattern does not name gets its client's bytes only.
+        ws = RawWS.connect(port, "/quiet", headers={"Cookie": cookie})
+        assert ws.response.status == 101
+        conn = quiet.accept()
+        ws.send_frame(0x1, b"first")
+        conn.settimeout(5)
+        assert conn.recv(4096) == b"first"
+        ws.close()
+    finally:
+        g.stop()
