@@ -187,19 +187,27 @@ pub fn parse<'a>(buf: &'a [u8], base: &str, full: bool) -> Parsed<'a> {
     })
 }
 
-/// A response: status, extra header lines (without their CRLF), a body and its type, and
-/// whether the connection stays open. Written into `out`; its length, or `None` when it does
-/// not fit.
+/// A response of the session endpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct Response<'a> {
+    /// The status.
+    pub status: u16,
+    /// Extra header lines, without their CRLF.
+    pub headers: &'a [&'a str],
+    /// The body's type.
+    pub content_type: &'a str,
+    /// The body.
+    pub body: &'a [u8],
+    /// `HEAD`: the body's length, not the body.
+    pub head_only: bool,
+    /// The connection stays open.
+    pub keep_alive: bool,
+}
+
+/// Writes `r` into `out`; its length, or `None` when it does not fit.
 #[must_use]
-pub fn write_response(
-    out: &mut [u8],
-    status: u16,
-    headers: &[&str],
-    content_type: &str,
-    body: &[u8],
-    head_only: bool,
-    keep_alive: bool,
-) -> Option<usize> {
+pub fn write_response(out: &mut [u8], r: &Response<'_>) -> Option<usize> {
+    let Response { status, headers, content_type, body, head_only, keep_alive } = *r;
     let mut w = Writer::new(out);
     w.put(b"HTTP/1.1 ")?;
     w.put_decimal(usize::from(status))?;
@@ -353,7 +361,7 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("SameSite=Strict; Secure\r\n\r\n{}"), "{text}");
-        assert!(write_response(&mut out[..20], 200, &[], "text/plain", b"", false, true).is_none());
+        assert!(write_response(&mut out[..20], &ok).is_none());
         assert_eq!(local_target("/webauth.html?x=1"), Some("/webauth.html?x=1"));
         for bad in
             ["//evil.example/", "/\\evil.example", "http://evil.example/", "/a b", "/a\r\nX: y", ""]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import LISTEN_RE, Child, RawWS, rss_kb, build_request, gateway_bin, open_socket, read_response_head, ws_connect
+from harness import LISTEN_RE, Child, RawWS, rss_kb, build_request, gateway_bin, open_socket, read_response_head, session_token, ws_connect
 
 
 def sha512_crypt(password: str, salt: str, rounds: int = 5000) -> str:
@@ -31,6 +31,16 @@ def userdb(sandbox) -> Path:
         f"ann:users:{sha512_crypt('annpw', 'annsalt1')}:/home/ann\n"
     )
     return db
+
+
+def start_from_file(conf: Path, *extra: str) -> tuple[Child, int]:
+    """The gateway of config file `conf`, and the port it announced."""
+    g = Child([gateway_bin(), "-f", str(conf), *extra], "wsgate")
+    try:
+        return g, int(g.wait_line(LISTEN_RE, 10).group(2))
+    except BaseException:
+        g.stop()
+        raise
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -184,9 +194,8 @@ def test_auth_from_an_ouistiti_config_file(tmp_path, docroot, userdb, py_backend
     assert check.returncode == 0, check.stderr
     assert f'dbname = "{userdb}";' in check.stdout and 'require = "root";' in check.stdout
     assert '"signin" is not used by wsgate' in check.stderr
-    g = Child([gateway_bin(), "-f", str(conf)], "wsgate")
+    g, port = start_from_file(conf)
     try:
-        port = int(g.wait_line(LISTEN_RE, 10).group(2))
         r = status_of(port, "/echo")
         assert r.status == 401 and r.header("WWW-Authenticate").startswith('Basic realm="Router"')
         assert status_of(port, "/echo", basic("ann", "annpw")).status == 403
@@ -310,16 +319,6 @@ def session_cookie(headers) -> str:
     return value
 
 
-def make_token(key_file: Path, user: str, group: str, expires: int) -> str:
-    """A token signed as the gateway signs them: its key file's bytes, HMAC-SHA256."""
-    import hashlib
-    import hmac
-
-    key = bytes.fromhex(key_file.read_text().strip())
-    signed = f"{user}:{group}:{expires}"
-    return signed + ":" + hmac.new(key, signed.encode(), hashlib.sha256).hexdigest()
-
-
 def test_a_login_gives_a_session_cookie_that_opens_protected_endpoints(gateway, userdb, py_backend, sandbox):
     import json
 
@@ -390,14 +389,14 @@ def test_sessions_that_do_not_open(gateway, userdb, py_backend, sandbox):
     # A user outside the required groups gets no session.
     assert login_json(g.port, "ann", "annpw")[0] == 403
     now = int(time.time())
-    good = make_token(key, "admin", "root", now + 600)
+    good = session_token(key, "admin", "root", now + 600)
     assert status_of(g.port, "/echo", {"Cookie": f"wsgate_session={good}"}).status == 101
     for token, want in [
-        (make_token(key, "admin", "root", now - 1), 401),  # expired
+        (session_token(key, "admin", "root", now - 1), 401),  # expired
         (good.replace(":root:", ":users:"), 401),  # edited: the MAC no longer matches
         (good[:-1] + ("0" if good[-1] != "0" else "1"), 401),
         ("admin:root:99999999999:" + "0" * 64, 401),  # another key
-        (make_token(key, "ann", "users", now + 600), 403),  # signed, but the policy does not admit users
+        (session_token(key, "ann", "users", now + 600), 403),  # signed, but the policy does not admit users
     ]:
         assert status_of(g.port, "/echo", {"Cookie": f"wsgate_session={token}"}).status == want, token
         assert status_of(g.port, "/echo", {"Authorization": f"Bearer {token}"}).status == want, token
@@ -474,9 +473,8 @@ def test_sessions_from_an_ouistiti_config_file(tmp_path, docroot, userdb, py_bac
     assert check.returncode == 0, check.stderr
     assert f'session_key = "{key}";' in check.stdout and 'session_path = "/auth/s";' in check.stdout
     assert "expire = 120;" in check.stdout
-    g = Child([gateway_bin(), "-f", str(conf)], "wsgate")
+    g, port = start_from_file(conf)
     try:
-        port = int(g.wait_line(LISTEN_RE, 10).group(2))
         status, headers, _ = http(port, "POST", "/auth/s/login", '{"user":"admin","password":"s3cret"}',
                                   {"Content-Type": "application/json"})
         assert status == 200 and "Max-Age=120;" in headers["Set-Cookie"]
@@ -515,9 +513,8 @@ def test_open_paths_tell_the_backend_of_a_session_and_only_the_named_endpoints_g
 }});
 """
     )
-    g = Child([gateway_bin(), "-f", str(conf), "-v"], "wsgate")
+    g, port = start_from_file(conf, "-v")
     try:
-        port = int(g.wait_line(LISTEN_RE, 10).group(2))
         cookie = session_cookie(login_json(port, "ann", "annpw")[1])
         for headers, user in [({"Cookie": cookie}, b"REMOTE_USER=ann\n"), (None, None),
                               ({"Cookie": "wsgate_session=ann:users:99999999999:" + "0" * 64}, None),

@@ -23,7 +23,7 @@ import ssl
 import subprocess
 
 from browser import launch, spki_pin_arg
-from harness import REPO_ROOT, Child, gateway_bin, wait_until, ws_connect
+from harness import REPO_ROOT, Child, gateway_bin, session_token, wait_until, ws_connect
 
 SCHEMES = ["ws", "wss"]
 PAGE_SCHEME = {"ws": "http", "wss": "https"}
@@ -226,16 +226,6 @@ def test_sysinfo_page_shows_the_system(demo, browser_page):
     expect(page.locator("#error")).to_have_text("")
 
 
-def signed_token(key_file: Path, user: str, group: str, expires: int) -> str:
-    """A session token as the gateway signs it (HMAC-SHA256 under its key file)."""
-    import hashlib
-    import hmac
-
-    signed = f"{user}:{group}:{expires}"
-    key = bytes.fromhex(key_file.read_text().strip())
-    return signed + ":" + hmac.new(key, signed.encode(), hashlib.sha256).hexdigest()
-
-
 def test_the_login_page_opens_the_protected_socket_until_logout_or_expiry(demo, browser_page):
     """The login page sets the session cookie; /sysinfo opens with it and its backend (the auth
     plugin, on the same login) sees the user; without it, after logout and after expiry the
@@ -287,7 +277,7 @@ def test_the_login_page_opens_the_protected_socket_until_logout_or_expiry(demo, 
     demo.gateway.wait_line(r"close /sysinfo refused 401", 5, mark)
 
     # A session past its expiry (signed with the right key): refused.
-    expired = signed_token(demo.run / "session.key", "admin", "root", int(time.time()) - 5)
+    expired = session_token(demo.run / "session.key", "admin", "root", int(time.time()) - 5)
     page.context.add_cookies([{"name": "wsgate_session", "value": expired, "url": demo.page("")}])
     mark = len(demo.gateway.lines)
     page.goto(demo.page("websysinfo.html"))

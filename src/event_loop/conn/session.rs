@@ -11,7 +11,7 @@ use super::super::transport::{Transport, Upstream};
 use super::{truncate, Connection, Ctx, Reason, Refusal, State};
 use crate::auth::credentials::{self, MAX_PASSWORD, MAX_USER};
 use crate::auth::gate::{Denial, Gate, Identity};
-use crate::auth::login::{self, Action, Parsed, SessionRequest};
+use crate::auth::login::{self, Action, Parsed, Response, SessionRequest};
 use crate::buffer::Buf;
 use crate::logging::INFO;
 
@@ -183,7 +183,9 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         req: &SessionRequest<'_>,
     ) -> Option<bool> {
         let keep_alive = req.keep_alive && !self.timers.timeouts.keepalive.is_zero();
-        if !self.session_write(cx, status, headers, content_type, body, req.head_only, keep_alive) {
+        let r =
+            Response { status, headers, content_type, body, head_only: req.head_only, keep_alive };
+        if !self.session_write(cx, &r) {
             self.session_refused(cx, 500, &[]);
             return None;
         }
@@ -235,35 +237,24 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         let reason = crate::http::handshake::reason_phrase(status);
         let mut body = heapless::String::<64>::new();
         let _ = writeln!(body, "{reason}");
-        let _ =
-            self.session_write(cx, status, &headers, "text/plain", body.as_bytes(), false, false);
+        let r = Response {
+            status,
+            headers: &headers,
+            content_type: "text/plain",
+            body: body.as_bytes(),
+            head_only: false,
+            keep_alive: false,
+        };
+        let _ = self.session_write(cx, &r);
         self.enter_close(cx, State::Flushing(None));
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn session_write(
-        &mut self,
-        cx: &mut Ctx<'_, U>,
-        status: u16,
-        headers: &[&str],
-        content_type: &str,
-        body: &[u8],
-        head_only: bool,
-        keep_alive: bool,
-    ) -> bool {
+    fn session_write(&mut self, cx: &mut Ctx<'_, U>, r: &Response<'_>) -> bool {
         if !cx.pool.ensure(&mut self.to_client) {
             return false;
         }
         let Some(out) = self.to_client.as_mut() else { return false };
-        match login::write_response(
-            out.spare(),
-            status,
-            headers,
-            content_type,
-            body,
-            head_only,
-            keep_alive,
-        ) {
+        match login::write_response(out.spare(), r) {
             Some(n) => {
                 out.commit(n);
                 true
