@@ -351,8 +351,15 @@ mod tests {
             cookie.as_str(),
             "Set-Cookie: wsgate_session=u:g:1:ab; Path=/; Max-Age=3600; HttpOnly; SameSite=Strict; Secure"
         );
-        let n = write_response(&mut out, 200, &[&cookie], "application/json", b"{}", false, true)
-            .unwrap();
+        let ok = Response {
+            status: 200,
+            headers: &[&cookie],
+            content_type: "application/json",
+            body: b"{}",
+            head_only: false,
+            keep_alive: true,
+        };
+        let n = write_response(&mut out, &ok).unwrap();
         let text = core::str::from_utf8(&out[..n]).unwrap();
         assert!(
             text.starts_with(
