@@ -68,6 +68,20 @@ pub struct Args {
     /// gives browsers a session cookie and scripts a Bearer token
     #[argh(option)]
     pub auth_session_key: Option<PathBuf>,
+    /// paths with groups of their own, repeatable: PATTERNS=GROUPS (e.g. '^/admin*=root'):
+    /// they need a login, and only those groups open them
+    #[argh(option)]
+    pub auth_rule: Vec<String>,
+    /// client certificates (TLS with --tls-client-ca) whose subject matches this pattern
+    /// (rendered /C=FR/O=Acme/CN=device1) identify their holder: the CN is the user
+    #[argh(option)]
+    pub auth_cert_subject: Option<String>,
+    /// with --auth-cert-subject: the pattern the certificate's issuer must match too
+    #[argh(option)]
+    pub auth_cert_issuer: Option<String>,
+    /// the group of certificate users (default certificate)
+    #[argh(option)]
+    pub auth_cert_group: Option<String>,
     /// the login endpoint: POST PATH/login, POST PATH/logout, GET PATH (default /session)
     #[argh(option)]
     pub auth_session_path: Option<String>,
@@ -269,6 +283,25 @@ impl Args {
                         .filter(|g| !g.is_empty())
                         .map(str::to_owned)
                         .collect(),
+                    rules: self
+                        .auth_rule
+                        .iter()
+                        .map(|r| parse_auth_rule(r).map_err(|e| at("--auth-rule", e)))
+                        .collect::<Result<_, _>>()?,
+                    certificate: if self.auth_cert_subject.is_some()
+                        || self.auth_cert_issuer.is_some()
+                        || self.auth_cert_group.is_some()
+                    {
+                        Some(crate::config::CertificateRule {
+                            subject: self.auth_cert_subject.unwrap_or_default(),
+                            issuer: self.auth_cert_issuer.unwrap_or_default(),
+                            group: self
+                                .auth_cert_group
+                                .unwrap_or_else(|| crate::config::DEFAULT_CERTIFICATE_GROUP.into()),
+                        })
+                    } else {
+                        None
+                    },
                     session: match self.auth_session_key {
                         Some(key) => Some(crate::config::SessionPolicy {
                             key,
@@ -294,6 +327,10 @@ impl Args {
                     || self.auth_unprotect.is_some()
                     || self.auth_require.is_some()
                     || self.auth_session_key.is_some()
+                    || !self.auth_rule.is_empty()
+                    || self.auth_cert_subject.is_some()
+                    || self.auth_cert_issuer.is_some()
+                    || self.auth_cert_group.is_some()
                     || self.auth_session_path.is_some()
                     || self.auth_expire.is_some() =>
                 {
@@ -316,4 +353,25 @@ impl Args {
             BuildError::Invalid(e) => e,
         })
     }
+}
+
+/// `PATTERNS=GROUPS`: the paths (allow/deny's patterns, which hold no '=') and their groups.
+///
+/// # Errors
+/// No '=', or no pattern.
+pub fn parse_auth_rule(text: &str) -> Result<crate::config::AuthRule, String> {
+    let (paths, groups) =
+        text.rsplit_once('=').ok_or_else(|| format!("{text:?}: expected PATTERNS=GROUPS"))?;
+    if paths.is_empty() {
+        return Err(format!("{text:?}: no path pattern"));
+    }
+    Ok(crate::config::AuthRule {
+        paths: paths.to_owned(),
+        require: groups
+            .split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }

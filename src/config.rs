@@ -220,7 +220,37 @@ pub struct AuthPolicy {
     /// Browser and script sessions: a login endpoint and signed tokens. Without it, HTTP Basic
     /// is the only credential.
     pub session: Option<SessionPolicy>,
+    /// Endpoints with groups of their own, first match wins: each needs a login, and its groups
+    /// replace `require` there.
+    pub rules: Vec<AuthRule>,
+    /// Client certificates that identify their holder (a TLS listener with client CAs).
+    pub certificate: Option<CertificateRule>,
 }
+
+/// Paths (allow/deny's patterns) that need a login and the groups that may open them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthRule {
+    /// The paths.
+    pub paths: String,
+    /// The groups, any one of them; any user when empty.
+    pub require: Vec<String>,
+}
+
+/// Which verified client certificates identify their holder: the subject's and the issuer's
+/// names (rendered `/C=FR/O=Acme/CN=device1`, see [`crate::auth::x509`]) must match these
+/// patterns; the subject's common name becomes the user, in `group`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateRule {
+    /// Pattern for the subject (every subject when empty).
+    pub subject: String,
+    /// Pattern for the issuer (every issuer the client CAs trust when empty).
+    pub issuer: String,
+    /// The group of a certificate's user.
+    pub group: String,
+}
+
+/// The group of certificate users when none is configured.
+pub const DEFAULT_CERTIFICATE_GROUP: &str = "certificate";
 
 /// Sessions: what the login endpoint gives (a cookie, and a token for `Authorization: Bearer`)
 /// and how long it lasts.
@@ -284,17 +314,31 @@ impl SessionPolicy {
 pub const DEFAULT_REALM: &str = "wsgate";
 
 impl AuthPolicy {
+    /// The rule of `path`, if one names it.
+    fn rule(&self, path: &str) -> Option<&AuthRule> {
+        self.rules.iter().find(|r| crate::relay::acl::matches(&r.paths, path))
+    }
+
     /// Does `path` need a login?
     #[must_use]
     pub fn protects(&self, path: &str) -> bool {
-        crate::relay::acl::matches(&self.protect, path)
-            && !crate::relay::acl::matches(&self.unprotect, path)
+        self.rule(path).is_some()
+            || crate::relay::acl::matches(&self.protect, path)
+                && !crate::relay::acl::matches(&self.unprotect, path)
     }
 
-    /// May a user of `group` pass?
+    /// May a user of `groups` (comma-separated) open `path`? Its rule's groups, or `require`.
     #[must_use]
-    pub fn admits(&self, group: &str) -> bool {
-        self.require.is_empty() || self.require.iter().any(|g| g == group)
+    pub fn admits(&self, path: &str, groups: &str) -> bool {
+        let require = self.rule(path).map_or(&self.require, |r| &r.require);
+        require.is_empty() || groups.split(',').any(|g| require.iter().any(|r| r == g))
+    }
+
+    /// May a user of `group` open anything that needs a login (the login endpoint's question)?
+    #[must_use]
+    pub fn admits_anywhere(&self, group: &str) -> bool {
+        let any = |require: &Vec<String>| require.is_empty() || require.iter().any(|r| r == group);
+        any(&self.require) || self.rules.iter().any(|r| any(&r.require))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -310,10 +354,14 @@ impl AuthPolicy {
                 self.realm
             )));
         }
-        for g in &self.require {
+        let groups = self.rules.iter().flat_map(|r| &r.require).chain(&self.require);
+        for g in groups.chain(self.certificate.as_ref().map(|c| &c.group)) {
             if crate::auth::credentials::user_name(g.as_bytes()).is_err() {
                 return Err(ConfigError(format!("auth require: {g:?} is not a group name")));
             }
+        }
+        if self.rules.iter().any(|r| r.paths.is_empty()) {
+            return Err(ConfigError("auth rule: a rule names no path".into()));
         }
         self.session.as_ref().map_or(Ok(()), SessionPolicy::validate)
     }
@@ -367,6 +415,13 @@ impl Site {
         }
         if let Some(a) = &self.auth {
             a.validate()?;
+            let client_ca = self.tls.as_ref().is_some_and(|t| t.files.client_ca.is_some());
+            if a.certificate.is_some() && !client_ca {
+                return Err(ConfigError(
+                    "auth certificate: client certificates need a TLS listener with client_ca"
+                        .into(),
+                ));
+            }
         }
         for (i, l) in self.links.iter().enumerate() {
             if self.links.iter().take(i).any(|o| o.origin == l.origin) {
@@ -417,6 +472,36 @@ mod tests {
     }
 
     #[test]
+    fn rules_protect_their_paths_with_their_own_groups() {
+        let policy = AuthPolicy {
+            db: "/db".into(),
+            realm: DEFAULT_REALM.into(),
+            protect: "^/chat$".into(),
+            unprotect: String::new(),
+            require: vec!["users".into()],
+            session: None,
+            rules: vec![
+                AuthRule { paths: "^/admin*".into(), require: vec!["root".into()] },
+                AuthRule { paths: "^/admin/open$,^/status$".into(), require: Vec::new() },
+            ],
+            certificate: None,
+        };
+        assert!(
+            policy.protects("/chat") && policy.protects("/admin/x") && policy.protects("/status")
+        );
+        assert!(!policy.protects("/echo"));
+        assert!(policy.admits("/chat", "users") && !policy.admits("/chat", "root"));
+        assert!(policy.admits("/admin/x", "root") && !policy.admits("/admin/x", "users"));
+        // First match wins: /admin/open is the root rule's.
+        assert!(!policy.admits("/admin/open", "users"));
+        // A rule without groups admits any user; a token's groups are comma-separated.
+        assert!(policy.admits("/status", "guests") && policy.admits("/admin", "a,root"));
+        assert!(policy.admits_anywhere("guests") && policy.admits_anywhere("root"));
+        let strict = AuthPolicy { rules: policy.rules.get(..1).unwrap().to_vec(), ..policy };
+        assert!(!strict.admits_anywhere("guests") && strict.admits_anywhere("users"));
+    }
+
+    #[test]
     fn defaults_validate() {
         assert_eq!(Config::default().validate(), Ok(()));
         let c = Config { buffer_size: 10, ..Config::default() };
@@ -427,6 +512,22 @@ mod tests {
         let ephemeral = Config { sites: vec![any_port.clone(), any_port], ..Config::default() };
         assert_eq!(ephemeral.validate(), Ok(()));
         let huge = Site { max_connections: MAX_CONNECTIONS, ..Site::default() };
+        let cert_auth = AuthPolicy {
+            db: "/db".into(),
+            realm: DEFAULT_REALM.into(),
+            protect: "*".into(),
+            unprotect: String::new(),
+            require: Vec::new(),
+            session: None,
+            rules: Vec::new(),
+            certificate: Some(CertificateRule {
+                subject: String::new(),
+                issuer: String::new(),
+                group: DEFAULT_CERTIFICATE_GROUP.into(),
+            }),
+        };
+        let no_client_ca = Site { auth: Some(cert_auth), ..Site::default() };
+        assert!(no_client_ca.validate().unwrap_err().0.contains("client_ca"));
         assert!(Config::single(huge).validate().is_err());
     }
 }

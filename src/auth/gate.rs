@@ -126,7 +126,7 @@ impl Gate {
             conn_log!(INFO, "peer={peer} auth: user {user:?} failed");
             return Err(Denial::Unauthorized);
         };
-        if !self.policy.admits(&found.group) {
+        if !self.policy.admits_anywhere(&found.group) {
             conn_log!(INFO, "peer={peer} auth: user {user:?} not in an allowed group");
             return Err(Denial::Forbidden);
         }
@@ -163,7 +163,16 @@ impl Gate {
     /// that a backend open to all can tell a logged-in user from others; what does not prove
     /// one is ignored. Basic is not looked at there: a browser that has it sends it with every
     /// request, and a password hash per page is not a cost to pay for nothing.
-    fn session_only(&mut self, head: &[u8], peer: IpAddr, now: Instant) -> Option<Identity> {
+    fn session_only(
+        &mut self,
+        head: &[u8],
+        peer: IpAddr,
+        cert: Option<&[u8]>,
+        now: Instant,
+    ) -> Option<Identity> {
+        if let Some(id) = self.certificate_user(cert, peer) {
+            return Some(id);
+        }
         self.key.as_ref()?;
         let mut basic = false;
         handshake::for_each_header(head, |name, v| {
@@ -173,13 +182,13 @@ impl Gate {
         if basic {
             return None;
         }
-        self.identify(head, peer, now).ok()
+        self.identify(head, peer, None, now).ok()
     }
 
-    /// Who the request whose head is `head` proves to be, whatever its path: an
-    /// `Authorization` header (Basic, or Bearer with a session token), else the session cookie.
-    /// A token's groups must still be admitted by the policy (which may have changed since the
-    /// login).
+    /// Who the request whose head is `head` proves to be, whatever its path: a client
+    /// certificate the policy takes, else an `Authorization` header (Basic, or Bearer with a
+    /// session token), else the session cookie. Whether the identity may open a given path is
+    /// [`AuthPolicy::admits`]'s question.
     ///
     /// # Errors
     /// [`Denial`]: `Unauthorized` when there is no valid credential.
@@ -187,8 +196,12 @@ impl Gate {
         &mut self,
         head: &[u8],
         peer: IpAddr,
+        cert: Option<&[u8]>,
         now: Instant,
     ) -> Result<Identity, Denial> {
+        if let Some(id) = self.certificate_user(cert, peer) {
+            return Ok(id);
+        }
         let mut value: Option<&[u8]> = None;
         let mut cookies: Option<&[u8]> = None;
         let mut twice = false;
@@ -230,17 +243,12 @@ impl Gate {
                 return Err(Denial::Unauthorized);
             }
         };
-        let id = Identity::of(session.user, session.groups);
-        if !session.groups.split(',').any(|g| self.policy.admits(g)) {
-            conn_log!(INFO, "peer={peer} auth: user {:?} not in an allowed group", session.user);
-            return Err(Denial::Forbidden);
-        }
-        Ok(id)
+        Ok(Identity::of(session.user, session.groups))
     }
 
     /// Lets the request whose head is `head`, for the decoded `path` (with its leading '/'),
-    /// from `peer`, through: `None` when the path needs no login, the identity when it does
-    /// and the request proves one the policy admits.
+    /// from `peer` with the client certificate `cert`, through: `None` when the path needs no
+    /// login, the identity when it does and the request proves one the policy admits there.
     ///
     /// # Errors
     /// [`Denial`].
@@ -249,9 +257,10 @@ impl Gate {
         path: &str,
         head: &[u8],
         peer: IpAddr,
+        cert: Option<&[u8]>,
         now: Instant,
     ) -> Result<Option<Identity>, Denial> {
-        self.check_any(&[path], head, peer, now)
+        self.check_any(&[path], head, peer, cert, now)
     }
 
     /// [`check`](Self::check) for a request that `paths` all name (a directory's two
@@ -264,11 +273,50 @@ impl Gate {
         paths: &[&str],
         head: &[u8],
         peer: IpAddr,
+        cert: Option<&[u8]>,
         now: Instant,
     ) -> Result<Option<Identity>, Denial> {
-        if !paths.iter().any(|p| !p.is_empty() && self.policy.protects(p)) {
-            return Ok(self.session_only(head, peer, now));
+        let policy = &self.policy;
+        let protected = |p: &&&str| !p.is_empty() && policy.protects(p);
+        let Some(first) = paths.iter().find(protected).copied() else {
+            return Ok(self.session_only(head, peer, cert, now));
+        };
+        let id = self.identify(head, peer, cert, now)?;
+        let policy = &self.policy;
+        let admitted = paths
+            .iter()
+            .filter(|p| !p.is_empty() && policy.protects(p))
+            .all(|p| policy.admits(p, &id.group));
+        if !admitted {
+            conn_log!(
+                INFO,
+                "peer={peer} auth: user {:?} not in a group allowed at {first}",
+                id.user.as_str()
+            );
+            return Err(Denial::Forbidden);
         }
-        self.identify(head, peer, now).map(Some)
+        Ok(Some(id))
+    }
+
+    /// The holder of `cert`, when the policy takes certificates and this one's names match.
+    fn certificate_user(&self, cert: Option<&[u8]>, peer: IpAddr) -> Option<Identity> {
+        let rule = self.policy.certificate.as_ref()?;
+        let (issuer, subject) = super::x509::names(cert?)?;
+        let matches = |pattern: &str, name: &str| {
+            pattern.is_empty() || crate::relay::acl::matches(pattern, name)
+        };
+        if !matches(&rule.subject, &subject) || !matches(&rule.issuer, &issuer) {
+            conn_log!(
+                INFO,
+                "peer={peer} auth: certificate {subject:?} (issuer {issuer:?}) not taken"
+            );
+            return None;
+        }
+        let cn = super::x509::common_name(&subject)?;
+        let Ok(user) = credentials::user_name(cn.as_bytes()) else {
+            conn_log!(INFO, "peer={peer} auth: certificate {subject:?}: its CN is not a user name");
+            return None;
+        };
+        Some(Identity::of(user, &rule.group))
     }
 }

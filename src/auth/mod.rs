@@ -8,7 +8,8 @@
 //! * [`throttle`]: the fixed-size table of login failures per network;
 //! * [`users`]: the user database (the JSON-RPC `auth` plugin's file), SHA-512-crypt;
 //! * [`gate`]: a site's check of each request against its policy, in that order;
-//! * [`login`]: the session endpoint's requests and responses (login, logout, who am I).
+//! * [`login`]: the session endpoint's requests and responses (login, logout, who am I);
+//! * [`x509`]: the issuer and subject of a verified client certificate.
 
 pub mod credentials;
 pub mod gate;
@@ -16,6 +17,7 @@ pub mod login;
 pub mod session;
 pub mod throttle;
 pub mod users;
+pub mod x509;
 
 use std::os::unix::fs::MetadataExt;
 use std::time::SystemTime;

@@ -120,6 +120,31 @@ pub fn render(cfg: &ServiceConfig) -> String {
             o.set("protect", &quote(&a.protect));
             o.set("unprotect", &quote(&a.unprotect));
             o.set("require", &quote(&a.require.join(",")));
+            if !a.rules.is_empty() {
+                let rules: Vec<String> = a
+                    .rules
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{{ path = {}; require = {}; }}",
+                            quote(&r.paths),
+                            quote(&r.require.join(","))
+                        )
+                    })
+                    .collect();
+                o.set("rules", &format!("( {} )", rules.join(", ")));
+            }
+            if let Some(c) = &a.certificate {
+                o.set(
+                    "certificate",
+                    &format!(
+                        "{{ subject = {}; issuer = {}; group = {}; }}",
+                        quote(&c.subject),
+                        quote(&c.issuer),
+                        quote(&c.group)
+                    ),
+                );
+            }
             if let Some(sp) = &a.session {
                 o.set("session_key", &path_str(&sp.key));
                 o.set("session_path", &quote(&sp.path));

@@ -63,6 +63,12 @@ impl TlsIo {
         Self { conn, first_checked: false, close_notify_sent: false, fault: None }
     }
 
+    /// The client's certificate, verified against the site's client CAs, when it sent one.
+    #[must_use]
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.conn.peer_certificates()?.first().map(AsRef::as_ref)
+    }
+
     /// Decrypted bytes into `dst`. `Ok(0)`: the client closed (with or without `close_notify`).
     ///
     /// # Errors

@@ -188,6 +188,8 @@ config server 'lan'
 	option auth_session_key 'DIR/session.key'
 	option auth_session_path '/login'
 	option auth_expire '600'
+	list auth_rule '^/admin*=root'
+	list auth_rule '^/status$,^/logs$=ops,root'
 
 config server
 	option port '8082'
@@ -218,7 +220,8 @@ config server
     assert conf.count("websocket = {") == 2
     assert (f'auth = {{ type = "Basic"; dbname = "{tmp_path}/pass\\"wd"; realm = "router";'
             ' unprotect = "^/public$"; require = "root,admins";'
-            f' session_key = "{tmp_path}/session.key"; session_path = "/login"; expire = 600; }};') in conf
+            f' session_key = "{tmp_path}/session.key"; session_path = "/login"; expire = 600;'
+            ' rules = ( { path = "^/admin*"; require = "root"; }, { path = "^/status$,^/logs$"; require = "ops,root"; } ); };') in conf
     effective = check(tmp_path, conf)
     for want in ["8081", "8082", "127.0.0.1", "::1", "lines", "/run/ws lan", "65536", "require = \"root,admins\";",
                  "tcp:127.0.0.1:1883", "tcp:[::1]:8883", "unix:/run/echo dev.sock",
@@ -240,6 +243,7 @@ config server
     ("list link 'p=fifo:/run/only'", "must be ORIGIN=fifo:/WRITTEN:/READ"),
     ("option auth_require 'root'", "the auth options need auth_db"),
     ("option auth_expire '60'", "the auth options need auth_db"),
+    ("list auth_rule 'root'", "must be PATTERNS=GROUPS"),
 ])
 def test_bad_uci_values_are_refused_and_leave_no_file(tmp_path, bad, message):
     # The bad value is in the first of two servers: a later good section must not hide it.

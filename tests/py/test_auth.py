@@ -540,3 +540,51 @@ def test_open_paths_tell_the_backend_of_a_session_and_only_the_named_endpoints_g
         ws.close()
     finally:
         g.stop()
+
+
+def test_endpoints_with_groups_of_their_own(tmp_path, docroot, userdb, py_backend):
+    """`rules`: each names paths that need a login and the groups that open them there; the
+    other paths keep `protect` and `require`. From the file and from --auth-rule."""
+    for name in ("chat", "admin", "open"):
+        py_backend(name)
+    conf = tmp_path / "wsgate.conf"
+    conf.write_text(
+        f"""servers = ({{
+    port = 0; addr = "127.0.0.1";
+    auth = {{ type = "Basic"; dbname = "{userdb}"; protect = "^/chat$";
+             rules = ( {{ path = "^/admin$"; require = "root"; }} ); }};
+    websocket = {{ docroot = "{docroot}"; }};
+}});
+"""
+    )
+    check = subprocess.run([gateway_bin(), "--check", "-f", str(conf)], capture_output=True, text=True, timeout=10)
+    assert check.returncode == 0, check.stderr
+    assert 'rules = ( { path = "^/admin$"; require = "root"; } );' in check.stdout
+    # What --check prints reads back as the same configuration.
+    again = tmp_path / "again.conf"
+    again.write_text(check.stdout)
+    assert subprocess.run([gateway_bin(), "--check", "-f", str(again)], capture_output=True, text=True,
+                          timeout=10).stdout == check.stdout.replace(str(conf), str(again))
+    g, port = start_from_file(conf)
+    try:
+        assert status_of(port, "/open").status == 101
+        assert status_of(port, "/chat").status == 401
+        assert status_of(port, "/chat", basic("ann", "annpw")).status == 101
+        assert status_of(port, "/admin").status == 401
+        assert status_of(port, "/admin", basic("ann", "annpw")).status == 403
+        assert status_of(port, "/admin", basic("admin", "s3cret")).status == 101
+    finally:
+        g.stop()
+    # The same from the command line.
+    g = Child([gateway_bin(), "-p", "0", "-R", str(docroot), "--auth-db", str(userdb), "--auth-protect", "^/chat$",
+               "--auth-rule", "^/admin$=root"], "wsgate")
+    try:
+        port = int(g.wait_line(LISTEN_RE, 10).group(2))
+        assert status_of(port, "/admin", basic("ann", "annpw")).status == 403
+        assert status_of(port, "/admin", basic("admin", "s3cret")).status == 101
+        assert status_of(port, "/chat", basic("ann", "annpw")).status == 101
+    finally:
+        g.stop()
+    conf.write_text(conf.read_text().replace('rules = (', 'certificate = { subject = "^/CN=*"; }; rules = ('))
+    bad = subprocess.run([gateway_bin(), "--check", "-f", str(conf)], capture_output=True, text=True, timeout=10)
+    assert bad.returncode == 2 and "client certificates need a TLS listener with client_ca" in bad.stderr

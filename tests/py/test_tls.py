@@ -581,3 +581,57 @@ def test_backend_that_does_not_read_stops_reading_the_tls_client(pki, gateway, p
         op, data = recv_record_message(backend, timeout=10)
         assert op == OP_BINARY and data == payload
     s.close()
+
+
+def tls_upgrade_status(port: int, ctx: ssl.SSLContext, path: str, headers=None) -> int:
+    """The status a TLS upgrade of `path` gets, from this thread only (see wss_echo_once)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(build_request(port, path, headers))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(1)
+            if not chunk:
+                break
+            head += chunk
+        return parse_response_head(head).status
+
+
+def test_client_certificates_identify_their_holder_by_subject_and_issuer(pki, gateway, py_backend, tmp_path):
+    """`--auth-cert-subject/--auth-cert-issuer`: a verified client certificate whose names match
+    is a login, its CN the user (REMOTE_USER), in the configured group; one whose subject does
+    not match identifies nobody (401 without another credential); groups per endpoint apply."""
+    for name, subj in [("device1", "/O=Acme/CN=device1"), ("device2", "/O=Other/CN=device2")]:
+        openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", f"{tmp_path}/{name}.key", "-out", f"{tmp_path}/{name}.csr", "-subj", subj, cwd=pki)
+        (tmp_path / f"{name}.ext").write_text("extendedKeyUsage=clientAuth\n")
+        openssl("x509", "-req", "-in", f"{tmp_path}/{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{tmp_path}/{name}.crt", "-days", "2",
+                "-extfile", str(tmp_path / f"{name}.ext"), cwd=pki)
+
+    def ctx(name):
+        c = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        c.load_cert_chain(str(tmp_path / f"{name}.crt"), str(tmp_path / f"{name}.key"))
+        return c
+
+    db = tmp_path / "passwd"
+    db.write_text("")
+    b = py_backend("echo")
+    py_backend("admin")
+    g = tls_gateway(gateway, pki, tls_client_ca=str(pki / "ca.crt"), auth_db=str(db), m="stream",
+                    auth_cert_subject="^/O=Acme/CN=*$", auth_cert_issuer="^/CN=ca$", auth_cert_group="devices",
+                    auth_rule=["^/admin$=root"], context=True)
+    assert tls_upgrade_status(g.port, ctx("device1"), "/echo") == 101
+    conn = b.accept()
+    conn.settimeout(5)
+    context = b""
+    while b"\n\n" not in context:
+        context += conn.recv(4096)
+    assert b"REMOTE_USER=device1\nREMOTE_GROUPS=devices\n" in context, context
+    conn.close()
+    # Another subject: the certificate is good for TLS, but no login.
+    assert tls_upgrade_status(g.port, ctx("device2"), "/echo") == 401
+    g.wait_line(r'auth: certificate "/O=Other/CN=device2" \(issuer "/CN=ca"\) not taken')
+    # A path whose rule wants group root: the device's group does not open it.
+    assert tls_upgrade_status(g.port, ctx("device1"), "/admin") == 403
+    g.wait_line(r'auth: user "device1" not in a group allowed at /admin')

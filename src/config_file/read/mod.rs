@@ -403,6 +403,8 @@ impl Reader<'_> {
             unprotect: String::new(),
             require: Vec::new(),
             session: None,
+            rules: Vec::new(),
+            certificate: None,
         };
         let mut db_set = false;
         let (mut session_path, mut expire) = (None, None);
@@ -430,6 +432,8 @@ impl Reader<'_> {
                 "require" => {
                     policy.require = self.words(a)?.into_iter().map(str::to_owned).collect();
                 }
+                "rules" => policy.rules = self.auth_rules(a)?,
+                "certificate" => policy.certificate = Some(self.certificate(a)?),
                 "session_key" => {
                     policy.session = Some(crate::config::SessionPolicy::new(self.path(a)?));
                 }
@@ -503,6 +507,59 @@ impl Reader<'_> {
             crate::config::Site { auth: Some(policy.clone()), ..crate::config::Site::default() };
         check.validate().map_err(|e| self.err(s.value.pos, format!("auth: {}", e.0)))?;
         Ok(policy)
+    }
+
+    /// `rules = ( { path = "PATTERNS"; require = "GROUPS"; }, ... )`.
+    fn auth_rules(&mut self, s: &Setting) -> Result<Vec<crate::config::AuthRule>, ConfigFileError> {
+        let items = match &s.value.kind {
+            Kind::List(items) => items.as_slice(),
+            _ => return Err(self.type_err(s, "a list ( { path; require; }, ... )")),
+        };
+        let mut rules = Vec::new();
+        for item in items {
+            let Kind::Group(g) = &item.kind else {
+                return Err(self
+                    .err(item.pos, "auth rules: expected a group { path; require; }".to_owned()));
+            };
+            let mut rule = crate::config::AuthRule { paths: String::new(), require: Vec::new() };
+            for a in g {
+                match a.name.as_str() {
+                    "path" => rule.paths = self.string(a)?.to_owned(),
+                    "require" => {
+                        rule.require = self.words(a)?.into_iter().map(str::to_owned).collect();
+                    }
+                    _ => self.unknown(a, "auth rule"),
+                }
+            }
+            if rule.paths.is_empty() {
+                return Err(self
+                    .err(item.pos, "auth rule: expected \"path\", the paths it names".to_owned()));
+            }
+            rules.push(rule);
+        }
+        Ok(rules)
+    }
+
+    /// `certificate = { subject = "PATTERN"; issuer = "PATTERN"; group = "NAME"; }`.
+    fn certificate(
+        &mut self,
+        s: &Setting,
+    ) -> Result<crate::config::CertificateRule, ConfigFileError> {
+        let g = self.group(s, "certificate")?;
+        let mut rule = crate::config::CertificateRule {
+            subject: String::new(),
+            issuer: String::new(),
+            group: crate::config::DEFAULT_CERTIFICATE_GROUP.to_owned(),
+        };
+        for a in g {
+            match a.name.as_str() {
+                "subject" => rule.subject = self.string(a)?.to_owned(),
+                "issuer" => rule.issuer = self.string(a)?.to_owned(),
+                "group" => rule.group = self.string(a)?.to_owned(),
+                _ => self.unknown(a, "auth certificate"),
+            }
+        }
+        Ok(rule)
     }
 
     /// The error for a module of [`REFUSED_MODULES`].

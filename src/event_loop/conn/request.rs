@@ -108,13 +108,14 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         // Proved before the backend's connect finished: the same request, not checked again.
         let identity = core::cell::RefCell::new(self.identity.take().filter(|_| registered));
         let (gate, peer, now) = (cx.gate, self.peer.ip(), cx.now);
+        let cert = self.client.tls.as_ref().and_then(|t| t.peer_certificate());
         let authorize = |path: &str| -> Result<(), Refusal> {
             let Some(gate) = gate else { return Ok(()) };
             if identity.borrow().is_some() {
                 return Ok(());
             }
             let head = caller.as_ref().map_or(&[][..], |c| c.head);
-            let id = gate.borrow_mut().check(path, head, peer, now).map_err(Refusal::from)?;
+            let id = gate.borrow_mut().check(path, head, peer, cert, now).map_err(Refusal::from)?;
             *identity.borrow_mut() = id;
             Ok(())
         };
@@ -327,7 +328,8 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         // the other.
         if let Some(gate) = cx.gate {
             let paths = [haystack.as_str(), other.as_str()];
-            let checked = gate.borrow_mut().check_any(&paths, head, self.peer.ip(), cx.now);
+            let cert = self.client.tls.as_ref().and_then(|t| t.peer_certificate());
+            let checked = gate.borrow_mut().check_any(&paths, head, self.peer.ip(), cert, cx.now);
             if let Err(d) = checked {
                 self.refuse(cx, d.into());
                 return true;

@@ -159,7 +159,8 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         gate: &mut Gate,
         req: &SessionRequest<'_>,
     ) -> Option<bool> {
-        match gate.identify(req.head, self.peer.ip(), cx.now) {
+        let cert = self.client.tls.as_ref().and_then(|t| t.peer_certificate());
+        match gate.identify(req.head, self.peer.ip(), cert, cx.now) {
             Ok(Identity { user, group }) => {
                 let mut body = heapless::String::<128>::new();
                 let _ = writeln!(body, "{{\"user\":\"{user}\",\"group\":\"{group}\"}}");
