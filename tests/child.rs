@@ -196,6 +196,7 @@ fn the_environment_is_exactly_the_cgi_set() {
         protocol: None,
         tls: false,
         user: None,
+        cert_subject: None,
     };
     let env = cgi_env(&info, head);
     let mut reaper = Reaper::new(1);

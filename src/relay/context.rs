@@ -14,6 +14,8 @@
 //! HTTP_ORIGIN=http://router.lan:8080      (only when sent)
 //! SEC_WEBSOCKET_PROTOCOL=chat             (only when one was chosen)
 //! HTTPS=off
+//! REMOTE_USER=admin, REMOTE_GROUPS=root   (when the site's auth proved a user)
+//! SSL_CLIENT_S_DN=/O=Acme/CN=device1      (a client certificate's subject, when one was sent)
 //! HTTP_COOKIE=session=abc                 (each header named with --context-header)
 //! ```
 //!
@@ -57,6 +59,9 @@ pub struct Info<'a> {
     pub tls: bool,
     /// The user the request proved to be (the site's `auth`), and their group.
     pub user: Option<(&'a str, &'a str)>,
+    /// The subject of the client's verified certificate (rendered as
+    /// [`crate::auth::x509`] writes it), when it sent one.
+    pub cert_subject: Option<&'a str>,
 }
 
 /// Writes the context for `mode` into `out`; `false` when it does not fit (nothing written).
@@ -145,6 +150,9 @@ fn write_lines(
     if let Some((user, group)) = info.user {
         writeln!(w, "REMOTE_USER={user}\nREMOTE_GROUPS={group}")?;
     }
+    if let Some(subject) = info.cert_subject {
+        writeln!(w, "SSL_CLIENT_S_DN={subject}")?;
+    }
     let mut result = Ok(());
     handshake::for_each_header(head, |name, value| {
         if result.is_err() || !headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
@@ -184,6 +192,7 @@ mod tests {
             protocol: Some("chat"),
             tls: false,
             user: None,
+            cert_subject: None,
         }
     }
 

@@ -475,7 +475,8 @@ impl Drop for Reaper {
 /// `REMOTE_PORT`, `SERVER_NAME` (the `Host` header without its port), `SERVER_PORT` (the
 /// listener's), `REQUEST_URI`, `QUERY_STRING`, `SCRIPT_NAME` (`/<endpoint>`), `PATH_INFO`
 /// (what follows `/<endpoint>` in the path, `""` if nothing), `HTTPS` (`on`/`off`),
-/// `REMOTE_USER` and `REMOTE_GROUPS` when the request proved a user, and `HTTP_<NAME>` for each
+/// `REMOTE_USER` and `REMOTE_GROUPS` when the request proved a user, `SSL_CLIENT_S_DN` (the
+/// subject of the client's certificate) when it sent one, and `HTTP_<NAME>` for each
 /// request header (`NAME` uppercased, `-` as `_`; repeated headers joined with `", "`).
 ///
 /// Three kinds of header are left out, as Apache and nginx do: a name with a character other
@@ -513,6 +514,9 @@ pub fn cgi_env(info: &Info<'_>, head: &[u8]) -> Vec<(OsString, OsString)> {
     if let Some((user, group)) = info.user {
         set("REMOTE_USER", user);
         set("REMOTE_GROUPS", group);
+    }
+    if let Some(subject) = info.cert_subject {
+        set("SSL_CLIENT_S_DN", subject);
     }
     handshake::for_each_header(head, |name, value| {
         if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')

@@ -627,7 +627,7 @@ def test_client_certificates_identify_their_holder_by_subject_and_issuer(pki, ga
     context = b""
     while b"\n\n" not in context:
         context += conn.recv(4096)
-    assert b"REMOTE_USER=device1\nREMOTE_GROUPS=devices\n" in context, context
+    assert b"REMOTE_USER=device1\nREMOTE_GROUPS=devices\nSSL_CLIENT_S_DN=/O=Acme/CN=device1\n" in context, context
     conn.close()
     # Another subject: the certificate is good for TLS, but no login.
     assert tls_upgrade_status(g.port, ctx("device2"), "/echo") == 401

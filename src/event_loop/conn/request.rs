@@ -77,6 +77,9 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             }
         };
         let mut scratch = [0u8; path::MAX_PATH];
+        // A verified client certificate's subject, told to the backend.
+        let cert = self.client.tls.as_ref().and_then(|t| t.peer_certificate());
+        let subject = cert.and_then(crate::auth::x509::names).map(|(_, subject)| subject);
         let backends = cx.backends;
         let tls = self.client.tls.is_some();
         let registered = dialed.is_some();
@@ -97,6 +100,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
                     protocol: None,
                     tls,
                     user: None,
+                    cert_subject: subject.as_deref(),
                 },
                 head: input.readable().get(..*consumed).unwrap_or_default(),
                 seqpacket: false,
@@ -108,7 +112,6 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         // Proved before the backend's connect finished: the same request, not checked again.
         let identity = core::cell::RefCell::new(self.identity.take().filter(|_| registered));
         let (gate, peer, now) = (cx.gate, self.peer.ip(), cx.now);
-        let cert = self.client.tls.as_ref().and_then(|t| t.peer_certificate());
         let authorize = |path: &str| -> Result<(), Refusal> {
             let Some(gate) = gate else { return Ok(()) };
             if identity.borrow().is_some() {
@@ -218,6 +221,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             protocol,
             tls,
             user: identity.as_ref().map(|i| (i.user.as_str(), i.group.as_str())),
+            cert_subject: subject.as_deref(),
         };
         let head = input.readable().get(..consumed).unwrap_or_default();
         if direct {

@@ -17,6 +17,7 @@ fn info() -> Info<'static> {
         protocol: None,
         tls: true,
         user: Some(("admin", "root")),
+        cert_subject: Some("/O=Acme/CN=admin"),
     }
 }
 
@@ -45,6 +46,7 @@ fn cgi_env_is_websocketds_set_from_the_request() {
         "HTTPS=on".into(),
         "REMOTE_USER=admin".into(),
         "REMOTE_GROUPS=root".into(),
+        "SSL_CLIENT_S_DN=/O=Acme/CN=admin".into(),
         "HTTP_HOST=router.lan:8443".into(),
         "HTTP_ORIGIN=https://router.lan".into(),
         "HTTP_X_FORWARDED_FOR=10.1.1.1".into(),
