@@ -33,6 +33,11 @@
 //!   session that turns client bytes into message chunks and control events. Sans-IO.
 //! * [`relay`] decides what a request gets (`upgrade`, with `route`, `acl`, `path`) and how
 //!   messages map to backend bytes in each relay mode (`codec`, `record`).
+//! * [`auth`] is the login before the upgrade and the page: credentials (Basic, Bearer, the
+//!   session cookie, a client certificate's names), the user database, session tokens and
+//!   their key file, the failure throttle, and each site's [`auth::gate::Gate`], which the
+//!   decision asks about every protected path; `auth::login` is the session endpoint's HTTP,
+//!   answered by the connection (`event_loop::conn::session`) before the decision.
 //! * [`buffer`] holds the fixed buffer pool allocated at start-up, [`slab`] the fixed
 //!   connection table.
 //! * [`event_loop`] owns the sockets: one single-threaded mio loop that moves bytes between the
