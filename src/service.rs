@@ -271,8 +271,8 @@ pub fn run_script(path: &Path, action: Action, timeout: Duration) -> bool {
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => {
-                let secs = started.elapsed().as_secs_f32();
-                log!(DEBUG, "init_d: {} {action}: done ({secs:.1}s)", path.display());
+                let secs = crate::logging::Seconds(started.elapsed());
+                log!(DEBUG, "init_d: {} {action}: done ({secs}s)", path.display());
                 return true;
             }
             Ok(Some(status)) => {

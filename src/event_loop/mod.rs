@@ -618,14 +618,14 @@ impl Server {
             }
         }
         let s = c.stats;
-        let secs = now.duration_since(c.opened).as_secs_f32();
+        let secs = crate::logging::Seconds(now.duration_since(c.opened));
         match c.reason() {
             Some(conn::Reason::Refused(..)) | None => {
-                conn_log!(INFO, "conn={key} peer={} close /{} {} ({secs:.1}s)", c.peer, c.name, DisplayReason(c.reason()));
+                conn_log!(INFO, "conn={key} peer={} close /{} {} ({secs}s)", c.peer, c.name, DisplayReason(c.reason()));
             }
             Some(r) => conn_log!(
                 INFO,
-                "conn={key} peer={} close /{} {r}; client in {} out {} bytes, {} msgs up, {} frames down ({secs:.1}s)",
+                "conn={key} peer={} close /{} {r}; client in {} out {} bytes, {} msgs up, {} frames down ({secs}s)",
                 c.peer,
                 c.name,
                 s.client_in,
