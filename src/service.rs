@@ -457,7 +457,7 @@ impl Service {
                     serve(server, signals, reloader)
                 }
                 Err(e) => {
-                    logging::announce(WARN, format_args!("fork: {e}"));
+                    logging::announce(WARN, format_args!("fork: {}", crate::sys::ErrnoText(e)));
                     drop(server);
                     self.finish(pid_file, 1)
                 }
@@ -547,7 +547,11 @@ fn wait_child(child: Pid) -> u8 {
     let sfd = match sfd {
         Ok(fd) => Some(fd),
         Err(e) => {
-            log!(WARN, "signalfd: {e}; signals are not passed on to pid {child}");
+            log!(
+                WARN,
+                "signalfd: {}; signals are not passed on to pid {child}",
+                crate::sys::ErrnoText(e)
+            );
             None
         }
     };
@@ -564,7 +568,7 @@ fn wait_child(child: Pid) -> u8 {
             }
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => {
-                log!(WARN, "waitpid {child}: {e}");
+                log!(WARN, "waitpid {child}: {}", crate::sys::ErrnoText(e));
                 return 1;
             }
         }
@@ -579,7 +583,7 @@ fn wait_child(child: Pid) -> u8 {
             }
             Ok(None) | Err(Errno::EINTR) => {}
             Err(e) => {
-                log!(WARN, "signalfd: {e}");
+                log!(WARN, "signalfd: {}", crate::sys::ErrnoText(e));
                 // Fall back to a plain blocking wait.
                 return match waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, code)) => u8::try_from(code).unwrap_or(1),
