@@ -369,12 +369,21 @@ impl AuthPolicy {
 
 /// A `wss://` site's TLS: the files, and the server configuration built from them when the
 /// [`Config`] was (at start-up, and again for each SIGHUP): certificates are read once per load.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SiteTls {
     /// The certificate, key and CA files.
     pub files: crate::tls::TlsFiles,
     /// rustls' configuration for the site's connections.
     pub server: std::sync::Arc<rustls::ServerConfig>,
+}
+
+/// The files only (`wsgate --check` prints them): rustls' `Debug` of its configuration would
+/// keep the `Debug` of every type it holds (providers, verifiers, caches) in the binary, about
+/// 10 KB of the shipped gateway, to print what is the same for every site.
+impl core::fmt::Debug for SiteTls {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SiteTls").field("files", &self.files).finish_non_exhaustive()
+    }
 }
 
 /// A configuration that cannot be used.
@@ -464,11 +473,67 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("-1").is_err());
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration(".5m").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5.").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("0.0000000006").unwrap(), Duration::from_nanos(1));
+        assert_eq!(parse_duration("8760h").unwrap(), Duration::from_secs(86_400 * 365));
+        for bad in ["", ".", "1.2.3", "..5", "1.5.s"] {
+            assert_eq!(parse_duration(bad), Err(format!("bad duration {bad:?}")));
+        }
+        for far in ["8760.0001h", "31536001", "99999999999999999999999999h"] {
+            assert_eq!(parse_duration(far), Err(format!("duration {far:?} out of range")));
+        }
+        assert!(parse_duration("1d").unwrap_err().contains("bad duration unit"));
         assert_eq!(parse_bytes("16K").unwrap(), 16384);
         assert_eq!(parse_bytes("32M").unwrap(), 32 << 20);
         assert_eq!(parse_bytes("100").unwrap(), 100);
         assert!(parse_bytes("K").is_err());
         assert!(parse_bytes("99999999999999G").is_err());
+    }
+
+    /// The same durations as reading the number as a float and rounding to the nanosecond.
+    #[test]
+    fn durations_as_by_float() {
+        let by_float = |s: &str| -> Option<Duration> {
+            let (num, unit) =
+                s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+            let n: f64 = num.parse().ok()?;
+            let secs = match unit {
+                "ms" => n / 1000.0,
+                "m" => n * 60.0,
+                "h" => n * 3600.0,
+                _ => n,
+            };
+            (secs <= 86_400.0 * 365.0).then(|| Duration::from_secs_f64(secs))
+        };
+        for num in [
+            "0",
+            "1",
+            "0.1",
+            "2.5",
+            "10.25",
+            "59.999",
+            ".001",
+            "1.000001",
+            "3600",
+            "123.456789",
+            "7.",
+            "525600",
+        ] {
+            for unit in ["", "ms", "s", "m", "h"] {
+                let s = format!("{num}{unit}");
+                let (exact, float) = (parse_duration(&s).ok(), by_float(&s));
+                let gap = match (exact, float) {
+                    (Some(a), Some(b)) => a.abs_diff(b),
+                    _ => {
+                        assert_eq!(exact, float, "{s}");
+                        continue;
+                    }
+                };
+                assert!(gap <= Duration::from_nanos(1), "{s}: {exact:?} vs {float:?}");
+            }
+        }
     }
 
     #[test]

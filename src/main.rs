@@ -143,7 +143,7 @@ fn main() -> ExitCode {
     let signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
-            logging::announce(WARN, format_args!("signals: {e}"));
+            logging::announce(WARN, format_args!("signals: {}", wsgate::sys::ErrnoText(e)));
             return ExitCode::from(1);
         }
     };

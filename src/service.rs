@@ -271,8 +271,8 @@ pub fn run_script(path: &Path, action: Action, timeout: Duration) -> bool {
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => {
-                let secs = started.elapsed().as_secs_f32();
-                log!(DEBUG, "init_d: {} {action}: done ({secs:.1}s)", path.display());
+                let secs = crate::logging::Seconds(started.elapsed());
+                log!(DEBUG, "init_d: {} {action}: done ({secs}s)", path.display());
                 return true;
             }
             Ok(Some(status)) => {
@@ -457,7 +457,7 @@ impl Service {
                     serve(server, signals, reloader)
                 }
                 Err(e) => {
-                    logging::announce(WARN, format_args!("fork: {e}"));
+                    logging::announce(WARN, format_args!("fork: {}", crate::sys::ErrnoText(e)));
                     drop(server);
                     self.finish(pid_file, 1)
                 }
@@ -547,7 +547,11 @@ fn wait_child(child: Pid) -> u8 {
     let sfd = match sfd {
         Ok(fd) => Some(fd),
         Err(e) => {
-            log!(WARN, "signalfd: {e}; signals are not passed on to pid {child}");
+            log!(
+                WARN,
+                "signalfd: {}; signals are not passed on to pid {child}",
+                crate::sys::ErrnoText(e)
+            );
             None
         }
     };
@@ -564,7 +568,7 @@ fn wait_child(child: Pid) -> u8 {
             }
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => {
-                log!(WARN, "waitpid {child}: {e}");
+                log!(WARN, "waitpid {child}: {}", crate::sys::ErrnoText(e));
                 return 1;
             }
         }
@@ -579,7 +583,7 @@ fn wait_child(child: Pid) -> u8 {
             }
             Ok(None) | Err(Errno::EINTR) => {}
             Err(e) => {
-                log!(WARN, "signalfd: {e}");
+                log!(WARN, "signalfd: {}", crate::sys::ErrnoText(e));
                 // Fall back to a plain blocking wait.
                 return match waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, code)) => u8::try_from(code).unwrap_or(1),

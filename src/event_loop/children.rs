@@ -171,7 +171,7 @@ impl Children {
             None => conn_log!(INFO, "pid={pid} program ended: {exit}"),
         };
         if let Err(e) = self.reaper.reap(now, said) {
-            log!(WARN, "waitpid: {e}");
+            log!(WARN, "waitpid: {}", crate::sys::ErrnoText(e));
         }
         for i in 0..self.programs.len() {
             let done = self

@@ -84,7 +84,9 @@ pub enum StartError {
 impl core::fmt::Display for StartError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Docroot(p, e) => write!(f, "docroot {}: {e}", p.display()),
+            Self::Docroot(p, e) => {
+                write!(f, "docroot {}: {}", p.display(), crate::sys::ErrnoText(*e))
+            }
             Self::Io(what, e) => write!(f, "{what}: {e}"),
             Self::Auth(e) => f.write_str(e),
         }
@@ -114,8 +116,12 @@ impl core::fmt::Display for ReloadError {
             Self::Listeners => {
                 f.write_str("the listeners changed (addresses or count): restart wsgate for that")
             }
-            Self::Docroot(p, e) => write!(f, "docroot {}: {e}", p.display()),
-            Self::Document(p, e) => write!(f, "document {}: {e}", p.display()),
+            Self::Docroot(p, e) => {
+                write!(f, "docroot {}: {}", p.display(), crate::sys::ErrnoText(*e))
+            }
+            Self::Document(p, e) => {
+                write!(f, "document {}: {}", p.display(), crate::sys::ErrnoText(*e))
+            }
             Self::ExecLimit(n) => {
                 write!(f, "the exec process limit is {n} since start; restart wsgate to change it")
             }
@@ -490,7 +496,7 @@ impl Server {
                 p.request
             }
             Some(Err(e)) => {
-                log!(WARN, "signalfd: {e}");
+                log!(WARN, "signalfd: {}", crate::sys::ErrnoText(e));
                 None
             }
             None => None,
@@ -618,14 +624,14 @@ impl Server {
             }
         }
         let s = c.stats;
-        let secs = now.duration_since(c.opened).as_secs_f32();
+        let secs = crate::logging::Seconds(now.duration_since(c.opened));
         match c.reason() {
             Some(conn::Reason::Refused(..)) | None => {
-                conn_log!(INFO, "conn={key} peer={} close /{} {} ({secs:.1}s)", c.peer, c.name, DisplayReason(c.reason()));
+                conn_log!(INFO, "conn={key} peer={} close /{} {} ({secs}s)", c.peer, c.name, DisplayReason(c.reason()));
             }
             Some(r) => conn_log!(
                 INFO,
-                "conn={key} peer={} close /{} {r}; client in {} out {} bytes, {} msgs up, {} frames down ({secs:.1}s)",
+                "conn={key} peer={} close /{} {r}; client in {} out {} bytes, {} msgs up, {} frames down ({secs}s)",
                 c.peer,
                 c.name,
                 s.client_in,

@@ -14,7 +14,8 @@ pub(super) enum Tok {
     Name(String),
     Str(String),
     Int(i64),
-    Float(f64),
+    /// As written (the exponent's `e` in lower case).
+    Float(String),
     Bool(bool),
     /// `=` or `:`.
     Equals(u8),
@@ -500,10 +501,10 @@ fn number(src: &mut Source) -> LexResult<Tok> {
             take_digits(src, &mut text, false);
         }
         if float {
-            match text.parse::<f64>() {
-                Ok(f) if f.is_finite() => Tok::Float(f),
-                _ => return Err((start, format!("expected a finite float, found {text}"))),
+            if !finite_float(&text) {
+                return Err((start, format!("expected a finite float, found {text}")));
             }
+            Tok::Float(text.clone())
         } else {
             eat_long_suffix(src);
             let v = text
@@ -516,6 +517,38 @@ fn number(src: &mut Source) -> LexResult<Tok> {
         return Err(malformed(src, start, text));
     }
     Ok(tok)
+}
+
+/// The smallest magnitude that a 64-bit float rounds to infinity (2^1024 - 2^970, halfway
+/// between `f64::MAX` and 2^1024, which rounds to even, hence up): `0.DIGITS` × 10^309.
+const F64_OVERFLOW_DIGITS: &[u8] = b"179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792";
+
+/// Whether a float literal (`[+-]DIGITS[.DIGITS][e[+-]DIGITS]`, the lexer's text) is within
+/// the range of a 64-bit float once rounded, as C's `strtod` reads it: compared as decimal
+/// digits against the overflow threshold. wsgate reads no float setting, so a float is kept as
+/// written and nothing else of it is computed; this comparison costs far less than Rust's
+/// exact float parser (about 15 KB of the shipped armv7 gateway).
+fn finite_float(text: &str) -> bool {
+    let unsigned = text.trim_start_matches(['+', '-']);
+    let (mantissa, exponent) = unsigned.split_once('e').unwrap_or((unsigned, "0"));
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = int.bytes().chain(frac.bytes());
+    let leading_zeros = digits.clone().take_while(|&d| d == b'0').count();
+    let significant: Vec<u8> = digits.skip(leading_zeros).collect();
+    let significant = match significant.iter().rposition(|&d| d != b'0') {
+        Some(last) => significant.get(..=last).unwrap_or_default(),
+        None => return true, // zero
+    };
+    // 10^6 is far past any float's range and keeps the sum below i64's.
+    let exp_digits = exponent.trim_start_matches(['+', '-']);
+    let exp_abs =
+        exp_digits.bytes().fold(0i64, |e, d| (e * 10 + i64::from(d - b'0')).min(1_000_000));
+    let exp = if exponent.starts_with('-') { -exp_abs } else { exp_abs };
+    // The value is 0.SIGNIFICANT × 10^point.
+    let int_len = i64::try_from(int.len()).unwrap_or(i64::MAX);
+    let zeros = i64::try_from(leading_zeros).unwrap_or(i64::MAX);
+    let point = int_len.saturating_sub(zeros).saturating_add(exp);
+    point < 309 || point == 309 && significant < F64_OVERFLOW_DIGITS
 }
 
 fn eat_long_suffix(src: &mut Source) {

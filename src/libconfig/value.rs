@@ -32,8 +32,9 @@ pub enum Kind {
     Bool(bool),
     /// Any integer, hex or 64-bit included.
     Int(i64),
-    /// A float.
-    Float(f64),
+    /// A float, as written (the exponent's `e` in lower case): wsgate reads no float
+    /// setting, so only its type matters.
+    Float(String),
     /// A string, escapes resolved, adjacent parts joined.
     Str(String),
     /// `[ ... ]`: scalars of one kind.

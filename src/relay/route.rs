@@ -73,7 +73,7 @@ impl core::fmt::Display for RouteError {
             Self::TimedOut => f.write_str("backend connect timed out"),
             Self::ProcessLimit => f.write_str("process limit reached"),
             Self::InUse => f.write_str("serial line in use"),
-            Self::Other(e) => write!(f, "backend connect failed: {e}"),
+            Self::Other(e) => write!(f, "backend connect failed: {}", crate::sys::ErrnoText(*e)),
         }
     }
 }
@@ -181,7 +181,7 @@ impl core::fmt::Display for FileError {
             Self::NotFound => f.write_str("no such file"),
             Self::Symlink => f.write_str("symlink refused"),
             Self::NotRegular => f.write_str("not a regular file"),
-            Self::Other(e) => write!(f, "cannot open the file: {e}"),
+            Self::Other(e) => write!(f, "cannot open the file: {}", crate::sys::ErrnoText(*e)),
         }
     }
 }

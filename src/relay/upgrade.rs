@@ -112,7 +112,9 @@ impl core::fmt::Display for Refusal {
             Self::ModeMismatch => f.write_str("seqpacket mode but a stream socket"),
             Self::RecordTooLarge => f.write_str("request head too large for the backend record"),
             Self::ResponseTooLarge => f.write_str("response head too large for the buffer"),
-            Self::Register(e) => write!(f, "cannot poll the backend socket: {e}"),
+            Self::Register(e) => {
+                write!(f, "cannot poll the backend socket: {}", crate::sys::ErrnoText(*e))
+            }
             Self::Full => f.write_str("all connection slots busy"),
             Self::BackendBusy(ms) => write!(f, "backend busy: listen queue full for {ms} ms"),
             Self::PlainHttp => f.write_str("plain HTTP request on a TLS port"),

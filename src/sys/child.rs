@@ -96,7 +96,7 @@ impl fmt::Display for SpawnError {
             Self::GroupLimit => f.write_str("the endpoint's process limit reached"),
             Self::NotAPath => f.write_str("program is not a path"),
             Self::Start(e) => write!(f, "cannot start: {e}"),
-            Self::Setup(pid, e) => write!(f, "pid {pid}: pipes: {e}"),
+            Self::Setup(pid, e) => write!(f, "pid {pid}: pipes: {}", super::ErrnoText(*e)),
         }
     }
 }

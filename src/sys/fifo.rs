@@ -47,7 +47,7 @@ impl core::fmt::Display for FifoError {
             Self::NotAFifo => f.write_str("not a FIFO"),
             Self::NoReader => f.write_str("nobody reads the FIFO"),
             Self::InUse => f.write_str("FIFO pair in use"),
-            Self::Io(e) => write!(f, "{e}"),
+            Self::Io(e) => write!(f, "{}", super::ErrnoText(*e)),
         }
     }
 }

@@ -134,3 +134,42 @@ pub fn exec_clean(cmd: &mut std::process::Command) {
         cmd.pre_exec(hook);
     }
 }
+
+/// An errno as messages and log lines show it: its name, then the C library's text for it
+/// (`ENOENT: No such file or directory`). nix's own `Display` gives the same form with a table
+/// of texts of its own, about 5 KB of the shipped armv7 gateway beside libc's, which std's
+/// `io::Error` already brings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrnoText(pub Errno);
+
+impl core::fmt::Display for ErrnoText {
+    #[allow(unsafe_code)]
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut buf = [0u8; 128];
+        // SAFETY: `strerror_r` (the XSI one: the libc crate binds glibc's `__xpg_strerror_r`)
+        // writes at most `buf.len()` bytes into `buf`, which stays ours, or fails.
+        let rc =
+            unsafe { libc::strerror_r(self.0 as libc::c_int, buf.as_mut_ptr().cast(), buf.len()) };
+        write!(f, "{:?}", self.0)?;
+        let text = std::ffi::CStr::from_bytes_until_nul(&buf).ok().and_then(|t| t.to_str().ok());
+        match text {
+            Some(t) if rc == 0 && !t.is_empty() => write!(f, ": {t}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod errno_tests {
+    use super::*;
+
+    #[test]
+    fn name_then_text() {
+        assert_eq!(ErrnoText(Errno::ENOENT).to_string(), "ENOENT: No such file or directory");
+        assert_eq!(
+            ErrnoText(Errno::ECONNRESET).to_string(),
+            "ECONNRESET: Connection reset by peer"
+        );
+        assert_eq!(ErrnoText(Errno::EACCES).to_string(), "EACCES: Permission denied");
+    }
+}

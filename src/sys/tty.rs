@@ -383,12 +383,14 @@ pub enum TtyError {
 impl fmt::Display for TtyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NotFound(e) => write!(f, "no such serial line ({e})"),
+            Self::NotFound(e) => write!(f, "no such serial line ({})", super::ErrnoText(*e)),
             Self::InUse => write!(f, "serial line in use"),
-            Self::Denied(e) => write!(f, "serial line not accessible ({e})"),
+            Self::Denied(e) => write!(f, "serial line not accessible ({})", super::ErrnoText(*e)),
             Self::NotATty(what) => write!(f, "not a serial line: {what}"),
             Self::BadSettings(what) => write!(f, "serial line refused the settings: {what}"),
-            Self::Io { step, errno } => write!(f, "serial line: {step}: {errno}"),
+            Self::Io { step, errno } => {
+                write!(f, "serial line: {step}: {}", super::ErrnoText(*errno))
+            }
         }
     }
 }

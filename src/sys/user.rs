@@ -48,8 +48,12 @@ impl core::fmt::Display for UserError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::UnknownUser(name) => write!(f, "unknown user {name:?}"),
-            Self::Lookup { name, errno } => write!(f, "cannot look up user {name:?}: {errno}"),
-            Self::Step { step, errno } => write!(f, "privilege drop failed in {step}: {errno}"),
+            Self::Lookup { name, errno } => {
+                write!(f, "cannot look up user {name:?}: {}", super::ErrnoText(*errno))
+            }
+            Self::Step { step, errno } => {
+                write!(f, "privilege drop failed in {step}: {}", super::ErrnoText(*errno))
+            }
             Self::NotDropped(what) => write!(f, "privilege drop did not take: {what}"),
         }
     }

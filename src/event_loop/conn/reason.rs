@@ -80,7 +80,9 @@ impl core::fmt::Display for Reason {
             Self::BackendPacketTooBig => {
                 f.write_str("backend packet larger than the buffer (1011)")
             }
-            Self::BackendError(e) => write!(f, "backend error: {e} (1011)"),
+            Self::BackendError(e) => {
+                write!(f, "backend error: {} (1011)", crate::sys::ErrnoText(*e))
+            }
             Self::ClientGone => f.write_str("client went away without a close frame"),
             Self::ClientError(k) => write!(f, "client error: {k}"),
             Self::Tls(t) => write!(f, "{t}"),

@@ -491,7 +491,9 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
                 self.key,
                 self.peer,
                 self.name,
-                wait.last_try.saturating_duration_since(now).as_millis()
+                // As u64: formatting a u128 would bring its own 700-byte printer.
+                u64::try_from(wait.last_try.saturating_duration_since(now).as_millis())
+                    .unwrap_or(u64::MAX)
             );
         }
         wait.pause = wait.pause.saturating_mul(2).clamp(CONNECT_PAUSE_MIN, CONNECT_PAUSE_MAX);
