@@ -113,7 +113,7 @@ impl Common<'_> {
 /// help (doc comments), its socket name and `-M` default, each with its help text (a literal:
 /// argh reads help from literals only).
 ///
-/// ```ignore
+/// ```text
 /// wsgate_kit::sample_args! {
 ///     /// Sample chat server for wsgate: ...
 ///     struct Args {
