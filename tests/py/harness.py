@@ -619,6 +619,19 @@ def recv_record_message(sock: socket.socket, timeout: float = 5.0) -> tuple[int,
     return opcode, b"".join(parts)
 
 
+def recv_until(sock: socket.socket, marker: bytes, timeout: float = 5.0) -> bytes:
+    """What the socket sends up to and including the first `marker` (and what came with it),
+    or up to EOF; a connection context (`\\n\\n`) or a request head (`\\r\\n\\r\\n`)."""
+    sock.settimeout(timeout)
+    out = b""
+    while marker not in out:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
 def recv_until_eof(sock: socket.socket, timeout: float = 5.0) -> bytes:
     """Everything until EOF. Raises TimeoutError if no EOF in time."""
     deadline = time.monotonic() + timeout

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import LISTEN_RE, Child, RawWS, rss_kb, build_request, gateway_bin, open_socket, read_response_head, session_token, ws_connect
+from harness import LISTEN_RE, Child, RawWS, rss_kb, build_request, gateway_bin, open_socket, read_response_head, recv_until, session_token, ws_connect
 
 
 def sha512_crypt(password: str, salt: str, rounds: int = 5000) -> str:
@@ -130,10 +130,7 @@ def test_the_backend_and_a_program_learn_who_the_user_is(gateway, userdb, py_bac
     g = gateway(auth_db=userdb, context=True)
     ws = RawWS.connect(g.port, "/echo", headers=basic("ann", "annpw"))
     conn = b.accept()
-    conn.settimeout(5)
-    context = b""
-    while b"\n\n" not in context:
-        context += conn.recv(4096)
+    context = recv_until(conn, b"\n\n")
     assert b"REMOTE_USER=ann\nREMOTE_GROUPS=users\n" in context
     conn.close()
     ws.close()
@@ -346,10 +343,7 @@ def test_a_login_gives_a_session_cookie_that_opens_protected_endpoints(gateway, 
     ws = RawWS.connect(g.port, "/echo", headers={"Cookie": f"theme=dark; {cookie}"})
     assert ws.response.status == 101
     conn = b.accept()
-    conn.settimeout(5)
-    context = b""
-    while b"\n\n" not in context:
-        context += conn.recv(4096)
+    context = recv_until(conn, b"\n\n")
     assert b"REMOTE_USER=admin\nREMOTE_GROUPS=root\n" in context
     conn.close()
     ws.close()
@@ -487,17 +481,6 @@ def test_sessions_from_an_ouistiti_config_file(tmp_path, docroot, userdb, py_bac
     assert f"{conf}:3:" in bad.stderr
 
 
-def read_context(conn) -> bytes:
-    conn.settimeout(5)
-    context = b""
-    while b"\n\n" not in context:
-        chunk = conn.recv(4096)
-        if not chunk:
-            break
-        context += chunk
-    return context
-
-
 def test_open_paths_tell_the_backend_of_a_session_and_only_the_named_endpoints_get_context(
         tmp_path, docroot, userdb, py_backend, sandbox):
     """On a path that needs no login, a valid session still reaches the backend (Basic is not
@@ -521,7 +504,7 @@ def test_open_paths_tell_the_backend_of_a_session_and_only_the_named_endpoints_g
                               (basic("admin", "s3cret"), None)]:
             ws = RawWS.connect(port, "/open", headers=headers)
             assert ws.response.status == 101, headers
-            context = read_context(open_b.accept())
+            context = recv_until(open_b.accept(), b"\n\n")
             assert b"REQUEST_URI=/open" in context or b"/open" in context, context
             if user:
                 assert user in context, context

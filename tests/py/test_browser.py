@@ -23,7 +23,7 @@ import ssl
 import subprocess
 
 from browser import launch, spki_pin_arg
-from harness import REPO_ROOT, Child, gateway_bin, session_token, wait_until, ws_connect
+from harness import REPO_ROOT, Child, gateway_bin, recv_until, session_token, wait_until, ws_connect
 
 SCHEMES = ["ws", "wss"]
 PAGE_SCHEME = {"ws": "http", "wss": "https"}
@@ -313,14 +313,7 @@ def test_a_page_of_another_origin_carrying_the_cookie_is_refused(demo, browser_p
     def record():
         try:
             conn, _ = recorder.accept()
-            conn.settimeout(5)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                head += chunk
-            seen.append(head)
+            seen.append(recv_until(conn, b"\r\n\r\n"))
             conn.close()
         except OSError:
             pass

@@ -22,6 +22,7 @@ from harness import (
     encode_frame,
     free_ports,
     parse_response_head,
+    recv_until,
     record,
     rss_kb,
     try_decode_frame,
@@ -623,10 +624,7 @@ def test_client_certificates_identify_their_holder_by_subject_and_issuer(pki, ga
                     auth_rule=["^/admin$=root"], context=True)
     assert tls_upgrade_status(g.port, ctx("device1"), "/echo") == 101
     conn = b.accept()
-    conn.settimeout(5)
-    context = b""
-    while b"\n\n" not in context:
-        context += conn.recv(4096)
+    context = recv_until(conn, b"\n\n")
     assert b"REMOTE_USER=device1\nREMOTE_GROUPS=devices\nSSL_CLIENT_S_DN=/O=Acme/CN=device1\n" in context, context
     conn.close()
     # Another subject: the certificate is good for TLS, but no login.
