@@ -302,12 +302,6 @@ def test_start_service_refuses_a_config_the_gateway_rejects(tmp_path):
 
 # ---- Buildroot: S50wsgate with the real binary -------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def sysv(tmp: Path, action: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, WSGATE_BIN=WSGATE, WSGATE_CONF=str(tmp / "wsgate.conf"),
                PIDFILE=str(tmp / "run/wsgate.pid"), WSGATE_DEFAULTS=str(tmp / "default"))
@@ -317,9 +311,10 @@ def sysv(tmp: Path, action: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(shutil.which("start-stop-daemon") is None, reason="needs start-stop-daemon")
 def test_sysv_script_starts_reloads_and_stops_the_gateway(tmp_path):
-    port = free_port()
+    # Port 0: the kernel picks one and the gateway says which in its log, so no other process
+    # can take it between a pick and the bind.
     (tmp_path / "ws").mkdir()
-    conf = f'servers = ({{ port = {port}; addr = "127.0.0.1"; websocket = {{ docroot = "{tmp_path}/ws"; }}; }});\n'
+    conf = f'servers = ({{ port = 0; addr = "127.0.0.1"; websocket = {{ docroot = "{tmp_path}/ws"; }}; }});\n'
     (tmp_path / "wsgate.conf").write_text(conf)
     # Log to a file, not syslog: the test machine may have no /dev/log.
     (tmp_path / "default").write_text(f'WSGATE_ARGS="-L {tmp_path}/wsgate.log"\n')
@@ -328,6 +323,13 @@ def test_sysv_script_starts_reloads_and_stops_the_gateway(tmp_path):
     assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
     pid = int((tmp_path / "run/wsgate.pid").read_text())
     assert Path(f"/proc/{pid}/exe").resolve() == Path(WSGATE).resolve()
+    port = None
+    deadline = time.monotonic() + 10
+    while port is None and time.monotonic() < deadline:
+        log = tmp_path / "wsgate.log"
+        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read_text() if log.exists() else "")
+        port = int(m.group(1)) if m else time.sleep(0.05)
+    assert port, (tmp_path / "wsgate.log").read_text()
     socket.create_connection(("127.0.0.1", port), timeout=5).close()  # it listens
     assert "already running" in sysv(tmp_path, "start").stdout
     assert sysv(tmp_path, "status").returncode == 0
