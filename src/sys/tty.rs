@@ -504,8 +504,16 @@ impl Tty {
                 *c = value;
             }
         }
-        termios::cfsetspeed(&mut want, rate)
-            .map_err(|_| TtyError::BadSettings("unsupported speed"))?;
+        // The speed goes in the Bxxx bits of c_cflag, as glibc's and musl's cfsetspeed write
+        // it on Linux; CIBAUD zero makes the input speed the output speed. Not through
+        // cfsetspeed itself: the libc crate binds the cf*speed functions to versioned glibc
+        // symbols, which a static glibc link (the armv7-gnueabihf build) cannot resolve.
+        let speed = ControlFlags::from_bits_retain(rate as libc::tcflag_t);
+        if speed.bits() & !ControlFlags::CBAUD.bits() != 0 {
+            return Err(TtyError::BadSettings("unsupported speed"));
+        }
+        want.control_flags &= !(ControlFlags::CBAUD | ControlFlags::CIBAUD);
+        want.control_flags |= speed;
         termios::tcsetattr(&tty.fd, SetArg::TCSANOW, &want)
             .map_err(|errno| TtyError::Io { step: "tcsetattr", errno })?;
         termios::tcflush(&tty.fd, FlushArg::TCIFLUSH)
