@@ -35,6 +35,8 @@ pub enum Action {
 pub struct SessionRequest<'a> {
     /// What it asks.
     pub action: Action,
+    /// The request target, as sent (for names and logs).
+    pub target: &'a str,
     /// Its head (for the credential headers).
     pub head: &'a [u8],
     /// Its body (empty for `Status`).
@@ -64,7 +66,9 @@ pub enum Parsed<'a> {
     Incomplete,
     /// Ours and complete.
     Request(SessionRequest<'a>),
-    /// Ours, refused with this status (405 carries the method in [`allow`]).
+    /// Ours, with a method the action does not take: 405, with [`allow`]'s header.
+    WrongMethod(Action),
+    /// Ours, refused with this status.
     Refused(u16),
 }
 
@@ -114,7 +118,7 @@ pub fn parse<'a>(buf: &'a [u8], base: &str, full: bool) -> Parsed<'a> {
         Action::Status => method == "GET" || head_only,
     };
     if !method_ok {
-        return Parsed::Refused(405);
+        return Parsed::WrongMethod(action);
     }
     let mut host = None;
     let mut origin = None;
@@ -176,6 +180,7 @@ pub fn parse<'a>(buf: &'a [u8], base: &str, full: bool) -> Parsed<'a> {
     };
     Parsed::Request(SessionRequest {
         action,
+        target: req.path.unwrap_or_default(),
         head,
         body,
         len: end,
@@ -288,13 +293,13 @@ mod tests {
         assert_eq!(parse(b"GET /session HTTP/1.1\r\nHo", "/session", false), Parsed::Incomplete);
         assert_eq!(parse(b"GET /session HTTP/1.1\r\nHo", "/session", true), Parsed::Refused(431));
         let r = parse(b"GET /session/login HTTP/1.1\r\nHost: a\r\n\r\n", "/session", false);
-        assert_eq!(r, Parsed::Refused(405));
+        assert_eq!(r, Parsed::WrongMethod(Action::Login));
         let r = parse(
             b"POST /session HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
             "/session",
             false,
         );
-        assert_eq!(r, Parsed::Refused(405));
+        assert_eq!(r, Parsed::WrongMethod(Action::Status));
         let Parsed::Request(r) = parse(
             b"HEAD /session HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
             "/session",

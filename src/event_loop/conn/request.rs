@@ -376,9 +376,9 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         t.handshake.max(t.close)
     }
 
-    /// After a static response: wait for the next request, or close. The name stays (the
-    /// close line names the last path served) until the next request replaces it.
-    fn finish_response(&mut self, cx: &mut Ctx<'_, U>, keep_alive: bool) {
+    /// After a static page or a session answer: wait for the next request, or close. The name
+    /// stays (the close line names the last path served) until the next request replaces it.
+    pub(super) fn finish_response(&mut self, cx: &mut Ctx<'_, U>, keep_alive: bool) {
         if keep_alive && !self.client.eof {
             if self.phase() != Phase::Handshake {
                 self.enter(State::Handshake(None));

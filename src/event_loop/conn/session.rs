@@ -31,22 +31,17 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         let req = match parsed {
             Parsed::NotOurs => return None,
             Parsed::Incomplete => return Some(false),
+            Parsed::WrongMethod(action) => {
+                self.session_refused(cx, 405, &[login::allow(action)]);
+                return Some(true);
+            }
             Parsed::Refused(status) => {
-                let allow = match status {
-                    405 => {
-                        let g = gate.borrow();
-                        let base = g.policy.session.as_ref().map_or("", |s| s.path.as_str());
-                        let target = request_target(input.readable());
-                        login::action_of(target, base).map_or("", login::allow)
-                    }
-                    _ => "",
-                };
-                self.session_refused(cx, status, &[allow]);
+                self.session_refused(cx, status, &[]);
                 return Some(true);
             }
             Parsed::Request(req) => req,
         };
-        let _ = self.name.push_str(truncate(request_target(req.head), 64).trim_start_matches('/'));
+        let _ = self.name.push_str(truncate(req.target, 64).trim_start_matches('/'));
         let tls = self.client.tls.is_some();
         if !cx.site.origin.permits(req.origin, req.host, tls) {
             crate::conn_log!(
@@ -71,7 +66,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         };
         input.consume(len);
         if let Some(keep_alive) = answered {
-            self.finish_session(cx, keep_alive);
+            self.finish_response(cx, keep_alive);
         }
         Some(true)
     }
@@ -263,22 +258,6 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             None => false,
         }
     }
-
-    /// After an answer: the next request on this connection, or the close.
-    fn finish_session(&mut self, cx: &mut Ctx<'_, U>, keep_alive: bool) {
-        if keep_alive && !self.client.eof {
-            self.timers.deadline = Some(cx.now + self.timers.timeouts.keepalive);
-        } else {
-            self.enter_close(cx, State::Flushing(None));
-        }
-    }
-}
-
-/// The request line's target, for names and logs ("" when there is none).
-fn request_target(head: &[u8]) -> &str {
-    let line = head.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
-    let target = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
-    core::str::from_utf8(target).unwrap_or_default()
 }
 
 /// Where a form goes after a login or logout: its `next` field when that is a local path,
