@@ -128,6 +128,20 @@ pub struct Args {
     /// size of each relay buffer, e.g. 16K (default 16K)
     #[argh(option)]
     pub buffer_size: Option<String>,
+    /// permessage-deflate on every endpoint (`permessage-deflate`, or `none`), or on one
+    /// (NAME=permessage-deflate or NAME=none; repeatable)
+    #[argh(option)]
+    pub compression: Vec<String>,
+    /// the compressors' window in bits, 9 to 15 (default 15)
+    #[argh(option)]
+    pub compression_window: Option<u8>,
+    /// the compression level, 1 (fastest) to 9 (smallest) (default 6)
+    #[argh(option)]
+    pub compression_level: Option<u8>,
+    /// memory for compression contexts, all connections together, allocated at start-up, e.g.
+    /// 2M (default 2M); past it, connections go uncompressed
+    #[argh(option)]
+    pub compression_memory: Option<String>,
     /// largest client message, e.g. 1M (default 1M)
     #[argh(option)]
     pub max_message: Option<String>,
@@ -218,6 +232,21 @@ impl Args {
             }
         }
         let data_type = parsed("-t", self.r#type, str::parse)?;
+        let mut compression = None;
+        let mut endpoint_compression = Vec::new();
+        for c in &self.compression {
+            match c.split_once('=') {
+                Some((name, on)) => endpoint_compression.push((
+                    name.to_owned(),
+                    crate::config::parse_compression(on).map_err(|e| at("--compression", e))?,
+                )),
+                None => {
+                    compression = Some(
+                        crate::config::parse_compression(c).map_err(|e| at("--compression", e))?,
+                    );
+                }
+            }
+        }
         let buffer_size = parsed("--buffer-size", self.buffer_size, |s| {
             usize::try_from(parse_bytes(s)?).map_err(|_| "too large".to_owned())
         })?;
@@ -338,6 +367,8 @@ impl Args {
                 }
                 None => None,
             },
+            compression,
+            endpoint_compression,
         };
         let verbosity = if self.quiet {
             Some(0)
@@ -346,8 +377,19 @@ impl Args {
         } else {
             None
         };
-        let settings =
-            Settings { sites: vec![site], buffer_size, verbosity, exec_limit: self.exec_limit };
+        let settings = Settings {
+            sites: vec![site],
+            buffer_size,
+            verbosity,
+            exec_limit: self.exec_limit,
+            compression_window: self.compression_window,
+            compression_level: self.compression_level,
+            compression_memory: parsed(
+                "--compression-memory",
+                self.compression_memory,
+                parse_bytes,
+            )?,
+        };
         settings.build().map_err(|e| match e {
             BuildError::Tls { error, .. } => at("--tls-cert", error.to_string()),
             BuildError::Invalid(e) => e,

@@ -87,6 +87,67 @@ pub struct Config {
     /// Programs of exec links running at once, all sites together: past it a new connection
     /// to an exec link is answered 503. Fixed at start (a reload cannot change it).
     pub exec_limit: u32,
+    /// permessage-deflate's compressors and their memory, for the endpoints that enable it
+    /// ([`Site::compression`]). Fixed at start (a reload cannot change it).
+    pub deflate: Deflate,
+}
+
+/// permessage-deflate's settings for the whole service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deflate {
+    /// The compressors' window, in bits (9..=15): 2^bits bytes of history.
+    pub window_bits: u8,
+    /// zlib's compression level (1 fastest .. 9 smallest).
+    pub level: u8,
+    /// Bytes for compression contexts, all connections together, allocated at start-up. Past
+    /// what it holds, new connections are answered without compression.
+    pub memory: u64,
+}
+
+/// The compressors' window when none is configured: zlib's, the largest.
+pub const DEFAULT_DEFLATE_WINDOW_BITS: u8 = 15;
+/// The compression level when none is configured.
+pub const DEFAULT_DEFLATE_LEVEL: u8 = 6;
+/// The compression memory when none is configured: a compressor and about 40 connections'
+/// decompressors.
+pub const DEFAULT_DEFLATE_MEMORY: u64 = 2 << 20;
+
+/// Where permessage-deflate is offered: every endpoint of a site, or some.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Compression {
+    /// The endpoints without an entry of their own.
+    pub all: bool,
+    /// Endpoints (without their leading '/') with their own setting.
+    pub endpoints: Vec<(String, bool)>,
+}
+
+impl Compression {
+    /// Is compression offered on `endpoint`?
+    #[must_use]
+    pub fn on(&self, endpoint: &str) -> bool {
+        self.endpoints.iter().find(|(n, _)| n == endpoint).map_or(self.all, |(_, on)| *on)
+    }
+
+    /// On anywhere?
+    #[must_use]
+    pub fn any(&self) -> bool {
+        self.all || self.endpoints.iter().any(|(_, on)| *on)
+    }
+}
+
+/// The name of the one compression wsgate has, as configurations spell it.
+pub const COMPRESSION_NAME: &str = "permessage-deflate";
+
+/// Reads a compression name: `permessage-deflate` on, `none` off.
+///
+/// # Errors
+/// Another name.
+pub fn parse_compression(s: &str) -> Result<bool, String> {
+    match s {
+        COMPRESSION_NAME => Ok(true),
+        "none" => Ok(false),
+        _ => Err(format!("unknown compression {s:?} (permessage-deflate, none)")),
+    }
 }
 
 impl Config {
@@ -139,6 +200,46 @@ impl Config {
             return Err(ConfigError(format!(
                 "link {:?} runs a program per connection, but the exec process limit is 0",
                 l.origin
+            )));
+        }
+        let d = self.deflate;
+        if !(9..=15).contains(&d.window_bits) {
+            return Err(ConfigError(format!(
+                "the compression window is 9 to 15 bits, not {}",
+                d.window_bits
+            )));
+        }
+        if !(1..=9).contains(&d.level) {
+            return Err(ConfigError(format!("the compression level is 1 to 9, not {}", d.level)));
+        }
+        if self.sites.iter().any(|s| s.compression.any()) {
+            #[cfg(not(feature = "deflate"))]
+            return Err(ConfigError(
+                "compression: this wsgate was built without permessage-deflate (the deflate \
+                 feature)"
+                    .into(),
+            ));
+            #[cfg(feature = "deflate")]
+            if crate::relay::compress::Sizes::of(
+                usize::try_from(d.memory).unwrap_or(usize::MAX),
+                d.window_bits,
+            )
+            .is_none()
+            {
+                return Err(ConfigError(format!(
+                    "compression memory of {} bytes holds no compressor and decompressor at a \
+                     window of {} bits; at least {} bytes",
+                    d.memory,
+                    d.window_bits,
+                    crate::relay::compress::Sizes::minimum(d.window_bits)
+                )));
+            }
+        }
+        if let Some(s) = self.sites.iter().find(|s| s.direct && s.compression.any()) {
+            return Err(ConfigError(format!(
+                "{}: compression with direct mode: the backend gets the client's socket, and \
+                 the gateway cannot compress for it",
+                s.listen
             )));
         }
         Ok(())
@@ -200,6 +301,8 @@ pub struct Site {
     pub links: Vec<crate::relay::link::Link>,
     /// Authentication before the upgrade and before pages (see [`crate::auth`]).
     pub auth: Option<AuthPolicy>,
+    /// Where permessage-deflate is offered (nowhere by default).
+    pub compression: Compression,
 }
 
 /// Who may open what: the paths that need a login, the user database that checks it, and the

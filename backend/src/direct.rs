@@ -505,7 +505,7 @@ impl<S: Read + Write + ShutdownWrite> Endpoint<S> {
             }
             match event {
                 None => {}
-                Some(Event::Data { kind, start, fin, len }) => {
+                Some(Event::Data { kind, start, fin, len, .. }) => {
                     if self.stage != Stage::Open {
                         continue;
                     }

@@ -175,7 +175,7 @@ fuzz_target!(|data: &[u8]| {
                 continue;
             };
             match ev {
-                Event::Data { kind, start, fin, len } => {
+                Event::Data { kind, start, fin, len, .. } => {
                     assert!(len <= n && len <= max_data);
                     let piece = &pending[n - len..n];
                     assert_eq!(start, !open, "start flag out of step");

@@ -35,6 +35,12 @@ pub struct Settings {
     pub verbosity: Option<u8>,
     /// Programs of exec links running at once (default [`super::DEFAULT_EXEC_LIMIT`]).
     pub exec_limit: Option<u32>,
+    /// The compressors' window in bits (default [`DEFAULT_DEFLATE_WINDOW_BITS`]).
+    pub compression_window: Option<u8>,
+    /// The compression level (default [`DEFAULT_DEFLATE_LEVEL`]).
+    pub compression_level: Option<u8>,
+    /// Bytes for compression contexts (default [`DEFAULT_DEFLATE_MEMORY`]).
+    pub compression_memory: Option<u64>,
 }
 
 /// What a source says about one site; `None` (or `false`, or empty): not said.
@@ -88,6 +94,10 @@ pub struct SiteSettings {
     pub links: Vec<crate::relay::link::Link>,
     /// Authentication (default none).
     pub auth: Option<super::AuthPolicy>,
+    /// permessage-deflate on every endpoint (default off).
+    pub compression: Option<bool>,
+    /// Per-endpoint compression: the endpoint (a leading '/' is dropped) and whether.
+    pub endpoint_compression: Vec<(String, bool)>,
 }
 
 /// Why [`Settings::build`] failed; the source says where.
@@ -131,6 +141,11 @@ impl Settings {
             buffer_size: self.buffer_size.unwrap_or(defaults.buffer_size),
             verbosity: self.verbosity.unwrap_or(defaults.verbosity),
             exec_limit: self.exec_limit.unwrap_or(defaults.exec_limit),
+            deflate: Deflate {
+                window_bits: self.compression_window.unwrap_or(defaults.deflate.window_bits),
+                level: self.compression_level.unwrap_or(defaults.deflate.level),
+                memory: self.compression_memory.unwrap_or(defaults.deflate.memory),
+            },
         };
         config.validate().map_err(BuildError::Invalid)?;
         Ok(config)
@@ -182,6 +197,14 @@ impl SiteSettings {
             direct: self.direct,
             links: self.links,
             auth: self.auth,
+            compression: Compression {
+                all: self.compression.unwrap_or(false),
+                endpoints: self
+                    .endpoint_compression
+                    .into_iter()
+                    .map(|(name, on)| (name.trim_start_matches('/').to_owned(), on))
+                    .collect(),
+            },
         })
     }
 }
@@ -193,6 +216,11 @@ impl Default for Config {
             buffer_size: DEFAULT_BUFFER_SIZE,
             verbosity: 1,
             exec_limit: super::DEFAULT_EXEC_LIMIT,
+            deflate: Deflate {
+                window_bits: DEFAULT_DEFLATE_WINDOW_BITS,
+                level: DEFAULT_DEFLATE_LEVEL,
+                memory: DEFAULT_DEFLATE_MEMORY,
+            },
         }
     }
 }
@@ -223,6 +251,7 @@ impl Default for Site {
             direct: false,
             links: Vec::new(),
             auth: None,
+            compression: Compression::default(),
         }
     }
 }

@@ -154,6 +154,12 @@ pub struct ServiceConfig {
     pub syslog: bool,
     /// Programs of exec links running at once (`exec_limit`), wsgate's own setting.
     pub exec_limit: Option<u32>,
+    /// permessage-deflate's window in bits (`compression_window`), wsgate's own setting.
+    pub compression_window: Option<u8>,
+    /// Its level (`compression_level`).
+    pub compression_level: Option<u8>,
+    /// Its memory, all connections together (`compression_memory`).
+    pub compression_memory: Option<u64>,
     /// The servers, main file first, then `config_d` files in name order.
     pub servers: Vec<ServerConfig>,
 }
@@ -283,6 +289,10 @@ pub struct WebsocketConfig {
     pub context_endpoints: Option<String>,
     /// `links`: endpoints whose backend the file names.
     pub links: Vec<crate::relay::link::Link>,
+    /// `compression = "permessage-deflate";` (or `"none"`), wsgate's own setting.
+    pub compression: Option<bool>,
+    /// `compression = { name = "permessage-deflate"; }`.
+    pub endpoint_compression: Vec<(String, bool)>,
 }
 
 /// Something ignored: `FILE:LINE: message`.

@@ -81,6 +81,15 @@ pub fn render(cfg: &ServiceConfig) -> String {
     if let Some(n) = cfg.exec_limit {
         o.set("exec_limit", &n.to_string());
     }
+    if let Some(n) = cfg.compression_window {
+        o.set("compression_window", &n.to_string());
+    }
+    if let Some(n) = cfg.compression_level {
+        o.set("compression_level", &n.to_string());
+    }
+    if let Some(n) = cfg.compression_memory {
+        o.set("compression_memory", &n.to_string());
+    }
     if cfg.syslog {
         o.set("syslog", "true");
     }
@@ -186,6 +195,26 @@ pub fn render(cfg: &ServiceConfig) -> String {
                 o.close(";");
             }
             o.set("type", &quote(w.data_type.name()));
+            let compression =
+                |on: bool| quote(if on { crate::config::COMPRESSION_NAME } else { "none" });
+            if let Some(on) = w.compression {
+                o.set("compression", &compression(on));
+            }
+            if !w.endpoint_compression.is_empty() {
+                o.open("compression");
+                for (name, on) in &w.endpoint_compression {
+                    if libconfig::is_name(name) {
+                        o.set(name, &compression(*on));
+                    } else {
+                        o.line(&format!(
+                            "# {} = {}; (not a valid setting name)",
+                            quote(name),
+                            compression(*on)
+                        ));
+                    }
+                }
+                o.close(";");
+            }
             if !w.links.is_empty() {
                 // As ouistiti writes them; the comment is what wsgate makes of each.
                 o.line("links = (");

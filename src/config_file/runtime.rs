@@ -72,6 +72,8 @@ pub fn to_runtime(
             direct: ws.direct,
             links: ws.links.clone(),
             auth: server.auth.clone(),
+            compression: ws.compression,
+            endpoint_compression: ws.endpoint_compression.clone(),
         });
     }
     let at =
@@ -84,6 +86,9 @@ pub fn to_runtime(
         buffer_size: Some(base.buffer_size),
         verbosity: Some(base.verbosity),
         exec_limit: Some(cfg.exec_limit.unwrap_or(base.exec_limit)),
+        compression_window: cfg.compression_window,
+        compression_level: cfg.compression_level,
+        compression_memory: cfg.compression_memory,
     };
     let config = settings.build().map_err(|e| match e {
         // The certificate and key are loaded by the build, once, so that a typo shows at

@@ -190,6 +190,9 @@ pub struct Server {
     listeners: Vec<Listener>,
     conns: Slab<Connection>,
     pool: BufPool,
+    /// permessage-deflate's contexts, made at start-up when a site offers compression.
+    #[cfg(feature = "deflate")]
+    deflate: Option<crate::relay::compress::Contexts>,
     config: Config,
     again: Vec<Key>,
     next_wake: Option<Instant>,
@@ -266,6 +269,8 @@ impl Server {
             listeners,
             conns: Slab::with_capacity(slots),
             pool,
+            #[cfg(feature = "deflate")]
+            deflate: contexts(&config),
             again: Vec::with_capacity(slots as usize),
             next_wake: None,
             handle: Handle { waker: Arc::new(waker), stop: Arc::new(AtomicBool::new(false)) },
@@ -570,6 +575,8 @@ impl Server {
             gate: self.listeners.get(site)?.gate.as_ref(),
             registry: self.poll.registry(),
             now,
+            #[cfg(feature = "deflate")]
+            deflate: self.deflate.as_mut(),
         };
         Some((cx, &mut self.conns))
     }
@@ -617,6 +624,10 @@ impl Server {
         let Some(mut c) = self.conns.remove(key) else { return };
         c.deregister(registry);
         c.release(&mut self.pool);
+        #[cfg(feature = "deflate")]
+        if let Some(z) = self.deflate.as_mut() {
+            c.release_deflate(z);
+        }
         let site = c.site;
         if let Some(l) = self.listeners.get_mut(site) {
             if !c.overflow {
@@ -771,4 +782,24 @@ impl core::fmt::Display for DisplayReason {
             None => f.write_str("closed"),
         }
     }
+}
+
+/// permessage-deflate's contexts for `config`, when one of its sites offers compression.
+#[cfg(feature = "deflate")]
+fn contexts(config: &Config) -> Option<crate::relay::compress::Contexts> {
+    use crate::relay::compress::{Contexts, Sizes};
+    if !config.sites.iter().any(|s| s.compression.any()) {
+        return None;
+    }
+    let d = config.deflate;
+    let sizes = Sizes::of(usize::try_from(d.memory).unwrap_or(usize::MAX), d.window_bits)?;
+    log!(
+        INFO,
+        "compression: {} + {} narrow compressors, decompressors for {} connections ({} bytes)",
+        sizes.deflaters,
+        sizes.narrow,
+        sizes.inflaters,
+        d.memory
+    );
+    Some(Contexts::new(sizes, d.level, d.window_bits, config.buffer_size))
 }

@@ -15,6 +15,9 @@ pub const MAX_HEADERS: usize = 32;
 /// Most `Sec-WebSocket-Protocol` tokens kept from one request.
 pub const MAX_PROTOCOLS: usize = 8;
 
+/// Most `Sec-WebSocket-Extensions` headers kept from one request (browsers send one).
+pub const MAX_EXTENSION_HEADERS: usize = 4;
+
 /// RFC 6455 §1.3: the GUID appended to the key before hashing.
 const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -36,6 +39,9 @@ pub struct UpgradeRequest<'a> {
     pub accept: [u8; 28],
     /// The `Sec-WebSocket-Protocol` tokens, trimmed, in order, from all such headers.
     pub protocols: Vec<&'a str, MAX_PROTOCOLS>,
+    /// The `Sec-WebSocket-Extensions` values, trimmed, in order (read by
+    /// [`crate::ws::deflate::negotiate`] where compression is on).
+    pub extensions: Vec<&'a [u8], MAX_EXTENSION_HEADERS>,
 }
 
 /// The rule an upgrade request breaks. [`HandshakeError::status`] gives the answer.
@@ -65,6 +71,9 @@ pub enum HandshakeError {
     BadProtocol,
     /// `Origin` duplicated or not UTF-8 (RFC 6454 §7.3: at most one `Origin` header).
     BadOrigin,
+    /// `Sec-WebSocket-Extensions` is not an extension list (RFC 6455 §9.1), or comes in more
+    /// than [`MAX_EXTENSION_HEADERS`] headers.
+    BadExtensions,
     /// `Content-Length` other than 0, or `Transfer-Encoding`: the bytes after the head would
     /// be read as WebSocket frames.
     UnexpectedBody,
@@ -87,6 +96,7 @@ impl HandshakeError {
             | Self::BadKey
             | Self::BadProtocol
             | Self::BadOrigin
+            | Self::BadExtensions
             | Self::UnexpectedBody => 400,
         }
     }
@@ -106,6 +116,7 @@ impl core::fmt::Display for HandshakeError {
             Self::UnsupportedVersion => "Sec-WebSocket-Version is not 13",
             Self::BadProtocol => "bad Sec-WebSocket-Protocol",
             Self::BadOrigin => "duplicated or bad Origin",
+            Self::BadExtensions => "bad Sec-WebSocket-Extensions",
             Self::UnexpectedBody => "upgrade request has a body",
         })
     }
@@ -317,8 +328,16 @@ pub fn parse(buf: &[u8]) -> Result<Option<(UpgradeRequest<'_>, usize)>, Handshak
         return Err(HandshakeError::UnexpectedBody);
     }
 
+    let mut extensions = Vec::new();
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            extensions.push(trim_ows(h.value)).map_err(|_| HandshakeError::BadExtensions)?;
+        }
+    }
+
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let request = UpgradeRequest { path, query, host, origin, accept: accept_key(key), protocols };
+    let accept = accept_key(key);
+    let request = UpgradeRequest { path, query, host, origin, accept, protocols, extensions };
     Ok(Some((request, head_len)))
 }
 
@@ -347,6 +366,21 @@ pub fn accept_key(key: &[u8]) -> [u8; 28] {
 /// let it inject header lines).
 #[must_use]
 pub fn write_switching(out: &mut [u8], accept: &[u8; 28], protocol: Option<&str>) -> Option<usize> {
+    write_switching_with(out, accept, protocol, None)
+}
+
+/// [`write_switching`] with a `Sec-WebSocket-Extensions: <extensions>` line when given (the
+/// answer of [`crate::ws::deflate`]'s negotiation).
+///
+/// # Errors
+/// As [`write_switching`], and `None` if `extensions` holds a control character.
+#[must_use]
+pub fn write_switching_with(
+    out: &mut [u8],
+    accept: &[u8; 28],
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+) -> Option<usize> {
     let mut w = Writer::new(out);
     w.put(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")?;
     w.put(b"Sec-WebSocket-Accept: ")?;
@@ -358,6 +392,14 @@ pub fn write_switching(out: &mut [u8], accept: &[u8; 28], protocol: Option<&str>
         }
         w.put(b"Sec-WebSocket-Protocol: ")?;
         w.put(p.as_bytes())?;
+        w.put(b"\r\n")?;
+    }
+    if let Some(e) = extensions {
+        if e.bytes().any(|b| b.is_ascii_control()) {
+            return None;
+        }
+        w.put(b"Sec-WebSocket-Extensions: ")?;
+        w.put(e.as_bytes())?;
         w.put(b"\r\n")?;
     }
     w.put(b"\r\n")?;

@@ -279,6 +279,57 @@ pub struct PumpReport {
     pub frames: u32,
 }
 
+/// Where the downlink's frames go: into the client buffer as they are, or compressed first
+/// when the connection negotiated permessage-deflate.
+#[derive(Debug)]
+pub struct Frames<'a> {
+    /// The client buffer.
+    pub out: &'a mut Buf,
+    /// The connection's compression state and the shared contexts.
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<(&'a mut super::compress::Outbound, &'a mut super::compress::Contexts)>,
+}
+
+impl<'a> Frames<'a> {
+    /// Frames as they are.
+    pub fn plain(out: &'a mut Buf) -> Self {
+        Self {
+            out,
+            #[cfg(feature = "deflate")]
+            deflate: None,
+        }
+    }
+
+    /// Payload bytes of one piece that fit now.
+    fn room(&self) -> usize {
+        #[cfg(feature = "deflate")]
+        if let Some((ob, _)) = &self.deflate {
+            return ob.room(self.out, MAX_SERVER_HEADER_LEN);
+        }
+        self.out.free().saturating_sub(MAX_SERVER_HEADER_LEN)
+    }
+
+    /// Can a frame with an empty payload go now?
+    fn fits_empty(&self) -> bool {
+        // A compressed empty message is one byte (RFC 7692 §7.2.3.6), the flush a few more.
+        #[cfg(feature = "deflate")]
+        if self.deflate.is_some() {
+            return self.out.free()
+                >= MAX_SERVER_HEADER_LEN + crate::ws::deflate::zstream::bound(0);
+        }
+        self.out.free() >= MAX_SERVER_HEADER_LEN
+    }
+
+    /// Appends one frame; `false` when it does not fit (nothing written).
+    fn emit(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) -> bool {
+        #[cfg(feature = "deflate")]
+        if let Some((ob, cx)) = &mut self.deflate {
+            return ob.emit(cx, self.out, fin, opcode, payload);
+        }
+        emit(self.out, fin, opcode, payload)
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct RecordState {
     opcode: u8,
@@ -328,6 +379,19 @@ impl Downlink {
         out: &mut Buf,
         eof: bool,
     ) -> Result<PumpReport, DownlinkError> {
+        self.pump_to(input, &mut Frames::plain(out), eof)
+    }
+
+    /// [`Self::pump`] into `frames`, which may compress.
+    ///
+    /// # Errors
+    /// As [`Self::pump`].
+    pub fn pump_to(
+        &mut self,
+        input: &mut Buf,
+        out: &mut Frames<'_>,
+        eof: bool,
+    ) -> Result<PumpReport, DownlinkError> {
         let mut report = PumpReport::default();
         match self.mode {
             Mode::Stream => self.pump_stream(input, out, eof, &mut report),
@@ -363,9 +427,15 @@ impl Downlink {
         }
     }
 
-    fn pump_stream(&mut self, input: &mut Buf, out: &mut Buf, eof: bool, report: &mut PumpReport) {
+    fn pump_stream(
+        &mut self,
+        input: &mut Buf,
+        out: &mut Frames<'_>,
+        eof: bool,
+        report: &mut PumpReport,
+    ) {
         loop {
-            let room = out.free().saturating_sub(MAX_SERVER_HEADER_LEN);
+            let room = out.room();
             let data = input.readable();
             let take = data.len().min(room);
             let Some(chunk) = data.get(..take) else { return };
@@ -387,7 +457,7 @@ impl Downlink {
             if n == 0 {
                 return;
             }
-            if !emit(out, true, kind.into(), chunk.get(..n).unwrap_or_default()) {
+            if !out.emit(true, kind.into(), chunk.get(..n).unwrap_or_default()) {
                 return;
             }
             report.frames += 1;
@@ -395,13 +465,13 @@ impl Downlink {
         }
     }
 
-    fn pump_packet(&mut self, input: &mut Buf, out: &mut Buf, report: &mut PumpReport) {
+    fn pump_packet(&mut self, input: &mut Buf, out: &mut Frames<'_>, report: &mut PumpReport) {
         let packet = input.readable();
-        if packet.is_empty() || out.free() < packet.len() + MAX_SERVER_HEADER_LEN {
+        if packet.is_empty() || out.out.free() < packet.len() + MAX_SERVER_HEADER_LEN {
             return;
         }
         let kind = self.whole_kind(packet, report);
-        if emit(out, true, kind.into(), packet) {
+        if out.emit(true, kind.into(), packet) {
             report.frames += 1;
             let n = packet.len();
             input.consume(n);
@@ -411,12 +481,12 @@ impl Downlink {
     fn pump_lines(
         &mut self,
         input: &mut Buf,
-        out: &mut Buf,
+        out: &mut Frames<'_>,
         eof: bool,
         report: &mut PumpReport,
     ) -> Result<(), DownlinkError> {
         loop {
-            let room = out.free().saturating_sub(MAX_SERVER_HEADER_LEN);
+            let room = out.room();
             let data = input.readable();
             if data.is_empty() || room == 0 {
                 return Ok(());
@@ -467,7 +537,7 @@ impl Downlink {
                 self.utf8.feed(piece).map_err(|_| DownlinkError::InvalidUtf8)?;
             }
             let opcode = if start { kind.into() } else { OpCode::Continuation };
-            if !emit(out, fin, opcode, piece) {
+            if !out.emit(fin, opcode, piece) {
                 return Ok(());
             }
             report.frames += 1;
@@ -479,7 +549,7 @@ impl Downlink {
     fn pump_framed(
         &mut self,
         input: &mut Buf,
-        out: &mut Buf,
+        out: &mut Frames<'_>,
         eof: bool,
         report: &mut PumpReport,
     ) -> Result<(), DownlinkError> {
@@ -527,7 +597,7 @@ impl Downlink {
                 };
                 // An empty record still matters when it starts or ends a message.
                 let empty_matters = h.len == 0 && (h.opcode != record::OP_CONTINUATION || h.fin);
-                if empty_matters && out.free() < MAX_SERVER_HEADER_LEN {
+                if empty_matters && !out.fits_empty() {
                     return Ok(());
                 }
                 if let Some(k) = start_kind {
@@ -543,13 +613,13 @@ impl Downlink {
                 }
                 continue;
             };
-            let room = out.free().saturating_sub(MAX_SERVER_HEADER_LEN);
+            let room = out.room();
             let data = input.readable();
             let take = data.len().min(room).min(rec.remaining as usize);
             if take == 0 {
                 if rec.remaining == 0 {
                     // Pending empty record (no room before).
-                    if out.free() < MAX_SERVER_HEADER_LEN {
+                    if !out.fits_empty() {
                         return Ok(());
                     }
                     self.finish_piece(out, &[], report)?;
@@ -566,7 +636,7 @@ impl Downlink {
     /// Emits `piece` of the current record as one frame and advances the record.
     fn finish_piece(
         &mut self,
-        out: &mut Buf,
+        out: &mut Frames<'_>,
         piece: &[u8],
         report: &mut PumpReport,
     ) -> Result<(), DownlinkError> {
@@ -583,7 +653,7 @@ impl Downlink {
         }
         let opcode =
             if rec.opcode == record::OP_CONTINUATION { OpCode::Continuation } else { kind.into() };
-        if !emit(out, fin, opcode, piece) {
+        if !out.emit(fin, opcode, piece) {
             return Ok(());
         }
         report.frames += 1;

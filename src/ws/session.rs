@@ -9,17 +9,25 @@
 //!
 //! Rules enforced, with their RFC 6455 sections:
 //! * §5.1 client frames MUST be masked;
-//! * §5.2 RSV bits MUST be 0 without a negotiated extension; reserved opcodes fail;
+//! * §5.2 RSV bits MUST be 0 without a negotiated extension; reserved opcodes fail; with
+//!   permessage-deflate (RFC 7692 §6.1) RSV1 marks a compressed message, on its first frame
+//!   only;
 //! * §5.4 fragmentation: continuation only inside a message, no new message inside one;
 //! * §5.5 control frames: at most 125 bytes, never fragmented, may interleave fragments;
 //! * §5.5.1 close: payload empty or ≥ 2 bytes, a valid code (§7.4), a UTF-8 reason;
-//! * §8.1 text messages are UTF-8, checked across fragments and failing fast (1007);
-//! * the message size limit (1009), checked against each frame header before its payload.
+//! * §8.1 text messages are UTF-8, checked across fragments and failing fast (1007), here for
+//!   uncompressed messages (a compressed one is checked once inflated, by the caller);
+//! * the message size limit (1009), checked against each frame header before its payload (for
+//!   a compressed message, against the compressed bytes with DEFLATE's worst-case growth
+//!   allowed; the caller counts the inflated ones).
 
 use super::frame::MAX_CONTROL_PAYLOAD;
 use super::frame::{close_code, is_valid_close_code, FrameError, FrameHeader, OpCode};
 use super::mask;
 use super::utf8::Utf8Validator;
+
+/// RSV1 in [`FrameHeader::rsv`]: permessage-deflate's "compressed" bit.
+pub const RSV1: u8 = 0b100;
 
 /// The kind of a data message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +89,8 @@ pub enum Event {
         fin: bool,
         /// Payload length, at the end of the consumed bytes.
         len: usize,
+        /// The message is compressed (permessage-deflate): the payload is DEFLATE data.
+        compressed: bool,
     },
     /// A ping; answer with a pong carrying the same payload (§5.5.2).
     Ping(Control),
@@ -122,6 +132,9 @@ pub enum ProtocolError {
     InvalidUtf8,
     /// The message exceeds the configured limit.
     TooBig,
+    /// A compressed message that is not DEFLATE, or has data after its final block (RFC 7692
+    /// §7.2.2; 1007, as for any payload that is not what it claims).
+    BadCompression,
 }
 
 impl ProtocolError {
@@ -129,7 +142,7 @@ impl ProtocolError {
     #[must_use]
     pub fn close_code(&self) -> u16 {
         match self {
-            Self::InvalidUtf8 => close_code::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::BadCompression => close_code::INVALID_PAYLOAD,
             Self::TooBig => close_code::TOO_BIG,
             _ => close_code::PROTOCOL_ERROR,
         }
@@ -151,6 +164,7 @@ impl core::fmt::Display for ProtocolError {
             Self::BadCloseCode(c) => write!(f, "invalid close code {c}"),
             Self::InvalidUtf8 => f.write_str("invalid UTF-8 in text"),
             Self::TooBig => f.write_str("message too big"),
+            Self::BadCompression => f.write_str("invalid compressed data"),
         }
     }
 }
@@ -172,6 +186,10 @@ pub struct Session {
     message_len: u64,
     start_pending: bool,
     utf8: Utf8Validator,
+    /// permessage-deflate was negotiated: RSV1 may mark a message compressed.
+    deflate: bool,
+    /// The message in progress is compressed.
+    compressed: bool,
 }
 
 impl Session {
@@ -185,12 +203,32 @@ impl Session {
             message_len: 0,
             start_pending: false,
             utf8: Utf8Validator::new(),
+            deflate: false,
+            compressed: false,
         }
+    }
+
+    /// permessage-deflate was negotiated: RSV1 on a message's first frame is allowed and marks
+    /// it compressed.
+    pub fn set_deflate(&mut self, on: bool) {
+        self.deflate = on;
+    }
+
+    /// The limit on a compressed message's payload: the message limit plus what DEFLATE may
+    /// add to incompressible data (5 bytes per stored block of up to 64 KiB, and the flush).
+    fn compressed_limit(&self) -> u64 {
+        self.max_message.saturating_add(self.max_message / 8192).saturating_add(64)
     }
 
     /// Lowers (or raises) the message limit, e.g. for a mode that must hold whole messages.
     pub fn set_max_message(&mut self, max: u64) {
         self.max_message = max;
+    }
+
+    /// The message limit.
+    #[must_use]
+    pub fn max_message(&self) -> u64 {
+        self.max_message
     }
 
     /// Is a data message in progress (some of it consumed, not its end)?
@@ -216,7 +254,10 @@ impl Session {
                 return Ok((0, None));
             };
             let Some(mask) = h.mask else { return Err(ProtocolError::Unmasked) };
-            if h.rsv != 0 {
+            // RFC 7692 §6.1: RSV1 is permessage-deflate's, on a data message's first frame.
+            let rsv1 =
+                self.deflate && h.rsv == RSV1 && matches!(h.opcode, OpCode::Text | OpCode::Binary);
+            if h.rsv != 0 && !rsv1 {
                 return Err(ProtocolError::ReservedBits(h.rsv));
             }
             if let OpCode::Reserved(op) = h.opcode {
@@ -240,12 +281,14 @@ impl Session {
                     self.message = Some(k);
                     self.message_len = 0;
                     self.start_pending = true;
+                    self.compressed = rsv1;
                     self.utf8.reset();
                 }
                 (None, Some(_)) => {}
             }
             self.message_len = self.message_len.saturating_add(h.len);
-            if self.message_len > self.max_message {
+            let limit = if self.compressed { self.compressed_limit() } else { self.max_message };
+            if self.message_len > limit {
                 return Err(ProtocolError::TooBig);
             }
             self.frame = Some(DataFrame { fin: h.fin, mask, remaining: h.len, offset: 0 });
@@ -274,14 +317,15 @@ impl Session {
         let (Some(mut frame), Some(kind)) = (self.frame, self.message) else { return Ok(None) };
         let payload = input.get_mut(at..at + n).unwrap_or_default();
         mask::apply(frame.mask, frame.offset, payload);
-        if kind == DataKind::Text && self.utf8.feed(payload).is_err() {
+        let check = kind == DataKind::Text && !self.compressed;
+        if check && self.utf8.feed(payload).is_err() {
             // §8.1 / Autobahn 6.4: fail as soon as the bytes cannot be UTF-8, not at the end.
             return Err(ProtocolError::InvalidUtf8);
         }
         frame.offset += n as u64;
         frame.remaining -= n as u64;
         let fin = frame.remaining == 0 && frame.fin;
-        if fin && kind == DataKind::Text && !self.utf8.is_complete() {
+        if fin && check && !self.utf8.is_complete() {
             return Err(ProtocolError::InvalidUtf8);
         }
         let start = core::mem::take(&mut self.start_pending);
@@ -293,7 +337,7 @@ impl Session {
         } else {
             self.frame = Some(frame);
         }
-        Ok(Some(Event::Data { kind, start, fin, len: n }))
+        Ok(Some(Event::Data { kind, start, fin, len: n, compressed: self.compressed }))
     }
 
     fn control(

@@ -28,6 +28,8 @@ impl Reader<'_> {
             context: false,
             context_endpoints: None,
             links: Vec::new(),
+            compression: None,
+            endpoint_compression: Vec::new(),
         };
         for s in g {
             match s.name.as_str() {
@@ -86,35 +88,16 @@ impl Reader<'_> {
                 "pong_timeout_ms" => ws.pong_timeout = Some(self.millis(s, 1)?),
                 "idle_timeout_ms" => ws.idle_timeout = Some(self.millis(s, 0)?),
                 "handshake_timeout_ms" => ws.handshake_timeout = Some(self.millis(s, 1)?),
-                "max_message" => {
-                    let n = match &s.value.kind {
-                        Kind::Str(t) => parse_bytes(t).map_err(|e| {
-                            self.err(
-                                s.value.pos,
-                                format!("expected a byte count for \"max_message\": {e}"),
-                            )
-                        })?,
-                        _ => u64::try_from(self.int(s, 1, i64::MAX, "bytes")?).unwrap_or_default(),
-                    };
-                    // The string form has the integer form's bounds: what is read must be
-                    // what `render` writes back, and the file's integers are 64-bit signed.
-                    if n > i64::MAX as u64 {
-                        return Err(self.err(
-                            s.value.pos,
-                            format!(
-                                "expected bytes 1..={} for \"max_message\", found {n}",
-                                i64::MAX
-                            ),
-                        ));
+                "max_message" => ws.max_message = Some(self.bytes(s, "max_message")?),
+                "compression" => match &s.value.kind {
+                    Kind::Group(g) => {
+                        for e in g {
+                            let on = self.compression(e)?;
+                            ws.endpoint_compression.push((e.name.clone(), on));
+                        }
                     }
-                    if n == 0 {
-                        return Err(self.err(
-                            s.value.pos,
-                            "expected bytes 1.. for \"max_message\", found 0".to_owned(),
-                        ));
-                    }
-                    ws.max_message = Some(n);
-                }
+                    _ => ws.compression = Some(self.compression(s)?),
+                },
                 "context" => match &s.value.kind {
                     Kind::Str(p) => {
                         ws.context = true;
@@ -305,5 +288,38 @@ impl Reader<'_> {
             ));
         }
         Ok(list)
+    }
+}
+
+impl Reader<'_> {
+    /// A byte count, `N` or `"16K"`, from 1 to `i64::MAX` (what `render` writes back).
+    pub(super) fn bytes(&self, s: &Setting, key: &str) -> Result<u64, ConfigFileError> {
+        let n = match &s.value.kind {
+            Kind::Str(t) => parse_bytes(t).map_err(|e| {
+                self.err(s.value.pos, format!("expected a byte count for {}: {e}", quote(key)))
+            })?,
+            _ => u64::try_from(self.int(s, 1, i64::MAX, "bytes")?).unwrap_or_default(),
+        };
+        if n == 0 || n > i64::MAX as u64 {
+            return Err(self.err(
+                s.value.pos,
+                format!("expected bytes 1..={} for {}, found {n}", i64::MAX, quote(key)),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// `"permessage-deflate"` or `"none"`.
+    fn compression(&self, s: &Setting) -> Result<bool, ConfigFileError> {
+        let c = self.string(s)?;
+        crate::config::parse_compression(c).map_err(|_| {
+            self.err(
+                s.value.pos,
+                format!(
+                    "expected \"permessage-deflate\" or \"none\" for compression, found {}",
+                    quote(c)
+                ),
+            )
+        })
     }
 }

@@ -41,6 +41,17 @@ pub(super) fn from_document(
                     let n = r.int(s, 0, i64::from(crate::config::MAX_EXEC_LIMIT), "processes")?;
                     cfg.exec_limit = Some(u32::try_from(n).unwrap_or_default());
                 }
+                "compression_window" => {
+                    let n = r.int(s, 9, 15, "bits")?;
+                    cfg.compression_window = Some(u8::try_from(n).unwrap_or_default());
+                }
+                "compression_level" => {
+                    let n = r.int(s, 1, 9, "level")?;
+                    cfg.compression_level = Some(u8::try_from(n).unwrap_or_default());
+                }
+                "compression_memory" => {
+                    cfg.compression_memory = Some(r.bytes(s, "compression_memory")?)
+                }
                 "config_d" => config_d = Some((s, r.path(s)?)),
                 "servers" | "server" => r.servers(s, &mut servers)?,
                 n if TOP_IGNORED.contains(&n) => r.ignored(s),

@@ -222,7 +222,14 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             return false;
         };
         let before = input.len();
-        match self.downlink.pump(input, out, eof) {
+        let mut frames = codec::Frames::plain(out);
+        #[cfg(feature = "deflate")]
+        if self.outbound.allowed {
+            frames.deflate = cx.deflate.as_deref_mut().map(|z| (&mut self.outbound, z));
+        }
+        let pumped = self.downlink.pump_to(input, &mut frames, eof);
+        let out = frames.out;
+        match pumped {
             Ok(report) => {
                 self.stats.frames_down += u64::from(report.frames);
                 if report.demoted_to_binary {

@@ -224,14 +224,26 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             if forwarding && !cx.pool.ensure(&mut self.to_backend) {
                 return progress;
             }
+            if self.to_client.as_ref().is_none_or(|b| b.free() < CONTROL_ROOM) {
+                return progress;
+            }
+            // Inflated bytes of a compressed message come before any further frame.
+            #[cfg(feature = "deflate")]
+            if self.inbound.busy() {
+                match self.inflate(cx, forwarding) {
+                    Some(true) => {
+                        progress = true;
+                        continue;
+                    }
+                    Some(false) => return true,
+                    None => return progress,
+                }
+            }
             let (Some(input), Some(to_client)) =
                 (self.from_client.as_mut(), self.to_client.as_mut())
             else {
                 return progress;
             };
-            if to_client.free() < CONTROL_ROOM {
-                return progress;
-            }
             let max_data = match (forwarding, self.to_backend.as_ref()) {
                 (true, Some(tb)) if tb.free() < CONTROL_ROOM => return progress,
                 (true, Some(tb)) => self.uplink.room(tb).saturating_sub(CONTROL_ROOM),
@@ -247,8 +259,19 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
                 }
             };
             let mut close: Option<(Option<u16>, Control)> = None;
+            let mut consume = n;
             match event {
-                Some(Event::Data { kind, start, fin, len }) => {
+                // A compressed message's bytes stay at the front of the input, unmasked, until
+                // they are inflated (above).
+                #[cfg(feature = "deflate")]
+                Some(Event::Data { kind, start, fin, len, compressed: true }) => {
+                    self.timers.last_activity = cx.now;
+                    if let (true, Some(z)) = (forwarding, cx.deflate.as_deref_mut()) {
+                        self.inbound.feed(z, kind, start, fin, len);
+                        consume = n - len;
+                    }
+                }
+                Some(Event::Data { kind, start, fin, len, .. }) => {
                     self.timers.last_activity = cx.now;
                     if forwarding {
                         let payload = input.readable().get(n - len..n).unwrap_or_default();
@@ -273,7 +296,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
                 Some(Event::Close { code, reason }) => close = Some((code, reason)),
                 None => {}
             }
-            input.consume(n);
+            input.consume(consume);
             if let Some((code, reason)) = close {
                 self.set_reason(Reason::ClientClose(code));
                 // §5.5.1: echo the status code; empty close gets an empty answer.
@@ -288,6 +311,44 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
                 return progress;
             }
             progress = true;
+        }
+    }
+
+    /// Inflates the compressed message at the front of the client's input into the backend
+    /// buffer, as far as it has room (or drops it when the connection is no longer relaying).
+    /// `Some(true)`: progress; `Some(false)`: the connection failed; `None`: blocked.
+    #[cfg(feature = "deflate")]
+    fn inflate(&mut self, cx: &mut Ctx<'_, U>, forwarding: bool) -> Option<bool> {
+        let z = cx.deflate.as_deref_mut()?;
+        let input = self.from_client.as_mut()?;
+        if !forwarding {
+            self.inbound.discard(z, input);
+            return Some(true);
+        }
+        let tb = self.to_backend.as_mut()?;
+        if tb.free() < CONTROL_ROOM {
+            return None;
+        }
+        let room = self.uplink.room(tb).saturating_sub(CONTROL_ROOM);
+        let before = (input.len(), self.inbound.busy());
+        match self.inbound.step(z, input, room, self.session.max_message()) {
+            Ok(Some((piece, bytes))) => {
+                if let Err(e) = self.uplink.put(tb, piece.kind, piece.start, piece.fin, bytes) {
+                    input.consume(input.len());
+                    self.fail(cx, Reason::Uplink(e));
+                    return Some(false);
+                }
+                if piece.fin {
+                    self.stats.msgs_up += 1;
+                }
+                Some(true)
+            }
+            Ok(None) => (before != (input.len(), self.inbound.busy())).then_some(true),
+            Err(e) => {
+                input.consume(input.len());
+                self.fail(cx, Reason::Protocol(e));
+                Some(false)
+            }
         }
     }
 }

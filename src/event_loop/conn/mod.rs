@@ -109,6 +109,9 @@ pub struct Ctx<'a, U> {
     pub registry: &'a Registry,
     /// The loop's clock for this batch.
     pub now: Instant,
+    /// permessage-deflate's contexts, when a site offers compression.
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<&'a mut crate::relay::compress::Contexts>,
 }
 
 impl<U> core::fmt::Debug for Ctx<'_, U> {
@@ -136,6 +139,12 @@ pub struct Connection<T, U> {
     session: Session,
     uplink: Uplink,
     downlink: Downlink,
+    /// Client → backend compression state (permessage-deflate).
+    #[cfg(feature = "deflate")]
+    inbound: crate::relay::compress::Inbound,
+    /// Backend → client compression state.
+    #[cfg(feature = "deflate")]
+    outbound: crate::relay::compress::Outbound,
     from_client: Option<Buf>,
     to_backend: Option<Buf>,
     from_backend: Option<Buf>,
@@ -199,6 +208,10 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             session: Session::new(cx.site.max_message),
             uplink: Uplink::new(Mode::Stream),
             downlink: Downlink::new(Mode::Stream, cx.site.data_type),
+            #[cfg(feature = "deflate")]
+            inbound: crate::relay::compress::Inbound::default(),
+            #[cfg(feature = "deflate")]
+            outbound: crate::relay::compress::Outbound::default(),
             from_client: None,
             to_backend: None,
             from_backend: None,
@@ -269,6 +282,13 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         if let Some(b) = self.state.backend() {
             b.sock.deregister(registry);
         }
+    }
+
+    /// Gives the compression contexts it holds, and its promise of one, back.
+    #[cfg(feature = "deflate")]
+    pub fn release_deflate(&mut self, contexts: &mut crate::relay::compress::Contexts) {
+        self.inbound.release(contexts);
+        self.outbound.release(contexts);
     }
 
     /// Gives every buffer back.

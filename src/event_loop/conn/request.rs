@@ -195,8 +195,26 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             self.refuse(cx, Refusal::Full);
             return true;
         }
+        // permessage-deflate, where the endpoint offers it: the answer goes in the 101.
+        #[cfg(feature = "deflate")]
+        let agreement = match self.negotiate_deflate(cx, req, endpoint, direct) {
+            Ok(a) => a,
+            Err(why) => {
+                self.refuse(cx, why);
+                return true;
+            }
+        };
+        #[cfg(feature = "deflate")]
+        let extensions = agreement.map(|a| a.response());
+        #[cfg(not(feature = "deflate"))]
+        let extensions: Option<&str> = None;
         let Some(out) = self.to_client.as_mut() else { return false };
-        let Some(n) = handshake::write_switching(out.spare(), &req.accept, protocol) else {
+        let Some(n) = handshake::write_switching_with(
+            out.spare(),
+            &req.accept,
+            protocol,
+            extensions.as_deref(),
+        ) else {
             self.refuse(cx, Refusal::ResponseTooLarge);
             return true;
         };
@@ -273,17 +291,65 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             .max_message(cx.pool.buf_size())
             .map_or(cx.site.max_message, |m| m.min(cx.site.max_message));
         self.session.set_max_message(limit);
+        #[cfg(feature = "deflate")]
+        if let Some(a) = agreement {
+            self.session.set_deflate(true);
+            let window = cx.deflate.as_ref().map_or(0, |z| z.window_bits());
+            self.outbound = crate::relay::compress::Outbound::new(&a, window);
+        }
         self.enter(State::Open(BackendEnd::new(backend, true)));
         self.timers.open(cx.now);
+        #[cfg(feature = "deflate")]
+        let deflate = if agreement.is_some() { " permessage-deflate" } else { "" };
+        #[cfg(not(feature = "deflate"))]
+        let deflate = "";
         crate::conn_log!(
             crate::logging::INFO,
-            "conn={} peer={} open /{} mode={}",
+            "conn={} peer={} open /{} mode={}{deflate}",
             self.key,
             self.peer,
             self.name,
             self.mode
         );
         true
+    }
+
+    /// The permessage-deflate answer to `req` on `endpoint`: `None` where compression is not
+    /// offered, the client asks for none that can be honoured, or every decompressor is
+    /// promised already (the connection then goes uncompressed, and the log says so).
+    ///
+    /// # Errors
+    /// A header that is not an extension list, on an endpoint that reads it (400).
+    #[cfg(feature = "deflate")]
+    fn negotiate_deflate(
+        &mut self,
+        cx: &mut Ctx<'_, U>,
+        req: &handshake::UpgradeRequest<'_>,
+        endpoint: &str,
+        direct: bool,
+    ) -> Result<Option<crate::ws::deflate::Agreement>, Refusal> {
+        use crate::ws::deflate;
+        let Some(z) = cx.deflate.as_deref_mut() else { return Ok(None) };
+        if direct || !cx.site.compression.on(endpoint) {
+            return Ok(None);
+        }
+        let policy = deflate::Policy { window_bits: z.window_bits() };
+        let offers = req.extensions.iter().copied();
+        let agreement = deflate::negotiate(offers, policy)
+            .map_err(|_| Refusal::Request(handshake::HandshakeError::BadExtensions))?;
+        let Some(a) = agreement else { return Ok(None) };
+        if !z.reserve() {
+            crate::conn_log!(
+                crate::logging::WARN,
+                "conn={} peer={} compression memory full: /{} goes uncompressed",
+                self.key,
+                self.peer,
+                endpoint
+            );
+            return Ok(None);
+        }
+        self.inbound.reserved = true;
+        Ok(Some(a))
     }
 
     /// Answers a static page request for `name` (decoded, no leading '/', "" for the root).

@@ -268,6 +268,8 @@ impl Rig {
                 gate: None,
                 registry: poll.registry(),
                 now,
+                #[cfg(feature = "deflate")]
+                deflate: None,
             };
             Connection::accept(
                 KEY,
@@ -293,6 +295,8 @@ impl Rig {
                 gate: None,
                 registry: self.poll.registry(),
                 now: self.now,
+                #[cfg(feature = "deflate")]
+                deflate: None,
             },
             &mut self.conn,
         )

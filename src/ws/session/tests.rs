@@ -45,7 +45,7 @@ fn run(
         let (n, ev) = s.decode(&mut buf, max_data)?;
         if let Some(ev) = ev {
             out.push(match ev {
-                Event::Data { kind, start, fin, len } => {
+                Event::Data { kind, start, fin, len, .. } => {
                     Seen::Data(kind, start, fin, buf[n - len..n].to_vec())
                 }
                 Event::Ping(c) => Seen::Ping(c.as_slice().to_vec()),
