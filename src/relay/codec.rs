@@ -303,8 +303,8 @@ impl<'a> Frames<'a> {
     /// Payload bytes of one piece that fit now.
     fn room(&self) -> usize {
         #[cfg(feature = "deflate")]
-        if let Some((ob, _)) = &self.deflate {
-            return ob.room(self.out, MAX_SERVER_HEADER_LEN);
+        if self.deflate.is_some() {
+            return super::compress::Outbound::room(self.out, MAX_SERVER_HEADER_LEN);
         }
         self.out.free().saturating_sub(MAX_SERVER_HEADER_LEN)
     }
@@ -679,12 +679,21 @@ impl From<DataKind> for OpCode {
 /// Appends one whole unmasked frame (header + payload); `false` when it does not fit.
 #[must_use]
 pub fn emit(out: &mut Buf, fin: bool, opcode: OpCode, payload: &[u8]) -> bool {
+    emit_rsv(out, fin, 0, opcode, payload)
+}
+
+/// [`emit`] with the RSV bits `rsv` (permessage-deflate's RSV1 on a compressed message).
+#[must_use]
+pub fn emit_rsv(out: &mut Buf, fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) -> bool {
     let hlen = FrameHeader::server_header_len(payload.len() as u64);
     if out.free() < hlen + payload.len() {
         return false;
     }
     let Some(dst) = out.room(hlen + payload.len()) else { return false };
     let Some(n) = FrameHeader::emit(fin, opcode, payload.len() as u64, dst) else { return false };
+    if let Some(b0) = dst.first_mut() {
+        *b0 |= (rsv & 0b111) << 4;
+    }
     let Some(body) = dst.get_mut(n..n + payload.len()) else { return false };
     body.copy_from_slice(payload);
     out.commit(n + payload.len());

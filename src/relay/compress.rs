@@ -21,7 +21,7 @@ use crate::ws::deflate::zstream::{
     self, Deflater, Inflater, InvalidData, MAX_WINDOW_BITS, MIN_WINDOW_BITS,
 };
 use crate::ws::deflate::{Agreement, TAIL};
-use crate::ws::frame::{FrameHeader, OpCode};
+use crate::ws::frame::{FrameHeader, OpCode, MAX_SERVER_HEADER_LEN};
 use crate::ws::session::{DataKind, ProtocolError, RSV1};
 use crate::ws::utf8::Utf8Validator;
 
@@ -85,7 +85,6 @@ pub struct Contexts {
     total_inflaters: usize,
     /// Where one compressed frame is assembled, or one piece of a message inflated.
     scratch: Box<[u8]>,
-    level: u8,
     window_bits: u8,
 }
 
@@ -103,7 +102,6 @@ impl Contexts {
             reserved: 0,
             total_inflaters: sizes.inflaters,
             scratch: vec![0; buf_size].into_boxed_slice(),
-            level,
             window_bits,
         }
     }
@@ -112,12 +110,6 @@ impl Contexts {
     #[must_use]
     pub fn window_bits(&self) -> u8 {
         self.window_bits
-    }
-
-    /// The compression level.
-    #[must_use]
-    pub fn level(&self) -> u8 {
-        self.level
     }
 
     /// Promises a decompressor to a connection that negotiates compression; `false` when all
@@ -132,12 +124,6 @@ impl Contexts {
     pub fn unreserve(&mut self) {
         self.reserved = self.reserved.saturating_sub(1);
     }
-
-    /// Decompressors promised, of how many.
-    #[must_use]
-    pub fn promised(&self) -> (usize, usize) {
-        (self.reserved, self.total_inflaters)
-    }
 }
 
 impl From<InvalidData> for ProtocolError {
@@ -146,17 +132,24 @@ impl From<InvalidData> for ProtocolError {
     }
 }
 
-/// One piece of an inflated message, in the scratch buffer, for the uplink.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Piece {
-    /// Text or binary.
-    pub kind: DataKind,
-    /// The message's first piece.
-    pub start: bool,
-    /// Its last.
-    pub fin: bool,
-    /// Bytes at the front of the scratch buffer.
-    pub len: usize,
+/// What one [`Inbound::step`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step<'s> {
+    /// Nothing: no room, or no compressed bytes waiting.
+    Blocked,
+    /// Compressed bytes went into the decompressor with nothing out yet (a block header).
+    Consumed,
+    /// A piece of the inflated message, for the uplink.
+    Piece {
+        /// Text or binary.
+        kind: DataKind,
+        /// The message's first piece.
+        start: bool,
+        /// Its last.
+        fin: bool,
+        /// The bytes, in the scratch buffer.
+        bytes: &'s [u8],
+    },
 }
 
 /// Client → backend: the compressed message being inflated.
@@ -209,8 +202,7 @@ impl Inbound {
     }
 
     /// Inflates what it can of the pending bytes at the front of `input` into the scratch
-    /// buffer, at most `room` bytes, and consumes what it used. `Ok(None)`: nothing to hand
-    /// on yet (more frames are needed, or `room` is 0).
+    /// buffer, at most `room` bytes, and consumes what it used.
     ///
     /// # Errors
     /// [`ProtocolError`]: fail the connection with its close code (1007 for data that is not
@@ -221,11 +213,11 @@ impl Inbound {
         input: &mut Buf,
         room: usize,
         max_message: u64,
-    ) -> Result<Option<(Piece, &'s [u8])>, ProtocolError> {
-        let Some(kind) = self.kind else { return Ok(None) };
+    ) -> Result<Step<'s>, ProtocolError> {
+        let Some(kind) = self.kind else { return Ok(Step::Blocked) };
         let out_len = room.min(cx.scratch.len());
         if out_len == 0 {
-            return Ok(None);
+            return Ok(Step::Blocked);
         }
         // A message starts compressed only on a connection that holds a promise, so that a
         // decompressor was free.
@@ -234,6 +226,7 @@ impl Inbound {
         let out = scratch.get_mut(..out_len).unwrap_or_default();
         let mut produced = 0;
         let mut full = false;
+        let mut consumed = 0;
         if self.pending > 0 {
             let data = input.readable().get(..self.pending).unwrap_or_default();
             let r = inf.inflate(data, out)?;
@@ -242,6 +235,7 @@ impl Inbound {
             }
             input.consume(r.consumed);
             self.pending -= r.consumed;
+            consumed = r.consumed;
             produced = r.produced;
             full = produced == out_len;
         }
@@ -251,12 +245,13 @@ impl Inbound {
             let r = inf.inflate(tail, rest)?;
             // After a final block the tail is not read, and not needed.
             self.tail = if r.ended { TAIL.len() } else { self.tail + r.consumed };
+            consumed += r.consumed;
             produced += r.produced;
             full = produced == out_len;
         }
         let fin = self.last && self.pending == 0 && self.tail == TAIL.len() && !full;
         if produced == 0 && !fin {
-            return Ok(None);
+            return Ok(if consumed > 0 { Step::Consumed } else { Step::Blocked });
         }
         let bytes = out.get(..produced).unwrap_or_default();
         self.produced = self.produced.saturating_add(produced as u64);
@@ -269,12 +264,12 @@ impl Inbound {
                 return Err(ProtocolError::InvalidUtf8);
             }
         }
-        let piece = Piece { kind, start: !self.started, fin, len: produced };
+        let start = !self.started;
         self.started = true;
         if fin {
             self.end(inflaters);
         }
-        Ok(Some((piece, bytes)))
+        Ok(Step::Piece { kind, start, fin, bytes })
     }
 
     /// The message is over (or the connection): the decompressor goes back, reset.
@@ -330,15 +325,11 @@ impl Outbound {
         }
     }
 
-    /// Payload bytes of one piece that can go in `out` now, compressed or not.
+    /// Payload bytes of one piece that can go in `out` now, whether this message is
+    /// compressed or not (the same bound keeps the pieces the same size).
     #[must_use]
-    pub fn room(&self, out: &Buf, header: usize) -> usize {
-        let room = out.free().saturating_sub(header);
-        if self.allowed {
-            zstream::max_input(room)
-        } else {
-            room
-        }
+    pub fn room(out: &Buf, header: usize) -> usize {
+        zstream::max_input(out.free().saturating_sub(header))
     }
 
     /// Appends one frame for `piece` of a message (its first when `opcode` is text or binary),
@@ -355,7 +346,8 @@ impl Outbound {
         if opcode != OpCode::Continuation {
             // A message too big for the buffer once bounded goes as it is (only a whole
             // packet can be: other modes cut their pieces to `room`).
-            let fits = zstream::bound(piece.len()) + 10 <= out.capacity().min(cx.scratch.len());
+            let fits = zstream::bound(piece.len()) + MAX_SERVER_HEADER_LEN
+                <= out.capacity().min(cx.scratch.len());
             if self.allowed && self.deflater.is_none() && fits {
                 let pool = if self.narrow { &mut cx.narrow } else { &mut cx.deflaters };
                 self.deflater = pool.pop();
@@ -379,19 +371,10 @@ impl Outbound {
         if fin && z.get(n.saturating_sub(4)..n) == Some(&TAIL[..]) {
             n -= 4;
         }
-        let payload = z.get(..n).unwrap_or_default();
-        let hlen = FrameHeader::server_header_len(n as u64);
-        let Some(dst) = out.room(hlen + n) else { return false };
-        let Some(h) = FrameHeader::emit(fin, opcode, n as u64, dst) else { return false };
-        if opcode != OpCode::Continuation {
-            if let Some(b0) = dst.first_mut() {
-                *b0 |= RSV1 << 4;
-            }
+        let rsv = if opcode == OpCode::Continuation { 0 } else { RSV1 };
+        if !super::codec::emit_rsv(out, fin, rsv, opcode, z.get(..n).unwrap_or_default()) {
+            return false;
         }
-        if let Some(body) = dst.get_mut(h..h + n) {
-            body.copy_from_slice(payload);
-        }
-        out.commit(h + n);
         if fin {
             self.end(cx);
         }

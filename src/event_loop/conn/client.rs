@@ -319,6 +319,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
     /// `Some(true)`: progress; `Some(false)`: the connection failed; `None`: blocked.
     #[cfg(feature = "deflate")]
     fn inflate(&mut self, cx: &mut Ctx<'_, U>, forwarding: bool) -> Option<bool> {
+        use crate::relay::compress::Step;
         let z = cx.deflate.as_deref_mut()?;
         let input = self.from_client.as_mut()?;
         if !forwarding {
@@ -330,20 +331,20 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             return None;
         }
         let room = self.uplink.room(tb).saturating_sub(CONTROL_ROOM);
-        let before = (input.len(), self.inbound.busy());
         match self.inbound.step(z, input, room, self.session.max_message()) {
-            Ok(Some((piece, bytes))) => {
-                if let Err(e) = self.uplink.put(tb, piece.kind, piece.start, piece.fin, bytes) {
+            Ok(Step::Piece { kind, start, fin, bytes }) => {
+                if let Err(e) = self.uplink.put(tb, kind, start, fin, bytes) {
                     input.consume(input.len());
                     self.fail(cx, Reason::Uplink(e));
                     return Some(false);
                 }
-                if piece.fin {
+                if fin {
                     self.stats.msgs_up += 1;
                 }
                 Some(true)
             }
-            Ok(None) => (before != (input.len(), self.inbound.busy())).then_some(true),
+            Ok(Step::Consumed) => Some(true),
+            Ok(Step::Blocked) => None,
             Err(e) => {
                 input.consume(input.len());
                 self.fail(cx, Reason::Protocol(e));

@@ -21,6 +21,8 @@
 
 pub mod zstream;
 
+use core::fmt::Write as _;
+
 use zstream::{MAX_WINDOW_BITS, MIN_WINDOW_BITS};
 
 /// The extension's name.
@@ -52,17 +54,7 @@ impl Agreement {
         let _ = s.push_str(NAME);
         let _ = s.push_str("; server_no_context_takeover; client_no_context_takeover");
         if self.server_window_bits < MAX_WINDOW_BITS {
-            let _ = s.push_str("; server_max_window_bits=");
-            let mut digits = [0u8; 2];
-            let n = if self.server_window_bits >= 10 { 2 } else { 1 };
-            if let Some(d) = digits.get_mut(..n) {
-                let mut v = self.server_window_bits;
-                for b in d.iter_mut().rev() {
-                    *b = b'0' + v % 10;
-                    v /= 10;
-                }
-                let _ = s.push_str(core::str::from_utf8(d).unwrap_or_default());
-            }
+            let _ = write!(s, "; server_max_window_bits={}", self.server_window_bits);
         }
         s
     }
