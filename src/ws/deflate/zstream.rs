@@ -171,6 +171,7 @@ impl Inflater {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
     use super::*;
 
     fn json(n: usize) -> Vec<u8> {

@@ -206,3 +206,59 @@ fn zero_max_data_makes_no_progress_inside_a_payload() {
     assert_eq!(n3, 3);
     assert!(matches!(ev, Some(Event::Data { fin: true, start: true, len: 3, .. })));
 }
+
+#[test]
+fn rsv1_marks_a_compressed_message_only_where_negotiated() {
+    let decode = |deflate: bool, wire: &[u8]| {
+        let mut s = Session::new(1 << 20);
+        s.set_deflate(deflate);
+        let mut w = wire.to_vec();
+        let mut events = Vec::new();
+        let mut at = 0;
+        while at < w.len() {
+            let (n, ev) = s.decode(&mut w[at..], usize::MAX)?;
+            at += n;
+            events.extend(ev);
+        }
+        Ok::<_, ProtocolError>(events)
+    };
+    let with_rsv = |mut f: Vec<u8>, rsv: u8| {
+        f[0] |= rsv << 4;
+        f
+    };
+    // Without the extension, RSV1 is a protocol error.
+    let first = with_rsv(frame(false, 1, b"\xf2\x48"), RSV1);
+    assert_eq!(decode(false, &first).unwrap_err(), ProtocolError::ReservedBits(RSV1));
+    // With it: the message is compressed, its payload not read as UTF-8 (0xf2 alone is not).
+    let mut wire = first.clone();
+    wire.extend(frame(true, 0, b"\xcd"));
+    let ev = decode(true, &wire).unwrap();
+    assert!(ev.iter().all(|e| matches!(e, Event::Data { compressed: true, .. })), "{ev:?}");
+    // An uncompressed message on the same connection is still checked.
+    assert_eq!(decode(true, &frame(true, 1, b"\xf2")).unwrap_err(), ProtocolError::InvalidUtf8);
+    // RSV1 on a continuation or a control frame, and RSV2/RSV3, stay errors (RFC 7692 §6.1).
+    let mut cont = frame(false, 1, b"a");
+    cont.extend(with_rsv(frame(true, 0, b"b"), RSV1));
+    assert_eq!(decode(true, &cont).unwrap_err(), ProtocolError::ReservedBits(RSV1));
+    let ping = with_rsv(frame(true, 9, b""), RSV1);
+    assert_eq!(decode(true, &ping).unwrap_err(), ProtocolError::ReservedBits(RSV1));
+    let rsv2 = with_rsv(frame(true, 1, b"a"), 0b010);
+    assert_eq!(decode(true, &rsv2).unwrap_err(), ProtocolError::ReservedBits(0b010));
+}
+
+#[test]
+fn a_compressed_message_is_limited_with_deflate_growth_allowed() {
+    let mut s = Session::new(100_000);
+    s.set_deflate(true);
+    // Incompressible data grows by a few bytes per stored block: a little past the limit is
+    // still read (the inflated bytes are counted by the caller) ...
+    let mut w = frame(true, 2, &vec![0u8; 100_010]);
+    w[0] |= RSV1 << 4;
+    assert!(s.decode(&mut w, usize::MAX).is_ok());
+    // ... but not without bound.
+    let mut s = Session::new(100_000);
+    s.set_deflate(true);
+    let mut w = frame(true, 2, &vec![0u8; 120_000]);
+    w[0] |= RSV1 << 4;
+    assert_eq!(s.decode(&mut w, usize::MAX).unwrap_err(), ProtocolError::TooBig);
+}
