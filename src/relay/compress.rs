@@ -137,7 +137,8 @@ impl From<InvalidData> for ProtocolError {
 pub enum Step<'s> {
     /// Nothing: no room, or no compressed bytes waiting.
     Blocked,
-    /// Compressed bytes went into the decompressor with nothing out yet (a block header).
+    /// The decompressor moved with nothing out yet: compressed bytes went in (a block
+    /// header), or the output it might have held after a full room turned out to be none.
     Consumed,
     /// A piece of the inflated message, for the uplink.
     Piece {
@@ -162,6 +163,9 @@ pub struct Inbound {
     pending: usize,
     /// Those bytes end the message: the tail follows them.
     last: bool,
+    /// The last step filled its room: the decompressor may hold more output, which it gives
+    /// without further input.
+    more: bool,
     /// How much of [`TAIL`] went in.
     tail: usize,
     kind: Option<DataKind>,
@@ -180,7 +184,7 @@ impl Inbound {
     /// Are inflated bytes still owed before the next frame may be decoded?
     #[must_use]
     pub fn busy(&self) -> bool {
-        self.pending > 0 || (self.last && self.kind.is_some())
+        self.pending > 0 || self.more || (self.last && self.kind.is_some())
     }
 
     /// The session decoded `len` payload bytes of a compressed message (they are the last
@@ -227,7 +231,8 @@ impl Inbound {
         let mut produced = 0;
         let mut full = false;
         let mut consumed = 0;
-        if self.pending > 0 {
+        let drained = core::mem::take(&mut self.more);
+        if self.pending > 0 || drained {
             let data = input.readable().get(..self.pending).unwrap_or_default();
             let r = inf.inflate(data, out)?;
             if r.ended && r.consumed < data.len() {
@@ -249,9 +254,10 @@ impl Inbound {
             produced += r.produced;
             full = produced == out_len;
         }
+        self.more = full;
         let fin = self.last && self.pending == 0 && self.tail == TAIL.len() && !full;
         if produced == 0 && !fin {
-            return Ok(if consumed > 0 { Step::Consumed } else { Step::Blocked });
+            return Ok(if consumed > 0 || drained { Step::Consumed } else { Step::Blocked });
         }
         let bytes = out.get(..produced).unwrap_or_default();
         self.produced = self.produced.saturating_add(produced as u64);
@@ -277,6 +283,7 @@ impl Inbound {
         self.kind = None;
         self.pending = 0;
         self.last = false;
+        self.more = false;
         if let Some(mut inf) = self.inflater.take() {
             inf.reset();
             free.push(inf);

@@ -214,10 +214,16 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
     fn process_frames(&mut self, cx: &mut Ctx<'_, U>) -> bool {
         let mut progress = false;
         loop {
-            if self.from_client.as_ref().is_none_or(Buf::is_empty) {
+            // A compressed message may still owe inflated bytes with no input left: the
+            // decompressor holds them (a full room, or the tail still to go in).
+            #[cfg(feature = "deflate")]
+            let inflating = self.inbound.busy();
+            #[cfg(not(feature = "deflate"))]
+            let inflating = false;
+            if !inflating && self.from_client.as_ref().is_none_or(Buf::is_empty) {
                 return progress;
             }
-            if !cx.pool.ensure(&mut self.to_client) {
+            if !cx.pool.ensure(&mut self.from_client) || !cx.pool.ensure(&mut self.to_client) {
                 return progress;
             }
             let forwarding = matches!(&self.state, State::Open(b) if !b.finish);
@@ -229,7 +235,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             }
             // Inflated bytes of a compressed message come before any further frame.
             #[cfg(feature = "deflate")]
-            if self.inbound.busy() {
+            if inflating {
                 match self.inflate(cx, forwarding) {
                     Some(true) => {
                         progress = true;

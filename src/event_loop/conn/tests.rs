@@ -234,6 +234,8 @@ struct Rig {
     poll: Poll,
     now: Instant,
     verdict: Verdict,
+    #[cfg(feature = "deflate")]
+    deflate: Option<crate::relay::compress::Contexts>,
 }
 
 const KEY: Key = Key { index: 1, gen: 1 };
@@ -282,7 +284,18 @@ impl Rig {
             )
             .unwrap()
         };
-        Self { conn, client, pool, site, backends, poll, now, verdict: Verdict::Continue }
+        Self {
+            conn,
+            client,
+            pool,
+            site,
+            backends,
+            poll,
+            now,
+            verdict: Verdict::Continue,
+            #[cfg(feature = "deflate")]
+            deflate: None,
+        }
     }
 
     fn cx(&mut self) -> (Ctx<'_, Fake>, &mut Connection<Fake, Fake>) {
@@ -296,7 +309,7 @@ impl Rig {
                 registry: self.poll.registry(),
                 now: self.now,
                 #[cfg(feature = "deflate")]
-                deflate: None,
+                deflate: self.deflate.as_mut(),
             },
             &mut self.conn,
         )
@@ -966,4 +979,54 @@ fn a_refused_connect_is_502_and_an_unfinished_one_504() {
     rig.after(rig.site.handshake_timeout);
     assert_eq!(status(&rig.client.take_output()), "504");
     assert_eq!(rig.conn.reason(), Some(Reason::Refused(Refusal::Route(RouteError::TimedOut))));
+}
+
+/// Compressed messages (one final frame each) whose inflated bytes the backend takes a little
+/// at a time: every byte arrives, in order, with no further input from the client.
+#[cfg(feature = "deflate")]
+#[test]
+fn a_compressed_message_inflates_to_a_slow_backend_without_more_input() {
+    use crate::relay::compress::{Contexts, Sizes};
+    use crate::ws::deflate::zstream::{bound, Deflater};
+
+    let mut site = site();
+    site.compression.all = true;
+    let mut rig = Rig::new(site);
+    rig.deflate = Some(Contexts::new(Sizes { deflaters: 1, narrow: 0, inflaters: 1 }, 6, 15, BUF));
+    let backend = Fake::default();
+    rig.backends.add("echo", Ok(backend.clone()));
+    rig.site.mode = "stream".parse().unwrap();
+    let mut req = request("/echo");
+    req.truncate(req.len() - 2);
+    req.extend_from_slice(b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n");
+    rig.client.send(&req);
+    rig.drive();
+    let head = String::from_utf8(rig.client.take_output()).unwrap();
+    assert!(head.contains("permessage-deflate"), "{head}");
+
+    // Lengths and rooms that end the input at every point of the output.
+    let unit = b"{\"port\":\"lan1\",\"rx\":18223,\"up\":true},";
+    let mut msgs = 0;
+    for len in (1_000..60_000).step_by(1_999) {
+        let text: Vec<u8> = (0..len).map(|i| unit[(i * 7 / 5) % unit.len()]).collect();
+        let mut z = vec![0u8; bound(text.len())];
+        let n = Deflater::new(6, 15, 4).compress(&text, &mut z, true).unwrap();
+        let mut f = frame(true, 1, &z[..n - 4]);
+        f[0] |= 0x40; // RSV1: compressed
+        rig.client.send(&f);
+        let mut got = Vec::new();
+        for _ in 0..1000 {
+            backend.wire().room = Some(333 + len % 1000);
+            rig.drive();
+            got.extend(backend.take_output());
+            if got.len() >= text.len() {
+                break;
+            }
+        }
+        assert!(rig.client.wire().input.is_empty(), "the frame was read");
+        assert_eq!(got.len(), text.len(), "a message of {len} bytes");
+        assert_eq!(got, text);
+        msgs += 1;
+    }
+    assert_eq!(rig.conn.stats.msgs_up, msgs);
 }

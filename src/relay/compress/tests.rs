@@ -236,3 +236,42 @@ fn the_budget_is_split_and_refused_when_too_small() {
     assert!(Sizes::of(Sizes::minimum(15), 15).is_some());
     assert_eq!(Sizes::of(1 << 20, 9).unwrap().narrow, 0);
 }
+
+/// A message's first fragment, inflated into small rooms with no second fragment yet: every
+/// byte the fragment holds comes out, including what the decompressor still held when it took
+/// the fragment's last byte with the room full.
+#[test]
+fn a_fragment_gives_all_its_bytes_before_the_next_arrives() {
+    use crate::ws::deflate::zstream::Inflater;
+    use crate::ws::session::DataKind;
+    let mut cx = Contexts::new(SIZES, 6, 15, BUF);
+    let msg = json(20_000);
+    let mut z = vec![0u8; bound(msg.len())];
+    let n = Deflater::new(6, 15, 4).compress(&msg, &mut z, true).unwrap();
+    let z = &z[..n - 4];
+    let mut pool = BufPool::new(1, BUF);
+    for cut in (1..z.len()).step_by(2) {
+        // What the fragment holds, inflated with all the room it wants.
+        let mut whole = Inflater::new();
+        let mut out = vec![0u8; 1 << 16];
+        let expected = whole.inflate(&z[..cut], &mut out).unwrap().produced;
+        for room in [1, 7, 300] {
+            let mut input = pool.take().unwrap();
+            assert!(input.append(&z[..cut]));
+            let mut inbound = Inbound { reserved: cx.reserve(), ..Inbound::default() };
+            inbound.feed(&mut cx, DataKind::Text, true, false, cut);
+            let mut got = 0;
+            while inbound.busy() {
+                match inbound.step(&mut cx, &mut input, room, 1 << 20).unwrap() {
+                    Step::Piece { bytes, .. } => got += bytes.len(),
+                    Step::Consumed => {}
+                    Step::Blocked => panic!("blocked with room {room}"),
+                }
+            }
+            assert!(input.is_empty());
+            assert_eq!(got, expected, "cut at {cut}, room {room}");
+            inbound.release(&mut cx);
+            pool.release_if_empty(&mut Some(input));
+        }
+    }
+}
