@@ -356,8 +356,7 @@ impl Outbound {
             let fits = zstream::bound(piece.len()) + MAX_SERVER_HEADER_LEN
                 <= out.capacity().min(cx.scratch.len());
             if self.allowed && self.deflater.is_none() && fits {
-                let pool = if self.narrow { &mut cx.narrow } else { &mut cx.deflaters };
-                self.deflater = pool.pop();
+                self.deflater = self.pool(cx).pop();
             }
             self.compressing = self.allowed && fits && self.deflater.is_some();
         }
@@ -368,33 +367,57 @@ impl Outbound {
         if out.free() < FrameHeader::server_header_len(need as u64) + need {
             return false;
         }
-        let (Some(d), Some(z)) = (self.deflater.as_mut(), cx.scratch.get_mut(..need)) else {
-            return false;
-        };
-        // Every piece is flushed, so that it is a frame of its own and the compressor holds
-        // nothing back between calls; the last one's flush marker is the tail the client
-        // puts back (RFC 7692 §7.2.1).
-        let Some(mut n) = d.compress(piece, z, true) else { return false };
-        if fin && z.get(n.saturating_sub(4)..n) == Some(&TAIL[..]) {
-            n -= 4;
+        // A message that goes on after its compressor was given back takes one again if one is
+        // free; else its pieces go as stored (uncompressed) DEFLATE blocks, which need none.
+        if self.deflater.is_none() {
+            self.deflater = self.pool(cx).pop();
         }
+        let Some(z) = cx.scratch.get_mut(..need) else { return false };
+        let n = match self.deflater.as_mut() {
+            // Every piece is flushed, so that it is a frame of its own and the compressor holds
+            // nothing back between calls; the last one's flush marker is the tail the client
+            // puts back (RFC 7692 §7.2.1).
+            Some(d) => match d.compress(piece, z, true) {
+                Some(n) if fin && z.get(n.saturating_sub(4)..n) == Some(&TAIL[..]) => n - 4,
+                Some(n) => n,
+                None => return false,
+            },
+            None => zstream::stored(piece, fin, z),
+        };
         let rsv = if opcode == OpCode::Continuation { 0 } else { RSV1 };
         if !super::codec::emit_rsv(out, fin, rsv, opcode, z.get(..n).unwrap_or_default()) {
             return false;
         }
         if fin {
             self.end(cx);
+        } else if out.free() < out.capacity() / 4 {
+            // The client is not taking its bytes as fast as they come: until it does, the
+            // compressor serves other connections (the stream is at a block boundary, and
+            // with no context takeover nothing after it refers back).
+            self.park(cx);
         }
         true
     }
 
-    fn end(&mut self, cx: &mut Contexts) {
-        self.compressing = false;
+    fn pool<'c>(&self, cx: &'c mut Contexts) -> &'c mut Vec<Deflater> {
+        if self.narrow {
+            &mut cx.narrow
+        } else {
+            &mut cx.deflaters
+        }
+    }
+
+    /// The compressor goes back, reset; the message, if one is in flight, stays compressed.
+    fn park(&mut self, cx: &mut Contexts) {
         if let Some(mut d) = self.deflater.take() {
             d.reset();
-            let pool = if self.narrow { &mut cx.narrow } else { &mut cx.deflaters };
-            pool.push(d);
+            self.pool(cx).push(d);
         }
+    }
+
+    fn end(&mut self, cx: &mut Contexts) {
+        self.compressing = false;
+        self.park(cx);
     }
 
     /// The connection ends: the compressor goes back.

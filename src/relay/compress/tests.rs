@@ -275,3 +275,61 @@ fn a_fragment_gives_all_its_bytes_before_the_next_arrives() {
         }
     }
 }
+
+/// A client that does not take its bytes does not keep the compressor: once its buffer is
+/// nearly full, the compressor serves another connection, and its message goes on with a
+/// compressor when one is free, else as stored blocks; the client inflates it whole.
+#[test]
+fn a_slow_client_gives_the_compressor_back_in_the_middle_of_a_message() {
+    let mut cx = Contexts::new(SIZES, 6, 15, BUF);
+    let agreed = crate::ws::deflate::Agreement { server_window_bits: 15 };
+    let mut pool = BufPool::new(3, BUF);
+    let (mut slow_out, mut other_out) = (pool.take().unwrap(), pool.take().unwrap());
+    let (mut slow, mut other) = (Outbound::new(&agreed, 15), Outbound::new(&agreed, 15));
+    // Random-looking bytes: they barely compress, so one piece fills the slow client's buffer.
+    let mut x = 0x9e37_79b9u32;
+    let msg: Vec<u8> = (0..3 * BUF)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let mut wire = Vec::new();
+    let mut sent = 0;
+    let mut step = |ob: &mut Outbound, cx: &mut Contexts, out: &mut Buf, sent: &mut usize| {
+        let n = Outbound::room(out, MAX_SERVER_HEADER_LEN).min(msg.len() - *sent);
+        let op = if *sent == 0 { OpCode::Binary } else { OpCode::Continuation };
+        let fin = *sent + n == msg.len();
+        assert!(ob.emit(cx, out, fin, op, &msg[*sent..*sent + n]));
+        *sent += n;
+    };
+    step(&mut slow, &mut cx, &mut slow_out, &mut sent);
+    assert_eq!(cx.deflaters.len(), 1, "a full buffer gives the compressor back");
+    // Another connection's message is compressed meanwhile, and holds the compressor.
+    assert!(other.emit(&mut cx, &mut other_out, false, OpCode::Text, &json(100)));
+    assert_eq!(frames(&other_out)[0].1, 4);
+    assert!(cx.deflaters.is_empty());
+    // The slow client drains; its message goes on as stored blocks, then, once the other
+    // message is over, compressed again.
+    let mut stored = 0;
+    while sent < msg.len() {
+        if sent > BUF && !other_out.is_empty() {
+            assert!(other.emit(&mut cx, &mut other_out, true, OpCode::Continuation, b"]"));
+            other_out.consume(other_out.len());
+        }
+        wire.extend(frames(&slow_out));
+        slow_out.consume(slow_out.len());
+        let before = cx.deflaters.len();
+        step(&mut slow, &mut cx, &mut slow_out, &mut sent);
+        stored += usize::from(before == 0);
+    }
+    wire.extend(frames(&slow_out));
+    assert!(stored > 0, "some pieces went without a compressor");
+    assert!(wire.len() > 3, "{}", wire.len());
+    assert_eq!(wire[0].1, 4, "RSV1 on the first frame");
+    assert!(wire[1..].iter().all(|f| f.1 == 0 && f.2 == 0));
+    assert_eq!(inflate_frames(&wire), msg);
+    assert_eq!(cx.deflaters.len(), 1, "everything went back");
+}

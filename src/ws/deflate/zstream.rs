@@ -92,6 +92,32 @@ pub const fn bound(len: usize) -> usize {
     len + len.div_ceil(8) + len.div_ceil(64) + 5 + 6 + 1 + 1
 }
 
+/// Writes `data` as stored (uncompressed) DEFLATE blocks into `out`, as [`Deflater::compress`]
+/// with a sync flush would place them in a stream: byte-aligned, and at `fin` followed by the
+/// start of the empty stored block whose rest is the tail the receiver puts back. Returns the
+/// bytes written; `out` must hold [`bound`]`(data.len())` bytes (anything shorter is cut).
+#[must_use]
+pub fn stored(data: &[u8], fin: bool, out: &mut [u8]) -> usize {
+    let mut n = 0;
+    let mut put = |bytes: &[u8], n: &mut usize| {
+        if let Some(dst) = out.get_mut(*n..*n + bytes.len()) {
+            dst.copy_from_slice(bytes);
+            *n += bytes.len();
+        }
+    };
+    for block in data.chunks(usize::from(u16::MAX)) {
+        let len = u16::try_from(block.len()).unwrap_or(u16::MAX).to_le_bytes();
+        let nlen = (!u16::from_le_bytes(len)).to_le_bytes();
+        // BFINAL 0, BTYPE 00 (stored), padded to the byte; then LEN and its complement.
+        put(&[0, len[0], len[1], nlen[0], nlen[1]], &mut n);
+        put(block, &mut n);
+    }
+    if fin {
+        put(&[0], &mut n);
+    }
+    n
+}
+
 /// The most input bytes whose compressed form fits in `room` bytes (the inverse of
 /// [`bound`], rounded down).
 #[must_use]
@@ -229,6 +255,24 @@ mod tests {
         let mut out = vec![0u8; data.len()];
         let r = inf.inflate(&z[..n], &mut out).unwrap();
         assert_eq!(&out[..r.produced], &data[..]);
+    }
+
+    #[test]
+    fn stored_blocks_inflate_with_the_tail_put_back() {
+        for len in [0, 1, 1000, 65_535, 65_536, 140_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let mut z = vec![0u8; bound(len)];
+            let (a, b) = data.split_at(len / 3);
+            let n = stored(a, false, &mut z);
+            let m = stored(b, true, &mut z[n..]);
+            let mut wire = z[..n + m].to_vec();
+            wire.extend_from_slice(&super::super::TAIL);
+            let mut inf = Inflater::new();
+            let mut out = vec![0u8; len + 1];
+            let r = inf.inflate(&wire, &mut out).unwrap();
+            assert_eq!((r.consumed, &out[..r.produced]), (wire.len(), &data[..]), "{len}");
+            assert!(n <= bound(a.len()) && m <= bound(b.len()));
+        }
     }
 
     #[test]
