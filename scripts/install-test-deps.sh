@@ -37,6 +37,8 @@ command -v g++ >/dev/null 2>&1 || missing+=(g++)
 # tests/board: every shell script must be shellcheck-clean; the SysV script uses start-stop-daemon.
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v start-stop-daemon >/dev/null 2>&1 || missing+=(dpkg)
+# scripts/autobahn.py --tls: kosoku speaks only ws://, socat carries it over TLS.
+command -v socat >/dev/null 2>&1 || missing+=(socat)
 # test_faults.py's half-open TCP test takes an address away in a private network namespace.
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 

@@ -113,10 +113,10 @@ fi
 if [ -z "${SKIP_AUTOBAHN:-}" ]; then
     for mode in framed stream seqpacket; do
         step "autobahn ($mode)"
-        timeout 900 "$PY" scripts/autobahn.py --mode "$mode"
+        timeout 1500 "$PY" scripts/autobahn.py --mode "$mode"
     done
     step "autobahn (framed, over wss:// through a client-side TLS tunnel)"
-    timeout 900 "$PY" scripts/autobahn.py --mode framed --tls
+    timeout 1500 "$PY" scripts/autobahn.py --mode framed --tls
     step "autobahn (direct: the gateway hands the client's socket to websocket_echo -d)"
     timeout 900 "$PY" scripts/autobahn.py --mode direct
     step "autobahn (tcp: framed through a tcp: link to websocket_echo --tcp)"

@@ -298,7 +298,7 @@ fn a_slow_client_gives_the_compressor_back_in_the_middle_of_a_message() {
         .collect();
     let mut wire = Vec::new();
     let mut sent = 0;
-    let mut step = |ob: &mut Outbound, cx: &mut Contexts, out: &mut Buf, sent: &mut usize| {
+    let step = |ob: &mut Outbound, cx: &mut Contexts, out: &mut Buf, sent: &mut usize| {
         let n = Outbound::room(out, MAX_SERVER_HEADER_LEN).min(msg.len() - *sent);
         let op = if *sent == 0 { OpCode::Binary } else { OpCode::Continuation };
         let fin = *sent + n == msg.len();
