@@ -83,7 +83,7 @@ fn relay(
     let mut done = false;
     while !done {
         if inbound.busy() {
-            match inbound.step(cx, input, room, max)? {
+            match inbound.step(cx, Some(&mut *input), room, max)? {
                 Step::Piece { fin, bytes, start, .. } => {
                     assert_eq!(start, pieces == 0, "only the first piece starts the message");
                     pieces += 1;
