@@ -135,6 +135,10 @@ impl Compression {
     }
 }
 
+/// The error for compression where the site hands its clients over (direct mode).
+pub const DIRECT_COMPRESSION: &str = "compression with direct mode: the backend gets the \
+                                      client's socket, and the gateway cannot compress for it";
+
 /// The name of the one compression wsgate has, as configurations spell it.
 pub const COMPRESSION_NAME: &str = "permessage-deflate";
 
@@ -236,11 +240,7 @@ impl Config {
             }
         }
         if let Some(s) = self.sites.iter().find(|s| s.direct && s.compression.any()) {
-            return Err(ConfigError(format!(
-                "{}: compression with direct mode: the backend gets the client's socket, and \
-                 the gateway cannot compress for it",
-                s.listen
-            )));
+            return Err(ConfigError(format!("{}: {DIRECT_COMPRESSION}", s.listen)));
         }
         Ok(())
     }
