@@ -108,8 +108,8 @@ pub struct Deflate {
 pub const DEFAULT_DEFLATE_WINDOW_BITS: u8 = 15;
 /// The compression level when none is configured.
 pub const DEFAULT_DEFLATE_LEVEL: u8 = 6;
-/// The compression memory when none is configured: a compressor and about 40 connections'
-/// decompressors.
+/// The compression memory when none is configured: at a 15-bit window, a compressor, a
+/// literal-only one and 32 connections' decompressors (relay::compress::Sizes splits it).
 pub const DEFAULT_DEFLATE_MEMORY: u64 = 2 << 20;
 
 /// Where permessage-deflate is offered: every endpoint of a site, or some.
@@ -134,6 +134,10 @@ impl Compression {
         self.all || self.endpoints.iter().any(|(_, on)| *on)
     }
 }
+
+/// The error for compression where the site hands its clients over (direct mode).
+pub const DIRECT_COMPRESSION: &str = "compression with direct mode: the backend gets the \
+                                      client's socket, and the gateway cannot compress for it";
 
 /// The name of the one compression wsgate has, as configurations spell it.
 pub const COMPRESSION_NAME: &str = "permessage-deflate";
@@ -236,11 +240,7 @@ impl Config {
             }
         }
         if let Some(s) = self.sites.iter().find(|s| s.direct && s.compression.any()) {
-            return Err(ConfigError(format!(
-                "{}: compression with direct mode: the backend gets the client's socket, and \
-                 the gateway cannot compress for it",
-                s.listen
-            )));
+            return Err(ConfigError(format!("{}: {DIRECT_COMPRESSION}", s.listen)));
         }
         Ok(())
     }

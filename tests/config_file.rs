@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use wsgate::config::DIRECT_COMPRESSION;
 use wsgate::config_file::{load, load_str, render, ServiceConfig, Warning, DIRECT_TLS};
 use wsgate::relay::acl::AccessList;
 use wsgate::relay::codec::{DataType, Mode};
@@ -246,6 +247,29 @@ fn direct_over_tls_is_refused_with_the_reason() {
     )
     .unwrap_err();
     assert_eq!(e.to_string(), format!("x.conf:1:54: {DIRECT_TLS}"));
+}
+
+#[test]
+fn compression_with_direct_is_refused_at_the_setting_that_turns_it_on() {
+    let e = load_str(
+        "servers = ({ websocket = { docroot = \"/w\"; options = \"direct\";\n compression = { a = \"none\"; b = \"permessage-deflate\"; }; }; });",
+        Path::new("x.conf"),
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), format!("x.conf:2:34: {DIRECT_COMPRESSION}"));
+    let e = load_str(
+        "servers = ({ websocket = { docroot = \"/w\"; compression = \"permessage-deflate\"; mode = \"direct\"; }; });",
+        Path::new("x.conf"),
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), format!("x.conf:1:58: {DIRECT_COMPRESSION}"));
+    // Off everywhere, direct mode has nothing to refuse.
+    let (c, _) = load_str(
+        "servers = ({ websocket = { docroot = \"/w\"; options = \"direct\"; compression = { a = \"none\"; }; }; });",
+        Path::new("x.conf"),
+    )
+    .unwrap();
+    assert!(c.servers[0].websocket.as_ref().unwrap().direct);
 }
 
 #[test]

@@ -206,7 +206,9 @@ impl Inbound {
     }
 
     /// Inflates what it can of the pending bytes at the front of `input` into the scratch
-    /// buffer, at most `room` bytes, and consumes what it used.
+    /// buffer, at most `room` bytes, and consumes what it used. `input` may be `None` (a
+    /// connection gives its empty buffers back) when no byte is pending: what is owed then is
+    /// the tail, or output the decompressor holds.
     ///
     /// # Errors
     /// [`ProtocolError`]: fail the connection with its close code (1007 for data that is not
@@ -214,7 +216,7 @@ impl Inbound {
     pub fn step<'s>(
         &mut self,
         cx: &'s mut Contexts,
-        input: &mut Buf,
+        input: Option<&mut Buf>,
         room: usize,
         max_message: u64,
     ) -> Result<Step<'s>, ProtocolError> {
@@ -233,12 +235,17 @@ impl Inbound {
         let mut consumed = 0;
         let drained = core::mem::take(&mut self.more);
         if self.pending > 0 || drained {
-            let data = input.readable().get(..self.pending).unwrap_or_default();
+            let data = match input.as_deref() {
+                Some(b) => b.readable().get(..self.pending).unwrap_or_default(),
+                None => &[],
+            };
             let r = inf.inflate(data, out)?;
             if r.ended && r.consumed < data.len() {
                 return Err(ProtocolError::BadCompression);
             }
-            input.consume(r.consumed);
+            if let Some(b) = input {
+                b.consume(r.consumed);
+            }
             self.pending -= r.consumed;
             consumed = r.consumed;
             produced = r.produced;
@@ -291,9 +298,11 @@ impl Inbound {
     }
 
     /// The message will not be relayed (the connection is closing): its pending bytes are
-    /// dropped from the front of `input`.
-    pub fn discard(&mut self, cx: &mut Contexts, input: &mut Buf) {
-        input.consume(self.pending);
+    /// dropped from the front of `input` (`None` when none are).
+    pub fn discard(&mut self, cx: &mut Contexts, input: Option<&mut Buf>) {
+        if let Some(input) = input {
+            input.consume(self.pending);
+        }
         self.end(&mut cx.inflaters);
     }
 

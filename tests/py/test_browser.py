@@ -342,3 +342,87 @@ ws.onclose = function () {{ document.title = "refused"; }};
         server.shutdown()
         server.server_close()
         recorder.close()
+
+
+DEFLATE_PAGE = """<!doctype html><title>deflate</title><script>
+// Sends each message in turn through /echo and collects the echoes: text as it is, binary as
+// base64 both ways (what Playwright carries between the test and the page is JSON).
+async function run(messages) {
+  const ws = new WebSocket(`ws://${location.host}/echo`);
+  ws.binaryType = "arraybuffer";
+  const echoes = [];
+  let wake = null;
+  ws.onmessage = (e) => { echoes.push(e.data); if (wake) { wake(); wake = null; } };
+  await new Promise((ok, ko) => { ws.onopen = ok; ws.onerror = () => ko(new Error("no open")); });
+  const out = [];
+  for (const m of messages) {
+    if (m.text !== undefined) {
+      ws.send(m.text);
+    } else {
+      ws.send(Uint8Array.from(atob(m.b64), (c) => c.charCodeAt(0)));
+    }
+    while (echoes.length === 0) { await new Promise((ok) => { wake = ok; }); }
+    const e = echoes.shift();
+    if (typeof e === "string") {
+      out.push({text: e});
+    } else {
+      let s = "";
+      const bytes = new Uint8Array(e);
+      for (let i = 0; i < bytes.length; i += 8192) {
+        s += String.fromCharCode.apply(null, bytes.subarray(i, i + 8192));
+      }
+      out.push({b64: btoa(s)});
+    }
+  }
+  const extensions = ws.extensions;
+  ws.close(1000);
+  await new Promise((ok) => { ws.onclose = ok; });
+  return {extensions, out};
+}
+</script>"""
+
+
+def test_a_page_talks_through_a_compressing_gateway(sandbox, browser_page, echo_backend, gateway):
+    """Chromium offers permessage-deflate and the gateway agrees (the 101 as the browser's
+    network layer saw it); text and binary messages go through the echo backend both ways,
+    compressed on the wire in both directions (the gateway's byte counts)."""
+    import base64
+    import re
+
+    htdocs = sandbox / "htdocs"
+    htdocs.mkdir()
+    (htdocs / "deflate.html").write_text(DEFLATE_PAGE)
+    echo_backend("framed")
+    g = gateway(m="framed", compression="permessage-deflate", htdocs=str(htdocs))
+
+    page = browser_page()
+    cdp = page.context.new_cdp_session(page)
+    handshakes = []
+    cdp.on("Network.webSocketHandshakeResponseReceived", lambda e: handshakes.append(e["response"]))
+    cdp.send("Network.enable")
+    page.goto(f"http://127.0.0.1:{g.port}/deflate.html")
+
+    texts = ["", "a", "x" * 125, "grüße aus dem router € " * 3000]
+    blobs = [b"\x00", bytes(range(256)) * 256, b"sensor;42;ok\n" * 20000]
+    messages = [{"text": t} for t in texts] + [{"b64": base64.b64encode(b).decode()} for b in blobs]
+    result = page.evaluate("run", messages)
+
+    assert result["extensions"].startswith("permessage-deflate"), result["extensions"]
+    assert [m.get("text") for m in result["out"][: len(texts)]] == texts
+    echoed = [base64.b64decode(m["b64"]) for m in result["out"][len(texts):]]
+    assert echoed == blobs
+
+    (response,) = handshakes
+    headers = {k.lower(): v for k, v in response["headers"].items()}
+    assert response["status"] == 101
+    assert headers["sec-websocket-extensions"] == (
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+
+    m = g.wait_line(r"close /echo client closed \(1000\); client in (\d+) out (\d+) bytes, (\d+) msgs up", 10)
+    sent = sum(len(t.encode()) for t in texts) + sum(len(b) for b in blobs)
+    client_in, client_out, msgs_up = (int(x) for x in m.groups())
+    assert msgs_up == len(messages)
+    # The messages are repetitive: deflated, each way is a small part of their size.
+    assert client_in < sent // 10, (client_in, sent)
+    assert client_out < sent // 10, (client_out, sent)
+    g.wait_line(r"open /echo mode=framed permessage-deflate$")

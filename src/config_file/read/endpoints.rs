@@ -12,6 +12,8 @@ impl Reader<'_> {
     ) -> Result<(WebsocketConfig, Option<Pos>), ConfigFileError> {
         let mut docroot = None;
         let mut direct = None;
+        // The first setting that turns compression on, where an error with direct mode points.
+        let mut compression_on = None;
         let mut ws = WebsocketConfig {
             docroot: PathBuf::new(),
             access: AccessList::default(),
@@ -94,9 +96,14 @@ impl Reader<'_> {
                         for e in g {
                             let on = self.compression(e)?;
                             ws.endpoint_compression.push((e.name.clone(), on));
+                            compression_on = compression_on.or(on.then_some(e.value.pos));
                         }
                     }
-                    _ => ws.compression = Some(self.compression(s)?),
+                    _ => {
+                        let on = self.compression(s)?;
+                        ws.compression = Some(on);
+                        compression_on = compression_on.or(on.then_some(s.value.pos));
+                    }
                 },
                 "context" => match &s.value.kind {
                     Kind::Str(p) => {
@@ -121,6 +128,9 @@ impl Reader<'_> {
                     .to_owned(),
             )
         })?;
+        if let (Some(_), Some(at)) = (direct, compression_on) {
+            return Err(self.err(at, crate::config::DIRECT_COMPRESSION.to_owned()));
+        }
         ws.direct = direct.is_some();
         Ok((ws, direct))
     }

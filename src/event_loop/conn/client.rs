@@ -214,16 +214,17 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
     fn process_frames(&mut self, cx: &mut Ctx<'_, U>) -> bool {
         let mut progress = false;
         loop {
-            // A compressed message may still owe inflated bytes with no input left: the
-            // decompressor holds them (a full room, or the tail still to go in).
+            // A compressed message may owe inflated bytes with no client byte left (and its
+            // buffer given back): the tail, after an empty last frame or when the last bytes
+            // filled the backend buffer's room.
             #[cfg(feature = "deflate")]
-            let inflating = self.inbound.busy();
+            let owed = self.inbound.busy();
             #[cfg(not(feature = "deflate"))]
-            let inflating = false;
-            if !inflating && self.from_client.as_ref().is_none_or(Buf::is_empty) {
+            let owed = false;
+            if !owed && self.from_client.as_ref().is_none_or(Buf::is_empty) {
                 return progress;
             }
-            if !cx.pool.ensure(&mut self.from_client) || !cx.pool.ensure(&mut self.to_client) {
+            if !cx.pool.ensure(&mut self.to_client) {
                 return progress;
             }
             let forwarding = matches!(&self.state, State::Open(b) if !b.finish);
@@ -235,7 +236,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             }
             // Inflated bytes of a compressed message come before any further frame.
             #[cfg(feature = "deflate")]
-            if inflating {
+            if owed {
                 match self.inflate(cx, forwarding) {
                     Some(true) => {
                         progress = true;
@@ -322,14 +323,14 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
 
     /// Inflates the compressed message at the front of the client's input into the backend
     /// buffer, as far as it has room (or drops it when the connection is no longer relaying).
+    /// The client's buffer may have been given back, empty, while the tail was owed.
     /// `Some(true)`: progress; `Some(false)`: the connection failed; `None`: blocked.
     #[cfg(feature = "deflate")]
     fn inflate(&mut self, cx: &mut Ctx<'_, U>, forwarding: bool) -> Option<bool> {
         use crate::relay::compress::Step;
         let z = cx.deflate.as_deref_mut()?;
-        let input = self.from_client.as_mut()?;
         if !forwarding {
-            self.inbound.discard(z, input);
+            self.inbound.discard(z, self.from_client.as_mut());
             return Some(true);
         }
         let tb = self.to_backend.as_mut()?;
@@ -337,25 +338,27 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             return None;
         }
         let room = self.uplink.room(tb).saturating_sub(CONTROL_ROOM);
-        match self.inbound.step(z, input, room, self.session.max_message()) {
+        let input = self.from_client.as_mut();
+        let failed = match self.inbound.step(z, input, room, self.session.max_message()) {
             Ok(Step::Piece { kind, start, fin, bytes }) => {
-                if let Err(e) = self.uplink.put(tb, kind, start, fin, bytes) {
-                    input.consume(input.len());
-                    self.fail(cx, Reason::Uplink(e));
-                    return Some(false);
+                match self.uplink.put(tb, kind, start, fin, bytes) {
+                    Ok(()) => {
+                        if fin {
+                            self.stats.msgs_up += 1;
+                        }
+                        return Some(true);
+                    }
+                    Err(e) => Reason::Uplink(e),
                 }
-                if fin {
-                    self.stats.msgs_up += 1;
-                }
-                Some(true)
             }
-            Ok(Step::Consumed) => Some(true),
-            Ok(Step::Blocked) => None,
-            Err(e) => {
-                input.consume(input.len());
-                self.fail(cx, Reason::Protocol(e));
-                Some(false)
-            }
+            Ok(Step::Consumed) => return Some(true),
+            Ok(Step::Blocked) => return None,
+            Err(e) => Reason::Protocol(e),
+        };
+        if let Some(input) = self.from_client.as_mut() {
+            input.consume(input.len());
         }
+        self.fail(cx, failed);
+        Some(false)
     }
 }

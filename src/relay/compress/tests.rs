@@ -83,7 +83,7 @@ fn relay(
     let mut done = false;
     while !done {
         if inbound.busy() {
-            match inbound.step(cx, input, room, max)? {
+            match inbound.step(cx, Some(&mut *input), room, max)? {
                 Step::Piece { fin, bytes, start, .. } => {
                     assert_eq!(start, pieces == 0, "only the first piece starts the message");
                     pieces += 1;
@@ -262,7 +262,7 @@ fn a_fragment_gives_all_its_bytes_before_the_next_arrives() {
             inbound.feed(&mut cx, DataKind::Text, true, false, cut);
             let mut got = 0;
             while inbound.busy() {
-                match inbound.step(&mut cx, &mut input, room, 1 << 20).unwrap() {
+                match inbound.step(&mut cx, Some(&mut input), room, 1 << 20).unwrap() {
                     Step::Piece { bytes, .. } => got += bytes.len(),
                     Step::Consumed => {}
                     Step::Blocked => panic!("blocked with room {room}"),
