@@ -4,6 +4,7 @@
 //! wsload --url ws://127.0.0.1:8080/echo --conns 100 --size 32 --window 1 --msgs 1000 --duration 20
 //! wsload --url wss://127.0.0.1:8443/echo --ca cert.pem ...      (TLS; the CA may be the leaf)
 //! wsload --url ws://... --conns 1000 --msgs 1 --hold 30 --ready-file F   (idle connections)
+//! wsload --url ws://... --payload json --deflate ...   (router-status JSON, permessage-deflate)
 //! wsload gen-cert DIR                 writes DIR/cert.pem and DIR/key.pem (127.0.0.1, localhost)
 //! ```
 //!
@@ -11,15 +12,28 @@
 //! connection sends up to `--msgs` text messages of `--size` bytes, keeping `--window` of them
 //! in flight (1 is ping-pong), until all are echoed or `--duration` seconds have passed.
 //! Payloads are printable letters (no `\n`, so a line echo works) that shift with the
-//! connection and the message number; the echo is compared byte by byte as one stream per
-//! connection, because gateways that unframe (lighttpd, wsgate `stream`, websocketd lines)
-//! may merge or split messages: a message counts as echoed when its last byte is back. Any
-//! difference, an unexpected close or an I/O error is an error, counted by kind; a connection
-//! with an error stops. `--hold S` keeps the connections open after the message phase for S
-//! seconds or until the `--ready-file` (written when they are all idle) is removed.
+//! connection and the message number, or with `--payload json` windows of the same length
+//! into a compact JSON text of router status records (interfaces, counters, Wi-Fi stations:
+//! text that compresses as such status messages do, no `\n` either). The echo is compared
+//! byte by byte as one stream per connection, because gateways that unframe (lighttpd, wsgate
+//! `stream`, websocketd lines) may merge or split messages: a message counts as echoed when
+//! its last byte is back. Any difference, an unexpected close or an I/O error is an error,
+//! counted by kind; a connection with an error stops. `--hold S` keeps the connections open
+//! after the message phase for S seconds or until the `--ready-file` (written when they are
+//! all idle) is removed.
 //! `--start-file F` writes F once every connection is up and starts the messages when the
 //! caller has removed it, so that the caller can sample CPU counters around the message phase
 //! alone (with `--ready-file` and `--hold` for its end).
+//!
+//! `--deflate` offers permessage-deflate (RFC 7692) the way browsers do. On a connection whose
+//! 101 accepts it, every message is sent compressed (a fresh stream per message: the gateway
+//! always answers `client_no_context_takeover`), and received messages with RSV1 are inflated
+//! before they are compared; elsewhere messages go as they are. The results count the
+//! connections that negotiated it and the messages that came back compressed.
+//!
+//! `wire_tx_bytes` and `wire_rx_bytes` count the bytes written to and read from the sockets
+//! (TLS records included) during the message phase, `sent` the messages sent in it: what a
+//! message costs on the wire, each way.
 //!
 //! One mio loop per thread (`--threads`, default 1), no allocation per message besides the
 //! latency samples. Results are one JSON object on stdout.
@@ -38,6 +52,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use rustls::pki_types::{CertificateDer, ServerName};
+use wsgate::ws::deflate::zstream::{self, Deflater, Inflater};
+use wsgate::ws::deflate::TAIL;
 
 const RFC_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const RFC_ACCEPT: &[u8] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
@@ -60,13 +76,16 @@ struct Opts {
     hold: Duration,
     ready_file: Option<PathBuf>,
     start_file: Option<PathBuf>,
+    json: bool,
+    deflate: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: wsload --url ws[s]://HOST:PORT/PATH [--conns N] [--size BYTES] [--window N] \
          [--msgs N per connection] [--duration SECS] [--threads N] [--ca PEM] \
-         [--hold SECS --ready-file FILE] [--start-file FILE] [--connect-timeout SECS]\n       wsload gen-cert DIR"
+         [--hold SECS --ready-file FILE] [--start-file FILE] [--connect-timeout SECS] \
+         [--payload letters|json] [--deflate]\n       wsload gen-cert DIR"
     );
     std::process::exit(2)
 }
@@ -84,6 +103,7 @@ fn parse_opts() -> Opts {
     let mut threads = 1usize;
     let mut ready_file = None;
     let mut start_file = None;
+    let (mut json, mut deflate) = (false, false);
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| usage());
@@ -100,6 +120,14 @@ fn parse_opts() -> Opts {
             "--ready-file" => ready_file = Some(PathBuf::from(val())),
             "--start-file" => start_file = Some(PathBuf::from(val())),
             "--ca" => ca = Some(PathBuf::from(val())),
+            "--payload" => {
+                json = match val().as_str() {
+                    "letters" => false,
+                    "json" => true,
+                    _ => usage(),
+                }
+            }
+            "--deflate" => deflate = true,
             _ => usage(),
         }
     }
@@ -146,7 +174,85 @@ fn parse_opts() -> Opts {
         hold: Duration::from_secs_f64(hold),
         ready_file,
         start_file,
+        json,
+        deflate,
     }
+}
+
+/// `len` bytes of compact JSON: router status records one after another, their counters, rates
+/// and addresses from a fixed pseudo-random sequence (so they differ from record to record as
+/// live counters do). Printable ASCII, no `\n`.
+fn router_status_json(len: usize) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut x = 0x2545_f491_u32;
+    let mut next = |m: u32| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x % m
+    };
+    let mut s = String::with_capacity(len + 1024);
+    let mut ts = 1_733_112_000u32;
+    while s.len() < len {
+        ts += 1 + next(5);
+        let _ = write!(
+            s,
+            "{{\"ts\":{ts},\"uptime\":{},\"load\":[{}.{:02},{}.{:02},{}.{:02}],\
+             \"mem\":{{\"total\":251904,\"free\":{},\"buffers\":{},\"cached\":{}}},\"interfaces\":[",
+            86_400 + next(1_000_000),
+            next(3),
+            next(100),
+            next(2),
+            next(100),
+            next(2),
+            next(100),
+            60_000 + next(40_000),
+            2_000 + next(6_000),
+            30_000 + next(20_000),
+        );
+        for (i, name) in ["wan", "lan", "wlan0", "wlan1"].iter().enumerate() {
+            let _ = write!(
+                s,
+                "{}{{\"name\":\"{name}\",\"device\":\"eth{i}\",\"up\":{},\"speed\":{},\
+                 \"rx_bytes\":{},\"tx_bytes\":{},\"rx_packets\":{},\"tx_packets\":{},\
+                 \"rx_errors\":{},\"tx_dropped\":{},\"ipv4\":\"192.168.{}.{}\"}}",
+                if i == 0 { "" } else { "," },
+                next(8) != 0,
+                [100, 1000, 2500][next(3) as usize],
+                next(4_000_000_000),
+                next(2_000_000_000),
+                next(40_000_000),
+                next(30_000_000),
+                next(20),
+                next(300),
+                next(4),
+                1 + next(254),
+            );
+        }
+        s.push_str("],\"stations\":[");
+        for j in 0..1 + next(4) {
+            let _ = write!(
+                s,
+                "{}{{\"mac\":\"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\",\"band\":\"{}\",\
+                 \"signal\":-{},\"tx_rate\":{},\"rx_rate\":{},\"connected_s\":{}}}",
+                if j == 0 { "" } else { "," },
+                next(256),
+                next(256),
+                next(256),
+                next(256),
+                next(256),
+                next(256),
+                ["2.4GHz", "5GHz"][next(2) as usize],
+                35 + next(50),
+                [65, 130, 286, 573, 866, 1201][next(6) as usize],
+                [6, 24, 54, 130, 433, 866][next(6) as usize],
+                next(90_000),
+            );
+        }
+        s.push_str("]},");
+    }
+    s.truncate(len);
+    s.into_bytes()
 }
 
 fn gen_cert(dir: &str) {
@@ -220,6 +326,14 @@ struct Conn {
     sent_at: VecDeque<Instant>,
     frames: u64,
     mask_state: u32,
+    /// The 101 accepted permessage-deflate.
+    deflate: bool,
+    /// Its decompressor (one per connection: messages interleave between connections).
+    inflater: Option<Box<Inflater>>,
+    /// The data frame being received has FIN.
+    rx_fin: bool,
+    /// The message being received is compressed (RSV1 on its first frame).
+    rx_z: bool,
 }
 
 struct Worker<'a> {
@@ -231,6 +345,17 @@ struct Worker<'a> {
     first_err: Option<String>,
     running: bool,
     frames: u64,
+    /// Compresses every message sent on a deflate connection (reset before each one).
+    deflater: Option<Deflater>,
+    /// Where a message is compressed.
+    zbuf: Vec<u8>,
+    /// Where received compressed bytes are inflated.
+    ibuf: Vec<u8>,
+    /// Socket bytes written and read during the message phase.
+    wire_tx: u64,
+    wire_rx: u64,
+    /// Messages received compressed.
+    compressed_rx: u64,
 }
 
 impl Worker<'_> {
@@ -253,11 +378,22 @@ impl Worker<'_> {
         }
     }
 
-    fn queue_message(&self, c: &mut Conn) {
+    fn queue_message(&mut self, c: &mut Conn) {
         let size = self.o.size;
         let start = ((c.id * 131 + c.sent * 7) % 26) as usize;
-        let payload = &self.pattern[start..start + size];
-        c.out.push(0x81); // FIN | text
+        let mut payload = &self.pattern[start..start + size];
+        let mut b0 = 0x81; // FIN | text
+        if c.deflate {
+            let d = self.deflater.as_mut().expect("a deflater with --deflate");
+            d.reset();
+            let n = d.compress(payload, &mut self.zbuf, true).expect("bound holds");
+            // RFC 7692 §7.2.1: the sync flush's empty block is not sent.
+            let n = if self.zbuf[..n].ends_with(&TAIL) { n - 4 } else { n };
+            payload = &self.zbuf[..n];
+            b0 |= 0x40; // RSV1: compressed
+        }
+        let size = payload.len();
+        c.out.push(b0);
         if size < 126 {
             c.out.push(0x80 | size as u8);
         } else if size <= 0xffff {
@@ -282,9 +418,59 @@ impl Worker<'_> {
         c.sent_at.push_back(Instant::now());
     }
 
-    fn top_up(&self, c: &mut Conn) {
+    fn top_up(&mut self, c: &mut Conn) {
         while c.st == St::Open && c.sent < self.o.msgs && c.sent - c.done < self.o.window {
             self.queue_message(c);
+        }
+    }
+
+    /// Passes received payload bytes on to [`Self::verify`], inflating those of a compressed
+    /// message (`last`: they end it, so the stripped tail goes in after them).
+    fn receive(&mut self, c: &mut Conn, bytes: &[u8], last: bool, now: Instant) -> bool {
+        if !c.rx_z {
+            return self.verify(c, bytes, now);
+        }
+        let mut out = std::mem::take(&mut self.ibuf);
+        let mut inf = c.inflater.take().expect("an inflater on a deflate connection");
+        let mut failed = None;
+        let tail: &[u8] = if last { &TAIL } else { &[] };
+        'pieces: for mut input in [bytes, tail] {
+            let mut full = false;
+            // Until the input is used up and the output no longer fills (a match may still
+            // be pending in the inflater when it did).
+            while !input.is_empty() || full {
+                match inf.inflate(input, &mut out) {
+                    Ok(r) => {
+                        input = &input[r.consumed..];
+                        full = r.produced == out.len();
+                        if r.produced > 0 && !self.verify(c, &out[..r.produced], now) {
+                            failed = Some(None);
+                            break 'pieces;
+                        }
+                        if r.ended || (r.consumed == 0 && r.produced == 0) {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(Some(format!("inflate: {e}")));
+                        break 'pieces;
+                    }
+                }
+            }
+        }
+        if last {
+            inf.reset();
+            c.rx_z = false;
+        }
+        c.inflater = Some(inf);
+        self.ibuf = out;
+        match failed {
+            None => true,
+            Some(None) => false,
+            Some(Some(what)) => {
+                self.fail(c, ErrKind::Protocol, what);
+                false
+            }
         }
     }
 
@@ -339,6 +525,11 @@ impl Worker<'_> {
                 self.fail(c, ErrKind::Handshake, format!("not a 101: {first:?}"));
                 return;
             }
+            c.deflate = self.o.deflate
+                && head.to_ascii_lowercase().windows(18).any(|w| w == b"permessage-deflate");
+            if c.deflate {
+                c.inflater = Some(Box::new(Inflater::new()));
+            }
             c.st = St::Open;
             pos = end + 4;
         }
@@ -346,7 +537,8 @@ impl Worker<'_> {
             if c.frame_left > 0 {
                 let n = (c.frame_left.min((buf.len() - pos) as u64)) as usize;
                 c.frame_left -= n as u64;
-                if !self.verify(c, &buf[pos..pos + n], now) {
+                let last = c.frame_left == 0 && c.rx_fin;
+                if !self.receive(c, &buf[pos..pos + n], last, now) {
                     return;
                 }
                 pos += n;
@@ -370,11 +562,27 @@ impl Worker<'_> {
                 l => (l as u64, 2),
             };
             let opcode = b0 & 0x0f;
+            let rsv1 = b0 & 0x40 != 0;
+            if rsv1 && (!c.deflate || opcode != 1 && opcode != 2) {
+                self.fail(c, ErrKind::Protocol, format!("RSV1 on opcode {opcode}"));
+                return;
+            }
             match opcode {
                 0..=2 => {
                     c.frames += 1;
                     c.frame_left = len;
+                    c.rx_fin = b0 & 0x80 != 0;
+                    if opcode != 0 {
+                        c.rx_z = rsv1;
+                        self.compressed_rx += u64::from(rsv1 && self.running);
+                    }
                     pos += hl;
+                    if len == 0 && c.rx_fin && c.rx_z {
+                        // An empty last frame still ends the message: its tail goes in.
+                        if !self.receive(c, &[], true, now) {
+                            return;
+                        }
+                    }
                 }
                 8 => {
                     let msg = format!("closed by the server after {} echoes", c.done);
@@ -411,7 +619,7 @@ impl Worker<'_> {
             loop {
                 match tls.read_tls(&mut c.sock) {
                     Ok(0) => break,
-                    Ok(_) => {}
+                    Ok(n) => self.wire_rx += if self.running { n as u64 } else { 0 },
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -440,6 +648,7 @@ impl Worker<'_> {
                 match c.sock.read(&mut self.scratch) {
                     Ok(0) => break,
                     Ok(n) => {
+                        self.wire_rx += if self.running { n as u64 } else { 0 };
                         c.inbuf.extend_from_slice(&self.scratch[..n]);
                         if n < self.scratch.len() {
                             // A short read emptied the socket: the next byte brings an edge.
@@ -472,7 +681,7 @@ impl Worker<'_> {
             let mut r = Ok(());
             while tls.wants_write() {
                 match tls.write_tls(&mut c.sock) {
-                    Ok(_) => {}
+                    Ok(n) => self.wire_tx += if self.running { n as u64 } else { 0 },
                     Err(e) => {
                         r = Err(e);
                         break;
@@ -485,7 +694,10 @@ impl Worker<'_> {
             let mut at = 0;
             while at < c.out.len() {
                 match c.sock.write(&c.out[at..]) {
-                    Ok(n) => at += n,
+                    Ok(n) => {
+                        at += n;
+                        self.wire_tx += if self.running { n as u64 } else { 0 };
+                    }
                     Err(e) => {
                         r = Err(e);
                         break;
@@ -521,8 +733,15 @@ impl Worker<'_> {
             c.st = St::Upgrading;
             let req = format!(
                 "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                self.o.path, self.o.host
+                 Sec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+                self.o.path,
+                self.o.host,
+                if self.o.deflate {
+                    // What browsers offer.
+                    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                } else {
+                    ""
+                }
             );
             c.out.extend_from_slice(req.as_bytes());
         }
@@ -548,6 +767,11 @@ struct Outcome {
     first_err: Option<String>,
     frames: u64,
     elapsed: Duration,
+    sent: u64,
+    wire_tx: u64,
+    wire_rx: u64,
+    deflate: u64,
+    compressed_rx: u64,
 }
 
 fn run_worker(
@@ -561,7 +785,11 @@ fn run_worker(
     let mut events = Events::with_capacity(1024);
     let mut w = Worker {
         o,
-        pattern: (0..26 + o.size).map(|i| b'a' + (i % 26) as u8).collect(),
+        pattern: if o.json {
+            router_status_json(26 + o.size)
+        } else {
+            (0..26 + o.size).map(|i| b'a' + (i % 26) as u8).collect()
+        },
         scratch: vec![0; SCRATCH],
         lat: Vec::with_capacity(
             ((o.msgs.min(1_000_000) as usize) * ids.clone().count()).min(1 << 24),
@@ -570,6 +798,12 @@ fn run_worker(
         first_err: None,
         running: false,
         frames: 0,
+        deflater: o.deflate.then(|| Deflater::new(6, 15, 8)),
+        zbuf: vec![0; if o.deflate { zstream::bound(o.size) } else { 0 }],
+        ibuf: vec![0; if o.deflate { SCRATCH } else { 0 }],
+        wire_tx: 0,
+        wire_rx: 0,
+        compressed_rx: 0,
     };
     let mut conns: Vec<Conn> = Vec::with_capacity(ids.clone().count());
     let mut next = ids.start;
@@ -610,6 +844,10 @@ fn run_worker(
                         sent_at: VecDeque::with_capacity(o.window.min(1024) as usize),
                         frames: 0,
                         mask_state: 0x9e37_79b9 ^ (next as u32).wrapping_mul(2_654_435_761) | 1,
+                        deflate: false,
+                        inflater: None,
+                        rx_fin: false,
+                        rx_z: false,
                     });
                 }
                 Err(e) => {
@@ -683,6 +921,9 @@ fn run_worker(
     w.running = false;
     let completed = conns.iter().map(|c| c.done).sum();
     let frames = conns.iter().map(|c| c.frames).sum::<u64>() + w.frames;
+    let sent = conns.iter().map(|c| c.sent).sum();
+    let deflate = conns.iter().filter(|c| c.deflate).count() as u64;
+    let (wire_tx, wire_rx, compressed_rx) = (w.wire_tx, w.wire_rx, w.compressed_rx);
 
     // Phase 3: hold the idle connections while the caller measures.
     ready.wait();
@@ -703,6 +944,11 @@ fn run_worker(
         first_err: w.first_err,
         frames,
         elapsed: end.saturating_duration_since(start),
+        sent,
+        wire_tx,
+        wire_rx,
+        deflate,
+        compressed_rx,
     }
 }
 
@@ -773,6 +1019,11 @@ fn main() {
         all.lat.extend_from_slice(&r.lat);
         all.errs.add(&r.errs);
         all.frames += r.frames;
+        all.sent += r.sent;
+        all.wire_tx += r.wire_tx;
+        all.wire_rx += r.wire_rx;
+        all.deflate += r.deflate;
+        all.compressed_rx += r.compressed_rx;
         all.elapsed = all.elapsed.max(r.elapsed);
         if all.first_err.is_none() {
             all.first_err = r.first_err;
@@ -790,7 +1041,8 @@ fn main() {
          \"latency_us\": {{\"p50\": {}, \"p90\": {}, \"p99\": {}, \"p999\": {}, \"max\": {}}}, \
          \"errors\": {{\"connect\": {}, \"handshake\": {}, \"mismatch\": {}, \"closed\": {}, \
          \"io\": {}, \"protocol\": {}}}, \"error_total\": {}, \"first_error\": {}, \
-         \"loadgen_cpu_s\": {:.3}}}",
+         \"loadgen_cpu_s\": {:.3}, \"sent\": {}, \"wire_tx_bytes\": {}, \
+         \"wire_rx_bytes\": {}, \"deflate_negotiated\": {}, \"compressed_rx\": {}}}",
         o.tls.is_some(),
         o.conns,
         all.connected,
@@ -816,6 +1068,11 @@ fn main() {
         e.total(),
         all.first_err.as_deref().map_or("null".to_owned(), json_string),
         cpu,
+        all.sent,
+        all.wire_tx,
+        all.wire_rx,
+        all.deflate,
+        all.compressed_rx,
     );
     let failed = e.total() > 0;
     std::process::exit(if failed { 1 } else { 0 });

@@ -8,7 +8,8 @@
              --nice N (niceness of every benchmark process; negative needs root),
              --baseline-bin PATH (adds peers base-stream, base-framed: another wsgate binary,
              for before/after comparisons of a change),
-             --direct (direct mode against relaying instead: see below)
+             --direct (direct mode against relaying instead: see below),
+             --compression (permessage-deflate against no compression instead: see below)
 
 Peers, each on 127.0.0.1 with its own config in a temp dir, each with its own echo backend:
 
@@ -23,6 +24,9 @@ Peers, each on 127.0.0.1 with its own config in a temp dir, each with its own ec
   wsgate-tcp      wsgate -m stream --link echo=tcp:127.0.0.1:PORT -> websocket_echo --tcp -m stream
                   (the same echo as wsgate-stream, behind a TCP link instead of a UNIX socket);
                   its tables add the gateway's CPU per message against wsgate-stream's
+  wsgate-deflate  wsgate-framed with --compression permessage-deflate (default level 6 and
+                  budget), its clients offering it (wsload --deflate)
+  wsgate-deflate-fast   the same at --compression-level 1
 
 Scenarios (load generator: examples/wsload.rs, which checks every echoed byte):
 
@@ -31,6 +35,8 @@ Scenarios (load generator: examples/wsload.rs, which checks every echoed byte):
   c   100 connections, 4 KiB, 8 messages in flight per connection
   d   1,000 idle connections (each did one echo): RSS of the gateway's processes
   e   1 connection, 4 KiB ping-pong (in --direct runs)
+  j   16 connections, 1 KiB router-status JSON, 4 in flight (in --compression runs)
+  k   16 connections, 16 KiB router-status JSON, 4 in flight (in --compression runs)
 
 --direct measures direct mode against relaying in one interleaved run: peers wsgate-direct,
 wsgate-framed, wsgate-stream; scenarios a, b, e, c (1 and 100 connections, 32 B and 4 KiB);
@@ -38,6 +44,13 @@ msgs/s, gateway CPU per message and, since a direct gateway's work is the connec
 gateway CPU per connection set-up (from wsload's start until every connection is up); ratios
 against wsgate-framed. It writes its own block of docs/performance.md and
 reports/bench-direct.json.
+
+--compression measures permessage-deflate against the same relay without it, in one
+interleaved run: peers wsgate-deflate, wsgate-deflate-fast and wsgate-framed, scenarios j and k (JSON text that
+compresses as router status does: wsload --payload json); gateway CPU per message and bytes
+on the wire per message each way (the client's socket bytes during the message phase, as
+wsload counts them), with ratios compressed / uncompressed. It writes its own block of
+docs/performance.md and reports/bench-compression.json.
 
 Runs are interleaved (round 1 of every scenario and peer, then round 2, ...; the peer order
 rotates each round) and every round starts fresh peer processes. Tables give medians over the
@@ -81,7 +94,9 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 PEERS = ["lighttpd", "nginx", "websocketd", "wsgate-stream", "wsgate-framed", "wsgate-tls"]
 DIRECT_PEERS = ["wsgate-direct", "wsgate-framed", "wsgate-stream"]
 # Peers that run only when named with --peers.
-EXTRA_PEERS = ["wsgate-tcp"]
+EXTRA_PEERS = ["wsgate-tcp", "wsgate-deflate", "wsgate-deflate-fast"]
+COMPRESSION_PEERS = ["wsgate-deflate", "wsgate-deflate-fast", "wsgate-framed"]
+COMPRESSION_SCENARIOS = ["j", "k"]
 # A tcp link may cost the relay at most this much more CPU per message than a UNIX socket.
 TCP_LINK_CPU_LIMIT = 1.10
 DIRECT_SCENARIOS = ["a", "b", "e", "c"]
@@ -94,7 +109,12 @@ SCENARIOS = {
     "c": ("100 connections, 4 KiB, 8 in flight", 100, 4096, 8, 800, 250),
     "d": ("1,000 idle connections (one echo each)", 1000, 32, 1, 1, 1),
     "e": ("1 connection, 4 KiB ping-pong", 1, 4096, 1, 20000, 6000),
+    # 16 connections: every one gets a decompressor under the default compression budget (32).
+    "j": ("16 connections, 1 KiB JSON, 4 in flight", 16, 1024, 4, 2500, 600),
+    "k": ("16 connections, 16 KiB JSON, 4 in flight", 16, 16384, 4, 300, 80),
 }
+# Scenarios whose messages are router-status JSON (wsload --payload json) rather than letters.
+JSON_SCENARIOS = {"j", "k"}
 APT_PACKAGES = ["lighttpd", "nginx", "websocketd"]
 
 
@@ -248,6 +268,7 @@ class Peer:
     tls: bool = False
     extra: list[Proc] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
+    deflate: bool = False
 
     def url(self) -> str:
         return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}{self.path}"
@@ -349,11 +370,16 @@ http {{
             argv += ["--tls-cert", str(pki / "cert.pem"), "--tls-key", str(pki / "key.pem")]
         if name == "wsgate-direct":
             argv += ["--direct"]
+        if name.startswith("wsgate-deflate"):
+            argv += ["--compression", "permessage-deflate"]
+        if name == "wsgate-deflate-fast":
+            argv += ["--compression-level", "1"]
         if link:
             argv += ["--link", link]
         gw = spawn(name, argv, d, nice)
         wait_for(lambda: port_open(port), f"{name} on port {port}")
-        return Peer(name, port, gw, backend, "/echo", tls=(name == "wsgate-tls"), argv=argv)
+        return Peer(name, port, gw, backend, "/echo", tls=(name == "wsgate-tls"), argv=argv,
+                    deflate=name.startswith("wsgate-deflate"))
     wait_for(lambda: port_open(port), f"{name} on port {port}")
     return Peer(name, port, gw, backend, "/echo", tls=(name == "wsgate-tls"))
 
@@ -392,6 +418,10 @@ def run_load(peer: Peer, scen: str, quick: bool, work: Path, pki: Path, nice: in
             "--connect-timeout", "60"]
     if peer.tls:
         argv += ["--ca", str(pki / "cert.pem")]
+    if scen in JSON_SCENARIOS:
+        argv += ["--payload", "json"]
+    if peer.deflate:
+        argv += ["--deflate"]
     gw_pid = peer.gateway.pid
     be_pid = peer.backend.pid if peer.backend else None
     rss0 = rss_pss_kb(gw_pid)
@@ -697,11 +727,69 @@ def report_direct(results: list[dict], meta: dict) -> str:
     return "\n".join(L)
 
 
+def report_compression(results: list[dict], meta: dict) -> str:
+    """The --compression table: permessage-deflate against the same relay without it, ratios
+    compressed / uncompressed."""
+    by = {}
+    for r in results:
+        by.setdefault((r["scenario"], r["peer"]), []).append(r)
+    peers = meta["peers"]
+    # Bytes on the wire per message, each way: what the client wrote per message sent, what it
+    # read per message echoed.
+    up = lambda r: r["wire_tx_bytes"] / max(r["sent"], 1)  # noqa: E731
+    down = lambda r: r["wire_rx_bytes"] / max(r["completed"], 1)  # noqa: E731
+    L = []
+    L.append(f"Generated by `scripts/bench.py --compression{' --quick' if meta['quick'] else ''}` "
+             f"on {meta['date']}, {meta['rounds']} interleaved rounds, medians; "
+             f"wall time {meta['wall_s']:.0f} s.")
+    L.append("")
+    L.append(f"* Machine: {meta['machine']}. Shared with other jobs: the CPU they used during the "
+             f"measured runs was {fmt(meta['other_load_median'])} % of one core (median; max "
+             f"{fmt(meta['other_load_max'])} %), so compare ratios from this run, not absolute "
+             f"figures from different runs.")
+    L.append(f"* {meta['versions']['wsgate']}")
+    L.append("")
+    L.append("| scenario | peer | msgs/s | min..max | RTT p50 µs | errors | compressed conns "
+             "| messages back compressed | gateway CPU µs/msg | × uncompressed "
+             "| wire B/msg client → gateway | × uncompressed | wire B/msg gateway → client "
+             "| × uncompressed | load generator CPU µs/msg |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for scen in meta["scenarios"]:
+        title, conns, size, *_ = SCENARIOS[scen]
+        base = by.get((scen, "wsgate-framed"), [])
+        b_cpu = med([r["gw_cpu_us_per_msg"] for r in base])
+        b_up = med([up(r) for r in base])
+        b_down = med([down(r) for r in base])
+        for p in peers:
+            rs = by.get((scen, p), [])
+            if not rs:
+                continue
+            cpu = med([r["gw_cpu_us_per_msg"] for r in rs])
+            u, d = med([up(r) for r in rs]), med([down(r) for r in rs])
+            errs = sum(abs(r.get("error_total", 0)) for r in rs)
+            got = sum(r.get("completed", 0) for r in rs)
+            zipped = sum(r.get("compressed_rx", 0) for r in rs)
+            L.append(
+                f"| ({scen}) {title} | {p} | {fmt(med([r['msgs_per_s'] for r in rs]))} "
+                f"| {fmt(min(r['msgs_per_s'] for r in rs))}..{fmt(max(r['msgs_per_s'] for r in rs))} "
+                f"| {fmt(med([r['latency_us']['p50'] for r in rs if 'latency_us' in r]))} | {errs} "
+                f"| {fmt(med([r.get('deflate_negotiated', 0) for r in rs]))} of {conns} "
+                f"| {100 * zipped / max(got, 1):.0f} % "
+                f"| {fmt(cpu, 1)} | {fmt(ratio(cpu, b_cpu), 2)} "
+                f"| {fmt(u)} | {fmt(ratio(u, b_up), 3)} | {fmt(d)} | {fmt(ratio(d, b_down), 3)} "
+                f"| {fmt(med([r['lg_cpu_us_per_msg'] for r in rs]), 1)} |")
+    L.append("")
+    return "\n".join(L)
+
+
 BEGIN = "<!-- bench:begin (generated by scripts/bench.py; edits inside are overwritten) -->"
 END = "<!-- bench:end -->"
 DIRECT_BEGIN = ("<!-- bench-direct:begin (generated by scripts/bench.py --direct; edits inside "
                 "are overwritten) -->")
 DIRECT_END = "<!-- bench-direct:end -->"
+COMPRESSION_BEGIN = ("<!-- bench-compression:begin (generated by scripts/bench.py --compression; "
+                     "edits inside are overwritten) -->")
+COMPRESSION_END = "<!-- bench-compression:end -->"
 
 
 def write_doc(path: Path, body: str, begin: str = BEGIN, end: str = END) -> None:
@@ -761,11 +849,16 @@ def main() -> int:
     ap.add_argument("--nice", type=int, default=0)
     ap.add_argument("--baseline-bin")
     ap.add_argument("--direct", action="store_true")
+    ap.add_argument("--compression", action="store_true")
     args = ap.parse_args()
-    default_peers = DIRECT_PEERS if args.direct else PEERS
+    if args.direct and args.compression:
+        raise SystemExit("bench: --direct or --compression, not both")
+    kind = "direct" if args.direct else "compression" if args.compression else None
+    default_peers = {"direct": DIRECT_PEERS, "compression": COMPRESSION_PEERS}.get(kind, PEERS)
     args.peers = args.peers or ",".join(default_peers)
-    args.scenarios = args.scenarios or ",".join(DIRECT_SCENARIOS if args.direct else "abcd")
-    args.json = args.json or str(ROOT / "reports" / ("bench-direct.json" if args.direct else "bench.json"))
+    args.scenarios = args.scenarios or ",".join(
+        {"direct": DIRECT_SCENARIOS, "compression": COMPRESSION_SCENARIOS}.get(kind, "abcd"))
+    args.json = args.json or str(ROOT / "reports" / (f"bench-{kind}.json" if kind else "bench.json"))
     global BASELINE_BIN
     if args.baseline_bin:
         BASELINE_BIN = Path(args.baseline_bin).resolve()
@@ -830,6 +923,9 @@ def main() -> int:
     if args.direct:
         body = report_direct(results, meta)
         write_doc(Path(args.out), body, DIRECT_BEGIN, DIRECT_END)
+    elif args.compression:
+        body = report_compression(results, meta)
+        write_doc(Path(args.out), body, COMPRESSION_BEGIN, COMPRESSION_END)
     else:
         body = report(results, meta)
         write_doc(Path(args.out), body)

@@ -45,6 +45,14 @@ def release_bin(name: str) -> str:
     return os.environ.get(f"WSGATE_{name.upper()}_BIN") or str(REPO_ROOT / "target/release" / name)
 
 
+def wsload_bin() -> str:
+    """The load generator, next to the gateway binary: target/release/examples/wsload (or
+    $WSLOAD_BIN)."""
+    path = os.environ.get("WSLOAD_BIN") or str(Path(gateway_bin()).parent / "examples" / "wsload")
+    assert os.path.exists(path), f"{path} is missing: cargo build --release --examples"
+    return path
+
+
 def plugin_path(name: str) -> str:
     """A plugin built by the workspace: target/release/libwsgate_rpc_<name>.so."""
     return str(REPO_ROOT / f"target/release/libwsgate_rpc_{name}.so")

@@ -5,19 +5,10 @@ report an echo that differs from what it sent."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
-from pathlib import Path
 
-import harness
-
-
-def wsload_bin() -> str:
-    """Next to the gateway binary: target/release/examples/wsload."""
-    path = os.environ.get("WSLOAD_BIN") or str(Path(harness.gateway_bin()).parent / "examples" / "wsload")
-    assert os.path.exists(path), f"{path} is missing: cargo build --release --examples"
-    return path
+from harness import wsload_bin
 
 
 def wsload(*args: str, timeout: float = 30) -> tuple[int, dict]:
@@ -95,3 +86,27 @@ def test_wsload_counts_a_corrupted_echo(py_backend, gateway):
     assert rc == 1, res
     assert res["errors"]["mismatch"] == 1, res
     assert res["completed"] == 4, res
+
+
+def test_wsload_deflate_json_and_wire_bytes(echo_backend, gateway):
+    """--payload json --deflate against a gateway that compresses: every connection negotiates,
+    every echo comes back compressed and matches once inflated; the wire counters are exact
+    for uncompressed frames (a masked 1 KiB frame is 1,032 bytes, the echo 1,028) and smaller
+    when compressed."""
+    echo_backend(mode="framed")
+    g = gateway(m="framed", ping_interval="0", compression="permessage-deflate")
+    url = f"ws://127.0.0.1:{g.port}/echo"
+    args = ("--url", url, "--conns", "4", "--size", "1024", "--window", "2", "--msgs", "200",
+            "--payload", "json")
+    rc, plain = wsload(*args)
+    assert rc == 0
+    check_clean(plain, 4)
+    assert (plain["deflate_negotiated"], plain["compressed_rx"]) == (0, 0), plain
+    assert plain["sent"] == plain["completed"] == 800, plain
+    assert plain["wire_tx_bytes"] == 800 * 1032 and plain["wire_rx_bytes"] == 800 * 1028, plain
+    rc, z = wsload(*args, "--deflate")
+    assert rc == 0
+    check_clean(z, 4)
+    assert (z["deflate_negotiated"], z["compressed_rx"], z["sent"]) == (4, 800, 800), z
+    assert z["wire_tx_bytes"] < plain["wire_tx_bytes"] * 0.6, z
+    assert z["wire_rx_bytes"] < plain["wire_rx_bytes"] * 0.6, z
