@@ -108,8 +108,8 @@ pub struct Deflate {
 pub const DEFAULT_DEFLATE_WINDOW_BITS: u8 = 15;
 /// The compression level when none is configured.
 pub const DEFAULT_DEFLATE_LEVEL: u8 = 6;
-/// The compression memory when none is configured: a compressor and about 40 connections'
-/// decompressors.
+/// The compression memory when none is configured: at a 15-bit window, a compressor, a
+/// literal-only one and 32 connections' decompressors.
 pub const DEFAULT_DEFLATE_MEMORY: u64 = 2 << 20;
 
 /// Where permessage-deflate is offered: every endpoint of a site, or some.
