@@ -15,7 +15,8 @@ use crate::relay::acl::AccessList;
 #[derive(FromArgs, Debug)]
 pub struct Args {
     /// ouistiti configuration file (libconfig syntax); its servers replace -a/-p/-R and the
-    /// policy flags
+    /// policy flags (--buffer-size, --exec-limit and --compression-window/-level/-memory hold
+    /// where the file does not set them)
     #[argh(option, short = 'f')]
     pub config: Option<PathBuf>,
     /// validate the configuration, print the effective one, and exit
@@ -128,8 +129,8 @@ pub struct Args {
     /// size of each relay buffer, e.g. 16K (default 16K)
     #[argh(option)]
     pub buffer_size: Option<String>,
-    /// permessage-deflate on every endpoint (`permessage-deflate`, or `none`), or on one
-    /// (NAME=permessage-deflate or NAME=none; repeatable)
+    /// permessage-deflate on every endpoint (`permessage-deflate`, or `none`: the default), or
+    /// on one (NAME=permessage-deflate or NAME=none; repeatable); not with --direct
     #[argh(option)]
     pub compression: Vec<String>,
     /// the compressors' window in bits, 9 to 15 (default 15)
@@ -138,8 +139,9 @@ pub struct Args {
     /// the compression level, 1 (fastest) to 9 (smallest) (default 6)
     #[argh(option)]
     pub compression_level: Option<u8>,
-    /// memory for compression contexts, all connections together, allocated at start-up, e.g.
-    /// 2M (default 2M); past it, connections go uncompressed
+    /// memory for compression contexts, all connections together, allocated at start-up when
+    /// an endpoint offers compression, e.g. 2M (default 2M); past it, new connections go
+    /// uncompressed
     #[argh(option)]
     pub compression_memory: Option<String>,
     /// largest client message, e.g. 1M (default 1M)

@@ -142,17 +142,26 @@ pub const DIRECT_COMPRESSION: &str = "compression with direct mode: the backend 
 /// The name of the one compression wsgate has, as configurations spell it.
 pub const COMPRESSION_NAME: &str = "permessage-deflate";
 
-/// Reads a compression name: `permessage-deflate` on, `none` off.
+/// Reads a compression name: `permessage-deflate` on, `none` off. Both sources (the command
+/// line and the file) read names here, so each places the error at its flag or line.
 ///
 /// # Errors
-/// Another name.
+/// Another name, or `permessage-deflate` in a build without the `deflate` feature.
 pub fn parse_compression(s: &str) -> Result<bool, String> {
     match s {
+        #[cfg(feature = "deflate")]
         COMPRESSION_NAME => Ok(true),
+        #[cfg(not(feature = "deflate"))]
+        COMPRESSION_NAME => Err(format!("{s:?}: {WITHOUT_DEFLATE}")),
         "none" => Ok(false),
         _ => Err(format!("unknown compression {s:?} (permessage-deflate, none)")),
     }
 }
+
+/// Why a build without the `deflate` feature refuses compression.
+#[cfg(not(feature = "deflate"))]
+const WITHOUT_DEFLATE: &str =
+    "this wsgate was built without it (cargo feature `deflate`; the default build has it)";
 
 impl Config {
     /// A service with one site.
@@ -217,12 +226,10 @@ impl Config {
             return Err(ConfigError(format!("the compression level is 1 to 9, not {}", d.level)));
         }
         if self.sites.iter().any(|s| s.compression.any()) {
+            // A configuration built in code; the command line and the file refuse the name
+            // itself, at its flag or line (see `parse_compression`).
             #[cfg(not(feature = "deflate"))]
-            return Err(ConfigError(
-                "compression: this wsgate was built without permessage-deflate (the deflate \
-                 feature)"
-                    .into(),
-            ));
+            return Err(ConfigError(format!("compression: {COMPRESSION_NAME}: {WITHOUT_DEFLATE}")));
             #[cfg(feature = "deflate")]
             if crate::relay::compress::Sizes::of(
                 usize::try_from(d.memory).unwrap_or(usize::MAX),
@@ -667,6 +674,19 @@ mod tests {
         assert!(policy.admits_anywhere("guests") && policy.admits_anywhere("root"));
         let strict = AuthPolicy { rules: policy.rules.get(..1).unwrap().to_vec(), ..policy };
         assert!(!strict.admits_anywhere("guests") && strict.admits_anywhere("users"));
+    }
+
+    #[test]
+    fn compression_names() {
+        assert_eq!(parse_compression("none"), Ok(false));
+        assert_eq!(
+            parse_compression("gzip"),
+            Err("unknown compression \"gzip\" (permessage-deflate, none)".into())
+        );
+        #[cfg(feature = "deflate")]
+        assert_eq!(parse_compression("permessage-deflate"), Ok(true));
+        #[cfg(not(feature = "deflate"))]
+        assert!(parse_compression("permessage-deflate").unwrap_err().contains("built without"));
     }
 
     #[test]

@@ -320,3 +320,24 @@ fn tls_files_are_reported_at_their_own_line() {
     assert!(bad_cert.starts_with(&format!("{}:5:15: tls: ", inc.display())), "{bad_cert}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The service-wide flags (`--exec-limit`, `--compression-window`, `--compression-level`,
+/// `--compression-memory`) hold where the file says nothing; what the file says wins.
+#[test]
+fn service_wide_flags_fill_what_the_file_does_not_say() {
+    use wsgate::config::{Config, Deflate};
+    let file = Path::new("t.conf");
+    let (cfg, _) = load_str(
+        "compression_level = 2;\nservers = ({ port = 0; websocket = { docroot = \"/w\"; }; });",
+        file,
+    )
+    .unwrap();
+    let base = Config {
+        exec_limit: 3,
+        deflate: Deflate { window_bits: 10, level: 9, memory: 1 << 20 },
+        ..Config::default()
+    };
+    let (c, _) = wsgate::config_file::to_runtime(file, &cfg, &base).unwrap();
+    assert_eq!(c.deflate, Deflate { window_bits: 10, level: 2, memory: 1 << 20 });
+    assert_eq!(c.exec_limit, 3);
+}

@@ -9,7 +9,8 @@ use super::*;
 use crate::config::{BuildError, Document, Settings, SiteSettings};
 
 /// The runtime configuration of a loaded file: one site per server that has a `websocket`
-/// section. `base` supplies what the file does not say (buffer size, verbosity).
+/// section. `base` supplies what the file does not say (buffer size, verbosity, and the
+/// service-wide limits: the exec process limit, the compression window, level and memory).
 ///
 /// # Errors
 /// A [`ConfigFileError`] when no server relays WebSockets, when a certificate file cannot be
@@ -86,9 +87,10 @@ pub fn to_runtime(
         buffer_size: Some(base.buffer_size),
         verbosity: Some(base.verbosity),
         exec_limit: Some(cfg.exec_limit.unwrap_or(base.exec_limit)),
-        compression_window: cfg.compression_window,
-        compression_level: cfg.compression_level,
-        compression_memory: cfg.compression_memory,
+        // Service-wide sizes: the file's, or the command line's (as exec_limit).
+        compression_window: Some(cfg.compression_window.unwrap_or(base.deflate.window_bits)),
+        compression_level: Some(cfg.compression_level.unwrap_or(base.deflate.level)),
+        compression_memory: Some(cfg.compression_memory.unwrap_or(base.deflate.memory)),
     };
     let config = settings.build().map_err(|e| match e {
         // The certificate and key are loaded by the build, once, so that a typo shows at

@@ -184,3 +184,66 @@ fn render_escapes_control_characters_in_a_link_comment() {
         load_str(&text, Path::new("rendered.conf")).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(back.without_places(), c.clone().without_places(), "{text}");
 }
+
+#[test]
+fn compression_keys() {
+    let (c, w) = load_text(
+        "compression_window = 10; compression_level = 3; compression_memory = \"1M\";
+         servers = ({ port = 1; websocket = { docroot = \"/w\"; compression = \"none\"; }; },
+           { port = 2; websocket = { docroot = \"/v\"; compression = { chat = \"none\"; raw = \"none\"; }; }; });",
+    );
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(
+        (c.compression_window, c.compression_level, c.compression_memory),
+        (Some(10), Some(3), Some(1 << 20))
+    );
+    let ws = |i: usize| c.servers[i].websocket.clone().unwrap();
+    assert_eq!(ws(0).compression, Some(false));
+    assert_eq!(ws(1).endpoint_compression, vec![("chat".into(), false), ("raw".into(), false)]);
+    // A name that is not a compression is refused at its value, whole or per endpoint.
+    let e = error("servers = ({ websocket = { docroot = \"/w\"; compression = \"gzip\"; }; });");
+    assert!(
+        e.starts_with(
+            "t.conf:1:58: compression: unknown compression \"gzip\" (permessage-deflate, none)"
+        ),
+        "{e}"
+    );
+    let e = error(
+        "servers = ({ websocket = { docroot = \"/w\";\n compression = { a = \"none\"; b = \"zstd\"; }; }; });",
+    );
+    assert!(e.starts_with("t.conf:2:34: compression: unknown compression \"zstd\""), "{e}");
+}
+
+#[cfg(feature = "deflate")]
+#[test]
+fn compression_on() {
+    let (c, _) = load_text(
+        "servers = ({ websocket = { docroot = \"/w\"; compression = { chat = \"permessage-deflate\"; }; }; });",
+    );
+    let ws = c.servers[0].websocket.clone().unwrap();
+    assert_eq!(ws.endpoint_compression, vec![("chat".into(), true)]);
+}
+
+/// Without the `deflate` feature, asking for permessage-deflate is an error at the setting that
+/// asks, not a compression silently left off.
+#[cfg(not(feature = "deflate"))]
+#[test]
+fn compression_without_the_feature_is_an_error_at_its_line() {
+    let e = error(
+        "servers = ({ websocket = { docroot = \"/w\";\n   compression = \"permessage-deflate\"; }; });",
+    );
+    assert!(
+        e.starts_with(
+            "t.conf:2:18: compression: \"permessage-deflate\": this wsgate was built without it"
+        ),
+        "{e}"
+    );
+    let e = error(
+        "servers = ({ websocket = { docroot = \"/w\";\n compression = {\n chat = \"permessage-deflate\"; }; }; });",
+    );
+    assert!(e.starts_with("t.conf:3:9: compression: \"permessage-deflate\""), "{e}");
+    // "none" says nothing the build cannot do.
+    let (c, _) =
+        load_text("servers = ({ websocket = { docroot = \"/w\"; compression = \"none\"; }; });");
+    assert_eq!(c.servers[0].websocket.clone().unwrap().compression, Some(false));
+}

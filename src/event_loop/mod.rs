@@ -107,6 +107,12 @@ pub enum ReloadError {
     Document(std::path::PathBuf, nix::errno::Errno),
     /// The exec process limit changed: its table is allocated at start.
     ExecLimit(u32),
+    /// A compression setting changed (its key in the file, and its value since start):
+    /// permessage-deflate's contexts are made for one window, level and memory at start.
+    Compression(&'static str, u64),
+    /// The site listening there offers compression, but no site did at start: the gateway
+    /// holds no compression contexts.
+    NoCompressionContexts(SocketAddr),
 }
 
 impl core::fmt::Display for ReloadError {
@@ -125,6 +131,14 @@ impl core::fmt::Display for ReloadError {
             Self::ExecLimit(n) => {
                 write!(f, "the exec process limit is {n} since start; restart wsgate to change it")
             }
+            Self::Compression(key, n) => {
+                write!(f, "{key} is {n} since start; restart wsgate to change it")
+            }
+            Self::NoCompressionContexts(listen) => write!(
+                f,
+                "{listen}: compression: no site offered it at start, so there are no compression \
+                 contexts; restart wsgate to turn it on"
+            ),
         }
     }
 }
@@ -322,8 +336,9 @@ impl Server {
     }
 
     /// Applies a reloaded configuration: new policy and limits for the same listeners. Open
-    /// connections keep running. A configuration that changes the listeners, or whose docroot
-    /// cannot be opened, is refused whole and the old one stays.
+    /// connections keep running. A configuration that changes the listeners or what is sized at
+    /// start (see [`keeps_startup_sizes`]), or whose docroot cannot be opened, is refused whole
+    /// and the old one stays.
     ///
     /// # Errors
     /// Why it was refused.
@@ -343,9 +358,11 @@ impl Server {
         if !same {
             return Err(ReloadError::Listeners);
         }
-        if new.exec_limit != self.config.exec_limit {
-            return Err(ReloadError::ExecLimit(self.config.exec_limit));
-        }
+        #[cfg(feature = "deflate")]
+        let contexts = self.deflate.is_some();
+        #[cfg(not(feature = "deflate"))]
+        let contexts = false;
+        keeps_startup_sizes(&self.config, contexts, &new)?;
         let mut docroots = Vec::with_capacity(new.sites.len());
         for site in &new.sites {
             let ws = Docroot::open(&site.docroot)
@@ -784,6 +801,33 @@ impl core::fmt::Display for DisplayReason {
     }
 }
 
+/// Refuses a reloaded configuration `new` that changes what `running` sized at start-up: the
+/// exec process table, and permessage-deflate's contexts, made for one window, level and memory,
+/// and only when a site offered compression at start (`contexts`). Turning compression on or
+/// off per endpoint is policy, and reloads while there are contexts to compress with.
+///
+/// # Errors
+/// The first setting that needs a restart.
+fn keeps_startup_sizes(running: &Config, contexts: bool, new: &Config) -> Result<(), ReloadError> {
+    if new.exec_limit != running.exec_limit {
+        return Err(ReloadError::ExecLimit(running.exec_limit));
+    }
+    let (was, now) = (running.deflate, new.deflate);
+    for (key, was, now) in [
+        ("compression_window", u64::from(was.window_bits), u64::from(now.window_bits)),
+        ("compression_level", u64::from(was.level), u64::from(now.level)),
+        ("compression_memory", was.memory, now.memory),
+    ] {
+        if now != was {
+            return Err(ReloadError::Compression(key, was));
+        }
+    }
+    match new.sites.iter().find(|s| s.compression.any()) {
+        Some(s) if !contexts => Err(ReloadError::NoCompressionContexts(s.listen)),
+        _ => Ok(()),
+    }
+}
+
 /// permessage-deflate's contexts for `config`, when one of its sites offers compression.
 #[cfg(feature = "deflate")]
 fn contexts(config: &Config) -> Option<crate::relay::compress::Contexts> {
@@ -802,4 +846,105 @@ fn contexts(config: &Config) -> Option<crate::relay::compress::Contexts> {
         d.memory
     );
     Some(Contexts::new(sizes, d.level, d.window_bits, config.buffer_size))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::config::{Compression, Site};
+
+    fn site(compression: Compression) -> Site {
+        Site {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            docroot: std::env::temp_dir(),
+            compression,
+            ..Site::default()
+        }
+    }
+
+    fn on(endpoint: &str) -> Compression {
+        Compression { all: false, endpoints: vec![(endpoint.into(), true)] }
+    }
+
+    #[test]
+    fn startup_sizes_need_a_restart() {
+        let running = Config::single(site(on("chat")));
+        let with = |f: &dyn Fn(&mut Config)| {
+            let mut c = running.clone();
+            f(&mut c);
+            c
+        };
+        let refused = |contexts, new: &Config| {
+            keeps_startup_sizes(&running, contexts, new).unwrap_err().to_string()
+        };
+        assert!(keeps_startup_sizes(&running, true, &running).is_ok());
+        assert_eq!(
+            refused(true, &with(&|c| c.deflate.window_bits = 12)),
+            "compression_window is 15 since start; restart wsgate to change it"
+        );
+        assert_eq!(
+            refused(true, &with(&|c| c.deflate.level = 1)),
+            "compression_level is 6 since start; restart wsgate to change it"
+        );
+        assert_eq!(
+            refused(true, &with(&|c| c.deflate.memory = 1 << 20)),
+            "compression_memory is 2097152 since start; restart wsgate to change it"
+        );
+        assert_eq!(
+            refused(true, &with(&|c| c.exec_limit = 3)),
+            "the exec process limit is 16 since start; restart wsgate to change it"
+        );
+        // Per endpoint, within the contexts: policy. Without contexts, only "off" is.
+        let everywhere = with(&|c| c.sites[0].compression = Compression { all: true, ..on("x") });
+        let nowhere = with(&|c| c.sites[0].compression = Compression::default());
+        assert!(keeps_startup_sizes(&running, true, &everywhere).is_ok());
+        assert!(keeps_startup_sizes(&running, true, &nowhere).is_ok());
+        assert!(keeps_startup_sizes(&running, false, &nowhere).is_ok());
+        assert_eq!(
+            refused(false, &running),
+            "127.0.0.1:0: compression: no site offered it at start, so there are no compression \
+             contexts; restart wsgate to turn it on"
+        );
+        // A window or level nobody uses yet is still the one the contexts would need.
+        assert!(keeps_startup_sizes(
+            &nowhere,
+            false,
+            &with(&|c| {
+                c.sites[0].compression = Compression::default();
+                c.deflate.level = 9;
+            })
+        )
+        .is_err());
+    }
+
+    /// The contexts are made at start: a reload that would need others is refused and the
+    /// running configuration stays; one that moves compression between endpoints is applied.
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn reload_keeps_the_compression_contexts_made_at_start() {
+        let mut off = Server::bind(Config::single(site(Compression::default()))).unwrap();
+        let e = off.apply(Config::single(site(on("chat")))).unwrap_err().to_string();
+        assert!(e.ends_with(": compression: no site offered it at start, so there are no compression contexts; restart wsgate to turn it on"), "{e}");
+        assert!(!off.config.sites[0].compression.any());
+
+        let mut s = Server::bind(Config::single(site(on("chat")))).unwrap();
+        s.apply(Config::single(site(on("echo")))).unwrap();
+        assert!(s.config.sites[0].compression.on("echo"));
+        assert!(!s.config.sites[0].compression.on("chat"));
+        let mut level = Config::single(site(on("chat")));
+        level.deflate.level = 9;
+        let e = s.apply(level).unwrap_err().to_string();
+        assert_eq!(e, "compression_level is 6 since start; restart wsgate to change it");
+        assert_eq!(s.config.deflate.level, 6);
+        assert!(s.config.sites[0].compression.on("echo"));
+        let mut memory = Config::single(site(on("echo")));
+        memory.deflate.memory = 4 << 20;
+        let e = s.apply(memory).unwrap_err().to_string();
+        assert_eq!(e, "compression_memory is 2097152 since start; restart wsgate to change it");
+        // Off everywhere keeps the contexts, so on again reloads too.
+        s.apply(Config::single(site(Compression::default()))).unwrap();
+        s.apply(Config::single(site(on("chat")))).unwrap();
+        assert!(s.config.sites[0].compression.on("chat"));
+    }
 }

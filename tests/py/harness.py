@@ -263,7 +263,8 @@ class Gateway(Child):
 
 
 def ws_connect(url: str, **kw):
-    """websockets' sync client without proxies or compression (the gateway has no deflate)."""
+    """websockets' sync client without proxies, and without compression unless asked
+    (compression="deflate")."""
     from websockets.sync.client import connect
 
     kw.setdefault("legacy", True)  # a direct ClientConnection (17.x wants a with-block otherwise)

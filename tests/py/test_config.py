@@ -304,3 +304,115 @@ def test_reload_of_the_data_type_leaves_open_connections_theirs(tmp_path, docroo
     finally:
         g.stop()
         print(g.log_text())
+
+
+# ---- reloaded compression ----------------------------------------------------------------
+
+REFUSED = "SIGHUP: new configuration refused, the old one stays: "
+
+
+def write_compression(path, docroot, top: str = "", compression: str | None = None) -> None:
+    """A one-server file: `top` at the top level, `compression = <compression>;` in its
+    websocket section; /nope is denied, so that a refused reload shows in a 403."""
+    ws = f" compression = {compression};" if compression else ""
+    path.write_text(
+        f'user = "";\n{top}\n'
+        f'servers = ({{ addr = "127.0.0.1"; port = 0;'
+        f' websocket = {{ docroot = "{docroot}"; deny = "nope";{ws} }}; }});\n'
+    )
+
+
+def deflate_answer(port: int, path: str) -> str | None:
+    """The extension the gateway accepts from a permessage-deflate offer (without its
+    parameters), or None."""
+    status, headers, _ = raw_handshake(
+        port, path, {"Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits"}
+    )
+    assert status == 101, status
+    answer = headers.get("sec-websocket-extensions")
+    return answer.split(";")[0] if answer is not None else None
+
+
+def sighup(g, pattern: str) -> str:
+    """Sends SIGHUP; the first log line after it matching `pattern`."""
+    mark = len(g.lines)
+    g.proc.send_signal(signal.SIGHUP)
+    return g.wait_line(pattern, 5, start=mark).string
+
+
+def test_reload_keeps_the_compression_contexts_made_at_start(tmp_path, docroot, echo_backend, ws):
+    """The contexts are made at start for one window, level and memory: a reload that changes
+    one of them is refused whole (the log names the setting, the new deny list does not
+    apply); one that moves compression between endpoints is applied, and the endpoint it moved
+    to relays compressed messages."""
+    echo_backend("stream", "echo")
+    echo_backend("stream", "nope")
+    echo_backend("stream", "other")
+    conf = tmp_path / "wsgate.conf"
+    write_compression(conf, docroot, compression='{ echo = "permessage-deflate"; }')
+    g = start_from_file(conf)
+    try:
+        assert deflate_answer(g.port, "/echo") == "permessage-deflate"
+        assert deflate_answer(g.port, "/other") is None
+
+        # A new level, compression on /other, and /nope allowed: all refused together.
+        conf.write_text(conf.read_text().replace('deny = "nope";', "")
+                        .replace("echo =", "other =").replace("\n\n", "\ncompression_level = 1;\n"))
+        assert "compression_level = 1;" in conf.read_text() and "other =" in conf.read_text()
+        line = sighup(g, "SIGHUP: new configuration refused")
+        assert line.endswith(
+            REFUSED + "compression_level is 6 since start; restart wsgate to change it"), line
+        assert deflate_answer(g.port, "/echo") == "permessage-deflate"
+        assert deflate_answer(g.port, "/other") is None
+        assert raw_handshake(g.port, "/nope")[0] == 403
+        for top, key, was in [("compression_window = 10;", "compression_window", 15),
+                              ('compression_memory = "4M";', "compression_memory", 2 << 20)]:
+            write_compression(conf, docroot, top, '{ echo = "permessage-deflate"; }')
+            line = sighup(g, "SIGHUP: new configuration refused")
+            assert line.endswith(
+                f"{REFUSED}{key} is {was} since start; restart wsgate to change it"), line
+
+        # Within the contexts, compression moves: /other now, /echo no more.
+        write_compression(conf, docroot, compression='{ other = "permessage-deflate"; }')
+        sighup(g, "SIGHUP: configuration reloaded")
+        assert deflate_answer(g.port, "/echo") is None
+        assert deflate_answer(g.port, "/other") == "permessage-deflate"
+        c = ws(f"ws://127.0.0.1:{g.port}/other", compression="deflate")
+        assert c.response.headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate;")
+        text = "compressible " * 500
+        c.send(text)
+        assert c.recv(timeout=5) == text
+        c.close()
+        # Compressed both ways: far fewer bytes than the text on the wire.
+        m = g.wait_line(r"close /other client closed \(1000\); client in (\d+) out (\d+) bytes", 5)
+        assert int(m.group(1)) < len(text) // 4 and int(m.group(2)) < len(text) // 4, m.string
+    finally:
+        g.stop()
+        print(g.log_text())
+
+
+def test_reload_cannot_turn_compression_on_without_contexts(tmp_path, docroot, echo_backend):
+    """Started with compression off everywhere, the gateway holds no contexts: a reload that
+    turns it on is refused (the log says a restart is needed) and nothing else of it applies."""
+    echo_backend("stream", "echo")
+    echo_backend("stream", "nope")
+    conf = tmp_path / "wsgate.conf"
+    write_compression(conf, docroot)
+    g = start_from_file(conf)
+    try:
+        assert "compression:" not in g.log_text()  # no contexts made
+        conf.write_text(conf.read_text().replace('deny = "nope";',
+                                                 'compression = "permessage-deflate";'))
+        line = sighup(g, "SIGHUP: new configuration refused")
+        assert line.endswith(
+            REFUSED + f"127.0.0.1:{g.port}: compression: no site offered it at start, so there "
+            "are no compression contexts; restart wsgate to turn it on"), line
+        assert deflate_answer(g.port, "/echo") is None
+        assert raw_handshake(g.port, "/nope")[0] == 403
+        # "none" asks for nothing the gateway lacks.
+        conf.write_text(conf.read_text().replace('"permessage-deflate"', '"none"'))
+        sighup(g, "SIGHUP: configuration reloaded")
+        assert raw_handshake(g.port, "/nope")[0] == 101
+    finally:
+        g.stop()
+        print(g.log_text())

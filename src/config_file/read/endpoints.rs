@@ -319,17 +319,10 @@ impl Reader<'_> {
         Ok(n)
     }
 
-    /// `"permessage-deflate"` or `"none"`.
+    /// `"permessage-deflate"` or `"none"` (see [`crate::config::parse_compression`]).
     fn compression(&self, s: &Setting) -> Result<bool, ConfigFileError> {
         let c = self.string(s)?;
-        crate::config::parse_compression(c).map_err(|_| {
-            self.err(
-                s.value.pos,
-                format!(
-                    "expected \"permessage-deflate\" or \"none\" for compression, found {}",
-                    quote(c)
-                ),
-            )
-        })
+        crate::config::parse_compression(c)
+            .map_err(|e| self.err(s.value.pos, format!("compression: {e}")))
     }
 }

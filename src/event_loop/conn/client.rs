@@ -266,6 +266,8 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
                 }
             };
             let mut close: Option<(Option<u16>, Control)> = None;
+            // Less than the frame only for a compressed message (below).
+            #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
             let mut consume = n;
             match event {
                 // A compressed message's bytes stay at the front of the input, unmasked, until

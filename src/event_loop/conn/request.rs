@@ -205,16 +205,15 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             }
         };
         #[cfg(feature = "deflate")]
-        let extensions = agreement.map(|a| a.response());
+        let answer = agreement.map(|a| a.response());
+        #[cfg(feature = "deflate")]
+        let extensions = answer.as_deref();
         #[cfg(not(feature = "deflate"))]
-        let extensions: Option<&str> = None;
+        let extensions = None;
         let Some(out) = self.to_client.as_mut() else { return false };
-        let Some(n) = handshake::write_switching_with(
-            out.spare(),
-            &req.accept,
-            protocol,
-            extensions.as_deref(),
-        ) else {
+        let Some(n) =
+            handshake::write_switching_with(out.spare(), &req.accept, protocol, extensions)
+        else {
             self.refuse(cx, Refusal::ResponseTooLarge);
             return true;
         };
