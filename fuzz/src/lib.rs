@@ -130,3 +130,23 @@ pub fn steps(mut data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
         Some((p, chunk))
     })
 }
+
+/// Appends one masked client frame to `out` (`rsv`: RSV1..RSV3 as the three low bits, as in
+/// `FrameHeader::rsv`), with the gateway's own header writer and the length in its shortest
+/// form, as RFC 6455 §5.2 requires.
+pub fn push_client_frame(
+    out: &mut Vec<u8>,
+    fin: bool,
+    rsv: u8,
+    opcode: OpCode,
+    mask: [u8; 4],
+    payload: &[u8],
+) {
+    let mut h = [0u8; 14];
+    let n = FrameHeader::emit(fin, opcode, payload.len() as u64, &mut h).expect("header fits");
+    h[0] |= (rsv & 0b111) << 4;
+    h[1] |= 0x80;
+    out.extend_from_slice(&h[..n]);
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+}

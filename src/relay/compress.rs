@@ -129,6 +129,23 @@ impl Contexts {
     pub fn unreserve(&mut self) {
         self.reserved = self.reserved.saturating_sub(1);
     }
+
+    /// The contexts no connection holds now, of each kind: all of them once every connection
+    /// has ended (the `inflate` fuzz target checks it after each input).
+    #[must_use]
+    pub fn free(&self) -> Sizes {
+        Sizes {
+            deflaters: self.deflaters.len(),
+            narrow: self.narrow.len(),
+            inflaters: self.inflaters.len(),
+        }
+    }
+
+    /// Decompressors promised to open connections.
+    #[must_use]
+    pub fn reserved(&self) -> usize {
+        self.reserved
+    }
 }
 
 impl From<InvalidData> for ProtocolError {
