@@ -56,6 +56,12 @@ WSGATE_CARGO_PROFILE_OPTS = \
 	-Z build-std-features=optimize_for_size \
 	-Z panic-immediate-abort \
 	--config 'profile.release-small.panic="immediate-abort"'
+# permessage-deflate (the gateway's cargo feature `deflate`) only with
+# BR2_PACKAGE_WSGATE_DEFLATE: it adds about 93 KiB, which the default build, within the size
+# budget, leaves out. The backend kit's crates have no default features.
+ifeq ($(BR2_PACKAGE_WSGATE_DEFLATE),)
+WSGATE_CARGO_PROFILE_OPTS += --no-default-features
+endif
 WSGATE_CARGO_INSTALL_OPTS = $(WSGATE_CARGO_PROFILE_OPTS)
 
 WSGATE_RUST_SRC = rust-src-$(RUST_BIN_VERSION).tar.xz

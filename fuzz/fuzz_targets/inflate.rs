@@ -121,7 +121,7 @@ fn read_client(
     let mut failed = None;
     loop {
         if inbound.busy() {
-            match inbound.step(cx, input, r.room, r.max_message) {
+            match inbound.step(cx, Some(&mut *input), r.room, r.max_message) {
                 Ok(Step::Piece { kind, start, fin, bytes }) => {
                     assert!(bytes.len() <= r.room, "{} bytes in a room of {}", bytes.len(), r.room);
                     let m = got.last_mut().expect("a message is open");

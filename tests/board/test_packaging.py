@@ -79,6 +79,14 @@ def test_packages_build_the_profile_within_the_size_budget():
         for f in flags:
             assert f in text, f"{name} does not pass {f}"
         assert "RUSTC_BOOTSTRAP=1" in text, name
+    # What the budget measures is what they ship by default: without permessage-deflate,
+    # unless the package option asks for it.
+    assert cross_sh_array("SHIPPED_FEATURES") == ["--no-default-features"]
+    assert "WSGATE_CARGO_ARGS+= $(if $(CONFIG_WSGATE_DEFLATE),,--no-default-features)" in openwrt
+    assert "config WSGATE_DEFLATE" in openwrt and "PKG_CONFIG_DEPENDS:=CONFIG_WSGATE_DEFLATE" in openwrt
+    assert re.search(r"ifeq \(\$\(BR2_PACKAGE_WSGATE_DEFLATE\),\)\nWSGATE_CARGO_PROFILE_OPTS \+= "
+                     r"--no-default-features\nendif", buildroot)
+    assert "config BR2_PACKAGE_WSGATE_DEFLATE" in (ROOT / "board/buildroot/Config.in").read_text()
     assert "CARGO_PKG_PROFILE:=$(if $(CONFIG_DEBUG),dev,release-small)" in openwrt
     assert "$(call Build/Compile/Cargo,,$(WSGATE_CARGO_ARGS))" in openwrt
     # The sample backend is a [[bin]] of the backend kit (backend/), another package: each
