@@ -139,6 +139,28 @@ impl Compression {
 pub const DIRECT_COMPRESSION: &str = "compression with direct mode: the backend gets the \
                                       client's socket, and the gateway cannot compress for it";
 
+/// Does `memory` hold the compression contexts the smallest pool needs (a compressor, a
+/// literal-only one and a decompressor) at a window of `window_bits`?
+///
+/// # Errors
+/// It does not: what it holds and the least that would do.
+pub fn deflate_memory_holds(memory: u64, window_bits: u8) -> Result<(), String> {
+    #[cfg(feature = "deflate")]
+    {
+        use crate::relay::compress::Sizes;
+        if Sizes::of(usize::try_from(memory).unwrap_or(usize::MAX), window_bits).is_none() {
+            return Err(format!(
+                "compression memory of {memory} bytes holds no compressor and decompressor at a \
+                 window of {window_bits} bits; at least {} bytes",
+                Sizes::minimum(window_bits)
+            ));
+        }
+    }
+    #[cfg(not(feature = "deflate"))]
+    let _ = (memory, window_bits);
+    Ok(())
+}
+
 /// The name of the one compression wsgate has, as configurations spell it.
 pub const COMPRESSION_NAME: &str = "permessage-deflate";
 
@@ -230,21 +252,7 @@ impl Config {
             // itself, at its flag or line (see `parse_compression`).
             #[cfg(not(feature = "deflate"))]
             return Err(ConfigError(format!("compression: {COMPRESSION_NAME}: {WITHOUT_DEFLATE}")));
-            #[cfg(feature = "deflate")]
-            if crate::relay::compress::Sizes::of(
-                usize::try_from(d.memory).unwrap_or(usize::MAX),
-                d.window_bits,
-            )
-            .is_none()
-            {
-                return Err(ConfigError(format!(
-                    "compression memory of {} bytes holds no compressor and decompressor at a \
-                     window of {} bits; at least {} bytes",
-                    d.memory,
-                    d.window_bits,
-                    crate::relay::compress::Sizes::minimum(d.window_bits)
-                )));
-            }
+            deflate_memory_holds(d.memory, d.window_bits).map_err(ConfigError)?;
         }
         if let Some(s) = self.sites.iter().find(|s| s.direct && s.compression.any()) {
             return Err(ConfigError(format!("{}: {DIRECT_COMPRESSION}", s.listen)));

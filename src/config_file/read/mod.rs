@@ -28,6 +28,7 @@ pub(super) fn from_document(
     let mut cfg = ServiceConfig::default();
     let mut servers: Vec<Loaded> = Vec::new();
     let mut config_d: Option<(&Setting, PathBuf)> = None;
+    let mut memory_at = None;
     {
         let mut r = Reader { doc, warnings: &mut warnings };
         for s in &doc.root {
@@ -50,13 +51,20 @@ pub(super) fn from_document(
                     cfg.compression_level = Some(u8::try_from(n).unwrap_or_default());
                 }
                 "compression_memory" => {
-                    cfg.compression_memory = Some(r.bytes(s, "compression_memory")?)
+                    cfg.compression_memory = Some(r.bytes(s, "compression_memory")?);
+                    memory_at = Some(s.value.pos);
                 }
                 "config_d" => config_d = Some((s, r.path(s)?)),
                 "servers" | "server" => r.servers(s, &mut servers)?,
                 n if TOP_IGNORED.contains(&n) => r.ignored(s),
                 n => r.warn(s.pos, format!("unknown key {} (ignored)", quote(n))),
             }
+        }
+        if let (Some(pos), Some(memory)) = (memory_at, cfg.compression_memory) {
+            // Checked at its line, with the window the file sets (before or after it).
+            let window =
+                cfg.compression_window.unwrap_or(crate::config::DEFAULT_DEFLATE_WINDOW_BITS);
+            crate::config::deflate_memory_holds(memory, window).map_err(|e| r.err(pos, e))?;
         }
         if let Some((s, dir)) = config_d {
             r.config_d(s, &workdir.join(dir), &mut servers)?;
