@@ -181,7 +181,6 @@ pub fn parse_compression(s: &str) -> Result<bool, String> {
 }
 
 /// Why a build without the `deflate` feature refuses compression.
-#[cfg(not(feature = "deflate"))]
 const WITHOUT_DEFLATE: &str =
     "this wsgate was built without it (cargo feature `deflate`; the default build has it)";
 
@@ -250,8 +249,11 @@ impl Config {
         if self.sites.iter().any(|s| s.compression.any()) {
             // A configuration built in code; the command line and the file refuse the name
             // itself, at its flag or line (see `parse_compression`).
-            #[cfg(not(feature = "deflate"))]
-            return Err(ConfigError(format!("compression: {COMPRESSION_NAME}: {WITHOUT_DEFLATE}")));
+            if cfg!(not(feature = "deflate")) {
+                return Err(ConfigError(format!(
+                    "compression: {COMPRESSION_NAME}: {WITHOUT_DEFLATE}"
+                )));
+            }
             deflate_memory_holds(d.memory, d.window_bits).map_err(ConfigError)?;
         }
         if let Some(s) = self.sites.iter().find(|s| s.direct && s.compression.any()) {
