@@ -67,8 +67,9 @@ size_of() {  # target profile bin
 # dir: same profile name, other std): what each part of release-small saves. From the shipped
 # release-small build: what the levers it does not use would save. Each entry: label|profile|
 # cargo arguments.
+# As shipped: without the deflate feature (scripts/cross.sh SHIPPED_FEATURES).
 SMALL_ARGS=(-Zbuild-std-features=optimize_for_size -Zpanic-immediate-abort
-    --config 'profile.release-small.panic="immediate-abort"')
+    --config 'profile.release-small.panic="immediate-abort"' --no-default-features)
 rf() { echo "target.$BUDGET_TARGET.rustflags=[\"$1\"]"; }  # appended to .cargo/config.toml's list
 knobs=(
     "std with its backtrace symbolizer (what a prebuilt std brings)|release|-Zbuild-std-features=panic-unwind,backtrace"
@@ -190,9 +191,12 @@ pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f %%", (a - b) * 100 / b }'
     echo "  certificate resolver's (\`tls::CertStore\`, 2 KB), the backends' (\`Dial\` has no \`Debug\`"
     echo "  supertrait); \`config::SiteTls\`'s shows its files, not rustls' configuration (4 KB)."
     echo "* No u128 is formatted (1.4 KB)."
+    echo "* \`wsgate --check\` without \`-f\` prints a summary (\`config::Summary\`), not the derived"
+    echo "  \`Debug\` of \`Config\` and all it holds (about 10 KB)."
+    echo "* permessage-deflate is a cargo feature the packages leave out (\`SHIPPED_FEATURES\` in"
+    echo "  scripts/cross.sh): with it, about 71 KB more (zlib-rs and the relay's compression)."
     echo
-    echo "Still in, and what it costs: \`wsgate --check\` without \`-f\` prints the configuration with"
-    echo "\`{:#?}\` (the derived \`Debug\` of \`Config\` and all it holds, about 7 KB); a \`tcp\` link's"
+    echo "Still in, and what it costs: a \`tcp\` link's"
     echo "host name is resolved with getaddrinfo (musl's resolver, about 25 KB, of which its \`qsort\`,"
     echo "used to order the addresses, is 6 KB)."
     echo

@@ -180,11 +180,64 @@ pub fn parse_compression(s: &str) -> Result<bool, String> {
     }
 }
 
+/// What `wsgate --check` prints for a configuration given on the command line: each site's
+/// listener and what it serves, and the limits. (A derived `Debug` of the whole configuration
+/// would cost the shipped binary about 10 KiB.)
+#[derive(Debug)]
+pub struct Summary<'a>(&'a Config);
+
+impl core::fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let c = self.0;
+        for s in &c.sites {
+            write!(f, "listen {} docroot {} mode {}", s.listen, s.docroot.display(), s.mode)?;
+            for (flag, on) in [
+                ("tls", s.tls.is_some()),
+                ("direct", s.direct),
+                ("auth", s.auth.is_some()),
+                ("pages", s.document.is_some()),
+                ("compression", s.compression.any()),
+            ] {
+                if on {
+                    write!(f, " {flag}")?;
+                }
+            }
+            writeln!(
+                f,
+                "\n  max_connections {} max_message {} links {}",
+                s.max_connections,
+                s.max_message,
+                s.links.len()
+            )?;
+        }
+        writeln!(
+            f,
+            "buffer_size {} exec_limit {} verbosity {}",
+            c.buffer_size, c.exec_limit, c.verbosity
+        )?;
+        if c.sites.iter().any(|s| s.compression.any()) {
+            let d = c.deflate;
+            writeln!(
+                f,
+                "compression_window {} compression_level {} compression_memory {}",
+                d.window_bits, d.level, d.memory
+            )?;
+        }
+        writeln!(f, "# ok")
+    }
+}
+
 /// Why a build without the `deflate` feature refuses compression.
 const WITHOUT_DEFLATE: &str =
     "this wsgate was built without it (cargo feature `deflate`; the default build has it)";
 
 impl Config {
+    /// What `wsgate --check` prints for it.
+    #[must_use]
+    pub fn summary(&self) -> Summary<'_> {
+        Summary(self)
+    }
+
     /// A service with one site.
     #[must_use]
     pub fn single(site: Site) -> Self {

@@ -121,7 +121,7 @@ fn main() -> ExitCode {
                     eprintln!("wsgate: {e}");
                     return ExitCode::from(2);
                 }
-                println!("{base:#?}");
+                print!("{}", base.summary());
                 return ExitCode::SUCCESS;
             }
             (base.clone(), ServiceConfig::default(), Vec::new())
