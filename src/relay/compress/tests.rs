@@ -287,15 +287,7 @@ fn a_slow_client_gives_the_compressor_back_in_the_middle_of_a_message() {
     let (mut slow_out, mut other_out) = (pool.take().unwrap(), pool.take().unwrap());
     let (mut slow, mut other) = (Outbound::new(&agreed, 15), Outbound::new(&agreed, 15));
     // Random-looking bytes: they barely compress, so one piece fills the slow client's buffer.
-    let mut x = 0x9e37_79b9u32;
-    let msg: Vec<u8> = (0..3 * BUF)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
+    let msg = crate::ws::deflate::zstream::noise(3 * BUF, 0x9e37_79b9);
     let mut wire = Vec::new();
     let mut sent = 0;
     let step = |ob: &mut Outbound, cx: &mut Contexts, out: &mut Buf, sent: &mut usize| {

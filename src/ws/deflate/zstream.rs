@@ -195,6 +195,19 @@ impl Inflater {
     }
 }
 
+/// `len` bytes of xorshift output from `seed`: they barely compress (tests only).
+#[cfg(test)]
+pub(crate) fn noise(len: usize, mut seed: u32) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed.to_le_bytes()[0]
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
@@ -277,15 +290,7 @@ mod tests {
 
     #[test]
     fn bound_holds_for_incompressible_input() {
-        let mut x = 0x1234_5678u32;
-        let data: Vec<u8> = (0..70_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
+        let data = noise(70_000, 0x1234_5678);
         for window in [9, 15] {
             for mem in [1, 4, 9] {
                 let mut d = Deflater::new(6, window, mem);
