@@ -8,6 +8,11 @@
 //! connections closed before the plugin is finished, the library unloaded last). What a
 //! plugin does inside is the plugin's responsibility, as with any code an administrator
 //! chooses to load.
+//!
+//! A statically linked musl build (the router targets' shipped binaries, `+crt-static`) has no
+//! dynamic loader: musl's `dlopen` fails there for any name, with "Dynamic loading not
+//! supported". [`Plugin::load`] refuses at once in such a build and says which build loads
+//! plugins (the dynamically linked one of `scripts/cross.sh plugins`, cross/README.md).
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CString};
@@ -35,6 +40,8 @@ type FiniFn = unsafe extern "C" fn(*mut c_void);
 /// Why a plugin could not be loaded or started.
 #[derive(Debug)]
 pub enum PluginError {
+    /// This program is statically linked against musl, which cannot load libraries.
+    Static,
     /// `dlopen` failed (no such file, not a library, missing dependencies...).
     Open(String),
     /// A required function is missing.
@@ -50,6 +57,10 @@ pub enum PluginError {
 impl core::fmt::Display for PluginError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
+            Self::Static => f.write_str(
+                "this program is statically linked and cannot load a library: plugins need the \
+                 dynamically linked build (scripts/cross.sh plugins)",
+            ),
             Self::Open(e) => write!(f, "cannot load: {e}"),
             Self::Symbol(s) => write!(f, "not a wsgate_rpc plugin: no {s}()"),
             Self::Version(v) => {
@@ -85,6 +96,9 @@ impl Plugin {
     /// # Errors
     /// [`PluginError`].
     pub fn load(path: &Path, config: &str) -> Result<Self, PluginError> {
+        if cfg!(all(target_env = "musl", target_feature = "crt-static")) {
+            return Err(PluginError::Static);
+        }
         let config = CString::new(config).map_err(|_| PluginError::Config)?;
         // SAFETY: loading runs the library's initialisers; the administrator chose this
         // library with -L, which is the trust this server extends to it.
@@ -184,4 +198,28 @@ impl Drop for Plugin {
 unsafe fn sym<T: Copy>(lib: &Library, name: &[u8]) -> Option<T> {
     // SAFETY: forwarded to the caller.
     unsafe { lib.get::<T>(name) }.ok().map(|s| *s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A statically linked musl program has no dynamic loader: any `-L` is refused with the
+    /// reason and the build that can load plugins (musl's own dlerror would say only "Dynamic
+    /// loading not supported", for a missing file too).
+    #[cfg(all(target_env = "musl", target_feature = "crt-static"))]
+    #[test]
+    fn a_static_build_refuses_any_plugin_and_says_why() {
+        for path in ["/nonexistent/libplugin.so", "libc.so", "libwsgate_rpc_sysinfo.so"] {
+            let e = Plugin::load(Path::new(path), "").err().map(|e| e.to_string());
+            assert_eq!(
+                e.as_deref(),
+                Some(
+                    "this program is statically linked and cannot load a library: plugins need \
+                     the dynamically linked build (scripts/cross.sh plugins)"
+                ),
+                "{path}"
+            );
+        }
+    }
 }
