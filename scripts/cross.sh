@@ -8,12 +8,16 @@
 #   scripts/cross.sh budget           build the release-small armv7-musl gateway, fail above 900 KiB
 #   scripts/cross.sh test [T...]      cargo test (unit + integration) under qemu-user
 #   scripts/cross.sh sizes [T...]     build both profiles, measure the size levers, write board/sizes.md
+#   scripts/cross.sh plugins [T...]   websocket_jsonrpc and every plugin (backend/plugins/*) dynamically
+#                                     linked, in release-small, checked with file and readelf; on armv7
+#                                     also run under qemu-arm with Debian's musl:armhf loader
 #   scripts/cross.sh all              setup, then build and test every target
 #   scripts/cross.sh ci               what scripts/test.sh runs: setup, build and test $CROSS_CI_TARGETS,
 #                                     then the size budget
 #
-# T defaults to all five targets. Binaries land in $CARGO_TARGET_DIR/<T>/release/ (and
-# <T>/release-small/).
+# T defaults to all five targets (the four musl ones for `plugins`). Binaries land in
+# $CARGO_TARGET_DIR/<T>/release/ (and <T>/release-small/); the plugin builds in
+# $CARGO_TARGET_DIR/plugins/<T>/.
 #
 # std is built from source (-Zbuild-std, with RUSTC_BOOTSTRAP=1 on the stable toolchain), so
 # no `rustup target add` is needed, and the tier-3 MIPS targets work the same way as the others.
@@ -86,11 +90,15 @@ cmd_setup() {
              libc6-dev-armhf-cross file python3-venv; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
     done
+    # musl:armhf: the loader and libc.so the dynamically linked armv7 plugin build runs with
+    # under qemu-arm (`plugins`); an armhf package, hence the foreign architecture.
+    dpkg-query -W -f='${Status}' musl:armhf 2>/dev/null | grep -q 'ok installed' || need+=(musl:armhf)
     if [ "${#need[@]}" -gt 0 ]; then
         log "installing ${need[*]}"
         local sudo=
         [ "$(id -u)" -eq 0 ] || sudo=sudo
         export DEBIAN_FRONTEND=noninteractive
+        dpkg --print-foreign-architectures | grep -qx armhf || $sudo dpkg --add-architecture armhf
         $sudo apt-get update -qq
         $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     fi
@@ -275,6 +283,219 @@ cmd_all() {
     for t in "${ALL_TARGETS[@]}"; do test_one "$t"; done
 }
 
+# ---- websocket_jsonrpc and its plugins, dynamically linked ------------------------------------
+# websocket_jsonrpc dlopen()s its plugin (-L), which a static musl program cannot do (static
+# musl's dlopen always fails), and under +crt-static rustc drops the plugins' cdylib crate type.
+# So they are built apart from the shipped static binaries, in their own target directory:
+# dynamically linked against the image's musl (OpenWrt's libc.so, which is also its loader
+# /lib/ld-musl-<arch>.so.1), in release-small with the shipped flags.
+MUSL_TARGETS=(
+    armv7-unknown-linux-musleabihf
+    aarch64-unknown-linux-musl
+    mipsel-unknown-linux-musl
+    mips-unknown-linux-musl
+)
+DYN_TARGET_DIR="$CARGO_TARGET_DIR/dynamic"
+PLUGINS_DIR="$CARGO_TARGET_DIR/plugins"
+# Debian's musl:armhf (scripts/cross.sh setup): the loader the armv7 build runs with under qemu-arm.
+ARMHF_LOADER=/lib/ld-musl-armhf.so.1
+
+# The rustflags .cargo/config.toml gives T, with +crt-static turned into -crt-static, in the form
+# of CARGO_ENCODED_RUSTFLAGS. The config's list cannot be overridden entry by entry: cargo appends
+# a --config or CARGO_TARGET_<T>_RUSTFLAGS list to it, and rustc links statically whenever
+# +crt-static is among its flags, whatever comes after. So the whole list is replaced, by one
+# made from the config's (link-self-contained=no and anything else it says stay), plus
+# -C link-arg=-dynamic: without it zig cc links musl statically into an executable, which makes
+# a static-pie (no loader, so no dlopen) where rustc asked for a dynamic one.
+dynamic_rustflags() {
+    cargo -Zunstable-options config get --format json-value "target.$1.rustflags" |
+        python3 -c '
+import json, sys
+flags = json.load(sys.stdin)
+if "target-feature=+crt-static" not in flags:
+    sys.exit("cross: .cargo/config.toml gives " + sys.argv[1] + " no target-feature=+crt-static to turn off")
+flags = ["target-feature=-crt-static" if f == "target-feature=+crt-static" else f for f in flags]
+print("\x1f".join(flags + ["-C", "link-arg=-dynamic"]))
+' "$1"
+}
+
+# The plugins, from cargo's view of the workspace: every package under backend/plugins/ with a
+# cdylib target, as "package library-name variant" lines. variant is "bundled" for a package
+# with a `bundled` feature (its default: the C library compiled in), which is also built
+# without it, against the image's shared library; "-" otherwise.
+plugin_list() {
+    cargo metadata --no-deps --format-version 1 | python3 -c '
+import json, os, sys
+under = os.path.join(sys.argv[1], "backend", "plugins") + os.sep
+for p in json.load(sys.stdin)["packages"]:
+    if not p["manifest_path"].startswith(under):
+        continue
+    for t in p["targets"]:
+        if "cdylib" in t["crate_types"]:
+            print(p["name"], t["name"].replace("-", "_"), "bundled" if "bundled" in p["features"] else "-")
+' "$ROOT"
+}
+
+# check_dynamic FILE exe|lib NEEDED...: a stripped, dynamically linked executable (with an
+# interpreter) or shared object (without one) whose DT_NEEDED entries are exactly NEEDED.
+check_dynamic() {
+    local f=$1 kind=$2 desc needed want
+    shift 2
+    desc=$(file -b "$f")
+    case "$kind:$desc" in
+        exe:*executable*"dynamically linked, interpreter "*", stripped"*) ;;
+        lib:*"shared object"*"dynamically linked"*", stripped"*)
+            case "$desc" in *interpreter*) log "$f is an executable, not a library: $desc"; return 1 ;; esac ;;
+        *) log "$f is not a stripped, dynamically linked $kind: $desc"; return 1 ;;
+    esac
+    needed=$(readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p' | sort | xargs)
+    want=$(printf '%s\n' "$@" | sort | xargs)
+    if [ "$needed" != "$want" ]; then
+        log "$f needs '${needed}', expected exactly '$want'"
+        return 1
+    fi
+}
+
+# The SQLite amalgamation of the libsqlite3-sys that Cargo.lock names (the one rusqlite binds).
+sqlite_amalgamation() {
+    cargo metadata --format-version 1 --filter-platform "$1" 2>/dev/null | python3 -c '
+import json, os, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] == "libsqlite3-sys":
+        print(os.path.join(os.path.dirname(p["manifest_path"]), "sqlite3"))
+        break
+'
+}
+
+# build_libsqlite3 T DIR: DIR/libsqlite3.so.0 for T (with the libsqlite3.so link to it), made from
+# the amalgamation with zig cc and SQLite's default options, like an image's libsqlite3 package
+# (OpenWrt's libsqlite3 installs libsqlite3.so.0, hence the soname).
+build_libsqlite3() {
+    local t=$1 dir=$2 src
+    src=$(sqlite_amalgamation "$t")
+    [ -f "$src/sqlite3.c" ] || { log "no SQLite amalgamation (libsqlite3-sys) in cargo's registry"; return 1; }
+    mkdir -p "$dir"
+    if [ ! "$dir/libsqlite3.so.0" -nt "$src/sqlite3.c" ]; then
+        nice -n 10 "$ROOT/cross/bin/$t-cc" -shared -fPIC -Os -s -Wl,-soname,libsqlite3.so.0 \
+            -o "$dir/libsqlite3.so.0" "$src/sqlite3.c"
+    fi
+    ln -sf libsqlite3.so.0 "$dir/libsqlite3.so"
+}
+
+# A size line, as build_one prints them: target, kind, file (relative to $PLUGINS_DIR/<T>), bytes.
+size_line() {
+    printf '%-32s %-14s %-36s %9d bytes\n' "$1" dynamic "$2" "$(stat -c %s "$PLUGINS_DIR/$1/$2")"
+}
+
+plugins_one() {
+    local t=$1 start flags out="$PLUGINS_DIR/$1" built="$DYN_TARGET_DIR/$1/release-small"
+    local pkg lib variant pkgs=() lines=() l
+    local common=(--target "$t" "${SMALL_STD[@]}" --profile release-small "${SMALL_EXTRA[@]}"
+        --target-dir "$DYN_TARGET_DIR" -q)
+    start=$(date +%s)
+    flags=$(dynamic_rustflags "$t")
+    mapfile -t lines < <(plugin_list)
+    [ "${#lines[@]}" -gt 0 ] || { log "no plugin packages under backend/plugins/"; return 1; }
+    for l in "${lines[@]}"; do pkgs+=(-p "${l%% *}"); done
+    rm -rf "$out"
+    mkdir -p "$out"
+    # The server with the features of the shipped build (the workspace's members, resolved
+    # together), then every plugin with its own default features.
+    CARGO_ENCODED_RUSTFLAGS=$flags nice -n 10 cargo build "${common[@]}" --bin websocket_jsonrpc \
+        "${SHIPPED_FEATURES[@]}"
+    cp "$built/websocket_jsonrpc" "$out/"
+    check_dynamic "$out/websocket_jsonrpc" exe libc.so
+    size_line "$t" websocket_jsonrpc
+    CARGO_ENCODED_RUSTFLAGS=$flags nice -n 10 cargo build "${common[@]}" "${pkgs[@]}" --lib
+    for l in "${lines[@]}"; do
+        read -r pkg lib variant <<<"$l"
+        cp "$built/lib$lib.so" "$out/"
+        check_dynamic "$out/lib$lib.so" lib libc.so
+        size_line "$t" "lib$lib.so"
+    done
+    # The system-library variants: linked against the image's libsqlite3.so.0 (rusqlite's
+    # libsqlite3-sys finds it through SQLITE3_LIB_DIR; its bindings are pregenerated, so no
+    # header is needed).
+    for l in "${lines[@]}"; do
+        read -r pkg lib variant <<<"$l"
+        [ "$variant" = bundled ] || continue
+        build_libsqlite3 "$t" "$out/system"
+        SQLITE3_LIB_DIR="$out/system" CARGO_ENCODED_RUSTFLAGS=$flags nice -n 10 \
+            cargo build "${common[@]}" -p "$pkg" --lib --no-default-features
+        cp "$built/lib$lib.so" "$out/system/"
+        check_dynamic "$out/system/lib$lib.so" lib libc.so libsqlite3.so.0
+        check_dynamic "$out/system/libsqlite3.so.0" lib libc.so
+        size_line "$t" "system/lib$lib.so"
+        size_line "$t" system/libsqlite3.so.0
+    done
+    log "plugins for $t built and checked in $(( $(date +%s) - start ))s: $out"
+    if [ "$t" = armv7-unknown-linux-musleabihf ]; then plugins_run "$t"; fi
+}
+
+# The armv7 server under qemu-arm with the sysinfo plugin, Debian's musl:armhf as the image's
+# libc: it starts on a UNIX socket, and one JSON-RPC request in a framed record gets the
+# uptime of a /proc root made for the test (the plugin's -C), to the digit.
+plugins_run() {
+    local t=$1 dir pid rc=0 out="$PLUGINS_DIR/$1"
+    if [ ! -e "$ARMHF_LOADER" ]; then
+        log "no $ARMHF_LOADER to run the $t plugin build under qemu-arm: scripts/cross.sh setup installs musl:armhf"
+        return 1
+    fi
+    dir=$(mktemp -d)
+    mkdir -p "$dir/proc" "$dir/run"
+    echo "12345.67 23456.78" >"$dir/proc/uptime"
+    qemu-arm "$out/websocket_jsonrpc" -R "$dir/run" -m framed -L "$out/libwsgate_rpc_sysinfo.so" \
+        -C "$dir/proc" 2>"$dir/log" &
+    pid=$!
+    python3 - "$dir/run/jsonrpc" <<'PY' || rc=1
+import json, socket, struct, sys, time
+deadline = time.monotonic() + 60
+while True:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(sys.argv[1])
+        break
+    except OSError:
+        s.close()
+        if time.monotonic() > deadline:
+            sys.exit("cross: websocket_jsonrpc made no socket in 60 s")
+        time.sleep(0.2)
+s.settimeout(60)
+request = b'{"jsonrpc":"2.0","method":"uptime","id":1}'
+s.sendall(struct.pack("!BI", 0x81, len(request)) + request)
+def exact(n):
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            sys.exit(f"cross: websocket_jsonrpc closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+head, length = struct.unpack("!BI", exact(5))
+answer = exact(length)
+expected = {"jsonrpc": "2.0", "result": {"seconds": 12345.67}, "id": 1}
+if head != 0x81 or json.loads(answer) != expected:
+    sys.exit(f"cross: websocket_jsonrpc answered {head:#x} {answer!r}, expected 0x81 {expected}")
+print(f"cross: qemu-arm websocket_jsonrpc + sysinfo plugin answered {answer.decode()}", file=sys.stderr)
+PY
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" || { log "websocket_jsonrpc exited with $? on SIGTERM"; rc=1; }
+    if [ "$rc" -ne 0 ]; then sed 's/^/  websocket_jsonrpc: /' "$dir/log" >&2; fi
+    rm -rf "$dir"
+    return "$rc"
+}
+
+cmd_plugins() {
+    local t
+    [ $# -gt 0 ] || set -- "${MUSL_TARGETS[@]}"
+    for t in "$@"; do
+        case " ${MUSL_TARGETS[*]} " in
+            *" $t "*) plugins_one "$t" ;;
+            *) log "plugins: $t is not a musl target (${MUSL_TARGETS[*]})"; exit 2 ;;
+        esac
+    done
+}
+
 cmd_sizes() {
     bash "$ROOT/scripts/board-sizes.sh" "$@"
 }
@@ -286,7 +507,8 @@ case "${1:-}" in
     budget) shift; cmd_budget "$@" ;;
     test) shift; cmd_test "$@" ;;
     sizes) shift; cmd_sizes "$@" ;;
+    plugins) shift; cmd_plugins "$@" ;;
     all) shift; cmd_all "$@" ;;
     ci) shift; cmd_ci "$@" ;;
-    *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+    *) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" >&2; exit 2 ;;
 esac
