@@ -4,11 +4,12 @@
 //!
 //! Both are closures SQLite keeps, so what they read (may this statement write, how much of
 //! its budget is left) is shared with the plugin through [`Guard`].
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::{ffi, Connection};
 
 /// Virtual-machine instructions between two calls of the progress handler.
 pub(crate) const TICK_OPS: u64 = 1000;
@@ -159,63 +160,126 @@ impl Guard {
         false
     }
 
-    /// The authorizer.
-    pub(crate) fn authorize(&self, ctx: &AuthContext<'_>) -> Authorization {
+    /// The authorizer's verdict on one action: `code` is SQLite's action code, `a1` and `a2`
+    /// its two arguments (names as bytes: a database written by another program may hold
+    /// names that are not UTF-8).
+    fn authorize(&self, code: c_int, a1: Option<&[u8]>, a2: Option<&[u8]>) -> c_int {
         if self.internal.load(Ordering::Relaxed) {
-            return Authorization::Allow;
+            return ffi::SQLITE_OK;
         }
-        let writer = self.writer.load(Ordering::Relaxed);
-        match verdict(&ctx.action, writer) {
-            None => Authorization::Allow,
+        match verdict(code, a1, a2, self.writer.load(Ordering::Relaxed)) {
+            None => ffi::SQLITE_OK,
             Some(why) => {
                 self.refused.store(why as u8, Ordering::Relaxed);
-                Authorization::Deny
+                ffi::SQLITE_DENY
             }
         }
     }
 }
 
-/// `None` when `action` is allowed, else why not.
-fn verdict(action: &AuthAction<'_>, writer: bool) -> Option<Refusal> {
-    let write = if writer { None } else { Some(Refusal::Write) };
-    match action {
-        AuthAction::Select | AuthAction::Read { .. } | AuthAction::Recursive => None,
-        AuthAction::Function { function_name } => {
-            let f = function_name.to_ascii_lowercase();
-            FORBIDDEN_FUNCTIONS.contains(&f.as_str()).then_some(Refusal::Function)
-        }
-        AuthAction::Pragma { pragma_name, pragma_value } => {
-            let p = pragma_name.to_ascii_lowercase();
-            let allowed = SCHEMA_PRAGMAS.contains(&p.as_str())
-                || (pragma_value.is_none() && READ_PRAGMAS.contains(&p.as_str()));
+/// `None` when action `code` with arguments `a1`, `a2` is allowed, else why not.
+fn verdict(code: c_int, a1: Option<&[u8]>, a2: Option<&[u8]>, writer: bool) -> Option<Refusal> {
+    let listed = |name: Option<&[u8]>, list: &[&str]| {
+        name.is_some_and(|n| list.iter().any(|l| l.as_bytes().eq_ignore_ascii_case(n)))
+    };
+    match code {
+        ffi::SQLITE_SELECT | ffi::SQLITE_READ | ffi::SQLITE_RECURSIVE => None,
+        // a2: the function's name.
+        ffi::SQLITE_FUNCTION => listed(a2, &FORBIDDEN_FUNCTIONS).then_some(Refusal::Function),
+        // a1: the pragma, a2: its argument or value.
+        ffi::SQLITE_PRAGMA => {
+            let allowed =
+                listed(a1, &SCHEMA_PRAGMAS) || (a2.is_none() && listed(a1, &READ_PRAGMAS));
             (!allowed).then_some(Refusal::Pragma)
         }
-        AuthAction::Insert { .. }
-        | AuthAction::Update { .. }
-        | AuthAction::Delete { .. }
-        | AuthAction::CreateIndex { .. }
-        | AuthAction::CreateTable { .. }
-        | AuthAction::CreateTrigger { .. }
-        | AuthAction::CreateView { .. }
-        | AuthAction::CreateTempIndex { .. }
-        | AuthAction::CreateTempTable { .. }
-        | AuthAction::CreateTempTrigger { .. }
-        | AuthAction::CreateTempView { .. }
-        | AuthAction::DropIndex { .. }
-        | AuthAction::DropTable { .. }
-        | AuthAction::DropTrigger { .. }
-        | AuthAction::DropView { .. }
-        | AuthAction::DropTempIndex { .. }
-        | AuthAction::DropTempTable { .. }
-        | AuthAction::DropTempTrigger { .. }
-        | AuthAction::DropTempView { .. }
-        | AuthAction::AlterTable { .. }
-        | AuthAction::Reindex { .. }
-        | AuthAction::Analyze { .. }
-        | AuthAction::CreateVtable { .. }
-        | AuthAction::DropVtable { .. } => write,
-        AuthAction::Attach { .. } | AuthAction::Detach { .. } => Some(Refusal::Attach),
-        AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => Some(Refusal::Transaction),
+        ffi::SQLITE_INSERT
+        | ffi::SQLITE_UPDATE
+        | ffi::SQLITE_DELETE
+        | ffi::SQLITE_CREATE_INDEX
+        | ffi::SQLITE_CREATE_TABLE
+        | ffi::SQLITE_CREATE_TRIGGER
+        | ffi::SQLITE_CREATE_VIEW
+        | ffi::SQLITE_CREATE_TEMP_INDEX
+        | ffi::SQLITE_CREATE_TEMP_TABLE
+        | ffi::SQLITE_CREATE_TEMP_TRIGGER
+        | ffi::SQLITE_CREATE_TEMP_VIEW
+        | ffi::SQLITE_DROP_INDEX
+        | ffi::SQLITE_DROP_TABLE
+        | ffi::SQLITE_DROP_TRIGGER
+        | ffi::SQLITE_DROP_VIEW
+        | ffi::SQLITE_DROP_TEMP_INDEX
+        | ffi::SQLITE_DROP_TEMP_TABLE
+        | ffi::SQLITE_DROP_TEMP_TRIGGER
+        | ffi::SQLITE_DROP_TEMP_VIEW
+        | ffi::SQLITE_ALTER_TABLE
+        | ffi::SQLITE_REINDEX
+        | ffi::SQLITE_ANALYZE
+        | ffi::SQLITE_CREATE_VTABLE
+        | ffi::SQLITE_DROP_VTABLE => (!writer).then_some(Refusal::Write),
+        ffi::SQLITE_ATTACH | ffi::SQLITE_DETACH => Some(Refusal::Attach),
+        ffi::SQLITE_TRANSACTION | ffi::SQLITE_SAVEPOINT => Some(Refusal::Transaction),
         _ => Some(Refusal::Other),
+    }
+}
+
+/// Installs `guard` as `db`'s authorizer and progress handler.
+///
+/// They are SQLite's own callbacks, not rusqlite's closures: rusqlite's authorizer panics on
+/// a name that is not UTF-8 (which a database file may hold), and a panic aborts the server.
+/// `db` must be closed before `guard` goes, since SQLite keeps a pointer to it: [`crate::Sql`]
+/// declares the connection before the guard, so it is dropped first.
+#[allow(unsafe_code)]
+pub(crate) fn install(db: &Connection, guard: &Arc<Guard>) -> Result<(), String> {
+    let arg = Arc::as_ptr(guard).cast_mut().cast::<c_void>();
+    let ops = c_int::try_from(TICK_OPS).unwrap_or(c_int::MAX);
+    // SAFETY: the handle is the open connection's, used here on the thread that owns it; the
+    // callbacks only read through `arg`, a `Guard` that outlives the connection (above).
+    let rc = unsafe {
+        let handle = db.handle();
+        ffi::sqlite3_progress_handler(handle, ops, Some(progress), arg);
+        ffi::sqlite3_set_authorizer(handle, Some(authorizer), arg)
+    };
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(format!("the authorizer could not be installed (SQLite error {rc})"))
+    }
+}
+
+/// The bytes of a C string SQLite passes, `None` for NULL.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string valid for `'a`.
+#[allow(unsafe_code)]
+unsafe fn bytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
+    // SAFETY: the caller's contract.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
+#[allow(unsafe_code)]
+unsafe extern "C" fn authorizer(
+    arg: *mut c_void,
+    code: c_int,
+    a1: *const c_char,
+    a2: *const c_char,
+    _database: *const c_char,
+    _trigger_or_view: *const c_char,
+) -> c_int {
+    // SAFETY: `arg` is the `Guard` given to `install`, alive while the connection is; SQLite
+    // passes NULL or NUL-terminated strings valid during the call.
+    unsafe {
+        match arg.cast_const().cast::<Guard>().as_ref() {
+            Some(guard) => guard.authorize(code, bytes(a1), bytes(a2)),
+            None => ffi::SQLITE_DENY,
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+unsafe extern "C" fn progress(arg: *mut c_void) -> c_int {
+    // SAFETY: as in `authorizer`.
+    match unsafe { arg.cast_const().cast::<Guard>().as_ref() } {
+        Some(guard) => c_int::from(guard.progress()),
+        None => 1,
     }
 }

@@ -75,6 +75,7 @@ use std::time::Duration;
 use rusqlite::config::DbConfig;
 use rusqlite::fallible_iterator::FallibleIterator as _;
 use rusqlite::limits::Limit;
+use rusqlite::types::ValueRef;
 use rusqlite::{Batch, Connection, ErrorCode, OpenFlags, Statement};
 use serde_json::{json, Map, Value};
 use wsgate::auth::users::UserDb;
@@ -196,11 +197,14 @@ impl Config {
 #[derive(Debug)]
 pub struct Sql {
     config: Config,
+    /// Before `guard`, so that it is closed first: SQLite keeps a pointer to the guard.
     db: Connection,
     guard: Arc<Guard>,
     users: Option<RefCell<UserDb>>,
     /// The value `query_only` has now.
     query_only: Cell<bool>,
+    /// The schema version whose names were checked.
+    schema_checked: Cell<Option<i64>>,
 }
 
 /// A connection's identity.
@@ -235,6 +239,9 @@ impl Plugin for Sql {
     }
 
     fn call(&self, session: &mut Session, method: &str, params: &Value) -> Result<Value, RpcError> {
+        if matches!(method, "exec" | "list" | "get") {
+            self.check_schema()?;
+        }
         match method {
             "exec" => self.exec(session, params),
             "list" => {
@@ -306,9 +313,8 @@ impl Sql {
         let path = config.db.display().to_string();
         let why = |e: rusqlite::Error| format!("{path}: {e}");
         // No CREATE: the database must exist. No URI: the path is a path.
-        let mut db =
-            Connection::open_with_flags(&config.db, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                .map_err(why)?;
+        let db = Connection::open_with_flags(&config.db, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(why)?;
         db.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0).map_err(why)?;
         db.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE).map_err(why)?;
         db.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, MAX_SQL).map_err(why)?;
@@ -318,20 +324,22 @@ impl Sql {
         db.pragma_update(None, "hard_heap_limit", i64::try_from(config.heap).unwrap_or(i64::MAX))
             .map_err(why)?;
         db.pragma_update(None, "query_only", true).map_err(why)?;
-        // A file that is not a database fails here, at start, not at the first request.
-        db.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())).map_err(why)?;
         let guard = Guard::new();
-        let g = Arc::clone(&guard);
-        db.authorizer(Some(move |ctx: rusqlite::hooks::AuthContext<'_>| g.authorize(&ctx)))
-            .map_err(why)?;
-        let g = Arc::clone(&guard);
-        let ops = i32::try_from(TICK_OPS).unwrap_or(i32::MAX);
-        db.progress_handler(ops, Some(move || g.progress())).map_err(why)?;
+        guard::install(&db, &guard)?;
         let users = match &config.users {
             Some(p) => Some(RefCell::new(UserDb::open(p)?)),
             None => None,
         };
-        Ok(Self { config, db, guard, users, query_only: Cell::new(true) })
+        let sql = Self {
+            config,
+            db,
+            guard,
+            users,
+            query_only: Cell::new(true),
+            schema_checked: Cell::new(None),
+        };
+        sql.check_schema().map_err(|e| format!("{path}: {}", e.message))?;
+        Ok(sql)
     }
 
     fn may_write(&self, session: &Session) -> bool {
@@ -345,6 +353,36 @@ impl Sql {
         let out = f();
         self.guard.set_internal(false);
         out.map_err(|e| self.error(e))
+    }
+
+    /// Refuses a schema with a name that is not UTF-8 (a file another program wrote): such a
+    /// name cannot be a JSON key, and rusqlite panics on it as a column name. Checked again
+    /// whenever the schema changes; at start, a file that is not a database fails here.
+    fn check_schema(&self) -> Result<(), RpcError> {
+        let version = self
+            .internal(|| self.db.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0)))?;
+        if self.schema_checked.get() == Some(version) {
+            return Ok(());
+        }
+        let utf8 = self.internal(|| {
+            let mut stmt = self.db.prepare("SELECT name, tbl_name, sql FROM sqlite_schema")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                for i in 0..3 {
+                    if let ValueRef::Text(t) = row.get_ref(i)? {
+                        if std::str::from_utf8(t).is_err() {
+                            return Ok(false);
+                        }
+                    }
+                }
+            }
+            Ok(true)
+        })?;
+        if !utf8 {
+            return Err(RpcError::new(DB_ERROR, "the schema holds a name that is not UTF-8"));
+        }
+        self.schema_checked.set(Some(version));
+        Ok(())
     }
 
     /// `query_only` as this connection's rights say.

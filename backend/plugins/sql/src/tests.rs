@@ -402,3 +402,41 @@ fn configuration_errors() {
     let e = Sql::init(&dir.join("text.db").display().to_string()).unwrap_err();
     assert!(e.contains("not a database"), "{e}");
 }
+
+/// Gives `items`' column `name` a name that is not UTF-8, as another program could.
+fn break_utf8(db: &std::path::Path) {
+    let db = Connection::open(db).unwrap();
+    db.execute_batch("PRAGMA writable_schema = ON").unwrap();
+    let sql =
+        b"CREATE TABLE items (id INTEGER PRIMARY KEY, \"na\xffme\" TEXT, value REAL, data BLOB)";
+    db.execute(
+        "UPDATE sqlite_schema SET sql = CAST(?1 AS TEXT) WHERE name = 'items'",
+        [sql.to_vec()],
+    )
+    .unwrap();
+    // Editing the schema by hand does not move its version: the editor must.
+    let v: i64 = db.query_row("PRAGMA schema_version", [], |r| r.get(0)).unwrap();
+    db.execute_batch(&format!("PRAGMA schema_version = {}", v + 1)).unwrap();
+}
+
+#[test]
+fn a_name_that_is_not_utf8_is_an_error_not_a_crash() {
+    let dir = fixture();
+    let p = plugin(&dir, "");
+    let mut s = p.open("").unwrap();
+    assert_eq!(
+        exec(&p, &mut s, "SELECT count(*) AS n FROM items").unwrap()["rows"][0]["n"],
+        json!(4)
+    );
+    // Changed under the running plugin: refused at the next call.
+    break_utf8(&dir.join("demo.db"));
+    let e = exec(&p, &mut s, "SELECT * FROM items").unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (DB_ERROR, "the schema holds a name that is not UTF-8")
+    );
+    assert_eq!(code(call(&p, &mut s, "get", json!({"table": "items"}))), DB_ERROR);
+    // At start: the plugin does not start.
+    let e = Sql::init(&dir.join("demo.db").display().to_string()).unwrap_err();
+    assert!(e.ends_with("the schema holds a name that is not UTF-8"), "{e}");
+}
