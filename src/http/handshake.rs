@@ -548,7 +548,7 @@ fn base64_value(c: u8) -> Option<u8> {
 
 /// Base64-encodes `input` into `out` (RFC 4648 §4, padded); returns the length written, or
 /// `None` if `out` is too small.
-fn base64_encode(input: &[u8], out: &mut [u8]) -> Option<usize> {
+pub fn base64_encode(input: &[u8], out: &mut [u8]) -> Option<usize> {
     let needed = input.len().div_ceil(3).checked_mul(4)?;
     let out = out.get_mut(..needed)?;
     for (group, chars) in input.chunks(3).zip(out.chunks_mut(4)) {
@@ -574,7 +574,7 @@ fn base64_encode(input: &[u8], out: &mut [u8]) -> Option<usize> {
 /// input is not canonical padded base64 (length not a multiple of 4, a character outside the
 /// alphabet, `=` other than at the end, non-zero pad bits, RFC 4648 §3.5) or `out` is too
 /// small.
-pub(crate) fn base64_decode(input: &[u8], out: &mut [u8]) -> Option<usize> {
+pub fn base64_decode(input: &[u8], out: &mut [u8]) -> Option<usize> {
     if input.len() % 4 != 0 {
         return None;
     }
