@@ -367,6 +367,11 @@ for p in json.load(sys.stdin)["packages"]:
 '
 }
 
+# The version of that amalgamation (both SQL plugin builds must report it).
+sqlite_version() {
+    sed -n 's/^#define SQLITE_VERSION  *"\(.*\)"$/\1/p' "$(sqlite_amalgamation "$1")/sqlite3.h"
+}
+
 # build_libsqlite3 T DIR: DIR/libsqlite3.so.0 for T (with the libsqlite3.so link to it), made from
 # the amalgamation with zig cc and SQLite's default options, like an image's libsqlite3 package
 # (OpenWrt's libsqlite3 installs libsqlite3.so.0, hence the soname).
@@ -432,28 +437,25 @@ plugins_one() {
     if [ "$t" = armv7-unknown-linux-musleabihf ]; then plugins_run "$t"; fi
 }
 
-# The armv7 server under qemu-arm with the sysinfo plugin, Debian's musl:armhf as the image's
-# libc: it starts on a UNIX socket, and one JSON-RPC request in a framed record gets the
-# uptime of a /proc root made for the test (the plugin's -C), to the digit.
-plugins_run() {
-    local t=$1 dir pid rc=0 out="$PLUGINS_DIR/$1"
-    if [ ! -e "$ARMHF_LOADER" ]; then
-        log "no $ARMHF_LOADER to run the $t plugin build under qemu-arm: scripts/cross.sh setup installs musl:armhf"
-        return 1
-    fi
-    dir=$(mktemp -d)
-    mkdir -p "$dir/proc" "$dir/run"
-    echo "12345.67 23456.78" >"$dir/proc/uptime"
-    qemu-arm "$out/websocket_jsonrpc" -R "$dir/run" -m framed -L "$out/libwsgate_rpc_sysinfo.so" \
-        -C "$dir/proc" 2>"$dir/log" &
+# rpc_run T DIR PLUGIN CONFIG REQUEST EXPECTED [LIBDIR]: the T build of websocket_jsonrpc under
+# qemu with PLUGIN (and -C CONFIG), on a UNIX socket in DIR, with LIBDIR as the loader's
+# LD_LIBRARY_PATH: it answers REQUEST, sent in a framed record, with EXPECTED (compared as JSON),
+# then exits 0 on SIGTERM.
+rpc_run() {
+    local t=$1 dir=$2 plugin=$3 config=$4 request=$5 expected=$6 libdir=${7:-} pid rc=0
+    rm -rf "$dir/run"
+    mkdir -p "$dir/run"
+    LD_LIBRARY_PATH=$libdir "$(qemu_for "$t")" "$PLUGINS_DIR/$t/websocket_jsonrpc" -R "$dir/run" \
+        -m framed -L "$plugin" -C "$config" 2>"$dir/log" &
     pid=$!
-    python3 - "$dir/run/jsonrpc" <<'PY' || rc=1
+    python3 - "$dir/run/jsonrpc" "$request" "$expected" "${plugin#"$PLUGINS_DIR/"}" <<'PY' || rc=1
 import json, socket, struct, sys, time
+path, request, expected, plugin = sys.argv[1], sys.argv[2].encode(), json.loads(sys.argv[3]), sys.argv[4]
 deadline = time.monotonic() + 60
 while True:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        s.connect(sys.argv[1])
+        s.connect(path)
         break
     except OSError:
         s.close()
@@ -461,7 +463,6 @@ while True:
             sys.exit("cross: websocket_jsonrpc made no socket in 60 s")
         time.sleep(0.2)
 s.settimeout(60)
-request = b'{"jsonrpc":"2.0","method":"uptime","id":1}'
 s.sendall(struct.pack("!BI", 0x81, len(request)) + request)
 def exact(n):
     data = b""
@@ -473,14 +474,45 @@ def exact(n):
     return data
 head, length = struct.unpack("!BI", exact(5))
 answer = exact(length)
-expected = {"jsonrpc": "2.0", "result": {"seconds": 12345.67}, "id": 1}
 if head != 0x81 or json.loads(answer) != expected:
     sys.exit(f"cross: websocket_jsonrpc answered {head:#x} {answer!r}, expected 0x81 {expected}")
-print(f"cross: qemu-arm websocket_jsonrpc + sysinfo plugin answered {answer.decode()}", file=sys.stderr)
+print(f"cross: under qemu, websocket_jsonrpc -L {plugin} answered {answer.decode()}", file=sys.stderr)
 PY
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" || { log "websocket_jsonrpc exited with $? on SIGTERM"; rc=1; }
     if [ "$rc" -ne 0 ]; then sed 's/^/  websocket_jsonrpc: /' "$dir/log" >&2; fi
+    return "$rc"
+}
+
+# The armv7 build under qemu-arm, Debian's musl:armhf as the image's libc: the sysinfo plugin
+# answers the uptime of a /proc root made for the check (its -C), to the digit; the SQL plugin,
+# SQLite compiled in and then against the libsqlite3.so.0 built for it, answers a query on a
+# database made for the check.
+plugins_run() {
+    local t=$1 dir out="$PLUGINS_DIR/$1" rc=0
+    if [ ! -e "$ARMHF_LOADER" ]; then
+        log "no $ARMHF_LOADER to run the $t plugin build under qemu-arm: scripts/cross.sh setup installs musl:armhf"
+        return 1
+    fi
+    dir=$(mktemp -d)
+    mkdir -p "$dir/proc"
+    echo "12345.67 23456.78" >"$dir/proc/uptime"
+    rpc_run "$t" "$dir" "$out/libwsgate_rpc_sysinfo.so" "$dir/proc" \
+        '{"jsonrpc":"2.0","method":"uptime","id":1}' \
+        '{"jsonrpc":"2.0","result":{"seconds":12345.67},"id":1}' || rc=1
+    if [ -e "$out/libwsgate_rpc_sql.so" ]; then
+        python3 -c 'import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("create table t (x integer)")
+db.execute("insert into t values (21)")
+db.commit()' "$dir/test.db"
+        local query='{"jsonrpc":"2.0","method":"exec","params":{"query":"select x * 2 as y, sqlite_version() as v from t"},"id":2}'
+        local answer
+        answer="{\"jsonrpc\":\"2.0\",\"result\":{\"columns\":[\"y\",\"v\"],\"rows\":[{\"y\":42,\"v\":\"$(sqlite_version "$t")\"}],\"changes\":0},\"id\":2}"
+        rpc_run "$t" "$dir" "$out/libwsgate_rpc_sql.so" "$dir/test.db" "$query" "$answer" || rc=1
+        rpc_run "$t" "$dir" "$out/system/libwsgate_rpc_sql.so" "$dir/test.db" "$query" "$answer" \
+            "$out/system" || rc=1
+    fi
     rm -rf "$dir"
     return "$rc"
 }
