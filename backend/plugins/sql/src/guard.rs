@@ -5,8 +5,8 @@
 //! Both are closures SQLite keeps, so what they read (may this statement write, how much of
 //! its budget is left) is shared with the plugin through [`Guard`].
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use rusqlite::{ffi, Connection};
@@ -79,6 +79,15 @@ pub(crate) enum Exhausted {
     Time,
 }
 
+/// What the running statement has left.
+#[derive(Debug)]
+struct Budget {
+    /// Progress calls.
+    ticks: u64,
+    /// Milliseconds after [`Guard::epoch`] at which it stops.
+    deadline: u64,
+}
+
 /// The state the authorizer and the progress handler share with the plugin.
 #[derive(Debug)]
 pub(crate) struct Guard {
@@ -88,10 +97,10 @@ pub(crate) struct Guard {
     writer: AtomicBool,
     /// The last refusal, a [`Refusal`] or 0.
     refused: AtomicU8,
-    /// Progress calls left to the running statement.
-    ticks: AtomicU64,
-    /// Milliseconds after `epoch` at which the running statement stops.
-    deadline: AtomicU64,
+    /// The running statement's budget. A mutex, not two `AtomicU64`s: 32-bit MIPS has no
+    /// 64-bit atomics (std has no `AtomicU64` there). It is never contended: the plugin and
+    /// SQLite's callbacks run on the server's one thread.
+    budget: Mutex<Budget>,
     /// 0, or 1 + the [`Exhausted`] that stopped the last statement.
     exhausted: AtomicU8,
     epoch: Instant,
@@ -103,8 +112,7 @@ impl Guard {
             internal: AtomicBool::new(false),
             writer: AtomicBool::new(false),
             refused: AtomicU8::new(0),
-            ticks: AtomicU64::new(u64::MAX),
-            deadline: AtomicU64::new(u64::MAX),
+            budget: Mutex::new(Budget { ticks: u64::MAX, deadline: u64::MAX }),
             exhausted: AtomicU8::new(0),
             epoch: Instant::now(),
         })
@@ -129,9 +137,9 @@ impl Guard {
 
     /// Gives the next statement `steps` instructions and `ms` milliseconds from now.
     pub(crate) fn arm(&self, steps: u64, ms: u64) {
-        self.ticks.store(steps.div_ceil(TICK_OPS), Ordering::Relaxed);
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.deadline.store(now.saturating_add(ms), Ordering::Relaxed);
+        *self.budget() =
+            Budget { ticks: steps.div_ceil(TICK_OPS), deadline: now.saturating_add(ms) };
         self.exhausted.store(0, Ordering::Relaxed);
     }
 
@@ -146,18 +154,23 @@ impl Guard {
 
     /// The progress handler: `true` stops the statement (SQLITE_INTERRUPT).
     pub(crate) fn progress(&self) -> bool {
-        let left = self.ticks.load(Ordering::Relaxed);
-        if left == 0 {
+        let mut budget = self.budget();
+        if budget.ticks == 0 {
             self.exhausted.store(1, Ordering::Relaxed);
             return true;
         }
-        self.ticks.store(left - 1, Ordering::Relaxed);
+        budget.ticks -= 1;
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        if now > self.deadline.load(Ordering::Relaxed) {
+        if now > budget.deadline {
             self.exhausted.store(2, Ordering::Relaxed);
             return true;
         }
         false
+    }
+
+    /// The budget, also after a panic while it was held (it holds two numbers, always whole).
+    fn budget(&self) -> MutexGuard<'_, Budget> {
+        self.budget.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The authorizer's verdict on one action: `code` is SQLite's action code, `a1` and `a2`
