@@ -5,7 +5,14 @@
 # made of (cargo-bloat, per crate and per function). Run through `scripts/cross.sh sizes [T...]`
 # (it needs the cross setup); T defaults to all five targets, and the budget target is always
 # built. Takes 30-50 minutes on 2 shared cores for all five: 16 LTO builds of the gateway
-# with std built from source, plus the sample servers.
+# with std built from source, plus the sample servers. It also measures websocket_jsonrpc and
+# its plugins, dynamically linked (`scripts/cross.sh plugins`), for the musl targets among T.
+#
+#   scripts/cross.sh sizes --plugins [T...]
+#
+# measures only those (T defaults to the four musl targets; 3-5 minutes per target) and puts
+# them into the existing file: its plugin section is rewritten, with the rows of the targets
+# not measured this time kept as they were.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,12 +30,26 @@ ALL_TARGETS=(
     mips-unknown-linux-musl
     armv7-unknown-linux-gnueabihf
 )
-# The targets asked for, in the order above, the budget target always among them.
+PLUGINS_ONLY=n
+if [ "${1:-}" = --plugins ]; then
+    PLUGINS_ONLY=y
+    shift
+fi
+for a in "$@"; do
+    case " ${ALL_TARGETS[*]} " in *" $a "*) ;; *) echo "board-sizes: unknown target $a" >&2; exit 2 ;; esac
+done
+# The targets asked for, in the order above, the budget target always among them (but for
+# --plugins).
 TARGETS=()
 for t in "${ALL_TARGETS[@]}"; do
-    want=$([ $# -eq 0 ] || [ "$t" = "$BUDGET_TARGET" ] && echo y || echo n)
+    want=$([ $# -eq 0 ] || { [ "$t" = "$BUDGET_TARGET" ] && [ "$PLUGINS_ONLY" = n ]; } && echo y || echo n)
     for a in "$@"; do [ "$a" = "$t" ] && want=y; done
     [ "$want" = n ] || TARGETS+=("$t")
+done
+# websocket_jsonrpc and the plugins, dynamically linked: the musl targets among them.
+PLUGIN_TARGETS=()
+for t in "${TARGETS[@]}"; do
+    case "$t" in *-musl*) PLUGIN_TARGETS+=("$t") ;; esac
 done
 SKIPPED=()
 for t in "${ALL_TARGETS[@]}"; do
@@ -38,6 +59,142 @@ mapfile -t BINS < <(cargo metadata --no-deps --format-version 1 |
     python3 -c 'import json,sys; print("\n".join(t["name"] for p in json.load(sys.stdin)["packages"] for t in p["targets"] if "bin" in t["kind"]))')
 
 kib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1024 }'; }
+
+# The plugin builds, as `scripts/cross.sh plugins` prints them ("target dynamic file bytes",
+# file relative to target/plugins/<target>/), plus "target .pdr file bytes" for the files that
+# carry a MIPS .pdr section, into $PLUGIN_ROWS.
+PLUGIN_ROWS=$(mktemp)
+trap 'rm -f "$PLUGIN_ROWS"' EXIT
+measure_plugins() {
+    local t out f _kind n
+    for t in "${PLUGIN_TARGETS[@]}"; do
+        echo "board-sizes: $t websocket_jsonrpc and plugins (dynamic)" >&2
+        out=$(bash scripts/cross.sh plugins "$t")
+        echo "$out" >>"$PLUGIN_ROWS"
+        while read -r _ _kind f _; do
+            n=$(size -A "$CARGO_TARGET_DIR/plugins/$t/$f" | awk '$1 == ".pdr" { print $2 }')
+            [ -z "$n" ] || echo "$t .pdr $f $n" >>"$PLUGIN_ROWS"
+        done <<<"$out"
+    done
+}
+
+# plugin_section section|merge: the markdown of the plugin section, from $PLUGIN_ROWS; `merge`
+# rewrites that section of $OUT instead (inserted before the budget if it has none), keeping
+# the rows and notes of targets not in $PLUGIN_ROWS.
+plugin_section() {
+    python3 - "$1" "$OUT" "$PLUGIN_ROWS" "$(date -u +%Y-%m-%d)" "$(sqlite_version)" <<'PY'
+import re, sys
+
+mode, out, rows_file, today, sqlite = sys.argv[1:6]
+HEADING = "## websocket_jsonrpc and its plugins (dynamically linked)"
+sizes, pdr, order = {}, {}, []
+for line in open(rows_file):
+    f = line.split()
+    if len(f) < 4:
+        continue
+    target, kind, name, n = f[0], f[1], f[2], int(f[3])
+    if target not in order:
+        order.append(target)
+    (pdr if kind == ".pdr" else sizes).setdefault(target, {})[name] = n
+files = []
+for t in order:
+    for name in sizes.get(t, {}):
+        if name not in files:
+            files.append(name)
+
+def cell(n):
+    return f"{n} ({n / 1024:.0f})"
+
+header = "| target | " + " | ".join(f"`{f}`" for f in files) + " |"
+rows = {t: "| " + t + " | " + " | ".join(cell(sizes[t][f]) if f in sizes[t] else "–" for f in files) + " |"
+        for t in order}
+notes = {t: f"* `{t}`: " + ", ".join(f"{cell(n)} of `{f}`" for f, n in pdr[t].items()) + "."
+         for t in order if pdr.get(t)}
+old_text = open(out).read() if mode == "merge" else ""
+m = re.search(r"^" + re.escape(HEADING) + r"\n.*?(?=^## |\Z)", old_text, re.S | re.M)
+dates = {t: today for t in order}
+if m:
+    old = m.group(0)
+    lines = old.splitlines()
+    # The old rows are kept only under the same columns.
+    if header in lines:
+        for line in lines[lines.index(header) + 2:]:
+            if not line.startswith("| "):
+                break
+            t = line.split(" | ")[0][2:]
+            if t not in rows:
+                rows[t] = line
+    for line in lines:
+        g = re.match(r"\* `([^`]+)`: ", line)
+        if g and g.group(1) not in order and g.group(1) in rows:
+            notes[g.group(1)] = line
+    g = re.search(r"^Measured: (.*)\.$", old, re.M)
+    for part in (g.group(1).split(", ") if g else []):
+        t, _, d = part.partition(" on ")
+        if t not in dates and t in rows:
+            dates[t] = d
+
+known = ["armv7-unknown-linux-musleabihf", "aarch64-unknown-linux-musl",
+         "mipsel-unknown-linux-musl", "mips-unknown-linux-musl"]
+targets = sorted(rows, key=lambda t: known.index(t) if t in known else len(known))
+sql = "libwsgate_rpc_sql.so" in files
+text = [HEADING, "",
+        "`scripts/cross.sh plugins` (cross/README.md): `websocket_jsonrpc` and every plugin of",
+        "backend/plugins/, in release-small with the shipped flags but dynamically linked against the",
+        "image's musl (`libc.so`), stripped, in bytes (KiB). The static `websocket_jsonrpc` of the",
+        "first table cannot load plugins; this one is the build that can.",
+        "`scripts/cross.sh sizes --plugins [T...]` measures only this section."]
+if sql:
+    text += ["",
+             "`libwsgate_rpc_sql.so` has SQLite compiled in (its default `bundled` feature, trimmed by",
+             "`LIBSQLITE3_FLAGS` in .cargo/config.toml). `system/libwsgate_rpc_sql.so` is the same plugin",
+             "built without it, linked against the image's `libsqlite3.so.0`; `system/libsqlite3.so.0` is",
+             f"such a library, for reference: SQLite {sqlite} from the same amalgamation, built here with",
+             "zig cc `-shared -fPIC -Os` and SQLite's default options (an image's own package has its own",
+             "options). The system-library plugin is the smaller choice on an image that has",
+             "libsqlite3 anyway."]
+text += ["", header, "|---|" + "---:|" * len(files)]
+text += [rows[t] for t in targets]
+text += ["", "Measured: " + ", ".join(f"{t} on {dates[t]}" for t in targets) + "."]
+if notes:
+    text += ["",
+             "On MIPS, `strip = true` (the linker's `--strip-all`) leaves the `.pdr` section: MIPS",
+             "procedure descriptors, which nothing loads. It keeps the entries of the functions the linker",
+             "removed too, so in a plugin it can be larger than the code. `llvm-strip --strip-all` removes",
+             "it. Of the sizes above, `.pdr` is:", ""]
+    text += [notes[t] for t in targets if t in notes]
+section = "\n".join(text) + "\n\n"
+if mode == "section":
+    sys.stdout.write(section)
+else:
+    if m:
+        new = old_text[:m.start()] + section + old_text[m.end():]
+    else:
+        i = old_text.index("## Budget")
+        new = old_text[:i] + section + old_text[i:]
+    open(out + ".tmp", "w").write(new)
+PY
+}
+
+sqlite_version() {
+    local dir
+    dir=$(cargo metadata --format-version 1 2>/dev/null | python3 -c '
+import json, os, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] == "libsqlite3-sys":
+        print(os.path.dirname(p["manifest_path"]))
+')
+    sed -n 's/^#define SQLITE_VERSION  *"\(.*\)"$/\1/p' "$dir/sqlite3/sqlite3.h" 2>/dev/null || true
+}
+
+if [ "$PLUGINS_ONLY" = y ]; then
+    [ "${#PLUGIN_TARGETS[@]}" -gt 0 ] || { echo "board-sizes: --plugins: no musl target among ${TARGETS[*]}" >&2; exit 2; }
+    measure_plugins
+    plugin_section merge
+    mv "$OUT.tmp" "$OUT"
+    echo "board-sizes: wrote the plugin section of $OUT (${PLUGIN_TARGETS[*]})" >&2
+    exit 0
+fi
 
 # The shipped (release-small) builds and the release ones, exactly as scripts/cross.sh makes
 # them (it checks that each binary is static and stripped and prints "target profile bin bytes").
@@ -54,6 +211,7 @@ if [ "${#rows[@]}" -ne $(( ${#TARGETS[@]} * 2 * ${#BINS[@]} )) ]; then
     echo "board-sizes: a build failed (${#rows[@]} sizes)" >&2
     exit 1
 fi
+measure_plugins
 
 size_of() {  # target profile bin
     local r t p b n
@@ -144,6 +302,7 @@ pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f %%", (a - b) * 100 / b }'
         echo "Not measured in this run: ${SKIPPED[*]} (\`scripts/cross.sh sizes\` builds all five)."
     fi
     echo
+    [ "${#PLUGIN_TARGETS[@]}" -eq 0 ] || plugin_section section
     r=$(size_of "$BUDGET_TARGET" release wsgate)
     s=$(size_of "$BUDGET_TARGET" release-small wsgate)
     echo "## Budget: $BUDGET_TARGET gateway with TLS ≤ $BUDGET_KIB KiB ($((BUDGET_KIB * 1024)) bytes)"
