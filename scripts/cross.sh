@@ -8,6 +8,7 @@
 #   scripts/cross.sh budget           build the release-small armv7-musl gateway, fail above 900 KiB
 #   scripts/cross.sh test [T...]      cargo test (unit + integration) under qemu-user
 #   scripts/cross.sh sizes [T...]     build both profiles, measure the size levers, write board/sizes.md
+#   scripts/cross.sh sizes --plugins [T...]   only its plugin section (the `plugins` builds)
 #   scripts/cross.sh plugins [T...]   websocket_jsonrpc and every plugin (backend/plugins/*) dynamically
 #                                     linked, in release-small, checked with file and readelf; on armv7
 #                                     also run under qemu-arm with Debian's musl:armhf loader
@@ -138,7 +139,8 @@ check_static() {
     local f=$1 desc
     desc=$(file -b "$f")
     case "$desc" in
-        *"statically linked"*stripped*) ;;
+        # ", stripped": `file` says "not stripped" for an unstripped one.
+        *"statically linked"*", stripped"*) ;;
         *) log "$f is not a static stripped executable: $desc"; return 1 ;;
     esac
 }
