@@ -200,14 +200,14 @@ unsafe fn sym<T: Copy>(lib: &Library, name: &[u8]) -> Option<T> {
     unsafe { lib.get::<T>(name) }.ok().map(|s| *s)
 }
 
-#[cfg(test)]
-mod tests {
+/// Run by `scripts/cross.sh test` on the static musl targets, under qemu-user.
+#[cfg(all(test, target_env = "musl", target_feature = "crt-static"))]
+mod static_build {
     use super::*;
 
     /// A statically linked musl program has no dynamic loader: any `-L` is refused with the
     /// reason and the build that can load plugins (musl's own dlerror would say only "Dynamic
     /// loading not supported", for a missing file too).
-    #[cfg(all(target_env = "musl", target_feature = "crt-static"))]
     #[test]
     fn a_static_build_refuses_any_plugin_and_says_why() {
         for path in ["/nonexistent/libplugin.so", "libc.so", "libwsgate_rpc_sysinfo.so"] {
