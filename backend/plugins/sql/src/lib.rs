@@ -69,7 +69,7 @@
 //! mode with an untrusted schema.
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
@@ -199,7 +199,7 @@ pub struct Sql {
     config: Config,
     /// Before `guard`, so that it is closed first: SQLite keeps a pointer to the guard.
     db: Connection,
-    guard: Arc<Guard>,
+    guard: Rc<Guard>,
     users: Option<RefCell<UserDb>>,
     /// The value `query_only` has now.
     query_only: Cell<bool>,
