@@ -9,7 +9,8 @@
              --baseline-bin PATH (adds peers base-stream, base-framed: another wsgate binary,
              for before/after comparisons of a change),
              --direct (direct mode against relaying instead: see below),
-             --compression (permessage-deflate against no compression instead: see below)
+             --compression (permessage-deflate against no compression instead: see below),
+             --floor (wsgate against the floor of a relay, set-up and scale: see below)
 
 Peers, each on 127.0.0.1 with its own config in a temp dir, each with its own echo backend:
 
@@ -27,6 +28,10 @@ Peers, each on 127.0.0.1 with its own config in a temp dir, each with its own ec
   wsgate-deflate  wsgate-framed with --compression permessage-deflate (default level 6 and
                   budget), its clients offering it (wsload --deflate)
   wsgate-deflate-fast   the same at --compression-level 1
+  floor           scripts/floor-relay.c (built here with gcc -O2) -> ws_unix_echo: a relay
+                  that copies bytes unchanged between the TCP client and a UNIX WebSocket echo
+                  (one read, one write per readiness, epoll), parsing nothing: what relaying
+                  costs at least
 
 Scenarios (load generator: examples/wsload.rs, which checks every echoed byte):
 
@@ -37,6 +42,11 @@ Scenarios (load generator: examples/wsload.rs, which checks every echoed byte):
   e   1 connection, 4 KiB ping-pong (in --direct runs)
   j   16 connections, 1 KiB router-status JSON, 4 in flight (in --compression runs)
   k   16 connections, 16 KiB router-status JSON, 4 in flight (in --compression runs)
+  f   64 clients reconnecting for 10 s (examples/connrate.rs: TCP connect, upgrade, close
+      frame and its answer, socket closed): connections per second and gateway CPU per
+      connection set-up (in --floor runs)
+  g   1,000 connections, 32 B ping-pong (in --floor runs)
+  h   10,000 idle connections (one echo each): RSS of the gateway's processes (in --floor runs)
 
 --direct measures direct mode against relaying in one interleaved run: peers wsgate-direct,
 wsgate-framed, wsgate-stream; scenarios a, b, e, c (1 and 100 connections, 32 B and 4 KiB);
@@ -51,6 +61,14 @@ compresses as router status does: wsload --payload json); gateway CPU per messag
 on the wire per message each way (the client's socket bytes during the message phase, as
 wsload counts them), with ratios compressed / uncompressed. It writes its own block of
 docs/performance.md and reports/bench-compression.json.
+
+--floor measures wsgate against the floor peer, lighttpd for the connection set-up, and itself at
+1,000 connections against 100, in one interleaved run: peers floor, wsgate-stream,
+wsgate-framed, lighttpd; scenarios b, c, g, f, h. Gateway CPU per message as a ratio to the
+floor's, CPU per connection set-up as a ratio to lighttpd's, CPU per message at 1,000
+connections as a ratio to 100, and the RSS of 10,000 idle connections, each against its goal.
+Every peer gets room for 10,000 connections (wsgate and websocket_echo -c 10100). It writes its
+own block of docs/performance.md and reports/bench-floor.json.
 
 Runs are interleaved (round 1 of every scenario and peer, then round 2, ...; the peer order
 rotates each round) and every round starts fresh peer processes. Tables give medians over the
@@ -85,6 +103,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
 REL = TARGET / "release"
 WSLOAD = REL / "examples" / "wsload"
+CONNRATE = REL / "examples" / "connrate"
+FLOOR_SRC = ROOT / "scripts" / "floor-relay.c"
 WSECHO = REL / "examples" / "ws_unix_echo"
 WSGATE = REL / "wsgate"
 ECHO = REL / "websocket_echo"
@@ -97,6 +117,18 @@ DIRECT_PEERS = ["wsgate-direct", "wsgate-framed", "wsgate-stream"]
 EXTRA_PEERS = ["wsgate-tcp", "wsgate-deflate", "wsgate-deflate-fast"]
 COMPRESSION_PEERS = ["wsgate-deflate", "wsgate-deflate-fast", "wsgate-framed"]
 COMPRESSION_SCENARIOS = ["j", "k"]
+FLOOR_PEERS = ["floor", "wsgate-stream", "wsgate-framed", "lighttpd"]
+FLOOR_SCENARIOS = ["b", "c", "g", "f", "h"]
+# Goals of a --floor run: gateway CPU per message against the floor's (scenario: most), per
+# connection set-up against lighttpd's, per message at 1,000 connections against 100, and the
+# RSS of 10,000 idle connections.
+FLOOR_GOALS = {"b": 1.00, "c": 1.10}
+SETUP_GOAL = 0.70
+SCALE_GOAL = 1.15
+IDLE_10K_GOAL_KB = 12 * 1024
+# Connection slots every peer gets (wsgate -c, websocket_echo -c, lighttpd's limits): 1,100, or
+# 10,100 in --floor runs (scenario h).
+SLOTS = 1100
 # A tcp link may cost the relay at most this much more CPU per message than a UNIX socket.
 TCP_LINK_CPU_LIMIT = 1.10
 DIRECT_SCENARIOS = ["a", "b", "e", "c"]
@@ -112,7 +144,13 @@ SCENARIOS = {
     # 16 connections: every one gets a decompressor under the default compression budget (32).
     "j": ("16 connections, 1 KiB JSON, 4 in flight", 16, 1024, 4, 2500, 600),
     "k": ("16 connections, 16 KiB JSON, 4 in flight", 16, 16384, 4, 300, 80),
+    # f: msgs are the seconds of reconnecting (full, quick).
+    "f": ("64 clients reconnecting: connection set-up", 64, 0, 0, 10, 4),
+    "g": ("1,000 connections, 32 B ping-pong", 1000, 32, 1, 200, 60),
+    "h": ("10,000 idle connections (one echo each)", 10000, 32, 1, 1, 1),
 }
+# Scenarios that measure memory on fresh processes, before the others.
+MEMORY_SCENARIOS = ["d", "h"]
 # Scenarios whose messages are router-status JSON (wsload --payload json) rather than letters.
 JSON_SCENARIOS = {"j", "k"}
 APT_PACKAGES = ["lighttpd", "nginx", "websocketd"]
@@ -298,12 +336,12 @@ def start_peer(name: str, work: Path, nice: int, pki: Path) -> Peer:
     reach = ["--tcp", "127.0.0.1:0"] if name == "wsgate-tcp" else []
     backend = None
     link = None
-    if name != "websocketd" and name != "nginx":
+    if name not in ("websocketd", "nginx", "floor"):
         backend = spawn(f"{name}-backend", [str(ECHO), "-R", str(d / "www"), "-n", "echo",
-                                             "-m", echo_mode, "-c", "2000", "-b", "1024", *direct,
-                                             *reach],
+                                             "-m", echo_mode, "-c", str(max(2000, SLOTS)), "-b",
+                                             "1024", *direct, *reach],
                         d, nice)
-    elif name == "nginx":
+    elif name in ("nginx", "floor"):
         backend = spawn(f"{name}-backend", [str(WSECHO), str(sock)], d, nice)
     if backend and reach:
         wait_for(lambda: said_tcp_addr(backend.logfile), f"{name} backend's TCP port")
@@ -320,8 +358,8 @@ server.document-root = "{d}/htdocs"
 server.bind = "127.0.0.1"
 server.port = {port}
 server.errorlog = "{d}/lighttpd.err"
-server.max-connections = 2048
-server.max-fds = 8192
+server.max-connections = {max(2048, SLOTS + 100)}
+server.max-fds = {max(8192, 3 * SLOTS)}
 server.max-worker = 0
 wstunnel.server = ( "/" => ( ( "socket" => "{sock}" ) ) )
 wstunnel.frame-type = "text"
@@ -359,13 +397,18 @@ http {{
 }}
 """)
         gw = spawn(name, ["nginx", "-p", str(d), "-c", str(conf), "-e", str(d / "nginx.err")], d, nice)
+    elif name == "floor":
+        relay = work / "floor-relay"
+        if not relay.exists():
+            subprocess.run(["gcc", "-O2", "-Wall", "-o", str(relay), str(FLOOR_SRC)], check=True)
+        gw = spawn(name, [str(relay), str(port), str(sock)], d, nice)
     elif name == "websocketd":
         gw = spawn(name, ["websocketd", f"--port={port}", "--address=127.0.0.1", "--loglevel=fatal",
                           "cat"], d, nice)
     else:
         binary = BASELINE_BIN if name.startswith("base-") else WSGATE
         argv = [str(binary), "-a", "127.0.0.1", "-p", str(port), "-R", str(d / "www"),
-                "-m", echo_mode, "-c", "1100", "--ping-interval", "0", "-q"]
+                "-m", echo_mode, "-c", str(SLOTS), "--ping-interval", "0", "-q"]
         if name == "wsgate-tls":
             argv += ["--tls-cert", str(pki / "cert.pem"), "--tls-key", str(pki / "key.pem")]
         if name == "wsgate-direct":
@@ -445,7 +488,7 @@ def run_load(peer: Peer, scen: str, quick: bool, work: Path, pki: Path, nice: in
         c1 = (cpu_ns(gw_pid), cpu_ns(be_pid) if be_pid else 0, cpu_ns(lg.pid),
               machine_busy_ticks())
         t1 = time.monotonic()
-        if scen == "d":
+        if scen in MEMORY_SCENARIOS:
             time.sleep(1.0)  # let the gateway settle (buffers returned, closes done)
         rss1 = rss_pss_kb(gw_pid)
         procs = len(tree(gw_pid))
@@ -476,6 +519,46 @@ def run_load(peer: Peer, scen: str, quick: bool, work: Path, pki: Path, nice: in
         "rss_before_kb": rss0[0], "pss_before_kb": rss0[1],
         "rss_kb": rss1[0], "pss_kb": rss1[1],
         "procs": procs,
+    })
+    return res
+
+
+def run_connrate(peer: Peer, quick: bool, nice: int) -> dict:
+    """Scenario f: connrate's clients reconnecting; the gateway's CPU over the whole run, per
+    connection completed."""
+    title, conns, _, _, secs_full, secs_quick = SCENARIOS["f"]
+    argv = [str(CONNRATE), "--url", peer.url(), "--conns", str(conns),
+            "--duration", str(secs_quick if quick else secs_full)]
+    gw_pid = peer.gateway.pid
+    be_pid = peer.backend.pid if peer.backend else None
+
+    def pre():
+        if nice:
+            os.nice(nice)
+
+    time.sleep(0.3)
+    c0 = (cpu_ns(gw_pid), cpu_ns(be_pid) if be_pid else 0, machine_busy_ticks())
+    t0 = time.monotonic()
+    p = subprocess.run(argv, capture_output=True, timeout=120, preexec_fn=pre)
+    t1 = time.monotonic()
+    # Closing sockets the clients dropped last: wait for the gateway to finish their teardown.
+    time.sleep(0.5)
+    c1 = (cpu_ns(gw_pid), cpu_ns(be_pid) if be_pid else 0, machine_busy_ticks())
+    try:
+        res = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        res = {"connections": 0, "errors": -1, "first_error": p.stderr.decode()[-300:], "per_s": 0}
+    done = max(res.get("connections", 0), 1)
+    wall = max(t1 - t0, 1e-6)
+    ours = (c1[0] - c0[0]) + (c1[1] - c0[1])
+    res.update({
+        "peer": peer.name, "scenario": "f",
+        "error_total": res.get("errors", 0), "msgs_per_s": res.get("per_s", 0),
+        "gw_cpu_us_per_msg": (c1[0] - c0[0]) / 1e3 / done,
+        "gw_cpu_us_per_conn": (c1[0] - c0[0]) / 1e3 / done,
+        "be_cpu_us_per_conn": (c1[1] - c0[1]) / 1e3 / done if be_pid else None,
+        "other_load_pct": max(0, (c1[2] - c0[2]) - ours) / 1e9 / wall * 100,
+        "rss_kb": rss_pss_kb(gw_pid)[0],
     })
     return res
 
@@ -772,6 +855,100 @@ def report_compression(results: list[dict], meta: dict) -> str:
     return "\n".join(L)
 
 
+def report_floor(results: list[dict], meta: dict) -> str:
+    """The --floor tables: gateway CPU per message against the floor peer, connection set-up
+    against lighttpd, 1,000 connections against 100, 10,000 idle connections; each with its
+    goal."""
+    by = {}
+    for r in results:
+        by.setdefault((r["scenario"], r["peer"]), []).append(r)
+    peers = meta["peers"]
+    scens = meta["scenarios"]
+    cpu = lambda s, p: med([r["gw_cpu_us_per_msg"] for r in by.get((s, p), [])])  # noqa: E731
+    L = report_head(meta, " --floor")
+    L.append(f"* {meta['versions']['wsgate']}")
+    L.append("")
+    L.append("Gateway CPU per message against the floor (a relay that copies bytes and parses "
+             "nothing, `scripts/floor-relay.c`):")
+    L.append("")
+    L.append("| scenario | peer | msgs/s | min..max | RTT p50 µs | errors | gateway CPU µs/msg "
+             "| × floor | goal |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for scen in [s for s in scens if s in ("b", "c", "g")]:
+        title = SCENARIOS[scen][0]
+        base = cpu(scen, "floor")
+        for p in peers:
+            rs = by.get((scen, p), [])
+            if not rs:
+                continue
+            c = cpu(scen, p)
+            goal = FLOOR_GOALS.get(scen)
+            verdict = ""
+            if goal and p.startswith("wsgate"):
+                x = ratio(c, base)
+                verdict = f"≤ {goal:.2f}: {'met' if x is not None and x <= goal else 'not met'}"
+            errs = sum(abs(r.get("error_total", 0)) for r in rs)
+            L.append(
+                f"| ({scen}) {title} | {p} | {fmt(med([r['msgs_per_s'] for r in rs]))} "
+                f"| {fmt(min(r['msgs_per_s'] for r in rs))}..{fmt(max(r['msgs_per_s'] for r in rs))} "
+                f"| {fmt(med([r['latency_us']['p50'] for r in rs if 'latency_us' in r]))} | {errs} "
+                f"| {fmt(c, 2)} | {fmt(ratio(c, base), 2)} | {verdict} |")
+    L.append("")
+    if "f" in scens:
+        L.append(f"Connection set-up ({SCENARIOS['f'][0]}; CPU over the whole run per connection: "
+                 "TCP accept, upgrade, backend connect, closing handshake, teardown):")
+        L.append("")
+        L.append("| peer | connections/s | errors | gateway CPU µs/conn | backend CPU µs/conn "
+                 "| × lighttpd | goal |")
+        L.append("|---|---:|---:|---:|---:|---:|---|")
+        base = med([r["gw_cpu_us_per_conn"] for r in by.get(("f", "lighttpd"), [])])
+        for p in peers:
+            rs = by.get(("f", p), [])
+            if not rs:
+                continue
+            g = med([r["gw_cpu_us_per_conn"] for r in rs])
+            x = ratio(g, base)
+            verdict = (f"≤ {SETUP_GOAL:.2f}: {'met' if x is not None and x <= SETUP_GOAL else 'not met'}"
+                       if p.startswith("wsgate") else "")
+            L.append(f"| {p} | {fmt(med([r['msgs_per_s'] for r in rs]))} "
+                     f"| {sum(abs(r.get('error_total', 0)) for r in rs)} | {fmt(g, 1)} "
+                     f"| {fmt(med([r['be_cpu_us_per_conn'] for r in rs]), 1)} | {fmt(x, 2)} "
+                     f"| {verdict} |")
+        L.append("")
+    if "b" in scens and "g" in scens:
+        L.append("Scale: gateway CPU per message at 1,000 connections (g) against 100 (b), "
+                 "32 B ping-pong:")
+        L.append("")
+        L.append("| peer | µs/msg at 100 | µs/msg at 1,000 | × | goal |")
+        L.append("|---|---:|---:|---:|---|")
+        for p in peers:
+            a, b = cpu("b", p), cpu("g", p)
+            if a is None or b is None:
+                continue
+            x = ratio(b, a)
+            verdict = (f"≤ {SCALE_GOAL:.2f}: {'met' if x is not None and x <= SCALE_GOAL else 'not met'}"
+                       if p.startswith("wsgate") else "")
+            L.append(f"| {p} | {fmt(a, 2)} | {fmt(b, 2)} | {fmt(x, 2)} | {verdict} |")
+        L.append("")
+    if "h" in scens:
+        L.append(f"{SCENARIOS['h'][0]}: RSS of the gateway's processes (wsgate with -c {SLOTS}):")
+        L.append("")
+        L.append(f"| peer | RSS fresh kB | RSS with {SCENARIOS['h'][1]:,} kB | PSS kB | errors | goal |")
+        L.append("|---|---:|---:|---:|---:|---|")
+        for p in peers:
+            rs = by.get(("h", p), [])
+            if not rs:
+                continue
+            rss = med([r["rss_kb"] for r in rs])
+            verdict = (f"≤ {IDLE_10K_GOAL_KB:,} kB: {'met' if rss <= IDLE_10K_GOAL_KB else 'not met'}"
+                       if p.startswith("wsgate") else "")
+            L.append(f"| {p} | {fmt(med([r['rss_before_kb'] for r in rs]))} | {fmt(rss)} "
+                     f"| {fmt(med([r['pss_kb'] for r in rs]))} "
+                     f"| {sum(abs(r.get('error_total', 0)) for r in rs)} | {verdict} |")
+        L.append("")
+    return "\n".join(L)
+
+
 BEGIN = "<!-- bench:begin (generated by scripts/bench.py; edits inside are overwritten) -->"
 END = "<!-- bench:end -->"
 DIRECT_BEGIN = ("<!-- bench-direct:begin (generated by scripts/bench.py --direct; edits inside "
@@ -780,6 +957,9 @@ DIRECT_END = "<!-- bench-direct:end -->"
 COMPRESSION_BEGIN = ("<!-- bench-compression:begin (generated by scripts/bench.py --compression; "
                      "edits inside are overwritten) -->")
 COMPRESSION_END = "<!-- bench-compression:end -->"
+FLOOR_BEGIN = ("<!-- bench-floor:begin (generated by scripts/bench.py --floor; edits inside "
+               "are overwritten) -->")
+FLOOR_END = "<!-- bench-floor:end -->"
 
 
 def write_doc(path: Path, body: str, begin: str = BEGIN, end: str = END) -> None:
@@ -840,14 +1020,28 @@ def main() -> int:
     ap.add_argument("--baseline-bin")
     ap.add_argument("--direct", action="store_true")
     ap.add_argument("--compression", action="store_true")
+    ap.add_argument("--floor", action="store_true")
     args = ap.parse_args()
-    if args.direct and args.compression:
-        raise SystemExit("bench: --direct or --compression, not both")
-    kind = "direct" if args.direct else "compression" if args.compression else None
-    default_peers = {"direct": DIRECT_PEERS, "compression": COMPRESSION_PEERS}.get(kind, PEERS)
+    if args.direct + args.compression + args.floor > 1:
+        raise SystemExit("bench: one of --direct, --compression, --floor")
+    kind = ("direct" if args.direct else "compression" if args.compression
+            else "floor" if args.floor else None)
+    default_peers = {"direct": DIRECT_PEERS, "compression": COMPRESSION_PEERS,
+                     "floor": FLOOR_PEERS}.get(kind, PEERS)
     args.peers = args.peers or ",".join(default_peers)
     args.scenarios = args.scenarios or ",".join(
-        {"direct": DIRECT_SCENARIOS, "compression": COMPRESSION_SCENARIOS}.get(kind, "abcd"))
+        {"direct": DIRECT_SCENARIOS, "compression": COMPRESSION_SCENARIOS,
+         "floor": FLOOR_SCENARIOS}.get(kind, "abcd"))
+    global SLOTS
+    if args.floor:
+        SLOTS = 10100
+        # A relayed connection holds two descriptors in the gateway (client and backend): where
+        # the hard limit is below what 10,000 need, scenario h opens as many as it allows.
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and hard < 2 * 10000 + 200:
+            n = (hard - 200) // 2
+            SCENARIOS["h"] = (f"{n:,} idle connections (one echo each; the hard limit of open "
+                              f"files here is {hard:,})", n, 32, 1, 1, 1)
     args.json = args.json or str(ROOT / "reports" / (f"bench-{kind}.json" if kind else "bench.json"))
     global BASELINE_BIN
     if args.baseline_bin:
@@ -858,7 +1052,7 @@ def main() -> int:
     if BASELINE_BIN and args.peers == ",".join(default_peers):
         peers += BASE_PEERS
     for p in peers:
-        if p not in PEERS + DIRECT_PEERS + EXTRA_PEERS + (BASE_PEERS if BASELINE_BIN else []):
+        if p not in PEERS + DIRECT_PEERS + EXTRA_PEERS + FLOOR_PEERS + (BASE_PEERS if BASELINE_BIN else []):
             raise SystemExit(f"unknown peer {p}")
     for s in scens:
         if s not in SCENARIOS:
@@ -882,9 +1076,13 @@ def main() -> int:
             running = {p: start_peer(p, work, args.nice, pki) for p in order}
             try:
                 # memory first, on fresh processes
-                for scen in (["d"] if "d" in scens else []) + [s for s in scens if s != "d"]:
+                memory = [s for s in MEMORY_SCENARIOS if s in scens]
+                for scen in memory + [s for s in scens if s not in memory]:
                     for p in order:
-                        r = run_load(running[p], scen, args.quick, work, pki, args.nice)
+                        if scen == "f":
+                            r = run_connrate(running[p], args.quick, args.nice)
+                        else:
+                            r = run_load(running[p], scen, args.quick, work, pki, args.nice)
                         r["round"] = rnd + 1
                         if scen == "d" and running[p].argv:
                             r["rss_floor_kb"] = rss_floor_kb(running[p], work, args.nice)
@@ -899,7 +1097,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    loads = [r["other_load_pct"] for r in results if r["scenario"] != "d"]
+    loads = [r["other_load_pct"] for r in results if r["scenario"] not in MEMORY_SCENARIOS]
     meta = {
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "quick": args.quick, "rounds": rounds, "peers": peers, "scenarios": scens,
@@ -916,6 +1114,9 @@ def main() -> int:
     elif args.compression:
         body = report_compression(results, meta)
         write_doc(Path(args.out), body, COMPRESSION_BEGIN, COMPRESSION_END)
+    elif args.floor:
+        body = report_floor(results, meta)
+        write_doc(Path(args.out), body, FLOOR_BEGIN, FLOOR_END)
     else:
         body = report(results, meta)
         write_doc(Path(args.out), body)

@@ -3,9 +3,9 @@
 # board/demo/wsgate.conf.in on port ${PORT:-8080} (http:// and ws://) and ${TLS_PORT:-8443}
 # (https:// and wss://, with a self-signed certificate made here by openssl): the demo pages at
 # http://HOST:PORT/ and https://HOST:TLS_PORT/ (echo,
-# webchat.html, webauth.html, websysinfo.html), and the sample servers (echo backends in
-# framed, stream and lines modes, websocket_chat -w, websocket_jsonrpc with the auth and
-# sysinfo plugins), started and stopped by the config's init_d.
+# webchat.html, webauth.html, websysinfo.html, websql.html), and the sample servers (echo
+# backends in framed, stream and lines modes, websocket_chat -w, websocket_jsonrpc with the
+# auth, sysinfo and sql plugins), started and stopped by the config's init_d.
 # Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -22,7 +22,7 @@ FUZZ="$ROOT/fuzz"
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
-TARGETS=(handshake frame session downlink direct_record config authorization cookie login_form login extensions inflate)
+TARGETS=(handshake frame session downlink direct_record config authorization cookie login_form login extensions inflate sqlrpc)
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_FUZZ:-$FUZZ/target}"
 BIN="$CARGO_TARGET_DIR/$HOST/release"

@@ -3,7 +3,8 @@
 `demo` fills board/demo/wsgate.conf.in and board/demo/init.d/*.in the way scripts/demo.sh
 does and runs the gateway from that file: its static pages, and its init_d starting the
 sample servers. The tests then use the pages as a person would: two pages chat, a page adds a
-user, logs in and changes a password, a page shows the system information.
+user, logs in and changes a password, a page shows the system information, a page queries the
+demo database and, logged in as the administrator, writes to it.
 
 Each test runs once per scheme in SCHEMES: ws:// from pages over http://, and wss:// from
 pages over https:// (the demo's TLS listener, with a certificate made here; Chromium is
@@ -426,3 +427,134 @@ def test_a_page_talks_through_a_compressing_gateway(sandbox, browser_page, echo_
     assert client_in < sent // 10, (client_in, sent)
     assert client_out < sent // 10, (client_out, sent)
     g.wait_line(r"open /echo mode=framed permessage-deflate$")
+
+
+def result_table(page) -> tuple[list[str], list[list[str]]]:
+    """websql.html's result table as text: the header cells and each row's cells."""
+    columns, rows = page.eval_on_selector("#result", """t => [
+        t.tHead.rows.length ? [...t.tHead.rows[0].cells].map(c => c.textContent) : [],
+        [...t.tBodies[0].rows].map(r => [...r.cells].map(c => c.textContent))]""")
+    return columns, rows
+
+
+def demo_db_query(path: Path, sql: str, params=()) -> tuple[list[str], list[list[str]]]:
+    """What SQLite (Python's module, not the plugin) says a query gives, as websql.html writes
+    the values: NULL, numbers in decimal, text as it is."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        cur = db.execute(sql, params)
+        columns = [d[0] for d in cur.description]
+        return columns, [["NULL" if v is None else str(v) for v in row] for row in cur.fetchall()]
+    finally:
+        db.close()
+
+
+DEMO_DB = REPO_ROOT / "board/demo/demo.db"
+
+
+def test_sql_page_queries_the_demo_database(demo, browser_page):
+    """websql.html as an anonymous user: the examples (a join, a bound parameter, blobs and
+    big integers, list, get with where) show what the demo database holds; SQL errors and a
+    write show their codes, and the write changes nothing."""
+    from playwright.sync_api import expect
+
+    page = browser_page()
+    page.goto(demo.page("websql.html"))
+    expect(page.locator("#state")).to_have_text("connected to /sql")
+    expect(page.locator("#who")).to_have_text("not logged in: read-only")
+    status, error = page.locator("#status"), page.locator("#error")
+
+    # The join: the page's table is what SQLite says of the same query, column order kept.
+    page.click("#ex-join")
+    expect(status).to_have_text("6 rows")
+    shown = result_table(page)
+    assert shown == demo_db_query(DEMO_DB, page.input_value("#query"))
+    assert shown[0] == ["hostname", "ip", "interface", "mtu", "last_seen"]
+    hostnames = [row[0] for row in shown[1]]
+    assert hostnames == ["laptop", "raspberrypi", "nas", "phone", "thermostat", "NULL"]
+
+    # A bound parameter, then the same statement with another value.
+    page.click("#ex-param")
+    expect(status).to_have_text("2 rows")
+    assert result_table(page) == demo_db_query(DEMO_DB, page.input_value("#query"), ["warning"])
+    page.fill("#params", '["err"]')
+    page.click("#run")
+    expect(status).to_have_text("1 row")
+    assert result_table(page)[1] == [["2024-05-04 09:20:00", "err", "wg0: no handshake with peer office for 180 s"]]
+    page.fill("#query", "SELECT hostname FROM clients WHERE iface = :iface ORDER BY ip")
+    page.fill("#params", '{"iface": "br-lan"}')
+    page.click("#run")
+    expect(status).to_have_text("3 rows")
+    assert result_table(page)[1] == [["laptop"], ["raspberrypi"], ["nas"]]
+
+    # A counter beyond 2^53 keeps every digit (as a JavaScript number it would end in 8), a
+    # blob shows as SQL's hex literal.
+    page.click("#ex-values")
+    expect(status).to_have_text("10 rows")
+    columns, rows = result_table(page)
+    assert columns == ["name", "rx_bytes", "hostname", "client_id"]
+    assert ["eth0", "12345678901234567", "NULL", "NULL"] in rows
+    assert ["wlan0", "2210398877", "phone", "X'ff0c442d00010001'"] in rows
+    big = page.locator("#result td.big")
+    expect(big).to_have_text(["12345678901234567"])
+
+    page.click("#ex-list")
+    expect(status).to_have_text("5 rows")
+    assert result_table(page) == (["name", "type"], [
+        ["active_clients", "view"], ["clients", "table"], ["event_counts", "view"],
+        ["events", "table"], ["interfaces", "table"]])
+
+    page.click("#ex-get")
+    expect(page.locator("#call")).to_have_text('get {"table":"clients","where":{"iface":"wlan0"}}')
+    expect(status).to_have_text("3 rows")
+    columns, rows = result_table(page)
+    assert columns == ["mac", "ip", "hostname", "iface", "client_id", "last_seen"]
+    assert [r[2] for r in rows] == ["phone", "thermostat", "NULL"]
+    assert rows[1][4] == "X'01cc50e38e116a'"
+
+    # Values and names are text, never markup.
+    page.fill("#query", """SELECT '<b id="x">bold</b>' AS "<i>c</i>" """)
+    page.fill("#params", "")
+    page.click("#run")
+    expect(status).to_have_text("1 row")
+    assert result_table(page) == (["<i>c</i>"], [['<b id="x">bold</b>']])
+    expect(page.locator("#result b, #result i")).to_have_count(0)
+
+    # Errors: SQLite's, and a write by a connection that may not write.
+    page.fill("#query", "SELECT * FROM routes")
+    page.click("#run")
+    expect(error).to_have_text("error -32020: no such table: routes")
+    page.click("#ex-write")
+    expect(error).to_have_text('error -32003: writing needs a login in group "root"')
+    expect(status).to_have_text("")
+    expect(page.locator("#result tbody tr")).to_have_count(0)
+    count = "SELECT count(*) FROM events"
+    assert demo_db_query(demo.run / "demo.db", count) == demo_db_query(DEMO_DB, count)
+
+
+def test_sql_page_writes_as_the_administrator(demo, browser_page):
+    """Logged in at the gateway as the administrator (group root), websql.html's connection
+    may write: the write changes the run directory's copy of the database, and a query then
+    shows the new row; the committed database is left as it was."""
+    from playwright.sync_api import expect
+
+    add_first_user(demo, "admin", "demo-pw")
+    page = browser_page()
+    log_in(page, demo, "admin", "demo-pw", "websql.html")
+    expect(page.locator("#who")).to_have_text("admin (root): may write")
+
+    (last,) = demo_db_query(DEMO_DB, "SELECT max(id) FROM events")[1][0]
+    page.click("#ex-write")
+    expect(page.locator("#status")).to_have_text("1 row changed")
+    expect(page.locator("#error")).to_have_text("")
+    page.fill("#query", "SELECT level, message FROM events WHERE id > ? ORDER BY id")
+    page.fill("#params", f"[{last}]")
+    page.click("#run")
+    expect(page.locator("#status")).to_have_text("1 row")
+    assert result_table(page) == (["level", "message"], [["notice", "hello from websql.html"]])
+
+    query = f"SELECT level, message FROM events WHERE id > {last}"
+    assert demo_db_query(demo.run / "demo.db", query)[1] == [["notice", "hello from websql.html"]]
+    assert demo_db_query(DEMO_DB, query)[1] == []

@@ -5,10 +5,14 @@ report an echo that differs from what it sent."""
 from __future__ import annotations
 
 import json
+import re
+import socket
 import subprocess
 import threading
+import time
+from pathlib import Path
 
-from harness import wsload_bin
+from harness import REPO_ROOT, free_port, wsload_bin
 
 
 def wsload(*args: str, timeout: float = 30) -> tuple[int, dict]:
@@ -110,3 +114,62 @@ def test_wsload_deflate_json_and_wire_bytes(echo_backend, gateway):
     assert (z["deflate_negotiated"], z["compressed_rx"], z["sent"]) == (4, 800, 800), z
     assert z["wire_tx_bytes"] < plain["wire_tx_bytes"] * 0.6, z
     assert z["wire_rx_bytes"] < plain["wire_rx_bytes"] * 0.6, z
+
+
+def test_connrate_counts_whole_connection_lives(echo_backend, gateway):
+    """examples/connrate (bench scenario f): every cycle it counts is a connection the gateway
+    opened and closed with the client's close frame."""
+    echo_backend(mode="stream")
+    g = gateway(m="stream", ping_interval="0", log_rate="0")
+    connrate = str(Path(wsload_bin()).parent / "connrate")
+    r = subprocess.run([connrate, "--url", f"ws://127.0.0.1:{g.port}/echo", "--conns", "4",
+                        "--duration", "1"], capture_output=True, text=True, timeout=30)
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert r.returncode == 0 and res["errors"] == 0 and res["connections"] > 20, res
+    # Each connection is one open and one close line (the log's rate limit is off here).
+    closes = []
+    for _ in range(50):
+        text = g.log_text()
+        closes = re.findall(r" close /echo ([^;]*);", text)
+        if len(closes) >= res["connections"]:
+            break
+        time.sleep(0.1)
+    assert len(re.findall(r" open /echo mode=stream", text)) == res["connections"], res
+    assert len(closes) == res["connections"] and set(closes) == {"client closed (1000)"}, res
+    # A refused upgrade is an error, not a connection.
+    r = subprocess.run([connrate, "--url", f"ws://127.0.0.1:{g.port}/nowhere", "--conns", "1",
+                        "--duration", "0.2"], capture_output=True, text=True, timeout=30)
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["connections"] == 0 and res["errors"] > 0 and "not a 101" in res["first_error"], res
+
+
+def test_floor_relay_copies_bytes_unchanged(tmp_path):
+    """scripts/floor-relay.c (bench peer `floor`) in front of ws_unix_echo: wsload's echoes come
+    back byte for byte, 32 B and 5,000 B with 8 in flight."""
+    relay = tmp_path / "floor-relay"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(relay), str(REPO_ROOT / "scripts/floor-relay.c")],
+                   check=True)
+    sock = tmp_path / "echo"
+    echo = subprocess.Popen([str(Path(wsload_bin()).parent / "ws_unix_echo"), str(sock)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    floor = subprocess.Popen([str(relay), str(port), str(sock)])
+    try:
+        for _ in range(100):
+            if sock.exists():
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        for size, window in [("32", "1"), ("5000", "8")]:
+            rc, res = wsload("--url", f"ws://127.0.0.1:{port}/echo", "--conns", "10", "--size", size,
+                             "--window", window, "--msgs", "200", "--duration", "2")
+            assert rc == 0
+            check_clean(res, 10)
+    finally:
+        floor.kill()
+        echo.kill()
+        floor.wait()
+        echo.wait()

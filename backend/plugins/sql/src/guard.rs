@@ -2,11 +2,13 @@
 //! statement takes while it is prepared, and its progress handler, called every
 //! [`TICK_OPS`] virtual-machine instructions while it runs.
 //!
-//! Both are closures SQLite keeps, so what they read (may this statement write, how much of
-//! its budget is left) is shared with the plugin through [`Guard`].
+//! Both are C callbacks SQLite keeps with a pointer to a [`Guard`], which the plugin shares:
+//! may this statement write, how much of its budget is left. SQLite calls them on the
+//! plugin's one thread, during its own calls, so plain cells do (no atomics: 32-bit MIPS has
+//! no 64-bit ones).
+use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::rc::Rc;
 use std::time::Instant;
 
 use rusqlite::{ffi, Connection};
@@ -79,73 +81,65 @@ pub(crate) enum Exhausted {
     Time,
 }
 
-/// What the running statement has left.
-#[derive(Debug)]
-struct Budget {
-    /// Progress calls.
-    ticks: u64,
-    /// Milliseconds after [`Guard::epoch`] at which it stops.
-    deadline: u64,
-}
-
 /// The state the authorizer and the progress handler share with the plugin.
 #[derive(Debug)]
 pub(crate) struct Guard {
     /// The plugin's own statements (set-up, schema look-ups): everything is allowed.
-    internal: AtomicBool,
+    internal: Cell<bool>,
     /// The statement being prepared may write.
-    writer: AtomicBool,
+    writer: Cell<bool>,
     /// The last refusal, a [`Refusal`] or 0.
-    refused: AtomicU8,
-    /// The running statement's budget. A mutex, not two `AtomicU64`s: 32-bit MIPS has no
-    /// 64-bit atomics (std has no `AtomicU64` there). It is never contended: the plugin and
-    /// SQLite's callbacks run on the server's one thread.
-    budget: Mutex<Budget>,
+    refused: Cell<u8>,
+    /// Progress calls left to the running statement.
+    ticks: Cell<u64>,
+    /// Milliseconds after `epoch` at which the running statement stops.
+    deadline: Cell<u64>,
     /// 0, or 1 + the [`Exhausted`] that stopped the last statement.
-    exhausted: AtomicU8,
+    exhausted: Cell<u8>,
     epoch: Instant,
 }
 
 impl Guard {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
-            internal: AtomicBool::new(false),
-            writer: AtomicBool::new(false),
-            refused: AtomicU8::new(0),
-            budget: Mutex::new(Budget { ticks: u64::MAX, deadline: u64::MAX }),
-            exhausted: AtomicU8::new(0),
+    pub(crate) fn new() -> Rc<Self> {
+        Rc::new(Self {
+            internal: Cell::new(false),
+            writer: Cell::new(false),
+            refused: Cell::new(0),
+            ticks: Cell::new(u64::MAX),
+            deadline: Cell::new(u64::MAX),
+            exhausted: Cell::new(0),
             epoch: Instant::now(),
         })
     }
 
     /// The next statements are the plugin's own (`true`) or a client's.
     pub(crate) fn set_internal(&self, on: bool) {
-        self.internal.store(on, Ordering::Relaxed);
+        self.internal.set(on);
     }
 
     /// The next statements are prepared for a connection that may write or not.
     pub(crate) fn set_writer(&self, on: bool) {
-        self.writer.store(on, Ordering::Relaxed);
-        self.refused.store(0, Ordering::Relaxed);
+        self.writer.set(on);
+        self.refused.set(0);
     }
 
     /// Why the last statement was refused.
     pub(crate) fn refusal(&self) -> Option<Refusal> {
-        let r = self.refused.load(Ordering::Relaxed);
+        let r = self.refused.get();
         Refusal::ALL.into_iter().find(|x| *x as u8 == r)
     }
 
     /// Gives the next statement `steps` instructions and `ms` milliseconds from now.
     pub(crate) fn arm(&self, steps: u64, ms: u64) {
+        self.ticks.set(steps.div_ceil(TICK_OPS));
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        *self.budget() =
-            Budget { ticks: steps.div_ceil(TICK_OPS), deadline: now.saturating_add(ms) };
-        self.exhausted.store(0, Ordering::Relaxed);
+        self.deadline.set(now.saturating_add(ms));
+        self.exhausted.set(0);
     }
 
     /// What stopped the last statement, if its budget did.
     pub(crate) fn exhausted(&self) -> Option<Exhausted> {
-        match self.exhausted.load(Ordering::Relaxed) {
+        match self.exhausted.get() {
             1 => Some(Exhausted::Steps),
             2 => Some(Exhausted::Time),
             _ => None,
@@ -154,36 +148,31 @@ impl Guard {
 
     /// The progress handler: `true` stops the statement (SQLITE_INTERRUPT).
     pub(crate) fn progress(&self) -> bool {
-        let mut budget = self.budget();
-        if budget.ticks == 0 {
-            self.exhausted.store(1, Ordering::Relaxed);
+        let left = self.ticks.get();
+        if left == 0 {
+            self.exhausted.set(1);
             return true;
         }
-        budget.ticks -= 1;
+        self.ticks.set(left - 1);
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        if now > budget.deadline {
-            self.exhausted.store(2, Ordering::Relaxed);
+        if now > self.deadline.get() {
+            self.exhausted.set(2);
             return true;
         }
         false
-    }
-
-    /// The budget, also after a panic while it was held (it holds two numbers, always whole).
-    fn budget(&self) -> MutexGuard<'_, Budget> {
-        self.budget.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The authorizer's verdict on one action: `code` is SQLite's action code, `a1` and `a2`
     /// its two arguments (names as bytes: a database written by another program may hold
     /// names that are not UTF-8).
     fn authorize(&self, code: c_int, a1: Option<&[u8]>, a2: Option<&[u8]>) -> c_int {
-        if self.internal.load(Ordering::Relaxed) {
+        if self.internal.get() {
             return ffi::SQLITE_OK;
         }
-        match verdict(code, a1, a2, self.writer.load(Ordering::Relaxed)) {
+        match verdict(code, a1, a2, self.writer.get()) {
             None => ffi::SQLITE_OK,
             Some(why) => {
-                self.refused.store(why as u8, Ordering::Relaxed);
+                self.refused.set(why as u8);
                 ffi::SQLITE_DENY
             }
         }
@@ -242,8 +231,8 @@ fn verdict(code: c_int, a1: Option<&[u8]>, a2: Option<&[u8]>, writer: bool) -> O
 /// `db` must be closed before `guard` goes, since SQLite keeps a pointer to it: [`crate::Sql`]
 /// declares the connection before the guard, so it is dropped first.
 #[allow(unsafe_code)]
-pub(crate) fn install(db: &Connection, guard: &Arc<Guard>) -> Result<(), String> {
-    let arg = Arc::as_ptr(guard).cast_mut().cast::<c_void>();
+pub(crate) fn install(db: &Connection, guard: &Rc<Guard>) -> Result<(), String> {
+    let arg = Rc::as_ptr(guard).cast_mut().cast::<c_void>();
     let ops = c_int::try_from(TICK_OPS).unwrap_or(c_int::MAX);
     // SAFETY: the handle is the open connection's, used here on the thread that owns it; the
     // callbacks only read through `arg`, a `Guard` that outlives the connection (above).

@@ -69,7 +69,7 @@
 //! mode with an untrusted schema.
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
@@ -199,7 +199,7 @@ pub struct Sql {
     config: Config,
     /// Before `guard`, so that it is closed first: SQLite keeps a pointer to the guard.
     db: Connection,
-    guard: Arc<Guard>,
+    guard: Rc<Guard>,
     users: Option<RefCell<UserDb>>,
     /// The value `query_only` has now.
     query_only: Cell<bool>,
@@ -503,6 +503,13 @@ impl Sql {
     }
 
     /// Prepares, binds and runs one statement for a connection that may write or not.
+    ///
+    /// A statement that writes and returns rows (RETURNING) runs in a transaction of its
+    /// own, committed only once its answer is made: SQLite makes all the changes before it
+    /// hands out the first row, so an answer refused by the caps (more rows than `rows=`, a
+    /// larger one than `bytes=`) would otherwise leave the change made and the client told
+    /// it failed. Other statements are their own transaction, as SQLite runs them (VACUUM,
+    /// refused when it attaches its target, cannot run inside one).
     fn run(&self, sql: &str, binds: &Binds<'_>, writer: bool) -> Result<Value, RpcError> {
         self.set_query_only(!writer)?;
         self.guard.set_writer(writer);
@@ -511,7 +518,24 @@ impl Sql {
             return Err(self.denied());
         }
         bind(&mut stmt, binds)?;
-        let columns = column_names(&stmt);
+        if stmt.readonly() || stmt.column_count() == 0 {
+            return self.answer(&mut stmt);
+        }
+        self.internal(|| self.db.execute_batch("BEGIN"))?;
+        let out = self
+            .answer(&mut stmt)
+            .and_then(|answer| self.internal(|| self.db.execute_batch("COMMIT")).map(|()| answer));
+        if out.is_err() && !self.db.is_autocommit() {
+            // Some errors (an interrupt, ON CONFLICT ROLLBACK) have ended the transaction
+            // already; the others end it here.
+            let _ = self.internal(|| self.db.execute_batch("ROLLBACK"));
+        }
+        out
+    }
+
+    /// Runs a bound statement to its end: `{"columns", "rows", "changes"}` within the caps.
+    fn answer(&self, stmt: &mut Statement<'_>) -> Result<Value, RpcError> {
+        let columns = column_names(stmt);
         self.guard.arm(self.config.steps, self.config.ms);
         let mut out = Vec::new();
         // The answer's JSON: `{"columns":[..],"rows":[` and `],"changes":N}`, then each row

@@ -440,3 +440,30 @@ fn a_name_that_is_not_utf8_is_an_error_not_a_crash() {
     let e = Sql::init(&dir.join("demo.db").display().to_string()).unwrap_err();
     assert!(e.ends_with("the schema holds a name that is not UTF-8"), "{e}");
 }
+
+#[test]
+fn a_write_whose_answer_is_refused_changes_nothing() {
+    let dir = fixture();
+    let p = plugin(&dir, ",write=admin,gateway,rows=3,bytes=300");
+    let mut s = p.open(admin()).unwrap();
+    let state = |s: &mut Session| {
+        let q = "SELECT count(*) AS n, total(value) AS t, total(length(name)) AS chars FROM items";
+        exec(&p, s, q).unwrap()["rows"][0].clone()
+    };
+    let before = state(&mut s);
+    // SQLite changes the rows before RETURNING hands out the first one: more of them than
+    // rows=, or a larger answer than bytes=, must undo the change.
+    assert_eq!(code(exec(&p, &mut s, "UPDATE items SET value = 0 RETURNING id")), TOO_MANY_ROWS);
+    let big = "INSERT INTO items (name) VALUES (printf('%.400c', 'x')) RETURNING name";
+    assert_eq!(code(exec(&p, &mut s, big)), TOO_LARGE);
+    // So must an error of SQLite's own after the first row.
+    let dup = "INSERT INTO items (id, name) VALUES (10, 'ten'), (1, 'dup') RETURNING id";
+    assert_eq!(code(exec(&p, &mut s, dup)), SQL_ERROR);
+    assert_eq!(state(&mut s), before);
+    assert!(p.db.is_autocommit());
+    // Within the caps, the write is made and counted.
+    let r = exec(&p, &mut s, "DELETE FROM items WHERE id = 2 RETURNING id").unwrap();
+    assert_eq!((r["changes"].clone(), r["rows"].clone()), (json!(1), json!([{"id": 2}])));
+    assert_eq!(state(&mut s)["n"], json!(3));
+    assert!(p.db.is_autocommit());
+}
