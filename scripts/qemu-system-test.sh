@@ -94,14 +94,14 @@ boot() {
         sleep 0.2
     done
     log "$guest: guest ready $(( $(date +%s) - start ))s after qemu started ($MEM RAM)"
-    grep -E 'WSGATE-GUEST: (kernel|boot|started)' "$logf" >&2
+    grep -E 'WSGATE-GUEST: (kernel|boot|started|smaps idle)' "$logf" >&2
     set +e
     timeout "$TIMEOUT" "$PY" tests/board/qemu_load.py --port "$port" --conns "$CONNS" --rounds "$ROUNDS"
     rc=$?
     wait "$qpid"
     set -e
     log "$guest: qemu done $(( $(date +%s) - start ))s after start"
-    grep -E 'WSGATE-GUEST: (wsgate exited|oom_kill|PASS|FAIL|log )' "$logf" >&2 || true
+    grep -E 'WSGATE-GUEST: (smaps after|wsgate exited|oom_kill|PASS|FAIL|log )' "$logf" >&2 || true
     if grep -qiE 'out of memory|oom-kill|invoked oom-killer' "$logf"; then
         log "$guest: the guest ran out of memory"
         return 1

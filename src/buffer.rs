@@ -5,11 +5,14 @@
 //! stay the same few (the free list is LIFO: a recently used, already resident buffer is handed
 //! out first).
 //!
-//! All buffers are carved from one zeroed allocation. Being large, it comes straight from
-//! `mmap` (glibc and musl both do that above their threshold), so pages nobody has written are
-//! never touched: unused buffers cost address space, not RSS. Allocating each buffer on its own
-//! made `calloc` clear them from the heap, and a fresh gateway sat at 7 MB of RSS. The arena is
-//! leaked on purpose: the pool lives as long as the process.
+//! All buffers are carved from one anonymous mapping made at start-up
+//! ([`crate::sys::reserve_zeroed`]), not from the C library's allocator: the kernel gives a
+//! page its memory at the first write, so buffers nobody has used cost address space, not RSS,
+//! and nothing at start-up touches them (the free list holds slices, it never reads them). With
+//! `calloc`, whether a large block is cleared byte by byte depends on the libc: zig's, linked
+//! into the static router builds, clears it, which would make the 72 × 4 × 16 KiB pool of the
+//! default 64-client gateway resident from the start (4.6 MB of a 32 MB router). The mapping
+//! is never unmapped: the pool lives as long as the process.
 
 /// A byte queue over a fixed slice: bytes are appended at `end` and consumed from `start`.
 #[derive(Debug)]
@@ -117,14 +120,17 @@ pub struct BufPool {
 }
 
 impl BufPool {
-    /// Allocates `count` buffers of `size` bytes.
-    #[must_use]
-    pub fn new(count: usize, size: usize) -> Self {
-        let arena: &'static mut [u8] = Box::leak(vec![0u8; count * size].into_boxed_slice());
+    /// Reserves `count` buffers of `size` bytes.
+    ///
+    /// # Errors
+    /// `ENOMEM` when the address space for them cannot be had (or `count * size` overflows).
+    pub fn new(count: usize, size: usize) -> std::io::Result<Self> {
+        let len = count.checked_mul(size).ok_or(std::io::ErrorKind::OutOfMemory)?;
+        let arena = crate::sys::reserve_zeroed(len)?;
         let mut free = Vec::with_capacity(count);
         // Reversed, so that the first buffer handed out is the arena's first.
         free.extend(arena.chunks_exact_mut(size.max(1)).rev());
-        Self { free, size, capacity: count }
+        Ok(Self { free, size, capacity: count })
     }
 
     /// Takes a buffer, `None` when all are in use.
@@ -176,7 +182,7 @@ mod tests {
 
     #[test]
     fn room_compacts_only_when_the_tail_is_short() {
-        let mut b = BufPool::new(1, 8).take().unwrap();
+        let mut b = BufPool::new(1, 8).unwrap().take().unwrap();
         assert!(b.append(b"abcd"));
         b.consume(2);
         // Two bytes fit behind "cd" where they are: nothing moves.
@@ -190,8 +196,26 @@ mod tests {
     }
 
     #[test]
+    fn a_buffer_is_resident_only_once_written() {
+        const SIZE: usize = 16 * 1024;
+        let mut pool = BufPool::new(64, SIZE).unwrap();
+        let resident = |pool: &BufPool| -> usize {
+            pool.free.iter().map(|b| crate::sys::resident_pages(b).unwrap().0).sum()
+        };
+        // Reserving the pool touches none of its pages.
+        assert_eq!(resident(&pool), 0);
+        let mut b = pool.take().unwrap();
+        assert_eq!(crate::sys::resident_pages(b.spare()).unwrap().0, 0);
+        assert!(b.append(&[1; SIZE]));
+        // The one buffer written is, all of it; the 63 others are still not.
+        let (written, spanned) = crate::sys::resident_pages(b.readable()).unwrap();
+        assert!(spanned > 0 && written == spanned, "{written} of {spanned} pages resident");
+        assert_eq!(resident(&pool), 0);
+    }
+
+    #[test]
     fn queue_compacts_and_refuses_overflow() {
-        let mut pool = BufPool::new(1, 8);
+        let mut pool = BufPool::new(1, 8).unwrap();
         let mut b = pool.take().unwrap();
         assert!(pool.take().is_none());
         assert!(b.append(b"abcdef"));

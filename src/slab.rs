@@ -1,6 +1,13 @@
 //! The fixed connection table: capacity set at start-up, a LIFO free list, and a generation
 //! per slot so that an event or timer meant for a connection that has gone cannot reach the
 //! next one in the same slot.
+//!
+//! The room for every slot is allocated at start-up, but a slot is written (made) only the
+//! first time it is needed, when the free list is empty: a slot is as large as a connection
+//! (about a kilobyte), and writing all of them at start would make the whole table resident
+//! on a gateway that never sees that many clients at once. The slots made stay made, so a
+//! gateway holds the slots of its busiest moment, never more than the capacity, and the
+//! table never reallocates.
 
 /// Identifies a live entry: slot index plus the slot's generation when the entry was inserted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,20 +33,26 @@ struct Slot<T> {
 /// A fixed-capacity slab.
 #[derive(Debug)]
 pub struct Slab<T> {
+    /// The slots made so far, in a vector whose room for `capacity` slots is allocated at
+    /// start-up: pushing never reallocates.
     slots: Vec<Slot<T>>,
+    /// Made slots that hold no entry, the most recently freed last.
     free: Vec<u32>,
     len: usize,
+    capacity: usize,
 }
 
 impl<T> Slab<T> {
-    /// All slots allocated now; nothing grows later.
+    /// Room for `capacity` slots allocated now, none written; nothing grows later.
     #[must_use]
     pub fn with_capacity(capacity: u32) -> Self {
-        let mut slots = Vec::with_capacity(capacity as usize);
-        slots.resize_with(capacity as usize, || Slot { gen: 0, value: None });
-        // Reverse order so that slot 0 is handed out first.
-        let free = (0..capacity).rev().collect();
-        Self { slots, free, len: 0 }
+        let capacity = capacity as usize;
+        Self {
+            slots: Vec::with_capacity(capacity),
+            free: Vec::with_capacity(capacity),
+            len: 0,
+            capacity,
+        }
     }
 
     /// Inserts `make(key)`; `None` when full.
@@ -52,6 +65,12 @@ impl<T> Slab<T> {
         &mut self,
         make: impl FnOnce(Key) -> Result<T, E>,
     ) -> Option<Result<Key, E>> {
+        if self.free.is_empty() && self.slots.len() < self.capacity {
+            // Every made slot is taken: make the next one, free until `make` succeeds.
+            let index = u32::try_from(self.slots.len()).ok()?;
+            self.slots.push(Slot { gen: 0, value: None });
+            self.free.push(index);
+        }
         let &index = self.free.last()?;
         let slot = self.slots.get_mut(index as usize)?;
         let gen = slot.gen.wrapping_add(1) & GEN_MASK;
@@ -101,7 +120,7 @@ impl<T> Slab<T> {
     /// Capacity fixed at start-up.
     #[must_use]
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.capacity
     }
 
     /// The key of the live entry in slot `index`, if any.
@@ -134,5 +153,28 @@ mod tests {
         assert_eq!(s.get_mut(c), Some(&mut "c"));
         assert_eq!(s.get_mut(b), Some(&mut "b"));
         assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn slots_are_made_on_first_use_in_order_and_never_past_the_capacity() {
+        let mut s = Slab::with_capacity(3);
+        let room = s.slots.as_ptr();
+        assert_eq!((s.capacity(), s.slots.len()), (3, 0));
+        let a = s.insert_with(|_| 'a').unwrap();
+        assert_eq!((a.index, s.slots.len()), (0, 1));
+        // A failed insert leaves the slot it made free for the next one.
+        assert_eq!(s.try_insert_with(|_| Err::<char, ()>(())), Some(Err(())));
+        let b = s.insert_with(|_| 'b').unwrap();
+        assert_eq!((b.index, s.slots.len()), (1, 2));
+        // A freed slot is reused before a new one is made.
+        s.remove(a).unwrap();
+        assert_eq!(s.insert_with(|_| 'c').unwrap().index, 0);
+        assert_eq!(s.slots.len(), 2);
+        assert_eq!(s.insert_with(|_| 'd').unwrap().index, 2);
+        assert!(s.insert_with(|_| 'e').is_none());
+        assert_eq!((s.len(), s.slots.len()), (3, 3));
+        // The room allocated at start held every slot made.
+        assert_eq!(s.slots.as_ptr(), room);
+        assert_eq!(s.key_at(2), Some(Key { index: 2, gen: 1 }));
     }
 }

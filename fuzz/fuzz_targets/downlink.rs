@@ -31,7 +31,7 @@ fn pools() -> &'static [Mutex<BufPool>; 8] {
     static POOLS: OnceLock<[Mutex<BufPool>; 8]> = OnceLock::new();
     POOLS.get_or_init(|| {
         let mut sizes = IN_SIZES.into_iter().chain(OUT_SIZES);
-        core::array::from_fn(|_| Mutex::new(BufPool::new(1, sizes.next().unwrap())))
+        core::array::from_fn(|_| Mutex::new(BufPool::new(1, sizes.next().unwrap()).unwrap()))
     })
 }
 

@@ -70,7 +70,7 @@ thread_local! {
                 })
             })
             .collect(),
-        pools: BUF_SIZES.iter().map(|&s| BufPool::new(3, s)).collect(),
+        pools: BUF_SIZES.iter().map(|&s| BufPool::new(3, s).unwrap()).collect(),
     });
 }
 

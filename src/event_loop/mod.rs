@@ -275,7 +275,8 @@ impl Server {
             slots += site.max_connections + site.overflow_slots();
         }
         let waker = Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Io("waker", e))?;
-        let pool = BufPool::new(slots as usize * BUFFERS_PER_CONNECTION, config.buffer_size);
+        let pool = BufPool::new(slots as usize * BUFFERS_PER_CONNECTION, config.buffer_size)
+            .map_err(|e| StartError::Io("buffer pool", e))?;
         Ok(Self {
             poll,
             events: Events::with_capacity(EVENTS),

@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn stream_block_ends_with_an_empty_line() {
-        let mut out = BufPool::new(1, 1024).take().unwrap();
+        let mut out = BufPool::new(1, 1024).unwrap().take().unwrap();
         assert!(write(&mut out, Mode::Stream, &info(), HEAD, &["cookie".into()]));
         let text = std::str::from_utf8(out.readable()).unwrap();
         assert_eq!(
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn framed_is_one_context_record() {
-        let mut out = BufPool::new(1, 1024).take().unwrap();
+        let mut out = BufPool::new(1, 1024).unwrap().take().unwrap();
         assert!(write(&mut out, Mode::Framed, &info(), HEAD, &[]));
         let h = RecordHeader::parse(out.readable()).unwrap().unwrap();
         assert_eq!((h.fin, h.opcode), (true, record::OP_CONTEXT));
@@ -221,7 +221,7 @@ mod tests {
 
     #[test]
     fn too_small_writes_nothing() {
-        let mut out = BufPool::new(1, 64).take().unwrap();
+        let mut out = BufPool::new(1, 64).unwrap().take().unwrap();
         assert!(!write(&mut out, Mode::Stream, &info(), HEAD, &[]));
         assert!(out.is_empty());
     }

@@ -1,6 +1,6 @@
 //! OS-level helpers: privilege drop, signals, serial lines, child processes, and the crate's
-//! only `unsafe` code (`fork`, the clean-up between fork and exec of a child program, and the
-//! raw calls of [`tty`]: `flock` and the terminal ioctls). The backend kit's helpers (listening
+//! only `unsafe` code (`fork`, the clean-up between fork and exec of a child program, the raw
+//! calls of [`tty`]: `flock` and the terminal ioctls, and the `mmap` of the buffer pool). The backend kit's helpers (listening
 //! UNIX sockets, receiving a passed descriptor, plugins) are in its own `sys` module
 //! (`backend/src/sys/`).
 pub mod child;
@@ -133,6 +133,62 @@ pub fn exec_clean(cmd: &mut std::process::Command) {
     unsafe {
         cmd.pre_exec(hook);
     }
+}
+
+/// `len` bytes of fresh private anonymous memory (`mmap`), zero-filled, that stay mapped as
+/// long as the process lives: for what is reserved once at start-up and used a little at a
+/// time (the buffer pool).
+///
+/// The kernel gives each page its frame at the first write, so what nobody has written costs
+/// address space, not RSS. The C library's `calloc` promises nothing of the kind: glibc and
+/// musl's mallocng skip clearing a chunk that came fresh from `mmap`, but the libc that zig
+/// links into the static router builds clears every byte, which makes all of it resident at
+/// once.
+///
+/// # Errors
+/// `ENOMEM` when the mapping cannot be made (or is larger than a slice may be).
+#[allow(unsafe_code)]
+pub fn reserve_zeroed(len: usize) -> std::io::Result<&'static mut [u8]> {
+    if len == 0 {
+        return Ok(Default::default());
+    }
+    if isize::try_from(len).is_err() {
+        return Err(Errno::ENOMEM.into());
+    }
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+    // SAFETY: a new mapping at an address the kernel chooses, backed by no file: it overlaps
+    // nothing the program already uses.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `p` starts `len` (at most isize::MAX) readable and writable bytes, zeroed by the
+    // kernel, that nothing else refers to and that are never unmapped, hence `'static`.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) })
+}
+
+/// How many of the pages that `bytes` spans are resident (`mincore`), and how many it spans:
+/// the tests' proof that a reservation costs no memory until it is written.
+///
+/// # Errors
+/// The `mincore` error (`ENOMEM` for memory that is not mapped).
+#[cfg(test)]
+#[allow(unsafe_code)]
+pub(crate) fn resident_pages(bytes: &[u8]) -> std::io::Result<(usize, usize)> {
+    // SAFETY: sysconf reads a constant.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let start = bytes.as_ptr() as usize;
+    let first = start - start % page;
+    let len = start + bytes.len() - first;
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: `first..first + len` is the page-aligned span of `bytes`, which the borrow keeps
+    // mapped; `vec` holds one byte per page of it, as mincore writes.
+    let rc = unsafe { libc::mincore(first as *mut libc::c_void, len, vec.as_mut_ptr().cast()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((vec.iter().filter(|&&v| v & 1 != 0).count(), vec.len()))
 }
 
 /// An errno as messages and log lines show it: its name, then the C library's text for it

@@ -258,7 +258,7 @@ impl Rig {
 
     fn with(site: Site, overflow: bool) -> Self {
         let client = Fake::default();
-        let mut pool = BufPool::new(8, BUF);
+        let mut pool = BufPool::new(8, BUF).unwrap();
         let backends = Backends::default();
         let poll = Poll::new().unwrap();
         let now = Instant::now();

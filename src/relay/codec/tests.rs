@@ -17,7 +17,7 @@ fn frames(out: &Buf) -> Vec<(bool, u8, Vec<u8>)> {
 }
 
 fn bufs(size: usize) -> (Buf, Buf) {
-    let mut pool = BufPool::new(2, size);
+    let mut pool = BufPool::new(2, size).unwrap();
     (pool.take().unwrap(), pool.take().unwrap())
 }
 
@@ -100,7 +100,7 @@ fn stream_downlink_types_and_utf8() {
 
 #[test]
 fn stream_downlink_respects_room() {
-    let mut pool = BufPool::new(2, 1024);
+    let mut pool = BufPool::new(2, 1024).unwrap();
     let mut input = pool.take().unwrap();
     let mut out = pool.take().unwrap();
     assert!(input.append(&[b'x'; 1000]));
@@ -126,7 +126,7 @@ fn lines_downlink() {
 
 #[test]
 fn lines_longer_than_the_buffer_go_as_fragments() {
-    let mut pool = BufPool::new(2, 32);
+    let mut pool = BufPool::new(2, 32).unwrap();
     let mut input = pool.take().unwrap();
     let mut out = pool.take().unwrap();
     let mut d = Downlink::new(Mode::Lines, DataType::Text);
@@ -191,7 +191,7 @@ fn framed_downlink_errors() {
 
 #[test]
 fn framed_big_record_streams_through_small_buffers() {
-    let mut pool = BufPool::new(2, 1024);
+    let mut pool = BufPool::new(2, 1024).unwrap();
     let mut input = pool.take().unwrap();
     let mut out = pool.take().unwrap();
     let mut d = Downlink::new(Mode::Framed, DataType::Binary);

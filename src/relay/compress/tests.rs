@@ -57,7 +57,7 @@ fn inflate_through(
     room: usize,
     max: u64,
 ) -> Result<Vec<u8>, ProtocolError> {
-    let mut pool = BufPool::new(1, BUF);
+    let mut pool = BufPool::new(1, BUF).unwrap();
     let mut input = pool.take().unwrap();
     assert!(input.append(wire));
     let mut session = Session::new(max);
@@ -179,7 +179,7 @@ fn inflate_frames(f: &[(bool, u8, u8, Vec<u8>)]) -> Vec<u8> {
 #[test]
 fn backend_messages_go_compressed_with_rsv1_on_the_first_frame_only() {
     let mut cx = Contexts::new(SIZES, 6, 15, BUF);
-    let mut pool = BufPool::new(1, BUF);
+    let mut pool = BufPool::new(1, BUF).unwrap();
     let mut out = pool.take().unwrap();
     let mut ob = Outbound::new(&crate::ws::deflate::Agreement { server_window_bits: 15 }, 15);
     let msg = json(20_000);
@@ -206,7 +206,7 @@ fn backend_messages_go_compressed_with_rsv1_on_the_first_frame_only() {
 #[test]
 fn without_a_free_compressor_a_message_goes_as_it_is() {
     let mut cx = Contexts::new(SIZES, 6, 15, BUF);
-    let mut pool = BufPool::new(1, 64 * 1024);
+    let mut pool = BufPool::new(1, 64 * 1024).unwrap();
     let mut out = pool.take().unwrap();
     let agreed = crate::ws::deflate::Agreement { server_window_bits: 15 };
     let (mut busy, mut other) = (Outbound::new(&agreed, 15), Outbound::new(&agreed, 15));
@@ -249,7 +249,7 @@ fn a_fragment_gives_all_its_bytes_before_the_next_arrives() {
     let mut z = vec![0u8; bound(msg.len())];
     let n = Deflater::new(6, 15, 4).compress(&msg, &mut z, true).unwrap();
     let z = &z[..n - 4];
-    let mut pool = BufPool::new(1, BUF);
+    let mut pool = BufPool::new(1, BUF).unwrap();
     for cut in (1..z.len()).step_by(2) {
         // What the fragment holds, inflated with all the room it wants.
         let mut whole = Inflater::new();
@@ -283,7 +283,7 @@ fn a_fragment_gives_all_its_bytes_before_the_next_arrives() {
 fn a_slow_client_gives_the_compressor_back_in_the_middle_of_a_message() {
     let mut cx = Contexts::new(SIZES, 6, 15, BUF);
     let agreed = crate::ws::deflate::Agreement { server_window_bits: 15 };
-    let mut pool = BufPool::new(3, BUF);
+    let mut pool = BufPool::new(3, BUF).unwrap();
     let (mut slow_out, mut other_out) = (pool.take().unwrap(), pool.take().unwrap());
     let (mut slow, mut other) = (Outbound::new(&agreed, 15), Outbound::new(&agreed, 15));
     // Random-looking bytes: they barely compress, so one piece fills the slow client's buffer.

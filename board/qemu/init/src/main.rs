@@ -8,6 +8,10 @@
 //! peaks seen by a 50 ms sampler. When the `ctl` client goes away, init stops the gateway with
 //! SIGTERM (it must exit 0), checks that the kernel killed nothing for memory, prints the
 //! verdict (`WSGATE-GUEST: PASS` or `FAIL ...`) and powers off. A deadline powers off anyway.
+//!
+//! The gateway's resident memory by mapping goes to the console twice, idle after start-up and
+//! after the load (`WSGATE-GUEST: smaps ...`): /proc/PID/smaps_rollup's totals and every
+//! mapping with resident pages, with its size, resident and private dirty kB and its name.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -61,9 +65,11 @@ fn run() -> Result<(), String> {
     let mut gw = spawn("/bin/wsgate", &["-f", "/etc/wsgate.conf", "-L", "/run/wsgate.log"])?;
     wait_for(|| TcpStream::connect("127.0.0.1:8080").is_ok()).ok_or("wsgate never listened")?;
     say(&format!("started wsgate pid {} (websocket_echo {} {})", gw.id(), echo.id(), lines.id()));
+    print_smaps("idle", gw.id());
     say("READY");
 
     let result = serve_ctl(&ctl, gw.id(), &[echo.id(), lines.id()]);
+    print_smaps("after load", gw.id());
     // SIGTERM drains: closes every connection with 1001 and exits 0.
     let stop = Instant::now();
     // SAFETY: kill(2) on our own child's pid.
@@ -193,6 +199,53 @@ fn proc_mem(gw: u32, backends: &[u32]) -> String {
         field(&s, "VmRSS"),
         field(&s, "VmHWM")
     )
+}
+
+/// The gateway's resident set by mapping: the totals of /proc/PID/smaps_rollup, then each
+/// mapping of /proc/PID/smaps that has resident pages, largest first.
+fn print_smaps(when: &str, pid: u32) {
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let totals: Vec<String> = ["Rss", "Pss", "Private_Clean", "Private_Dirty", "Anonymous"]
+        .iter()
+        .map(|k| format!("{k}={}", field(&rollup, k)))
+        .collect();
+    say(&format!("smaps {when} wsgate total {} (kB)", totals.join(" ")));
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut maps: Vec<(u64, String)> = Vec::new();
+    let mut head: Option<(u64, String)> = None;
+    let mut rss = 0;
+    let mut dirty = 0;
+    let mut flush = |head: &mut Option<(u64, String)>, rss: u64, dirty: u64| {
+        if let Some((size, desc)) = head.take() {
+            if rss > 0 {
+                maps.push((rss, format!("size={size} rss={rss} private_dirty={dirty} {desc}")));
+            }
+        }
+    };
+    for line in smaps.lines() {
+        // A mapping's header: `start-end perms offset dev inode [name]`.
+        let mut w = line.split_whitespace();
+        let range = w.next().unwrap_or_default();
+        if let Some((a, b)) = range.split_once('-').filter(|_| !range.ends_with(':')) {
+            let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+                continue;
+            };
+            flush(&mut head, rss, dirty);
+            (rss, dirty) = (0, 0);
+            let perms = w.next().unwrap_or_default();
+            let name = w.nth(3).unwrap_or("[anon]");
+            head = Some(((b - a) / 1024, format!("{perms} {name}")));
+        } else if let Some(v) = line.strip_prefix("Rss:") {
+            rss = v.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("Private_Dirty:") {
+            dirty = v.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        }
+    }
+    flush(&mut head, rss, dirty);
+    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
+    for (_, m) in maps {
+        say(&format!("smaps {when} wsgate {m}"));
+    }
 }
 
 fn vmstat(key: &str) -> u64 {
