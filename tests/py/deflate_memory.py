@@ -52,14 +52,7 @@ def raise_nofile() -> None:
 
 def smaps_kb(pid: int) -> dict[str, int]:
     """/proc/PID/smaps_rollup's kB fields (Rss, Pss, Anonymous, ...)."""
-    out = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            parts = value.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                out[key] = int(parts[0])
-    return out
+    return harness.proc_kb(pid, "smaps_rollup")
 
 
 def rss_kb(pid: int) -> int:

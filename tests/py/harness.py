@@ -842,3 +842,16 @@ def free_ports(n: int, family=socket.AF_INET, host="127.0.0.1") -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def proc_kb(pid: int, name: str) -> dict[str, int]:
+    """The kB fields of /proc/PID/NAME: `status` (VmSize, VmRSS, RssAnon, ...) or
+    `smaps_rollup` (Rss, Pss, Anonymous, ...)."""
+    out = {}
+    with open(f"/proc/{pid}/{name}") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            parts = value.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                out[key] = int(parts[0])
+    return out

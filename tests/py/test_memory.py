@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from harness import ws_connect
+from harness import proc_kb, ws_connect
 
 BUF_KIB = 16  # the default --buffer-size
 BUFFERS_PER_SLOT = 4
@@ -25,14 +25,7 @@ def slots(maxclients: int) -> int:
 
 def status_kb(pid: int) -> dict[str, int]:
     """/proc/PID/status's kB fields (VmSize, VmRSS, RssAnon, ...)."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            parts = value.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                out[key] = int(parts[0])
-    return out
+    return proc_kb(pid, "status")
 
 
 def idle_after_one_echo(g) -> dict[str, int]:

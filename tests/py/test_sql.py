@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from harness import plugin_path, release_bin
-from test_auth import sha512_crypt
+from test_auth import userdb  # noqa: F401 (a fixture: admin in root, ann in users)
 from test_jsonrpc import Rpc
 
 DENIED, SQL_ERROR, FORBIDDEN, BUDGET, TOO_MANY_ROWS, TOO_LARGE = -32003, -32020, -32021, -32022, -32023, -32024
@@ -102,8 +102,8 @@ def test_methods_types_and_bound_parameters(sql, db, mode):
     assert digest(db) == before
 
 
-def test_never_allowed_even_for_a_writer(sql, db, sandbox, userdb_sql):
-    c = sql(f",write=root,users={userdb_sql}")()
+def test_never_allowed_even_for_a_writer(sql, db, sandbox, userdb):
+    c = sql(f",write=root,users={userdb}")()
     c.result("auth", {"user": "admin", "passwd": "s3cret"})
     copy = sandbox / "copy.db"
     for query in [f"ATTACH '{copy}' AS x", f"VACUUM INTO '{copy}'", "BEGIN", "PRAGMA writable_schema = 1",
@@ -116,22 +116,12 @@ def test_never_allowed_even_for_a_writer(sql, db, sandbox, userdb_sql):
     assert c.result("exec", {"query": "PRAGMA table_info(hosts)"})["rows"][0]["name"] == "id"
 
 
-@pytest.fixture
-def userdb_sql(sandbox) -> Path:
-    path = sandbox / "users"
-    path.write_text(
-        f"admin:root:{sha512_crypt('s3cret', 'saltsalt')}:/root\n"
-        f"ann:users:{sha512_crypt('annpw', 'annsalt1')}:/home/ann\n"
-    )
-    return path
-
-
 def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-def test_writes_for_the_group_the_gateway_authenticated(sql, db, userdb_sql):
-    factory = sql(",write=root,gateway", auth_db=userdb_sql, context=True)
+def test_writes_for_the_group_the_gateway_authenticated(sql, db, userdb):
+    factory = sql(",write=root,gateway", auth_db=userdb, context=True)
     admin, ann = factory(basic("admin", "s3cret")), factory(basic("ann", "annpw"))
     assert ann.result("whoami") == {"user": "ann", "groups": ["users"], "write": False}
     assert admin.result("whoami") == {"user": "admin", "groups": ["root"], "write": True}
@@ -145,8 +135,8 @@ def test_writes_for_the_group_the_gateway_authenticated(sql, db, userdb_sql):
     c.close()
 
 
-def test_writes_after_the_plugins_own_login(sql, db, userdb_sql):
-    c = sql(f",write=root,users={userdb_sql}")()
+def test_writes_after_the_plugins_own_login(sql, db, userdb):
+    c = sql(f",write=root,users={userdb}")()
     assert c.error("exec", {"query": "UPDATE hosts SET name = 'x'"})[0] == DENIED
     assert c.error("auth", {"user": "admin", "passwd": "wrong"})[0] == -32001
     assert c.result("auth", {"user": "ann", "passwd": "annpw"})["write"] is False
