@@ -173,6 +173,12 @@ impl BufPool {
     pub fn available(&self) -> usize {
         self.free.len()
     }
+
+    /// Buffers in all.
+    #[must_use]
+    pub fn count(&self) -> usize {
+        self.capacity
+    }
 }
 
 #[cfg(test)]

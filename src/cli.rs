@@ -113,6 +113,10 @@ pub struct Args {
     /// the request's metadata) instead of relaying; not with TLS
     #[argh(switch)]
     pub direct: bool,
+    /// serve the counters in Prometheus text format on this path (e.g. /metrics), behind
+    /// --allow/--deny and the authentication rules
+    #[argh(option)]
+    pub metrics: Option<String>,
     /// send the backend a connection context (peer, path, query, ...) before any payload
     #[argh(switch)]
     pub context: bool,
@@ -197,6 +201,10 @@ pub struct Args {
     /// before binding and with "stop" (in reverse order) at exit, as root
     #[argh(option)]
     pub init_d: Option<PathBuf>,
+    /// the control socket (made mode 0600, owned by --user) that `wsgate status` and
+    /// `wsgate drop` talk to; none by default
+    #[argh(option)]
+    pub control: Option<PathBuf>,
     /// most connection log lines per second, bursts of 50 (default 20; 0: no limit)
     #[argh(option, default = "crate::logging::DEFAULT_RATE")]
     pub log_rate: u32,
@@ -295,6 +303,7 @@ impl Args {
             close_timeout: parsed("--close-timeout", self.close_timeout, parse_duration)?,
             tls,
             direct: self.direct,
+            metrics: self.metrics.clone(),
             links: self
                 .link
                 .iter()

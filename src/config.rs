@@ -366,6 +366,8 @@ pub struct Site {
     /// Direct mode (ouistiti's `options = "direct"`): after the 101, the client's socket is
     /// handed to the backend instead of relayed. Not with TLS.
     pub direct: bool,
+    /// The path of the metrics page (see [`crate::event_loop::metrics`]); none by default.
+    pub metrics: Option<String>,
     /// Endpoints whose backend the configuration names (see [`crate::relay::link`]); they
     /// win over the docroot.
     pub links: Vec<crate::relay::link::Link>,
@@ -594,6 +596,17 @@ impl Site {
             return Err(ConfigError(
                 "direct mode cannot work over TLS: TLS state cannot move to another process".into(),
             ));
+        }
+        if let Some(m) = &self.metrics {
+            let name = m.strip_prefix('/').unwrap_or_default();
+            if name.is_empty()
+                || crate::relay::path::decode(m, &mut [0; crate::relay::path::MAX_PATH]).ok()
+                    != Some(m.as_str())
+            {
+                return Err(ConfigError(format!(
+                    "metrics {m:?}: a path, as /metrics (no query, no escapes, no dot segments)"
+                )));
+            }
         }
         if let Some(a) = &self.auth {
             a.validate()?;

@@ -73,6 +73,7 @@ pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod config_file;
+pub mod ctl;
 pub mod event_loop;
 pub mod http;
 pub mod libconfig;

@@ -51,6 +51,11 @@ fn check_auth_files(config: &Config) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // `wsgate status` and `wsgate drop`: a client of a running gateway's control socket.
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(code) = wsgate::ctl::main(&argv) {
+        return ExitCode::from(code);
+    }
     let mut args: Args = argh::from_env();
     let (mut file, check): (Option<PathBuf>, bool) = (args.config.clone(), args.check);
     if let Some(dir) = args.workdir.take() {
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         syslog: args.syslog,
         pid_file: args.pid_file.take(),
         init_d: args.init_d.take(),
+        control: args.control.take(),
     };
     let log_rate = args.log_rate;
     let base = match args.into_config() {

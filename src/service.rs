@@ -88,6 +88,8 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     /// A script, or a directory of scripts, to run with `start` and `stop`.
     pub init_d: Option<PathBuf>,
+    /// The control socket (`wsgate status`, `wsgate drop`).
+    pub control: Option<PathBuf>,
 }
 
 impl Settings {
@@ -101,6 +103,7 @@ impl Settings {
             syslog: cli.syslog || file.syslog,
             pid_file: cli.pid_file.or_else(|| file.pid_file.clone()),
             init_d: cli.init_d.or_else(|| file.init_d.clone()),
+            control: cli.control.or_else(|| file.control.clone()),
         }
     }
 }
@@ -363,6 +366,7 @@ pub struct Service {
     init_d: bool,
     scripts: Vec<PathBuf>,
     pid_file: Option<PathBuf>,
+    control: Option<PathBuf>,
 }
 
 impl Service {
@@ -388,6 +392,7 @@ impl Service {
             init_d: settings.init_d.is_some(),
             scripts,
             pid_file: settings.pid_file.clone(),
+            control: settings.control.clone(),
         })
     }
 
@@ -415,13 +420,22 @@ impl Service {
                 }
             }
         }
-        let server = match Server::bind(config) {
+        let mut server = match Server::bind(config) {
             Ok(s) => s,
             Err(e) => {
                 logging::announce(WARN, format_args!("{e}"));
                 return self.finish(None, 1);
             }
         };
+        // Bound as the one who starts (it may make it where only root can), owned by the
+        // account that serves it.
+        if let Some(path) = &self.control {
+            if let Err(e) = server.open_control(path, owner) {
+                logging::announce(WARN, format_args!("{e}"));
+                drop(server);
+                return self.finish(None, 1);
+            }
+        }
         let pid_file =
             match self.pid_file.as_deref().map(|p| (p, PidFile::write(p, std::process::id()))) {
                 None => None,
@@ -439,6 +453,10 @@ impl Service {
                     drop((server, signals, reloader));
                     log!(INFO, "privileged parent {} waits for pid {child}", std::process::id());
                     let code = wait_child(child);
+                    // The child, unprivileged, may not remove it where it was made.
+                    if let Some(path) = &self.control {
+                        let _ = std::fs::remove_file(path);
+                    }
                     self.finish(pid_file, code)
                 }
                 Ok(ForkResult::Child) => {
@@ -525,13 +543,15 @@ fn serve(mut server: Server, signals: Signals, reloader: Option<Reloader>) -> u8
     if let Some(r) = reloader {
         server.set_reloader(r);
     }
-    match server.run() {
+    let code = match server.run() {
         Ok(()) => 0,
         Err(e) => {
             logging::announce(WARN, format_args!("poll: {e}"));
             1
         }
-    }
+    };
+    server.remove_control();
+    code
 }
 
 /// The parent's whole job: wait for `child`, passing SIGTERM, SIGINT and SIGHUP on. Returns

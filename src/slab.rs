@@ -85,6 +85,16 @@ impl<T> Slab<T> {
     }
 
     /// The entry for `key`, if it is still the one inserted under it.
+    #[must_use]
+    pub fn get(&self, key: Key) -> Option<&T> {
+        let slot = self.slots.get(key.index as usize)?;
+        if slot.gen != key.gen {
+            return None;
+        }
+        slot.value.as_ref()
+    }
+
+    /// The entry for `key`, if it is still the one inserted under it.
     pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
         let slot = self.slots.get_mut(key.index as usize)?;
         if slot.gen != key.gen {

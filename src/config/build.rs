@@ -90,6 +90,8 @@ pub struct SiteSettings {
     pub tls: Option<TlsFiles>,
     /// Direct mode.
     pub direct: bool,
+    /// The metrics page's path (default none).
+    pub metrics: Option<String>,
     /// Links (see [`crate::relay::link`]), in any order.
     pub links: Vec<crate::relay::link::Link>,
     /// Authentication (default none).
@@ -195,6 +197,7 @@ impl SiteSettings {
             close_timeout: self.close_timeout.unwrap_or(d.close_timeout),
             tls: self.tls.map(SiteTls::load).transpose()?,
             direct: self.direct,
+            metrics: self.metrics,
             links: self.links,
             auth: self.auth,
             compression: Compression {
@@ -249,6 +252,7 @@ impl Default for Site {
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             tls: None,
             direct: false,
+            metrics: None,
             links: Vec::new(),
             auth: None,
             compression: Compression::default(),

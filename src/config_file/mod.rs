@@ -152,6 +152,8 @@ pub struct ServiceConfig {
     pub pid_file: Option<PathBuf>,
     /// Log to syslog (`syslog = true;`).
     pub syslog: bool,
+    /// The control socket (`control`), wsgate's own setting.
+    pub control: Option<PathBuf>,
     /// Programs of exec links running at once (`exec_limit`), wsgate's own setting.
     pub exec_limit: Option<u32>,
     /// permessage-deflate's window in bits (`compression_window`), wsgate's own setting.
@@ -265,6 +267,8 @@ pub struct WebsocketConfig {
     pub access: AccessList,
     /// `options` contains `direct`.
     pub direct: bool,
+    /// `metrics`: the path of the metrics page, wsgate's own setting.
+    pub metrics: Option<String>,
     /// `mode` (default stream).
     pub mode: Mode,
     /// `modes = { name = "mode"; }`.

@@ -78,6 +78,9 @@ pub fn render(cfg: &ServiceConfig) -> String {
     if let Some(p) = &cfg.init_d {
         o.set("init_d", &path_str(p));
     }
+    if let Some(p) = &cfg.control {
+        o.set("control", &path_str(p));
+    }
     if let Some(n) = cfg.exec_limit {
         o.set("exec_limit", &n.to_string());
     }
@@ -174,6 +177,9 @@ pub fn render(cfg: &ServiceConfig) -> String {
             o.set("docroot", &path_str(&w.docroot));
             o.access(&w.access);
             o.set("options", if w.direct { "\"direct\"" } else { "\"\"" });
+            if let Some(m) = &w.metrics {
+                o.set("metrics", &quote(m));
+            }
             o.set("mode", &quote(&w.mode.to_string()));
             if w.endpoint_modes.is_empty() {
                 o.line("modes = { };");

@@ -71,6 +71,7 @@ pub fn to_runtime(
             close_timeout: None,
             tls: server.tls.as_ref().map(|t| t.files.clone()),
             direct: ws.direct,
+            metrics: ws.metrics.clone(),
             links: ws.links.clone(),
             auth: server.auth.clone(),
             compression: ws.compression,

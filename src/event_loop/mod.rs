@@ -15,6 +15,10 @@
 
 pub mod children;
 pub mod conn;
+pub mod control;
+pub mod counters;
+pub mod metrics;
+pub mod status;
 pub mod timers;
 pub mod tls_io;
 pub mod token;
@@ -220,6 +224,10 @@ pub struct Server {
     draining: Option<Instant>,
     /// Programs of exec links (shared with the sites' backends).
     children: Shared,
+    /// What has happened since start, for the status and the metrics.
+    counters: counters::Counters,
+    /// The control socket, when configured.
+    control: Option<control::Control>,
 }
 
 impl Server {
@@ -294,6 +302,11 @@ impl Server {
             polls: 0,
             draining: None,
             children,
+            counters: counters::Counters::new(
+                config.sites.iter().map(|s| s.listen),
+                Instant::now(),
+            ),
+            control: None,
             config,
         })
     }
@@ -329,6 +342,28 @@ impl Server {
         )?;
         self.signals = Some(signals);
         Ok(())
+    }
+
+    /// Opens the control socket at `path`, owned by `owner` (uid, gid) when given (see
+    /// [`control`]).
+    ///
+    /// # Errors
+    /// Why it cannot be had.
+    pub fn open_control(
+        &mut self,
+        path: &std::path::Path,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), String> {
+        self.control = Some(control::Control::bind(path, owner, self.poll.registry())?);
+        log!(INFO, "control socket {}", path.display());
+        Ok(())
+    }
+
+    /// Removes the control socket's file (at exit).
+    pub fn remove_control(&self) {
+        if let Some(c) = &self.control {
+            c.remove();
+        }
     }
 
     /// What SIGHUP runs to get the new configuration.
@@ -420,12 +455,11 @@ impl Server {
     /// A `poll` failure other than `EINTR`.
     pub fn run(&mut self) -> std::io::Result<()> {
         loop {
-            let held = self.listeners.iter().any(|l| l.held.is_some());
+            let held = self.listeners.iter().any(|l| l.held.is_some())
+                || self.control.as_ref().is_some_and(control::Control::busy);
             let kill_due = self.children.borrow().next_deadline();
-            let wake = match (self.next_wake, kill_due) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let control_due = self.control.as_ref().and_then(control::Control::next_deadline);
+            let wake = [self.next_wake, kill_due, control_due].into_iter().flatten().min();
             let timeout = if self.again.is_empty() && !held {
                 wake.map(|w| w.saturating_duration_since(Instant::now()))
             } else {
@@ -461,9 +495,21 @@ impl Server {
                 match tok {
                     WAKER => {}
                     SIGNALS => self.on_signals(now),
+                    control::LISTENER => {
+                        if let Some(c) = self.control.as_mut() {
+                            c.accept(self.poll.registry(), now);
+                        }
+                    }
                     t => {
                         if let Some(i) = token::listener_index(t) {
                             accept |= 1 << i;
+                        } else if let Some(i) = control::client_index(t) {
+                            if let Some(c) = self.control.as_mut().and_then(|c| c.client(i)) {
+                                if writable {
+                                    c.on_writable();
+                                }
+                            }
+                            self.serve_control(i, now);
                         } else if let Some(i) = token::child_log_index(t) {
                             self.children.borrow_mut().on_stderr(i, now);
                         } else if let Some((key, side)) = token::decode(t) {
@@ -482,6 +528,16 @@ impl Server {
                 }
             }
             self.retry(now);
+            if self.control.is_some() {
+                for i in 0..control::MAX_CLIENTS {
+                    self.serve_control(i, now);
+                }
+                if control_due.is_some_and(|d| d <= now) {
+                    if let Some(c) = self.control.as_mut() {
+                        c.expire(self.poll.registry(), now);
+                    }
+                }
+            }
             if self.next_wake.is_some_and(|w| w <= now) {
                 self.fire_timers(now);
             }
@@ -595,6 +651,8 @@ impl Server {
             now,
             #[cfg(feature = "deflate")]
             deflate: self.deflate.as_mut(),
+            counters: &self.counters,
+            slots: (self.conns.len(), self.conns.capacity()),
         };
         Some((cx, &mut self.conns))
     }
@@ -653,6 +711,7 @@ impl Server {
             }
         }
         let s = c.stats;
+        self.count_close(&c);
         let secs = crate::logging::Seconds(now.duration_since(c.opened));
         match c.reason() {
             Some(conn::Reason::Refused(..)) | None => {
@@ -736,12 +795,130 @@ impl Server {
                             l.active += 1;
                         }
                     }
+                    if let Some(l) = self.counters.site(site) {
+                        counters::bump(&l.accepted);
+                        counters::bump(&l.live);
+                    }
                     self.drive(key, now);
                 }
                 Some(Err(e)) => conn_log!(WARN, "peer={peer} accept: {e}"),
                 None => {}
             }
         }
+    }
+
+    /// Counts a connection that ended: its listener, its endpoint, why it ended.
+    fn count_close(&self, c: &Connection) {
+        let k = &self.counters;
+        if let Some(l) = k.site(c.site) {
+            counters::bump(&l.closed);
+            l.live.set(l.live.get().saturating_sub(1));
+            l.bytes_in.set(l.bytes_in.get().saturating_add(c.stats.client_in));
+            l.bytes_out.set(l.bytes_out.get().saturating_add(c.stats.client_out));
+        }
+        if let Some(row) = c.endpoint_row {
+            k.ended(usize::from(row), &c.stats);
+        }
+        match c.reason() {
+            Some(conn::Reason::Refused(why)) => k.refused(c.site, why.status(), why.label()),
+            Some(r) => {
+                let code = match r {
+                    conn::Reason::ClientClose(code) => code.unwrap_or_default(),
+                    r => r.close_code().unwrap_or_default(),
+                };
+                k.closed(code, r.label());
+            }
+            None => k.closed(0, "closed"),
+        }
+    }
+
+    /// Serves control client `i`: reads its request, acts on it, writes the answer (a report
+    /// [`control::FILLS_PER_TURN`] buffers at a time), closes it when done.
+    fn serve_control(&mut self, i: usize, now: Instant) {
+        let Some(ctl) = self.control.as_mut() else { return };
+        let Some(client) = ctl.client(i) else { return };
+        if client.job == control::Job::Reading {
+            let mut line = heapless::String::<64>::new();
+            let request = match client.read_line() {
+                None => return,
+                Some(Ok(l)) => {
+                    let _ = line.push_str(l);
+                    control::parse(&line)
+                }
+                Some(Err(e)) => Err(e),
+            };
+            match request {
+                Err(e) => client.answer(format_args!("error: {e}\n")),
+                Ok(control::Command::Status(json)) => {
+                    client.job = control::Job::Status { json, cursor: status::Cursor::default() };
+                }
+                Ok(control::Command::Drop(id, code)) => {
+                    let done = self.drop_connection(id, code, now);
+                    let Some(client) = self.control.as_mut().and_then(|c| c.client(i)) else {
+                        return;
+                    };
+                    match done {
+                        Ok(()) => client.answer(format_args!("dropped {id} with {code}\n")),
+                        Err(e) => client.answer(format_args!("error: {e}\n")),
+                    }
+                }
+            }
+        }
+        let view = status::View {
+            counters: &self.counters,
+            sites: &self.config.sites,
+            conns: &self.conns,
+            buffers: (
+                self.pool.count().saturating_sub(self.pool.available()),
+                self.pool.count(),
+                self.pool.buf_size(),
+            ),
+            exec: (self.children.borrow().live(), self.children.borrow().capacity()),
+            now,
+        };
+        let Some(ctl) = self.control.as_mut() else { return };
+        let mut close = false;
+        if let Some(client) = ctl.client(i) {
+            for _ in 0..control::FILLS_PER_TURN {
+                match client.flush() {
+                    Err(_) => {
+                        close = true;
+                        break;
+                    }
+                    Ok(false) => break,
+                    Ok(true) => client.progress(now),
+                }
+                match &mut client.job {
+                    control::Job::Status { json, cursor } if !cursor.done() => {
+                        status::fill(&mut client.out, cursor, *json, &view);
+                    }
+                    control::Job::Reading => break,
+                    _ => {
+                        close = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if close {
+            ctl.close(i, self.poll.registry());
+        }
+    }
+
+    /// `drop ID CODE` from the control socket.
+    fn drop_connection(&mut self, id: &str, code: u16, now: Instant) -> Result<(), &'static str> {
+        let key = id
+            .split_once(':')
+            .and_then(|(i, g)| Some(Key { index: i.parse().ok()?, gen: g.parse().ok()? }))
+            .ok_or("a connection ID is INDEX:GENERATION, as status shows it")?;
+        let site = self.conns.get(key).map(|c| c.site).ok_or("no such connection")?;
+        let (mut cx, conns) = self.ctx(site, now).ok_or("no such connection")?;
+        let c = conns.get_mut(key).ok_or("no such connection")?;
+        c.drop_with(&mut cx, code);
+        conn_log!(INFO, "conn={key} peer={} dropped with {code} by the control socket", c.peer);
+        counters::bump(&self.counters.dropped);
+        self.drive(key, now);
+        Ok(())
     }
 
     fn retry(&mut self, now: Instant) {

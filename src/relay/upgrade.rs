@@ -98,6 +98,32 @@ impl Refusal {
             Self::ResponseTooLarge | Self::Register(_) => 500,
         }
     }
+
+    /// A short label, for the status and the metrics (one per variant; the status tells the
+    /// cases of a variant apart).
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Request(_) => "bad_request",
+            Self::Path(_) => "bad_path",
+            Self::Denied => "denied",
+            Self::Origin => "origin",
+            Self::Route(_) => "backend",
+            Self::File(_) => "page",
+            Self::ModeMismatch => "mode_mismatch",
+            Self::RecordTooLarge => "record_too_large",
+            Self::ResponseTooLarge => "response_too_large",
+            Self::Register(_) => "register",
+            Self::Full => "full",
+            Self::BackendBusy(_) => "backend_busy",
+            Self::PlainHttp => "plain_http",
+            Self::Unauthorized => "unauthorized",
+            Self::NotAdmitted => "not_admitted",
+            Self::Throttled => "throttled",
+            Self::BadCredentials(_) => "bad_credentials",
+            Self::Session(_) => "session",
+        }
+    }
 }
 
 impl core::fmt::Display for Refusal {

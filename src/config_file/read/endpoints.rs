@@ -18,6 +18,7 @@ impl Reader<'_> {
             docroot: PathBuf::new(),
             access: AccessList::default(),
             direct: false,
+            metrics: None,
             mode: DEFAULT_MODE,
             endpoint_modes: Vec::new(),
             data_type: DEFAULT_DATA_TYPE,
@@ -113,6 +114,7 @@ impl Reader<'_> {
                     _ => ws.context = self.boolean(s)?,
                 },
                 "links" => ws.links = self.links(s)?,
+                "metrics" => ws.metrics = Some(self.string(s)?.to_owned()),
                 "server" => self.warn(
                     s.pos,
                     "websocket server (a TCP backend) is not supported; use docroot (ignored)"

@@ -37,6 +37,7 @@ pub(super) fn from_document(
                 "log-file" | "log_file" => cfg.log_file = Some(r.path(s)?),
                 "pid-file" | "pid_file" => cfg.pid_file = Some(r.path(s)?),
                 "init_d" => cfg.init_d = Some(r.path(s)?),
+                "control" => cfg.control = Some(r.path(s)?),
                 "syslog" => cfg.syslog = r.boolean(s)?,
                 "exec_limit" => {
                     let n = r.int(s, 0, i64::from(crate::config::MAX_EXEC_LIMIT), "processes")?;

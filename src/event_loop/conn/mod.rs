@@ -112,6 +112,10 @@ pub struct Ctx<'a, U> {
     /// permessage-deflate's contexts, when a site offers compression.
     #[cfg(feature = "deflate")]
     pub deflate: Option<&'a mut crate::relay::compress::Contexts>,
+    /// The gateway's counters (and what the metrics page shows).
+    pub counters: &'a super::counters::Counters,
+    /// Slots in use and the slab's size, for the metrics page.
+    pub slots: (usize, usize),
 }
 
 impl<U> core::fmt::Debug for Ctx<'_, U> {
@@ -162,9 +166,11 @@ pub struct Connection<T, U> {
     pub opened: Instant,
     /// Holds an overflow slot (answered 503).
     pub overflow: bool,
-    /// Who the request proved to be, kept while its backend's connect is under way (the
-    /// request is decided again then, and is not checked twice).
+    /// Who the request proved to be: kept while its backend's connect is under way (the
+    /// request is decided again then, and is not checked twice), then for the status.
     identity: Option<crate::auth::gate::Identity>,
+    /// Its row in the endpoint counters, once upgraded.
+    pub endpoint_row: Option<u8>,
     /// Already queued for another drive.
     pub queued: bool,
     /// Index of the site (listener) that accepted it.
@@ -225,6 +231,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             opened: cx.now,
             overflow,
             identity: None,
+            endpoint_row: None,
             queued: false,
             site,
         };
@@ -250,6 +257,18 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
     #[must_use]
     pub fn phase(&self) -> Phase {
         self.state.phase()
+    }
+
+    /// Over TLS.
+    #[must_use]
+    pub fn tls(&self) -> bool {
+        self.client.tls.is_some()
+    }
+
+    /// The user it authenticated as, once upgraded.
+    #[must_use]
+    pub fn user(&self) -> Option<&str> {
+        self.identity.as_ref().map(|i| i.user.as_str())
     }
 
     /// The timeouts it was admitted with.
@@ -325,6 +344,16 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
                 self.start_close(cx, Reason::Shutdown);
             }
             _ => {}
+        }
+    }
+
+    /// Ends it at an operator's request (`wsgate drop`): an open connection gets a close frame
+    /// with `code` and the closing handshake; one that is not relaying yet is closed at once.
+    pub fn drop_with(&mut self, cx: &mut Ctx<'_, U>, code: u16) {
+        match self.phase() {
+            Phase::Open => self.start_close(cx, Reason::Dropped(code)),
+            Phase::Closing | Phase::Flushing | Phase::Linger | Phase::Draining => {}
+            _ => self.give_up(Reason::Dropped(code)),
         }
     }
 
@@ -643,7 +672,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
 }
 
 /// `s` cut to at most `max` bytes, at a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

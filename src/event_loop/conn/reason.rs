@@ -56,6 +56,8 @@ pub enum Reason {
     HandedOver,
     /// Direct mode: the backend did not take the socket in time.
     HandoverTimeout,
+    /// Closed with this code by `wsgate drop`.
+    Dropped(u16),
 }
 
 impl core::fmt::Display for Reason {
@@ -93,11 +95,41 @@ impl core::fmt::Display for Reason {
             Self::Shutdown => f.write_str("gateway shutting down (1001)"),
             Self::HandedOver => f.write_str("handed over to the backend (direct)"),
             Self::HandoverTimeout => f.write_str("the backend did not take the socket in time"),
+            Self::Dropped(c) => write!(f, "dropped by the operator ({c})"),
         }
     }
 }
 
 impl Reason {
+    /// A short label, for the status and the metrics (one per variant).
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Refused(_) => "refused",
+            Self::ClientClose(_) => "client_close",
+            Self::Protocol(_) => "protocol_error",
+            Self::Uplink(_) => "unsupported_data",
+            Self::BackendEof => "backend_eof",
+            Self::BackendEofMidMessage => "backend_eof_mid_message",
+            Self::BackendEofMidClientMessage => "backend_eof_mid_client_message",
+            Self::BackendClose(_) => "backend_close",
+            Self::BackendProtocol(_) => "backend_protocol_error",
+            Self::BackendPacketTooBig => "backend_packet_too_big",
+            Self::BackendError(_) => "backend_error",
+            Self::ClientGone => "client_gone",
+            Self::ClientError(_) => "client_error",
+            Self::Tls(_) => "tls",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::PingTimeout => "ping_timeout",
+            Self::IdleTimeout => "idle_timeout",
+            Self::CloseTimeout => "close_timeout",
+            Self::Shutdown => "shutdown",
+            Self::HandedOver => "handed_over",
+            Self::HandoverTimeout => "handover_timeout",
+            Self::Dropped(_) => "dropped",
+        }
+    }
+
     /// The close code the gateway sends when it ends an open connection for this reason:
     /// the one place a reason gets its code. `None` for the reasons that send no close frame
     /// of the gateway's choosing (a client's close is echoed as it came, §5.5.1).
@@ -107,7 +139,7 @@ impl Reason {
             Self::Protocol(e) => Some(e.close_code()),
             Self::Uplink(UplinkError::NewlineInMessage) => Some(close_code::UNSUPPORTED_DATA),
             Self::BackendEof => Some(close_code::NORMAL),
-            Self::BackendClose(c) => Some(*c),
+            Self::BackendClose(c) | Self::Dropped(c) => Some(*c),
             Self::IdleTimeout | Self::Shutdown => Some(close_code::GOING_AWAY),
             Self::BackendEofMidMessage
             | Self::BackendEofMidClientMessage

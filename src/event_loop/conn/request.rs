@@ -67,8 +67,8 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         if let Some(progress) = self.session_request(cx, input) {
             return progress;
         }
-        let request = match upgrade::read(input.readable(), cx.htdocs.is_some(), input.free() == 0)
-        {
+        let pages = cx.htdocs.is_some() || cx.site.metrics.is_some();
+        let request = match upgrade::read(input.readable(), pages, input.free() == 0) {
             Ok(Some(r)) => r,
             Ok(None) => return false,
             Err(why) => {
@@ -140,7 +140,13 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
                 drop(request);
                 let _ = self.name.push_str(truncate(name, 64));
                 let head = input.readable().get(..head_len).unwrap_or_default();
-                let served = self.serve_file(cx, name, head, head_only, keep_alive);
+                let metrics =
+                    cx.site.metrics.as_deref().and_then(|m| m.strip_prefix('/')) == Some(name);
+                let served = if metrics {
+                    self.serve_metrics(cx, head, head_only, keep_alive)
+                } else {
+                    self.serve_file(cx, name, head, head_only, keep_alive)
+                };
                 input.consume(head_len);
                 return served;
             }
@@ -298,6 +304,11 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         }
         self.enter(State::Open(BackendEnd::new(backend, true)));
         self.timers.open(cx.now);
+        self.identity = identity;
+        self.endpoint_row = u8::try_from(cx.counters.opened(&self.name)).ok();
+        if let Some(l) = cx.counters.site(self.site) {
+            super::super::counters::bump(&l.upgraded);
+        }
         #[cfg(feature = "deflate")]
         let deflate = if agreement.is_some() { " permessage-deflate" } else { "" };
         #[cfg(not(feature = "deflate"))]
@@ -361,7 +372,9 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         keep_alive: bool,
     ) -> bool {
         let (Some(htdocs), Some(doc)) = (cx.htdocs, cx.site.document.as_ref()) else {
-            return false;
+            // Pages are read for the metrics page alone: any other path is not there.
+            self.refuse(cx, Refusal::File(crate::relay::route::FileError::NotFound));
+            return true;
         };
         let mut haystack = heapless::String::<{ path::MAX_PATH + 1 }>::new();
         let _ = haystack.push('/');
@@ -418,6 +431,9 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             return true;
         };
         out.commit(n);
+        if let Some(l) = cx.counters.site(self.site) {
+            super::super::counters::bump(&l.pages);
+        }
         crate::conn_log!(
             crate::logging::INFO,
             "conn={} peer={} {} /{name} 200 ({} bytes)",
@@ -430,6 +446,71 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             self.finish_response(cx, keep_alive);
         } else {
             self.enter(State::File(Page { file: file.file, left: file.len, keep_alive }));
+            self.timers.deadline = Some(cx.now + self.page_timeout());
+        }
+        true
+    }
+
+    /// The metrics page (see [`crate::event_loop::metrics`]), behind the site's allow/deny and
+    /// its `auth` rules for the path, as an endpoint would be.
+    fn serve_metrics(
+        &mut self,
+        cx: &mut Ctx<'_, U>,
+        head: &[u8],
+        head_only: bool,
+        keep_alive: bool,
+    ) -> bool {
+        let path = cx.site.metrics.as_deref().unwrap_or_default();
+        if !cx.site.access.permits(path) {
+            self.refuse(cx, Refusal::Denied);
+            return true;
+        }
+        if let Some(gate) = cx.gate {
+            let cert = self.client.tls.as_ref().and_then(|t| t.peer_certificate());
+            let checked = gate.borrow_mut().check_any(&[path], head, self.peer.ip(), cert, cx.now);
+            if let Err(d) = checked {
+                self.refuse(cx, d.into());
+                return true;
+            }
+        }
+        let gauges = crate::event_loop::metrics::Gauges {
+            slots: cx.slots,
+            buffers: (cx.pool.count() - cx.pool.available(), cx.pool.count()),
+        };
+        let (file, len) = match crate::event_loop::metrics::page(cx.counters, gauges, cx.now) {
+            Ok(p) => p,
+            Err(e) => {
+                let errno = e.raw_os_error().map_or(Errno::EIO, Errno::from_raw);
+                self.refuse(cx, Refusal::File(crate::relay::route::FileError::Other(errno)));
+                return true;
+            }
+        };
+        if !cx.pool.ensure(&mut self.to_client) {
+            self.refuse(cx, Refusal::Full);
+            return true;
+        }
+        let Some(out) = self.to_client.as_mut() else { return false };
+        let keep_alive = keep_alive && !self.timers.timeouts.keepalive.is_zero();
+        let mime = "text/plain; version=0.0.4; charset=utf-8";
+        let Some(n) = static_files::write_ok(out.spare(), mime, len, keep_alive) else {
+            self.refuse(cx, Refusal::ResponseTooLarge);
+            return true;
+        };
+        out.commit(n);
+        if let Some(l) = cx.counters.site(self.site) {
+            super::super::counters::bump(&l.pages);
+        }
+        crate::conn_log!(
+            crate::logging::INFO,
+            "conn={} peer={} {} {path} 200 ({len} bytes)",
+            self.key,
+            self.peer,
+            if head_only { "HEAD" } else { "GET" },
+        );
+        if head_only || len == 0 {
+            self.finish_response(cx, keep_alive);
+        } else {
+            self.enter(State::File(Page { file, left: len, keep_alive }));
             self.timers.deadline = Some(cx.now + self.page_timeout());
         }
         true

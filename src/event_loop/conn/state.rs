@@ -32,6 +32,23 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Its name, for the status.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Handshake => "handshake",
+            Phase::Connecting => "connecting",
+            Phase::Dialing => "dialing",
+            Phase::File => "page",
+            Phase::Handover => "handover",
+            Phase::Open => "open",
+            Phase::Closing => "closing",
+            Phase::Flushing => "flushing",
+            Phase::Draining => "draining",
+            Phase::Linger => "linger",
+        }
+    }
+
     /// The transitions there are. Forward only, but for the two loops before an upgrade: a
     /// kept-alive HTTP connection back to `Handshake` for its next request, and a request
     /// waiting for a busy backend back to `Handshake` to connect again.

@@ -237,6 +237,7 @@ struct Rig {
     /// Compression contexts, for a site that offers permessage-deflate.
     #[cfg(feature = "deflate")]
     deflate: Option<crate::relay::compress::Contexts>,
+    counters: crate::event_loop::counters::Counters,
 }
 
 const KEY: Key = Key { index: 1, gen: 1 };
@@ -262,6 +263,8 @@ impl Rig {
         let backends = Backends::default();
         let poll = Poll::new().unwrap();
         let now = Instant::now();
+        let counters =
+            crate::event_loop::counters::Counters::new(std::iter::once(site.listen), now);
         let conn = {
             let mut cx = Ctx {
                 pool: &mut pool,
@@ -273,6 +276,8 @@ impl Rig {
                 now,
                 #[cfg(feature = "deflate")]
                 deflate: None,
+                counters: &counters,
+                slots: (1, 1),
             };
             Connection::accept(
                 KEY,
@@ -296,6 +301,7 @@ impl Rig {
             verdict: Verdict::Continue,
             #[cfg(feature = "deflate")]
             deflate: None,
+            counters,
         }
     }
 
@@ -311,6 +317,8 @@ impl Rig {
                 now: self.now,
                 #[cfg(feature = "deflate")]
                 deflate: self.deflate.as_mut(),
+                counters: &self.counters,
+                slots: (1, 1),
             },
             &mut self.conn,
         )
