@@ -35,6 +35,10 @@ pub struct Listener {
     pub closed: Cell<u64>,
     /// Connections in a slot now (those answering 503 included).
     pub live: Cell<u64>,
+    /// TLS handshakes done (of connections that have ended): new sessions, and resumed ones.
+    pub tls_full: Cell<u64>,
+    /// See `tls_full`.
+    pub tls_resumed: Cell<u64>,
     /// Bytes read from its clients, by connections that have ended.
     pub bytes_in: Cell<u64>,
     /// Bytes written to its clients, by connections that have ended.
@@ -101,6 +105,8 @@ impl Counters {
                     refused: zero(0),
                     closed: zero(0),
                     live: zero(0),
+                    tls_full: zero(0),
+                    tls_resumed: zero(0),
                     bytes_in: zero(0),
                     bytes_out: zero(0),
                 })

@@ -99,7 +99,7 @@ fn render(
         c.dropped.get()
     )?;
     type Field = fn(&super::counters::Listener) -> u64;
-    let listeners: [(&str, &str, &str, Field); 8] = [
+    let listeners: [(&str, &str, &str, Field); 10] = [
         ("wsgate_connections", "gauge", "Connections in a slot now.", |l| l.live.get()),
         ("wsgate_accepted_total", "counter", "TCP connections accepted.", |l| l.accepted.get()),
         ("wsgate_upgraded_total", "counter", "Requests upgraded to WebSocket.", |l| {
@@ -116,6 +116,12 @@ fn render(
             "Bytes read from clients (ended connections).",
             |l| l.bytes_in.get(),
         ),
+        ("wsgate_tls_new_sessions_total", "counter", "TLS handshakes that made a session.", |l| {
+            l.tls_full.get()
+        }),
+        ("wsgate_tls_resumed_sessions_total", "counter", "TLS handshakes that resumed one.", |l| {
+            l.tls_resumed.get()
+        }),
         (
             "wsgate_sent_bytes_total",
             "counter",

@@ -815,6 +815,11 @@ impl Server {
             l.live.set(l.live.get().saturating_sub(1));
             l.bytes_in.set(l.bytes_in.get().saturating_add(c.stats.client_in));
             l.bytes_out.set(l.bytes_out.get().saturating_add(c.stats.client_out));
+            match c.tls_resumed() {
+                Some(true) => counters::bump(&l.tls_resumed),
+                Some(false) => counters::bump(&l.tls_full),
+                None => {}
+            }
         }
         if let Some(row) = c.endpoint_row {
             k.ended(usize::from(row), &c.stats);

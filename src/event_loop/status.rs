@@ -139,20 +139,23 @@ fn item(w: &mut Fill<'_>, at: Cursor, json: bool, v: &View<'_>) -> Cursor {
             let (live, accepted, upgraded) = (l.live.get(), l.accepted.get(), l.upgraded.get());
             let (pages, refused, closed) = (l.pages.get(), l.refused.get(), l.closed.get());
             let (bytes_in, bytes_out) = (l.bytes_in.get(), l.bytes_out.get());
+            let (full, resumed) = (l.tls_full.get(), l.tls_resumed.get());
             if json {
                 write!(
                     w,
                     "{sep}{{\"listen\":\"{listen}\",\"scheme\":\"{scheme}\",\"live\":{live},\
                      \"max\":{max},\"accepted\":{accepted},\"upgraded\":{upgraded},\
                      \"pages\":{pages},\"refused\":{refused},\"closed\":{closed},\
-                     \"bytes_in\":{bytes_in},\"bytes_out\":{bytes_out}}}"
+                     \"bytes_in\":{bytes_in},\"bytes_out\":{bytes_out},\
+                     \"tls_full\":{full},\"tls_resumed\":{resumed}}}"
                 )
             } else {
                 writeln!(
                     w,
                     "listener {listen} {scheme}: live {live} of {max}, accepted {accepted}, \
                      upgraded {upgraded}, pages {pages}, refused {refused}, closed {closed}, \
-                     in {bytes_in} out {bytes_out} bytes"
+                     in {bytes_in} out {bytes_out} bytes, TLS sessions {full} new {resumed} \
+                     resumed"
                 )
             }
         }

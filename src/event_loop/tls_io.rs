@@ -167,6 +167,13 @@ impl TlsIo {
         self.fault.as_ref().map(|(f, e)| (*f, e.as_ref()))
     }
 
+    /// The handshake resumed a session (`Some(true)`) or made a new one; `None` before it is
+    /// known.
+    #[must_use]
+    pub fn resumed(&self) -> Option<bool> {
+        self.conn.handshake_kind().map(|k| k == rustls::HandshakeKind::Resumed)
+    }
+
     /// Still in the TLS handshake.
     #[must_use]
     pub fn is_handshaking(&self) -> bool {

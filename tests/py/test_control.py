@@ -173,6 +173,18 @@ def test_a_wss_connection_is_shown_as_tls_with_its_user(gateway, echo_backend, p
     assert st["listeners"][0]["scheme"] == "wss"
     assert " tls yes user ann " in ctl(sock, "status").stdout
     c.close()
+    # TLS sessions: a new one, then one resumed from its ticket, counted as their connections end.
+    ctx = client_context(pki)
+    session = None
+    for _ in range(2):
+        raw_sock = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+        with ctx.wrap_socket(raw_sock, server_hostname="localhost", session=session) as t:
+            t.sendall(build_request(g.port, "/nope", basic("ann", "annpw")))
+            assert read_response_head(t).status == 404
+            session, reused = t.session, t.session_reused
+    assert reused
+    lst = wait_for(lambda: (l := status(sock)["listeners"][0]) and l["closed"] == 3 and l)
+    assert (lst["tls_full"], lst["tls_resumed"]) == (2, 1), lst
 
 
 def metrics(port: int, headers=None) -> tuple[int, str]:

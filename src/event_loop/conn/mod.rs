@@ -265,6 +265,13 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         self.client.tls.is_some()
     }
 
+    /// Over TLS, a handshake that resumed a session (`Some(true)`) or made a new one;
+    /// `None` without TLS or before its handshake is done.
+    #[must_use]
+    pub fn tls_resumed(&self) -> Option<bool> {
+        self.client.tls.as_ref().and_then(TlsIo::resumed)
+    }
+
     /// The user it authenticated as, once upgraded.
     #[must_use]
     pub fn user(&self) -> Option<&str> {
