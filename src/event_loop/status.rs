@@ -316,3 +316,60 @@ pub fn text(w: &mut impl core::fmt::Write, s: &str, json: bool) -> core::fmt::Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The whole report, filled through buffers of `cap` bytes.
+    fn report(v: &View<'_>, json: bool, cap: usize) -> (String, usize) {
+        let (mut all, mut fills, mut cursor) = (Vec::new(), 0, Cursor::default());
+        let mut out = Vec::with_capacity(cap);
+        while !cursor.done() {
+            fill(&mut out, &mut cursor, json, v);
+            assert!(out.len() <= cap && out.capacity() == cap, "a fill grew its buffer");
+            all.extend_from_slice(&out);
+            out.clear();
+            fills += 1;
+        }
+        (String::from_utf8(all).unwrap(), fills)
+    }
+
+    #[test]
+    fn a_report_is_the_same_through_a_small_buffer_and_its_tables_stay_bounded() {
+        let now = Instant::now();
+        let counters = Counters::new(["127.0.0.1:80".parse().unwrap()].into_iter(), now);
+        for i in 0..40 {
+            let row = counters.opened(&format!("endpoint{i}\"\\"));
+            counters.ended(row, &crate::event_loop::conn::Stats::default());
+        }
+        for i in 0..60 {
+            counters.refused(0, 400 + i, "bad_request");
+            counters.closed(1000 + i, "client_close");
+        }
+        let sites = [Site::default()];
+        let conns = Slab::with_capacity(4);
+        let v = View { counters: &counters, sites: &sites, conns: &conns, buffers: (0, 16, 4096), exec: (0, 16), now };
+        for json in [true, false] {
+            let (whole, fills) = report(&v, json, 1 << 20);
+            assert_eq!(fills, 1);
+            let (small, fills) = report(&v, json, 256);
+            assert_eq!(small, whole);
+            assert!(fills > 20, "{fills}");
+        }
+        let (json, _) = report(&v, true, 4096);
+        assert!(json.starts_with("{\"version\":") && json.ends_with("\"connections\":[]}\n"), "{json}");
+        // Names escaped; 32 endpoint rows and the rest together; 48 kinds and the rest.
+        assert!(json.contains("{\"name\":\"endpoint3\\\"\\\\\",\"open\":0,\"opened\":1,"));
+        assert_eq!(json.matches("\"name\":").count(), 33);
+        assert!(json.contains("{\"name\":\"(other)\",\"open\":0,\"opened\":8,"));
+        assert!(json.contains("{\"status\":0,\"reason\":\"(other)\",\"count\":12}"));
+        assert!(json.contains("{\"code\":0,\"reason\":\"(other)\",\"count\":12}"));
+        assert_eq!(json.matches('{').count(), json.matches('}').count());
+        assert_eq!(json.matches('[').count(), json.matches(']').count());
+        let (text, _) = report(&v, false, 4096);
+        assert!(text.contains("endpoint /endpoint3\"\\: open 0, opened 1,"), "{text}");
+        assert!(text.contains("refused 0 (other): 12\n") && text.contains("closed 0 (other): 12\n"));
+    }
+}
