@@ -355,12 +355,43 @@ def test_start_service_runs_gateway_and_backends_with_respawn(tmp_path):
         "close",
         "open gateway",
         f"set command {WSGATE} -f {conf}",
+        "append command --control /var/run/wsgate.ctl",
         "set respawn 3600 5 5",
         f"set file {conf}",
         "set stderr 1",
         "close",
     ]
     check(tmp_path, conf.read_text())
+
+
+@pytest.mark.parametrize("option, control", [
+    ("", "/var/run/wsgate.ctl"),
+    ("option control '/tmp/gw.ctl'", "/tmp/gw.ctl"),
+    # libuci makes no option of an empty value: '' is unset, the default.
+    ("option control ''", "/var/run/wsgate.ctl"),
+    ("option control '0'", None),
+    ("option control 'off'", None),
+])
+def test_start_service_passes_the_control_socket(tmp_path, option, control):
+    uci = (f"config wsgate 'global'\n\t{option}\n\n"
+           "config server 'lan'\n\toption port '8080'\n")
+    r = run_init(tmp_path, uci, "start_service")
+    assert r.returncode == 0, r.stderr
+    calls = (tmp_path / "procd").read_text().splitlines()
+    conf = tmp_path / "var/etc/wsgate.conf"
+    command = [c for c in calls if c.startswith(("set command", "append command"))]
+    want = [f"set command {WSGATE} -f {conf}"]
+    if control:
+        want.append(f"append command --control {control}")
+    assert command == want, calls
+
+
+def test_start_service_refuses_a_relative_control_path(tmp_path):
+    uci = "config wsgate 'global'\n\toption control 'wsgate.ctl'\n\nconfig server 'lan'\n\toption port '8080'\n"
+    r = run_init(tmp_path, uci, "start_service")
+    assert r.returncode != 0
+    assert "option control must be an absolute path, or 0 for no control socket, not 'wsgate.ctl'" in r.stderr
+    assert not (tmp_path / "procd").exists()
 
 
 def test_disabled_service_starts_nothing(tmp_path):
