@@ -139,7 +139,7 @@ if [ -z "${SKIP_AUTOBAHN:-}" ]; then
     timeout 900 "$PY" scripts/autobahn.py --mode exec
 fi
 
-step "packaging tests (tests/board: shellcheck, OpenWrt UCI and procd, SysV script, systemd unit)"
+step "packaging tests (tests/board: shellcheck, OpenWrt UCI, procd and rpcd plugin, SysV script, systemd unit)"
 timeout 600 "$PY" -m pytest tests/board -q -rfE -p no:cacheprovider --junitxml="$REPORTS/pytest-board.xml"
 
 if [ -z "${SKIP_CROSS:-}" ]; then

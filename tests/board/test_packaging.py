@@ -1,12 +1,16 @@
 """Packaging for the router images (board/): shellcheck of every shell script, the OpenWrt
 init script's UCI-to-config mapping and procd calls (with stand-ins for uci and
-/lib/functions.sh, tests/board/openwrt/), the Buildroot SysV script starting, reloading and
-stopping the real gateway, and the systemd unit's commands.
+/lib/functions.sh, tests/board/openwrt/), the OpenWrt rpcd plugin against a running gateway
+and a real WebSocket client (with stand-ins for uci and jsonfilter), the Buildroot SysV script
+starting, reloading and stopping the real gateway, and the systemd unit's commands.
 
-The gateway is $WSGATE_BIN (default target/release/wsgate), as for tests/py."""
+The gateway is $WSGATE_BIN (default target/release/wsgate), the echo backend
+$WSGATE_ECHO_BIN (default target/release/websocket_echo), as for tests/py, whose harness
+starts them."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -14,16 +18,24 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "tests/py"))
+import harness  # noqa: E402  (tests/py's: starts the gateway and the echo backend)
+
 WSGATE = os.environ.get("WSGATE_BIN", str(ROOT / "target/release/wsgate"))
 INIT = ROOT / "board/openwrt/files/wsgate.init"
 UCI_DEFAULT = ROOT / "board/openwrt/files/wsgate.config"
+RPCD = ROOT / "board/openwrt/files/wsgate.rpcd"
+ACL = ROOT / "board/openwrt/files/wsgate.acl.json"
 SYSV = ROOT / "board/buildroot/S50wsgate"
 
 
@@ -49,7 +61,8 @@ def test_shellcheck_every_shell_script():
     scripts = shell_scripts()
     names = {str(p.relative_to(ROOT)) for p in scripts}
     # The packaging scripts must be among them (the shebang detection finds them).
-    for must in ["board/openwrt/files/wsgate.init", "board/buildroot/S50wsgate",
+    for must in ["board/openwrt/files/wsgate.init", "board/openwrt/files/wsgate.rpcd",
+                 "board/buildroot/S50wsgate",
                  "scripts/cross.sh", "scripts/qemu-system-test.sh", "cross/bin/zigcc"]:
         assert must in names
     r = subprocess.run(["shellcheck", "-x", *map(str, scripts)], cwd=ROOT,
@@ -355,12 +368,43 @@ def test_start_service_runs_gateway_and_backends_with_respawn(tmp_path):
         "close",
         "open gateway",
         f"set command {WSGATE} -f {conf}",
+        "append command --control /var/run/wsgate.ctl",
         "set respawn 3600 5 5",
         f"set file {conf}",
         "set stderr 1",
         "close",
     ]
     check(tmp_path, conf.read_text())
+
+
+@pytest.mark.parametrize("option, control", [
+    ("", "/var/run/wsgate.ctl"),
+    ("option control '/tmp/gw.ctl'", "/tmp/gw.ctl"),
+    # libuci makes no option of an empty value: '' is unset, the default.
+    ("option control ''", "/var/run/wsgate.ctl"),
+    ("option control '0'", None),
+    ("option control 'off'", None),
+])
+def test_start_service_passes_the_control_socket(tmp_path, option, control):
+    uci = (f"config wsgate 'global'\n\t{option}\n\n"
+           "config server 'lan'\n\toption port '8080'\n")
+    r = run_init(tmp_path, uci, "start_service")
+    assert r.returncode == 0, r.stderr
+    calls = (tmp_path / "procd").read_text().splitlines()
+    conf = tmp_path / "var/etc/wsgate.conf"
+    command = [c for c in calls if c.startswith(("set command", "append command"))]
+    want = [f"set command {WSGATE} -f {conf}"]
+    if control:
+        want.append(f"append command --control {control}")
+    assert command == want, calls
+
+
+def test_start_service_refuses_a_relative_control_path(tmp_path):
+    uci = "config wsgate 'global'\n\toption control 'wsgate.ctl'\n\nconfig server 'lan'\n\toption port '8080'\n"
+    r = run_init(tmp_path, uci, "start_service")
+    assert r.returncode != 0
+    assert "option control must be an absolute path, or 0 for no control socket, not 'wsgate.ctl'" in r.stderr
+    assert not (tmp_path / "procd").exists()
 
 
 def test_disabled_service_starts_nothing(tmp_path):
@@ -392,6 +436,187 @@ def test_start_service_refuses_global_values_the_gateway_rejects(tmp_path):
     assert r.returncode != 0
     assert 'expected bits 9..=15 for "compression_window", found 20' in r.stderr, r.stderr
     assert not (tmp_path / "procd").exists()
+
+
+# ---- OpenWrt: the rpcd plugin (ubus call wsgate ...) against the real gateway ------------
+
+@pytest.fixture
+def sandbox():
+    """A short temp dir (a UNIX socket path has at most 108 bytes), `www` the docroot."""
+    d = Path(tempfile.mkdtemp(prefix="wsgt-", dir="/tmp"))
+    (d / "www").mkdir()
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def plugin_env(tmp: Path, global_options: str) -> dict:
+    """The plugin's environment: `wsgate` the real binary, `uci` and `jsonfilter` the
+    stand-ins, /etc/config/wsgate a global section with `global_options`."""
+    (tmp / "bin").mkdir(exist_ok=True)
+    link = tmp / "bin/wsgate"
+    if not link.exists():
+        link.symlink_to(Path(WSGATE).resolve())
+    (tmp / "config").mkdir(exist_ok=True)
+    (tmp / "config/wsgate").write_text(
+        f"config wsgate 'global'\n{global_options}\nconfig server 'lan'\n\toption port '8080'\n")
+    return dict(os.environ, UCI_CONFIG_DIR=str(tmp / "config"),
+                PATH=f"{tmp}/bin:{HERE}/openwrt/bin:{os.environ['PATH']}")
+
+
+def plugin(env: dict, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    """The plugin run as rpcd runs it: executed, the call's arguments on standard input."""
+    return subprocess.run([str(RPCD), *args], input=stdin, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.fixture
+def running(sandbox):
+    """A gateway with --control on the sandbox's ctl.sock and a framed echo backend; the
+    plugin's environment pointing at that socket through UCI."""
+    echo = harness.EchoBackend(sandbox / "www", mode="framed")
+    sock = sandbox / "ctl.sock"
+    g = harness.Gateway(sandbox / "www", m="framed", control=sock, ping_interval="0")
+    try:
+        yield g, plugin_env(sandbox, f"\toption control '{sock}'\n")
+    finally:
+        alive = g.alive()
+        g.stop()
+        echo.stop()
+        print(f"---- wsgate stderr ----\n{g.log_text()}")
+        assert alive, "the gateway died during the test"
+
+
+def test_rpcd_plugin_lists_its_methods(sandbox):
+    r = plugin(plugin_env(sandbox, ""), "list")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"status": {}, "drop": {"id": "String", "code": 32}}
+    r = plugin(plugin_env(sandbox, ""), "nonsense")
+    assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_rpcd_plugin_status_shows_a_connection_and_drop_closes_it(running):
+    g, env = running
+    client = harness.ws_connect(g.url("/echo"))
+    try:
+        client.send("hello")
+        assert client.recv(timeout=5) == "hello"
+
+        r = plugin(env, "call", "status", stdin="{}")
+        assert r.returncode == 0, r.stdout + r.stderr
+        st = json.loads(r.stdout)
+        assert st["pid"] == g.pid and st["listeners"][0]["listen"] == f"127.0.0.1:{g.port}"
+        port = client.socket.getsockname()[1]
+        (conn,) = [c for c in st["connections"] if c["peer"] == f"127.0.0.1:{port}"]
+        assert (conn["state"], conn["path"], conn["mode"], conn["msgs_up"]) == ("open", "echo", "framed", 1)
+
+        # rpcd writes the arguments as one JSON object, without a newline.
+        r = plugin(env, "call", "drop", stdin=json.dumps({"id": conn["id"], "code": 4000}))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert json.loads(r.stdout) == {"dropped": conn["id"], "code": 4000}
+        with pytest.raises(ConnectionClosed) as e:
+            client.recv(timeout=5)
+        assert e.value.rcvd is not None and e.value.rcvd.code == 4000
+        g.wait_line(rf"conn={conn['id']} peer=\S+ dropped with 4000 by the control socket")
+
+        # Gone: the gateway's answer comes back as the error.
+        r = plugin(env, "call", "drop", stdin=json.dumps({"id": conn["id"]}))
+        assert r.returncode == 1
+        assert "no such connection" in json.loads(r.stdout)["error"], r.stdout
+    finally:
+        client.close()
+
+
+def test_rpcd_plugin_drop_without_a_code_closes_with_1000(running):
+    g, env = running
+    client = harness.ws_connect(g.url("/echo"))
+    try:
+        r = plugin(env, "call", "status")
+        (conn,) = json.loads(r.stdout)["connections"]
+        r = plugin(env, "call", "drop", stdin=json.dumps({"id": conn["id"]}))
+        assert json.loads(r.stdout) == {"dropped": conn["id"], "code": 1000}, r.stdout + r.stderr
+        with pytest.raises(ConnectionClosed) as e:
+            client.recv(timeout=5)
+        assert e.value.rcvd is not None and e.value.rcvd.code == 1000
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("args, message", [
+    ({}, "drop needs an id"),
+    ({"id": "--control", "code": 1000}, "id must be INDEX:GENERATION as status shows it, not '--control'"),
+    ({"id": "1:"}, "id must be INDEX:GENERATION"),
+    ({"id": "x:1"}, "id must be INDEX:GENERATION"),
+    ({"id": "1:1", "code": "-1"}, "code must be a close code (a number), not '-1'"),
+    ({"id": "1:1", "code": 1005}, "a close code is 1000-1003, 1007-1014 or 3000-4999"),
+])
+def test_rpcd_plugin_drop_refuses_bad_arguments(running, args, message):
+    g, env = running
+    r = plugin(env, "call", "drop", stdin=json.dumps(args))
+    assert r.returncode == 1
+    assert message in json.loads(r.stdout)["error"], r.stdout
+
+
+def test_rpcd_plugin_without_a_gateway_answers_an_error(sandbox):
+    # A quote and a backslash in the message: the reply is still JSON, the message intact.
+    sock = sandbox / 'no "such\\ gw.sock'
+    env = plugin_env(sandbox, f"\toption control '{sock}'\n")
+    for args, stdin in [(("call", "status"), "{}"), (("call", "drop"), '{"id":"0:1"}')]:
+        r = plugin(env, *args, stdin=stdin)
+        assert r.returncode == 1
+        err = json.loads(r.stdout)["error"]
+        assert err.startswith(f"control socket {sock}: "), err
+    r = plugin(env, "call", "restart")
+    assert r.returncode == 1 and json.loads(r.stdout) == {"error": "unknown method 'restart' (status, drop)"}
+    # Turned off in UCI: said so, wsgate not asked.
+    r = plugin(plugin_env(sandbox, "\toption control '0'\n"), "call", "status")
+    assert r.returncode == 1
+    assert json.loads(r.stdout)["error"] == "the gateway has no control socket (uci wsgate.global.control is '0')"
+
+
+def test_rpcd_plugin_uses_the_default_socket_when_uci_names_none(sandbox):
+    """Unset (or '', which UCI drops): the init script's default, /var/run/wsgate.ctl."""
+    if Path("/var/run/wsgate.ctl").exists():
+        pytest.skip("a gateway of this machine has /var/run/wsgate.ctl")
+    for options in ["", "\toption control ''\n"]:
+        r = plugin(plugin_env(sandbox, options), "call", "status")
+        assert r.returncode == 1
+        assert json.loads(r.stdout)["error"].startswith("control socket /var/run/wsgate.ctl: "), r.stdout
+    init = INIT.read_text()
+    assert "\nCONTROL=/var/run/wsgate.ctl\n" in init and "\nCONTROL=/var/run/wsgate.ctl\n" in RPCD.read_text()
+    ctl_rs = (ROOT / "src/ctl.rs").read_text()
+    assert 'pub const DEFAULT_CONTROL: &str = "/var/run/wsgate.ctl";' in ctl_rs
+
+
+def makefile_define(name: str) -> str:
+    """The body of `define NAME` ... `endef` in board/openwrt/Makefile."""
+    text = (ROOT / "board/openwrt/Makefile").read_text()
+    m = re.search(rf"^define {re.escape(name)}\n(.*?)^endef$", text, re.M | re.S)
+    assert m, f"no define {name}"
+    return m.group(1)
+
+
+def test_openwrt_package_installs_the_rpcd_plugin_and_its_acl():
+    install = makefile_define("Package/wsgate/install")
+    lines = [ln.strip() for ln in install.splitlines()]
+    assert "$(INSTALL_DIR) $(1)/usr/libexec/rpcd $(1)/usr/share/rpcd/acl.d" in lines
+    # INSTALL_BIN is install -m0755: rpcd runs only executable files of /usr/libexec/rpcd.
+    assert "$(INSTALL_BIN) ./files/wsgate.rpcd $(1)/usr/libexec/rpcd/wsgate" in lines
+    assert "$(INSTALL_DATA) ./files/wsgate.acl.json $(1)/usr/share/rpcd/acl.d/wsgate.json" in lines
+    # Every file installed from files/ is there; the plugin is executable in the tree too.
+    for f in re.findall(r"\./files/(\S+)", install):
+        assert (ROOT / "board/openwrt/files" / f).is_file(), f
+    assert os.access(RPCD, os.X_OK)
+    postinst = makefile_define("Package/wsgate/postinst")
+    assert "/etc/init.d/rpcd reload" in postinst and "IPKG_INSTROOT" in postinst
+
+    # The ACL grants the plugin's methods: status to read, drop to write.
+    acl = json.loads(ACL.read_text())
+    group = acl["luci-app-wsgate"]
+    assert group["read"] == {"ubus": {"wsgate": ["status"]}}
+    assert group["write"] == {"ubus": {"wsgate": ["drop"]}}
+    methods = json.loads(subprocess.run([str(RPCD), "list"], capture_output=True, text=True,
+                                        check=True).stdout)
+    assert sorted(methods) == sorted(group["read"]["ubus"]["wsgate"] + group["write"]["ubus"]["wsgate"])
 
 
 # ---- Buildroot: S50wsgate with the real binary -------------------------------------------
