@@ -7,8 +7,9 @@
 //!
 //! An answer that is an error starts with `error: `. At most [`MAX_CLIENTS`] requests are
 //! served at once (more are answered `error: busy` and closed), each through its own
-//! [`BUF`]-byte buffer made at start-up; a report is written [`FILLS_PER_TURN`] buffers per
-//! turn of the loop at most, so a long one never holds relaying up (see [`super::status`]).
+//! [`BUF`]-byte buffer made at start-up. Reports are filled one buffer per turn of the loop,
+//! for one client at a time in turn, so that however long they are and however many ask, a
+//! turn of relaying waits for one buffer's worth of rendering at most (see [`super::status`]).
 //! A client that sends no complete request in [`REQUEST_TIME`] is closed.
 
 use std::io::{ErrorKind, Read, Write};
@@ -26,8 +27,6 @@ pub const MAX_CLIENTS: usize = 4;
 pub const BUF: usize = 4096;
 /// The longest request line.
 const LINE: usize = 64;
-/// Output buffers filled per client per turn of the loop.
-pub const FILLS_PER_TURN: usize = 1;
 /// How long a client may take to send its request, and to read the answer.
 pub const REQUEST_TIME: Duration = Duration::from_secs(10);
 
@@ -123,6 +122,8 @@ pub struct Control {
     clients: Vec<Option<Client>>,
     /// Output buffers not in use.
     spare: Vec<Vec<u8>>,
+    /// The client whose turn to fill is next.
+    next: usize,
 }
 
 impl Control {
@@ -173,6 +174,7 @@ impl Control {
             path: path.to_path_buf(),
             clients: (0..MAX_CLIENTS).map(|_| None).collect(),
             spare: (0..MAX_CLIENTS).map(|_| Vec::with_capacity(BUF)).collect(),
+            next: 0,
         })
     }
 
@@ -226,7 +228,24 @@ impl Control {
 
     /// Clients with work to do now: a report with more to fill while its socket takes it.
     pub fn busy(&self) -> bool {
-        self.clients.iter().flatten().any(|c| matches!(c.job, Job::Status { .. }) && !c.blocked)
+        (0..MAX_CLIENTS).any(|i| self.has_work(i))
+    }
+
+    /// The next client, in turn, with a report to go on with.
+    pub fn next_with_work(&mut self) -> Option<usize> {
+        let i =
+            (0..MAX_CLIENTS).map(|k| (self.next + k) % MAX_CLIENTS).find(|&i| self.has_work(i))?;
+        self.next = i + 1;
+        Some(i)
+    }
+
+    /// Client `i` has a report to go on with, and its socket takes it.
+    #[must_use]
+    pub fn has_work(&self, i: usize) -> bool {
+        self.clients
+            .get(i)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| matches!(c.job, Job::Status { .. }) && !c.blocked)
     }
 
     /// The earliest deadline of a client.

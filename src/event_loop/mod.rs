@@ -509,7 +509,7 @@ impl Server {
                                     c.on_writable();
                                 }
                             }
-                            self.serve_control(i, now);
+                            self.serve_control(i, false, now);
                         } else if let Some(i) = token::child_log_index(t) {
                             self.children.borrow_mut().on_stderr(i, now);
                         } else if let Some((key, side)) = token::decode(t) {
@@ -528,10 +528,10 @@ impl Server {
                 }
             }
             self.retry(now);
+            if let Some(i) = self.control.as_mut().and_then(control::Control::next_with_work) {
+                self.serve_control(i, true, now);
+            }
             if self.control.is_some() {
-                for i in 0..control::MAX_CLIENTS {
-                    self.serve_control(i, now);
-                }
                 if control_due.is_some_and(|d| d <= now) {
                     if let Some(c) = self.control.as_mut() {
                         c.expire(self.poll.registry(), now);
@@ -837,9 +837,10 @@ impl Server {
         }
     }
 
-    /// Serves control client `i`: reads its request, acts on it, writes the answer (a report
-    /// [`control::FILLS_PER_TURN`] buffers at a time), closes it when done.
-    fn serve_control(&mut self, i: usize, now: Instant) {
+    /// Serves control client `i`: reads its request, acts on it, writes what is buffered of
+    /// the answer, and with `fill` adds the report's next buffer; closes it when done. The loop
+    /// passes `fill` to one client per turn (see [`control::Control::next_with_work`]).
+    fn serve_control(&mut self, i: usize, fill: bool, now: Instant) {
         let Some(ctl) = self.control.as_mut() else { return };
         let Some(client) = ctl.client(i) else { return };
         if client.job == control::Job::Reading {
@@ -884,7 +885,8 @@ impl Server {
         let Some(ctl) = self.control.as_mut() else { return };
         let mut close = false;
         if let Some(client) = ctl.client(i) {
-            for _ in 0..control::FILLS_PER_TURN {
+            let mut fill = fill;
+            loop {
                 match client.flush() {
                     Err(_) => {
                         close = true;
@@ -895,6 +897,10 @@ impl Server {
                 }
                 match &mut client.job {
                     control::Job::Status { json, cursor } if !cursor.done() => {
+                        if !fill {
+                            break;
+                        }
+                        fill = false;
                         status::fill(&mut client.out, cursor, *json, &view);
                     }
                     control::Job::Reading => break,

@@ -350,7 +350,14 @@ mod tests {
         }
         let sites = [Site::default()];
         let conns = Slab::with_capacity(4);
-        let v = View { counters: &counters, sites: &sites, conns: &conns, buffers: (0, 16, 4096), exec: (0, 16), now };
+        let v = View {
+            counters: &counters,
+            sites: &sites,
+            conns: &conns,
+            buffers: (0, 16, 4096),
+            exec: (0, 16),
+            now,
+        };
         for json in [true, false] {
             let (whole, fills) = report(&v, json, 1 << 20);
             assert_eq!(fills, 1);
@@ -359,7 +366,10 @@ mod tests {
             assert!(fills > 20, "{fills}");
         }
         let (json, _) = report(&v, true, 4096);
-        assert!(json.starts_with("{\"version\":") && json.ends_with("\"connections\":[]}\n"), "{json}");
+        assert!(
+            json.starts_with("{\"version\":") && json.ends_with("\"connections\":[]}\n"),
+            "{json}"
+        );
         // Names escaped; 32 endpoint rows and the rest together; 48 kinds and the rest.
         assert!(json.contains("{\"name\":\"endpoint3\\\"\\\\\",\"open\":0,\"opened\":1,"));
         assert_eq!(json.matches("\"name\":").count(), 33);
@@ -370,6 +380,8 @@ mod tests {
         assert_eq!(json.matches('[').count(), json.matches(']').count());
         let (text, _) = report(&v, false, 4096);
         assert!(text.contains("endpoint /endpoint3\"\\: open 0, opened 1,"), "{text}");
-        assert!(text.contains("refused 0 (other): 12\n") && text.contains("closed 0 (other): 12\n"));
+        assert!(
+            text.contains("refused 0 (other): 12\n") && text.contains("closed 0 (other): 12\n")
+        );
     }
 }

@@ -368,7 +368,8 @@ def test_a_status_of_800_connections_during_a_relay_load(echo_backend, gateway, 
         report = json.loads(read_all(c))
         assert len(report["connections"]) >= 800
 
-    # Four clients asking over and over, reading as fast as they can.
+    # Four clients asking five times a second each (a dashboard polling much faster than a
+    # person would), reading as fast as they can.
     stop = threading.Event()
     sizes, errors = [], []
 
@@ -376,8 +377,12 @@ def test_a_status_of_800_connections_during_a_relay_load(echo_backend, gateway, 
         while not stop.is_set():
             try:
                 out = read_all(ask_raw())
-                assert len(json.loads(out)["connections"]) >= 800
+                # Parsed now and then: the askers' CPU is the relay's too.
+                if len(sizes) % 8 == 0:
+                    assert len(json.loads(out)["connections"]) >= 800
+                assert out.endswith(b"}]}\n")
                 sizes.append(len(out))
+                stop.wait(0.2)
             except Exception as e:  # noqa: BLE001 (any failure fails the test below)
                 errors.append(repr(e))
 
@@ -389,15 +394,15 @@ def test_a_status_of_800_connections_during_a_relay_load(echo_backend, gateway, 
     for t in askers:
         t.join()
     assert not errors, errors[:3]
-    assert len(sizes) >= 8 and min(sizes) > 800 * 200, sizes
+    assert len(sizes) >= 40 and min(sizes) > 800 * 200, sizes
     assert busy["error_total"] == 0, busy
-    # A report goes out a buffer per turn of the loop: the relay pays a bounded share of each
-    # turn, never the time of a whole report. The bound is loose: the askers, wsload, the
-    # gateway and the backend share two CPUs.
+    # Reports are filled a buffer per turn of the loop, one client at a time: a turn of the
+    # relay waits for one buffer's rendering at most, never for a whole report. The bound is
+    # loose: the askers, wsload, the gateway and the backend share two CPUs.
     p99_quiet, p99_busy = quiet["latency_us"]["p99"], busy["latency_us"]["p99"]
     print(f"ping-pong p99 {p99_quiet} us quiet, {p99_busy} us with {len(sizes)} reports "
           f"of {min(sizes)}..{max(sizes)} bytes")
-    assert p99_busy <= p99_quiet + 20000, (quiet["latency_us"], busy["latency_us"])
-    assert busy["completed"] >= quiet["completed"] / 4, (quiet, busy)
+    assert p99_busy <= max(2 * p99_quiet, p99_quiet + 10000), (quiet["latency_us"], busy["latency_us"])
+    assert busy["completed"] >= quiet["completed"] / 2, (quiet, busy)
     for s in idle:
         s.close()
