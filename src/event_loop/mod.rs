@@ -531,11 +531,9 @@ impl Server {
             if let Some(i) = self.control.as_mut().and_then(control::Control::next_with_work) {
                 self.serve_control(i, true, now);
             }
-            if self.control.is_some() {
-                if control_due.is_some_and(|d| d <= now) {
-                    if let Some(c) = self.control.as_mut() {
-                        c.expire(self.poll.registry(), now);
-                    }
+            if control_due.is_some_and(|d| d <= now) {
+                if let Some(c) = self.control.as_mut() {
+                    c.expire(self.poll.registry(), now);
                 }
             }
             if self.next_wake.is_some_and(|w| w <= now) {
