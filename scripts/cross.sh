@@ -5,7 +5,7 @@
 #   scripts/cross.sh build [T...]     static, stripped release builds of every [[bin]]
 #   scripts/cross.sh build-small [T...]   the same in release-small, the profile users flash
 #                                     (the OpenWrt and Buildroot packages build it; board/sizes.md)
-#   scripts/cross.sh budget           build the release-small armv7-musl gateway, fail above 900 KiB
+#   scripts/cross.sh budget           build the release-small armv7-musl gateway, fail above 940 KiB
 #   scripts/cross.sh test [T...]      cargo test (unit + integration) under qemu-user
 #   scripts/cross.sh sizes [T...]     build both profiles, measure the size levers, write board/sizes.md
 #   scripts/cross.sh sizes --plugins [T...]   only its plugin section (the `plugins` builds)
@@ -58,9 +58,11 @@ SMALL_EXTRA=(-Zpanic-immediate-abort --config 'profile.release-small.panic="imme
 # for host builds, adds about 93 KiB on armv7: board/sizes.md); their WSGATE_DEFLATE option
 # puts it back. release-small builds what they ship by default.
 SHIPPED_FEATURES=(--no-default-features)
-# The size budget (board/sizes.md): the shipped armv7-musl gateway, TLS included.
+# The size budget (board/sizes.md): the shipped armv7-musl gateway, TLS included. 940 KiB: the
+# 900 KiB of the relay, TLS, authentication and the backends beyond UNIX sockets, and the
+# control socket and metrics page (about 35 KB: board/sizes.md).
 BUDGET_TARGET=armv7-unknown-linux-musleabihf
-BUDGET_BYTES=$((900 * 1024))
+BUDGET_BYTES=$((940 * 1024))
 # Seconds one test binary may run under qemu-user (the slowest, the zero-allocation relay, takes
 # about 100 s on the CI machine's cores).
 QEMU_TEST_TIMEOUT=${QEMU_TEST_TIMEOUT:-900}
