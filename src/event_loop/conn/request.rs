@@ -264,6 +264,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             }
             input.consume(input.len());
             self.mode = mode;
+            self.count_upgrade(cx, identity);
             self.enter(State::Handover(BackendEnd::new(backend, false), false));
             self.timers.deadline = Some(cx.now + self.timers.timeouts.close);
             return true;
@@ -304,11 +305,7 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         }
         self.enter(State::Open(BackendEnd::new(backend, true)));
         self.timers.open(cx.now);
-        self.identity = identity;
-        self.endpoint_row = u8::try_from(cx.counters.opened(&self.name)).ok();
-        if let Some(l) = cx.counters.site(self.site) {
-            super::super::counters::bump(&l.upgraded);
-        }
+        self.count_upgrade(cx, identity);
         #[cfg(feature = "deflate")]
         let deflate = if agreement.is_some() { " permessage-deflate" } else { "" };
         #[cfg(not(feature = "deflate"))]
@@ -449,6 +446,20 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             self.timers.deadline = Some(cx.now + self.page_timeout());
         }
         true
+    }
+
+    /// Counts an upgrade (relayed, or handed over in direct mode) and keeps who made it, for
+    /// the status.
+    fn count_upgrade(
+        &mut self,
+        cx: &mut Ctx<'_, U>,
+        identity: Option<crate::auth::gate::Identity>,
+    ) {
+        self.identity = identity;
+        self.endpoint_row = u8::try_from(cx.counters.opened(&self.name)).ok();
+        if let Some(l) = cx.counters.site(self.site) {
+            super::super::counters::bump(&l.upgraded);
+        }
     }
 
     /// The metrics page (see [`crate::event_loop::metrics`]), behind the site's allow/deny and
