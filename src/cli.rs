@@ -12,6 +12,7 @@ use crate::config::{
 use crate::relay::acl::AccessList;
 
 /// wsgate: WebSocket gateway relaying ws:// clients to UNIX-socket backends at DOCROOT/<path>.
+/// `wsgate status [--json]` and `wsgate drop ID [CODE]` ask a running one (see --control).
 #[derive(FromArgs, Debug)]
 pub struct Args {
     /// ouistiti configuration file (libconfig syntax); its servers replace -a/-p/-R and the
