@@ -887,6 +887,35 @@ fn shutdown_closes_an_open_connection_1001_and_drops_a_handshake() {
 }
 
 #[test]
+fn drop_closes_an_open_connection_with_its_code_and_a_handshake_at_once() {
+    let mut rig = Rig::new(site());
+    let _backend = rig.open("stream");
+    assert_eq!(rig.conn.endpoint_row, Some(0), "counted as an upgrade");
+    let (mut cx, conn) = rig.cx();
+    conn.drop_with(&mut cx, 4001);
+    rig.drive();
+    let out = frames(&rig.client.take_output());
+    assert_eq!((out[0].0, close_code(&out[0].1)), (8, 4001));
+    assert_eq!(rig.phase(), Phase::Closing);
+    assert_eq!(rig.conn.reason(), Some(Reason::Dropped(4001)));
+    // A second drop while closing changes nothing.
+    let (mut cx, conn) = rig.cx();
+    conn.drop_with(&mut cx, 4002);
+    rig.drive();
+    assert!(rig.client.take_output().is_empty());
+    assert_eq!(rig.conn.reason(), Some(Reason::Dropped(4001)));
+
+    let mut rig = Rig::new(site());
+    rig.client.send(b"GET /");
+    rig.drive();
+    let (mut cx, conn) = rig.cx();
+    conn.drop_with(&mut cx, 1000);
+    assert_eq!(rig.drive(), Verdict::Done);
+    assert!(rig.client.take_output().is_empty(), "no answer to a request not complete");
+    assert_eq!(rig.conn.reason(), Some(Reason::Dropped(1000)));
+}
+
+#[test]
 fn a_client_write_error_ends_the_client_side() {
     let mut rig = Rig::new(site());
     let backend = rig.open("stream");
