@@ -79,12 +79,18 @@ impl Sizes {
     }
 }
 
+/// Free contexts of one kind. Each is boxed once, at start-up, so that a connection holds a
+/// pointer to the one it uses, not the context itself: a zlib stream is about 120 bytes, and
+/// every connection slot would otherwise have room for two, in use or not.
+#[allow(clippy::vec_box)]
+type Free<T> = Vec<Box<T>>;
+
 /// The compression contexts, made at start-up.
 #[derive(Debug)]
 pub struct Contexts {
-    deflaters: Vec<Deflater>,
-    narrow: Vec<Deflater>,
-    inflaters: Vec<Inflater>,
+    deflaters: Free<Deflater>,
+    narrow: Free<Deflater>,
+    inflaters: Free<Inflater>,
     /// Decompressors promised to connections (each holds one promise while open).
     reserved: usize,
     total_inflaters: usize,
@@ -100,10 +106,12 @@ impl Contexts {
     pub fn new(sizes: Sizes, level: u8, window_bits: u8, buf_size: usize) -> Self {
         Self {
             deflaters: (0..sizes.deflaters)
-                .map(|_| Deflater::new(level, window_bits, MEM_LEVEL))
+                .map(|_| Box::new(Deflater::new(level, window_bits, MEM_LEVEL)))
                 .collect(),
-            narrow: (0..sizes.narrow).map(|_| Deflater::literal_only(level, MEM_LEVEL)).collect(),
-            inflaters: (0..sizes.inflaters).map(|_| Inflater::new()).collect(),
+            narrow: (0..sizes.narrow)
+                .map(|_| Box::new(Deflater::literal_only(level, MEM_LEVEL)))
+                .collect(),
+            inflaters: (0..sizes.inflaters).map(|_| Box::new(Inflater::new())).collect(),
             reserved: 0,
             total_inflaters: sizes.inflaters,
             scratch: vec![0; buf_size].into_boxed_slice(),
@@ -180,7 +188,7 @@ pub enum Step<'s> {
 pub struct Inbound {
     /// The connection holds a decompressor promise.
     pub reserved: bool,
-    inflater: Option<Inflater>,
+    inflater: Option<Box<Inflater>>,
     /// Compressed bytes at the front of the client buffer, already unmasked, not yet inflated.
     pending: usize,
     /// Those bytes end the message: the tail follows them.
@@ -308,7 +316,7 @@ impl Inbound {
     }
 
     /// The message is over (or the connection): the decompressor goes back, reset.
-    fn end(&mut self, free: &mut Vec<Inflater>) {
+    fn end(&mut self, free: &mut Free<Inflater>) {
         self.kind = None;
         self.pending = 0;
         self.last = false;
@@ -346,7 +354,7 @@ pub struct Outbound {
     /// The client asked for a window below the configured one: compressors come from the
     /// literal-only pool.
     narrow: bool,
-    deflater: Option<Deflater>,
+    deflater: Option<Box<Deflater>>,
     /// The message in flight is compressed.
     compressing: bool,
 }
@@ -430,7 +438,7 @@ impl Outbound {
         true
     }
 
-    fn pool<'c>(&self, cx: &'c mut Contexts) -> &'c mut Vec<Deflater> {
+    fn pool<'c>(&self, cx: &'c mut Contexts) -> &'c mut Free<Deflater> {
         if self.narrow {
             &mut cx.narrow
         } else {
