@@ -438,8 +438,10 @@ fn sysfs_says_not_tty(rdev: libc::dev_t) -> bool {
 #[derive(Debug)]
 pub struct Tty {
     fd: OwnedFd,
-    /// The settings the line had before [`Tty::open`], put back at teardown.
-    saved: Termios,
+    /// The settings the line had before [`Tty::open`], put back at teardown: the C struct,
+    /// less than half the size of nix's [`Termios`], which keeps a copy next to its fields
+    /// (a `Tty` sits in every connection slot's backend).
+    saved: libc::termios,
     /// Whether `TIOCEXCL` took (and `TIOCNXCL` is owed).
     exclusive: bool,
     /// Whether the teardown has run (by [`Tty::close`]).
@@ -484,7 +486,7 @@ impl Tty {
         // saved settings and unlocks.
         let saved =
             termios::tcgetattr(&fd).map_err(|errno| TtyError::Io { step: "tcgetattr", errno })?;
-        let mut tty = Tty { fd, saved: saved.clone(), exclusive: false, closed: false };
+        let mut tty = Tty { fd, saved: saved.clone().into(), exclusive: false, closed: false };
         tty.exclusive = super::tty_exclusive(tty.fd.as_fd(), true).is_ok();
 
         let mut want = saved;
@@ -566,7 +568,7 @@ impl Tty {
         let fd = self.fd.as_fd();
         let flushed = termios::tcflush(fd, FlushArg::TCIOFLUSH)
             .map_err(|errno| TtyError::Io { step: "tcflush", errno });
-        let restored = termios::tcsetattr(fd, SetArg::TCSANOW, &self.saved)
+        let restored = termios::tcsetattr(fd, SetArg::TCSANOW, &Termios::from(self.saved))
             .map_err(|errno| TtyError::Io { step: "tcsetattr", errno });
         let shared = if self.exclusive {
             super::tty_exclusive(fd, false)
