@@ -15,29 +15,49 @@
 //! is never unmapped: the pool lives as long as the process.
 
 /// A byte queue over a fixed slice: bytes are appended at `end` and consumed from `start`.
+///
+/// The offsets are `u32` (a buffer is at most [`crate::config::MAX_BUFFER_SIZE`], and
+/// [`BufPool::new`] refuses one past `u32::MAX`): a connection slot has room for four
+/// buffers, so this keeps 32 bytes off every slot.
 #[derive(Debug)]
 pub struct Buf {
     data: &'static mut [u8],
-    start: usize,
-    end: usize,
+    start: u32,
+    end: u32,
+}
+
+/// An offset within a buffer, which [`BufPool::new`] keeps within `u32`.
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 impl Buf {
+    /// Where the queued bytes start.
+    fn start(&self) -> usize {
+        self.start as usize
+    }
+
+    /// Where they end.
+    fn end(&self) -> usize {
+        self.end as usize
+    }
+
     /// The queued bytes.
     #[must_use]
     pub fn readable(&self) -> &[u8] {
-        self.data.get(self.start..self.end).unwrap_or_default()
+        self.data.get(self.start()..self.end()).unwrap_or_default()
     }
 
     /// The queued bytes, mutable (unmasking happens in place).
     pub fn readable_mut(&mut self) -> &mut [u8] {
-        self.data.get_mut(self.start..self.end).unwrap_or_default()
+        let (start, end) = (self.start(), self.end());
+        self.data.get_mut(start..end).unwrap_or_default()
     }
 
     /// Number of queued bytes.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.end - self.start
+        (self.end - self.start) as usize
     }
 
     /// No queued bytes.
@@ -60,7 +80,7 @@ impl Buf {
 
     /// Drops `n` bytes from the front (clamped to what is queued).
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
+        self.start = offset(self.start().saturating_add(n)).min(self.end);
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -70,26 +90,28 @@ impl Buf {
     /// The free space at the back, compacted first so that it is all of [`free`](Self::free).
     pub fn spare(&mut self) -> &mut [u8] {
         if self.start > 0 {
-            self.data.copy_within(self.start..self.end, 0);
+            self.data.copy_within(self.start()..self.end(), 0);
             self.end -= self.start;
             self.start = 0;
         }
-        self.data.get_mut(self.end..).unwrap_or_default()
+        let end = self.end();
+        self.data.get_mut(end..).unwrap_or_default()
     }
 
     /// Marks `n` bytes written into [`spare`](Self::spare) as queued (clamped to the capacity).
     pub fn commit(&mut self, n: usize) {
-        self.end = (self.end + n).min(self.data.len());
+        self.end = offset(self.end().saturating_add(n).min(self.data.len()));
     }
 
     /// `n` writable bytes at the back, compacting only when the tail alone is too short (so
     /// that appending a frame does not move the queued bytes every time); `None` when `n` is
     /// more than [`free`](Self::free).
     pub fn room(&mut self, n: usize) -> Option<&mut [u8]> {
-        if self.end + n > self.data.len() {
+        if self.end().saturating_add(n) > self.data.len() {
             let _ = self.spare();
         }
-        self.data.get_mut(self.end..self.end + n)
+        let end = self.end();
+        self.data.get_mut(end..end.saturating_add(n))
     }
 
     /// Appends all of `bytes`, or nothing when they do not fit.
@@ -103,11 +125,12 @@ impl Buf {
 
     /// The last `n` queued bytes, for patching a header written earlier.
     pub fn tail_mut(&mut self, n: usize) -> Option<&mut [u8]> {
-        let from = self.end.checked_sub(n)?;
-        if from < self.start {
+        let end = self.end();
+        let from = end.checked_sub(n)?;
+        if from < self.start() {
             return None;
         }
-        self.data.get_mut(from..self.end)
+        self.data.get_mut(from..end)
     }
 }
 
@@ -123,8 +146,12 @@ impl BufPool {
     /// Reserves `count` buffers of `size` bytes.
     ///
     /// # Errors
-    /// `ENOMEM` when the address space for them cannot be had (or `count * size` overflows).
+    /// `ENOMEM` when the address space for them cannot be had (or `count * size` overflows);
+    /// `EINVAL` for a `size` past `u32::MAX` (see [`Buf`]).
     pub fn new(count: usize, size: usize) -> std::io::Result<Self> {
+        if u32::try_from(size).is_err() {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        }
         let len = count.checked_mul(size).ok_or(std::io::ErrorKind::OutOfMemory)?;
         let arena = crate::sys::reserve_zeroed(len)?;
         let mut free = Vec::with_capacity(count);
