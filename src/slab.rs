@@ -4,7 +4,7 @@
 //!
 //! The room for every slot is allocated at start-up, but a slot is written (made) only the
 //! first time it is needed, when the free list is empty: a slot is as large as a connection
-//! (about a kilobyte), and writing all of them at start would make the whole table resident
+//! (under a kilobyte), and writing all of them at start would make the whole table resident
 //! on a gateway that never sees that many clients at once. The slots made stay made, so a
 //! gateway holds the slots of its busiest moment, never more than the capacity, and the
 //! table never reallocates.

@@ -24,13 +24,14 @@ use crate::{conn_log, log};
 /// Networks the throttle remembers at once.
 pub const THROTTLE_SLOTS: usize = 256;
 
-/// Who a request proved to be.
+/// Who a request proved to be. The lengths are bytes (`u8`), not `usize`: a connection slot
+/// has room for one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     /// The user.
-    pub user: heapless::String<{ credentials::MAX_USER }>,
+    pub user: heapless::String<{ credentials::MAX_USER }, u8>,
     /// Their group (the user database has one a user; a session token carries it).
-    pub group: heapless::String<{ credentials::MAX_USER }>,
+    pub group: heapless::String<{ credentials::MAX_USER }, u8>,
 }
 
 impl Identity {

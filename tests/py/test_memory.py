@@ -14,7 +14,7 @@ from harness import proc_kb, ws_connect
 BUF_KIB = 16  # the default --buffer-size
 BUFFERS_PER_SLOT = 4
 # What a slot may cost resident, idle: its buffers' four free-list entries (16 bytes each on
-# x86_64) and change. Its table entry written at start would be 1.2 KiB more, one page of its
+# x86_64) and change. Its table entry written at start would be 0.85 KiB more, one page of its
 # 64 KiB of buffers touched 4 KiB more.
 SLOT_KIB = 0.25
 

@@ -156,8 +156,8 @@ pub struct Connection<T, U> {
     close_sent: bool,
     reason: Option<Reason>,
     timers: Timers,
-    /// The endpoint name, for logs (truncated).
-    pub name: heapless::String<64>,
+    /// The endpoint name, for logs (truncated; its length in a byte, as the slot is kept small).
+    pub name: heapless::String<64, u8>,
     /// The relay mode chosen at the handshake.
     pub mode: Mode,
     /// Counters.
