@@ -53,7 +53,9 @@ pub struct TlsIo {
     first_checked: bool,
     close_notify_sent: bool,
     /// What went wrong, once something did; the connection reads nothing more after that.
-    fault: Option<(TlsFault, Option<rustls::Error>)>,
+    /// rustls keeps its own error (see [`Self::fault`]), which is not copied here: it is 64
+    /// bytes, and every connection slot has room for a `TlsIo`.
+    fault: Option<TlsFault>,
 }
 
 impl TlsIo {
@@ -92,7 +94,7 @@ impl TlsIo {
                     // A TLS record starts with its content type (22 for the ClientHello); an
                     // HTTP request with its method and a space.
                     if looks_like_http(first.get(..n).unwrap_or_default()) {
-                        self.fault = Some((TlsFault::PlainHttp, None));
+                        self.fault = Some(TlsFault::PlainHttp);
                         return Err(ErrorKind::InvalidData.into());
                     }
                 }
@@ -110,10 +112,10 @@ impl TlsIo {
             }
             // No plaintext left: more ciphertext from the socket.
             let n = self.conn.read_tls(&mut Io(sock))?;
-            if let Err(e) = self.conn.process_new_packets() {
+            if self.conn.process_new_packets().is_err() {
                 let kind =
                     if self.conn.is_handshaking() { TlsFault::Handshake } else { TlsFault::Record };
-                self.fault = Some((kind, Some(e)));
+                self.fault = Some(kind);
                 return Err(ErrorKind::InvalidData.into());
             }
             if n == 0 {
@@ -161,10 +163,16 @@ impl TlsIo {
         true
     }
 
-    /// What went wrong, if anything, and what rustls said about it.
-    #[must_use]
-    pub fn fault(&self) -> Option<(TlsFault, Option<&rustls::Error>)> {
-        self.fault.as_ref().map(|(f, e)| (*f, e.as_ref()))
+    /// What went wrong, if anything, and what rustls said about it: after an error,
+    /// `process_new_packets` does no new work and returns the same error again (rustls
+    /// documents it), so that is where the error is read back from.
+    pub fn fault(&mut self) -> Option<(TlsFault, Option<rustls::Error>)> {
+        let fault = self.fault?;
+        let detail = match fault {
+            TlsFault::PlainHttp => None,
+            TlsFault::Handshake | TlsFault::Record => self.conn.process_new_packets().err(),
+        };
+        Some((fault, detail))
     }
 
     /// The handshake resumed a session (`Some(true)`) or made a new one; `None` before it is
