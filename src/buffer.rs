@@ -54,6 +54,21 @@ impl Buf {
         self.data.get_mut(start..end).unwrap_or_default()
     }
 
+    /// Where the first queued byte lies in the buffer's storage, for [`raw`](Self::raw).
+    #[must_use]
+    pub fn position(&self) -> usize {
+        self.start
+    }
+
+    /// The bytes at `range` of the buffer's storage, queued or not: bytes consumed stay where
+    /// they are until the next write into the buffer ([`spare`](Self::spare),
+    /// [`room`](Self::room), [`append`](Self::append)), so a frame's payload can be sent from
+    /// where it was read after the relay codec has consumed it. Empty when out of bounds.
+    #[must_use]
+    pub fn raw(&self, range: core::ops::Range<usize>) -> &[u8] {
+        self.data.get(range).unwrap_or_default()
+    }
+
     /// Number of queued bytes.
     #[must_use]
     pub fn len(&self) -> usize {

@@ -279,12 +279,117 @@ pub struct PumpReport {
     pub frames: u32,
 }
 
-/// Where the downlink's frames go: into the client buffer as they are, or compressed first
-/// when the connection negotiated permessage-deflate.
+/// Frames a [`Gather`] holds at most: the frames of one full input buffer of 4 KiB messages,
+/// with room to spare.
+pub const GATHER_MAX: usize = 16;
+
+/// Payloads shorter than this are copied into the client buffer rather than gathered: copying
+/// a few hundred bytes costs less than an I/O vector entry of their own.
+pub const GATHER_MIN: usize = 512;
+
+/// Frames for the client that are not copied into its buffer: each one's header, and where its
+/// payload lies in the backend input ([`Buf::raw`]), which the codec has consumed but not
+/// overwritten. The caller sends them with one vectored write ([`Self::slices`]) before
+/// anything else is written into either buffer, and copies what the socket did not take into
+/// the client buffer ([`Self::spill`]); the frames never add up to more than that buffer had
+/// free, so the rest always fits. Lives on the caller's stack for one pump.
+#[derive(Debug)]
+pub struct Gather {
+    headers: [[u8; MAX_SERVER_HEADER_LEN]; GATHER_MAX],
+    /// Per frame: header length, payload position in the input's storage, payload length.
+    frames: [(usize, usize, usize); GATHER_MAX],
+    count: usize,
+    bytes: usize,
+}
+
+impl Default for Gather {
+    fn default() -> Self {
+        Self {
+            headers: [[0; MAX_SERVER_HEADER_LEN]; GATHER_MAX],
+            frames: [(0, 0, 0); GATHER_MAX],
+            count: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl Gather {
+    /// Frames held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// No frame held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes of every frame held, headers included.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Holds a frame whose payload is `len` bytes at `at` in the input's storage; `false`
+    /// (nothing held) when [`GATHER_MAX`] frames are held already or this one would take them
+    /// past `free` bytes.
+    fn push(&mut self, fin: bool, opcode: OpCode, at: usize, len: usize, free: usize) -> bool {
+        let hlen = FrameHeader::server_header_len(len as u64);
+        if self.count >= GATHER_MAX || self.bytes + hlen + len > free {
+            return false;
+        }
+        let Some(h) = self.headers.get_mut(self.count) else { return false };
+        if FrameHeader::emit(fin, opcode, len as u64, h).is_none() {
+            return false;
+        }
+        if let Some(f) = self.frames.get_mut(self.count) {
+            *f = (hlen, at, len);
+        }
+        self.count += 1;
+        self.bytes += hlen + len;
+        true
+    }
+
+    /// The frames as I/O vectors into `dst` (header, payload, header, ...): how many were set.
+    pub fn slices<'b>(&'b self, input: &'b Buf, dst: &mut [std::io::IoSlice<'b>]) -> usize {
+        let mut n = 0;
+        for (h, &(hlen, at, len)) in self.headers.iter().zip(&self.frames).take(self.count) {
+            for part in [h.get(..hlen).unwrap_or_default(), input.raw(at..at + len)] {
+                if let Some(d) = dst.get_mut(n) {
+                    *d = std::io::IoSlice::new(part);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Appends to `out` what follows the first `sent` bytes of the frames (all of them when
+    /// nothing was sent).
+    pub fn spill(&self, input: &Buf, sent: usize, out: &mut Buf) {
+        let mut skip = sent;
+        for (h, &(hlen, at, len)) in self.headers.iter().zip(&self.frames).take(self.count) {
+            for part in [h.get(..hlen).unwrap_or_default(), input.raw(at..at + len)] {
+                let rest = part.get(skip.min(part.len())..).unwrap_or_default();
+                skip = skip.saturating_sub(part.len());
+                let _ = out.append(rest);
+            }
+        }
+    }
+}
+
+/// Where the downlink's frames go: into the client buffer as they are, gathered for a vectored
+/// write when the caller can make one, or compressed first when the connection negotiated
+/// permessage-deflate.
 #[derive(Debug)]
 pub struct Frames<'a> {
     /// The client buffer.
     pub out: &'a mut Buf,
+    /// Frames to send from the input where they are (plain connections only), while the
+    /// client buffer is empty.
+    pub gather: Option<&'a mut Gather>,
     /// The connection's compression state and the shared contexts.
     #[cfg(feature = "deflate")]
     pub deflate: Option<(&'a mut super::compress::Outbound, &'a mut super::compress::Contexts)>,
@@ -295,8 +400,19 @@ impl<'a> Frames<'a> {
     pub fn plain(out: &'a mut Buf) -> Self {
         Self {
             out,
+            gather: None,
             #[cfg(feature = "deflate")]
             deflate: None,
+        }
+    }
+
+    /// Bytes free for frames: the client buffer's, less the frames gathered; none once
+    /// [`GATHER_MAX`] frames are.
+    fn free(&self) -> usize {
+        match self.gather.as_ref() {
+            Some(g) if g.count >= GATHER_MAX => 0,
+            Some(g) => self.out.free().saturating_sub(g.bytes),
+            None => self.out.free(),
         }
     }
 
@@ -306,7 +422,7 @@ impl<'a> Frames<'a> {
         if self.deflate.is_some() {
             return super::compress::Outbound::room(self.out, MAX_SERVER_HEADER_LEN);
         }
-        self.out.free().saturating_sub(MAX_SERVER_HEADER_LEN)
+        self.free().saturating_sub(MAX_SERVER_HEADER_LEN)
     }
 
     /// Can a frame with an empty payload go now?
@@ -317,14 +433,23 @@ impl<'a> Frames<'a> {
             return self.out.free()
                 >= MAX_SERVER_HEADER_LEN + crate::ws::deflate::zstream::bound(0);
         }
-        self.out.free() >= MAX_SERVER_HEADER_LEN
+        self.free() >= MAX_SERVER_HEADER_LEN
     }
 
-    /// Appends one frame; `false` when it does not fit (nothing written).
-    fn emit(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) -> bool {
+    /// Appends one frame whose payload is the front of the input, at `at` in its storage;
+    /// `false` when it does not fit (nothing written), which [`Self::room`] and
+    /// [`Self::fits_empty`] rule out. Gathering starts with a frame of [`GATHER_MIN`] bytes
+    /// or more while the client buffer is empty; every later frame of the pump is gathered
+    /// too, since they must follow it, so the client buffer stays empty meanwhile.
+    fn emit(&mut self, fin: bool, opcode: OpCode, payload: &[u8], at: usize) -> bool {
         #[cfg(feature = "deflate")]
         if let Some((ob, cx)) = &mut self.deflate {
             return ob.emit(cx, self.out, fin, opcode, payload);
+        }
+        if let Some(g) = self.gather.as_deref_mut() {
+            if self.out.is_empty() && (payload.len() >= GATHER_MIN || !g.is_empty()) {
+                return g.push(fin, opcode, at, payload.len(), self.out.free());
+            }
         }
         emit(self.out, fin, opcode, payload)
     }
@@ -457,7 +582,7 @@ impl Downlink {
             if n == 0 {
                 return;
             }
-            if !out.emit(true, kind.into(), chunk.get(..n).unwrap_or_default()) {
+            if !out.emit(true, kind.into(), chunk.get(..n).unwrap_or_default(), input.position()) {
                 return;
             }
             report.frames += 1;
@@ -467,11 +592,11 @@ impl Downlink {
 
     fn pump_packet(&mut self, input: &mut Buf, out: &mut Frames<'_>, report: &mut PumpReport) {
         let packet = input.readable();
-        if packet.is_empty() || out.out.free() < packet.len() + MAX_SERVER_HEADER_LEN {
+        if packet.is_empty() || out.free() < packet.len() + MAX_SERVER_HEADER_LEN {
             return;
         }
         let kind = self.whole_kind(packet, report);
-        if out.emit(true, kind.into(), packet) {
+        if out.emit(true, kind.into(), packet, input.position()) {
             report.frames += 1;
             let n = packet.len();
             input.consume(n);
@@ -537,7 +662,7 @@ impl Downlink {
                 self.utf8.feed(piece).map_err(|_| DownlinkError::InvalidUtf8)?;
             }
             let opcode = if start { kind.into() } else { OpCode::Continuation };
-            if !out.emit(fin, opcode, piece) {
+            if !out.emit(fin, opcode, piece, input.position()) {
                 return Ok(());
             }
             report.frames += 1;
@@ -607,7 +732,7 @@ impl Downlink {
                 input.consume(record::HEADER_LEN);
                 self.record = Some(RecordState { opcode: h.opcode, fin: h.fin, remaining: h.len });
                 if empty_matters {
-                    self.finish_piece(out, &[], report)?;
+                    self.finish_piece(out, &[], input.position(), report)?;
                 } else if h.len == 0 {
                     self.record = None;
                 }
@@ -622,22 +747,24 @@ impl Downlink {
                     if !out.fits_empty() {
                         return Ok(());
                     }
-                    self.finish_piece(out, &[], report)?;
+                    self.finish_piece(out, &[], input.position(), report)?;
                     continue;
                 }
                 return if eof && data.is_empty() { Err(DownlinkError::Truncated) } else { Ok(()) };
             }
             let piece = data.get(..take).unwrap_or_default();
-            self.finish_piece(out, piece, report)?;
+            self.finish_piece(out, piece, input.position(), report)?;
             input.consume(take);
         }
     }
 
-    /// Emits `piece` of the current record as one frame and advances the record.
+    /// Emits `piece` of the current record (the front of the input, at `at` in its storage)
+    /// as one frame and advances the record.
     fn finish_piece(
         &mut self,
         out: &mut Frames<'_>,
         piece: &[u8],
+        at: usize,
         report: &mut PumpReport,
     ) -> Result<(), DownlinkError> {
         let (Some(mut rec), Some(kind)) = (self.record, self.message) else {
@@ -653,7 +780,7 @@ impl Downlink {
         }
         let opcode =
             if rec.opcode == record::OP_CONTINUATION { OpCode::Continuation } else { kind.into() };
-        if !out.emit(fin, opcode, piece) {
+        if !out.emit(fin, opcode, piece, at) {
             return Ok(());
         }
         report.frames += 1;

@@ -222,13 +222,26 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             return false;
         };
         let before = input.len();
-        let mut frames = codec::Frames::plain(out);
+        // On a plain client socket that is writable with nothing queued before them, frames
+        // go out from the input where they are (one vectored write), not copied first.
+        let mut gather = codec::Gather::default();
+        let direct = self.client.tls.is_none() && self.client.writable && out.is_empty();
+        let mut frames = codec::Frames::plain(&mut *out);
         #[cfg(feature = "deflate")]
         if self.outbound.allowed {
             frames.deflate = cx.deflate.as_deref_mut().map(|z| (&mut self.outbound, z));
         }
+        #[cfg(feature = "deflate")]
+        let direct = direct && frames.deflate.is_none();
+        if direct {
+            frames.gather = Some(&mut gather);
+        }
         let pumped = self.downlink.pump_to(input, &mut frames, eof);
-        let out = frames.out;
+        if !gather.is_empty() {
+            let c = &mut self.client;
+            self.stats.client_out +=
+                write_gathered(&mut c.sock, &mut c.writable, &gather, input, out);
+        }
         match pumped {
             Ok(report) => {
                 self.stats.frames_down += u64::from(report.frames);
@@ -270,4 +283,32 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             }
         }
     }
+}
+
+/// Sends the gathered frames with one vectored write and copies what the socket did not take
+/// into `out` (empty before, so it fits: see [`codec::Gather`]). Returns the bytes sent. A
+/// socket that would block is marked not writable; any other failure is left for
+/// `write_client`, which meets it again when it writes the copy.
+fn write_gathered<T: Transport>(
+    sock: &mut T,
+    writable: &mut bool,
+    gather: &codec::Gather,
+    input: &Buf,
+    out: &mut Buf,
+) -> u64 {
+    let mut slices = [std::io::IoSlice::new(&[]); 2 * codec::GATHER_MAX];
+    let n = gather.slices(input, &mut slices);
+    let sent = match sock.write_vectored(slices.get(..n).unwrap_or_default()) {
+        Ok(sent) => sent,
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                *writable = false;
+            }
+            0
+        }
+    };
+    if sent < gather.bytes() {
+        gather.spill(input, sent, out);
+    }
+    sent as u64
 }

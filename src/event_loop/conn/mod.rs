@@ -43,7 +43,11 @@
 //! `EAGAIN`, a third of the gateway's syscalls under ping-pong load. It is not done when the
 //! event reported the peer's FIN (the next read must see the EOF), nor over TLS (rustls reads
 //! in its own sizes) or on `SOCK_SEQPACKET` (one read is one packet). Interest in `WRITABLE` is
-//! registered only while bytes wait for a socket that said `WouldBlock`.
+//! registered only while bytes wait for a socket that said `WouldBlock`. Frames from the backend
+//! may go to a plain client straight from `process_backend` (one `writev` from the buffer they
+//! were read into, see [`codec::Gather`]) under the same flag: only while the client is writable
+//! and nothing is queued for it; its `WouldBlock` clears the flag, and what the socket did not
+//! take waits in the client buffer for `write_client`.
 
 mod backend;
 mod client;

@@ -4,8 +4,12 @@ use crate::buffer::BufPool;
 
 /// Decodes server frames: (fin, opcode nibble, payload).
 fn frames(out: &Buf) -> Vec<(bool, u8, Vec<u8>)> {
+    frames_of(out.readable())
+}
+
+/// [`frames`] of bytes.
+fn frames_of(mut b: &[u8]) -> Vec<(bool, u8, Vec<u8>)> {
     let mut v = Vec::new();
-    let mut b = out.readable();
     while !b.is_empty() {
         let (h, n) = FrameHeader::parse(b).unwrap().unwrap();
         assert!(h.mask.is_none());
@@ -225,4 +229,117 @@ fn seqpacket_downlink_whole_packets() {
     d.pump(&mut input, &mut out, false).unwrap();
     assert_eq!(frames(&out), vec![(true, 1, b"packet".to_vec())]);
     assert!(input.is_empty());
+}
+
+/// Pumps `wire` (backend bytes) once through `mode` with frames gathered, as the connection
+/// does on a writable plain socket: returns the bytes of the gathered frames, what went into
+/// the client buffer, and the gather's frame count; checks that spilling after any number of
+/// sent bytes leaves exactly the rest.
+fn gathered(mode: Mode, wire: &[u8], size: usize) -> (Vec<u8>, Vec<u8>, usize) {
+    let mut pool = BufPool::new(3, size).unwrap();
+    let mut input = pool.take().unwrap();
+    let mut out = pool.take().unwrap();
+    assert!(input.append(wire));
+    let mut d = Downlink::new(mode, DataType::Binary);
+    let mut g = Gather::default();
+    let mut f = Frames::plain(&mut out);
+    f.gather = Some(&mut g);
+    d.pump_to(&mut input, &mut f, false).unwrap();
+    let mut slices = [std::io::IoSlice::new(&[]); 2 * GATHER_MAX];
+    let n = g.slices(&input, &mut slices);
+    let bytes: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+    assert_eq!(bytes.len(), g.bytes());
+    for sent in [0, 1, 3, bytes.len() / 2, bytes.len().saturating_sub(1)] {
+        let mut spill = pool.take().unwrap();
+        g.spill(&input, sent, &mut spill);
+        assert_eq!(spill.readable(), &bytes[sent.min(bytes.len())..]);
+        pool.put(spill);
+    }
+    (bytes, out.readable().to_vec(), g.len())
+}
+
+/// The same pump copying every frame into the client buffer.
+fn copied(mode: Mode, wire: &[u8], size: usize) -> Vec<u8> {
+    let (mut input, mut out) = bufs(size);
+    assert!(input.append(wire));
+    let mut d = Downlink::new(mode, DataType::Binary);
+    d.pump(&mut input, &mut out, false).unwrap();
+    out.readable().to_vec()
+}
+
+fn record(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = RecordHeader { fin, opcode, len: payload.len() as u32 }.to_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+#[test]
+fn gathered_frames_are_the_copied_frames() {
+    // framed: big records, a small one and an empty one after them (gathered too: they follow).
+    let mut wire = record(true, record::OP_BINARY, &[1; 600]);
+    wire.extend(record(false, record::OP_BINARY, &[2; 1000]));
+    wire.extend(record(true, record::OP_CONTINUATION, b"xy"));
+    wire.extend(record(true, record::OP_TEXT, b""));
+    let (bytes, out, n) = gathered(Mode::Framed, &wire, 4096);
+    assert_eq!((n, out.len()), (4, 0));
+    assert_eq!(bytes, copied(Mode::Framed, &wire, 4096));
+    assert_eq!(
+        frames_of(&bytes),
+        vec![
+            (true, 2, vec![1; 600]),
+            (false, 2, vec![2; 1000]),
+            (true, 0, b"xy".to_vec()),
+            (true, 1, vec![])
+        ]
+    );
+    // stream: a read bigger than one frame's room; the rest waits for the next pump.
+    let wire = vec![b'z'; 4096];
+    let (bytes, out, n) = gathered(Mode::Stream, &wire, 4096);
+    assert_eq!((n, out.len()), (1, 0));
+    assert_eq!(bytes, copied(Mode::Stream, &wire, 4096));
+    assert_eq!(frames_of(&bytes), vec![(true, 2, vec![b'z'; 4096 - MAX_SERVER_HEADER_LEN])]);
+    // lines and seqpacket.
+    let wire = [vec![b'l'; 700], b"\n".to_vec(), vec![b'm'; 600], b"\n".to_vec()].concat();
+    let (bytes, _, n) = gathered(Mode::Lines, &wire, 4096);
+    assert_eq!(n, 2);
+    assert_eq!(bytes, copied(Mode::Lines, &wire, 4096));
+    let (bytes, _, n) = gathered(Mode::SeqPacket, &[9; 800], 4096);
+    assert_eq!(n, 1);
+    assert_eq!(bytes, copied(Mode::SeqPacket, &[9; 800], 4096));
+}
+
+#[test]
+fn small_frames_are_copied_and_what_follows_them_too() {
+    // A small first frame goes into the client buffer; the big one after it must follow it
+    // there, not overtake it in a vectored write.
+    let mut wire = record(true, record::OP_BINARY, b"small");
+    wire.extend(record(true, record::OP_BINARY, &[3; 900]));
+    let (bytes, out, n) = gathered(Mode::Framed, &wire, 4096);
+    assert_eq!((n, bytes.len()), (0, 0));
+    assert_eq!(out, copied(Mode::Framed, &wire, 4096));
+}
+
+#[test]
+fn gathering_stops_at_its_limit_and_at_the_client_buffer_size() {
+    // More big records than a gather holds: the pump stops after GATHER_MAX, the rest stays.
+    let one = record(true, record::OP_BINARY, &[4; GATHER_MIN]);
+    let wire = one.repeat(GATHER_MAX + 3);
+    let size = wire.len() + 64;
+    let mut pool = BufPool::new(2, size).unwrap();
+    let mut input = pool.take().unwrap();
+    let mut out = pool.take().unwrap();
+    assert!(input.append(&wire));
+    let mut d = Downlink::new(Mode::Framed, DataType::Binary);
+    let mut g = Gather::default();
+    let mut f = Frames::plain(&mut out);
+    f.gather = Some(&mut g);
+    d.pump_to(&mut input, &mut f, false).unwrap();
+    assert_eq!(g.len(), GATHER_MAX);
+    assert!(out.is_empty());
+    // The next record's header is read; its payload waits.
+    assert_eq!(input.len(), 3 * one.len() - record::HEADER_LEN);
+    // Frames never add up to more than the client buffer holds, so a spill always fits.
+    let wire = vec![b's'; 1024];
+    let (bytes, _, _) = gathered(Mode::Stream, &wire, 1024);
+    assert_eq!(bytes.len(), 1024 - MAX_SERVER_HEADER_LEN + 4);
 }
