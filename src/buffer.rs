@@ -57,7 +57,7 @@ impl Buf {
     /// Where the first queued byte lies in the buffer's storage, for [`raw`](Self::raw).
     #[must_use]
     pub fn position(&self) -> usize {
-        self.start
+        self.start()
     }
 
     /// The bytes at `range` of the buffer's storage, queued or not: bytes consumed stay where
