@@ -414,16 +414,33 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
                 return true;
             }
         }
+        // The MIME type follows the name served; a directory gets its default page's.
+        let mime_name = if file.default_page { doc.default_page.as_str() } else { name };
+        let mime = static_files::mime_type(mime_name);
+        self.send_page(cx, file.file, file.len, mime, &haystack, head_only, keep_alive)
+    }
+
+    /// Queues the 200 head of a page of `len` bytes from `file` (named `path` in the log line),
+    /// then sends the page (`File`), or after a `HEAD` or an empty page waits for the next
+    /// request or closes.
+    #[allow(clippy::too_many_arguments)]
+    fn send_page(
+        &mut self,
+        cx: &mut Ctx<'_, U>,
+        file: std::fs::File,
+        len: u64,
+        mime: &str,
+        path: &str,
+        head_only: bool,
+        keep_alive: bool,
+    ) -> bool {
         if !cx.pool.ensure(&mut self.to_client) {
             self.refuse(cx, Refusal::Full);
             return true;
         }
         let Some(out) = self.to_client.as_mut() else { return false };
         let keep_alive = keep_alive && !self.timers.timeouts.keepalive.is_zero();
-        // The MIME type follows the name served; a directory gets its default page's.
-        let mime_name = if file.default_page { doc.default_page.as_str() } else { name };
-        let mime = static_files::mime_type(mime_name);
-        let Some(n) = static_files::write_ok(out.spare(), mime, file.len, keep_alive) else {
+        let Some(n) = static_files::write_ok(out.spare(), mime, len, keep_alive) else {
             self.refuse(cx, Refusal::ResponseTooLarge);
             return true;
         };
@@ -433,16 +450,15 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
         }
         crate::conn_log!(
             crate::logging::INFO,
-            "conn={} peer={} {} /{name} 200 ({} bytes)",
+            "conn={} peer={} {} {path} 200 ({len} bytes)",
             self.key,
             self.peer,
             if head_only { "HEAD" } else { "GET" },
-            file.len
         );
-        if head_only || file.len == 0 {
+        if head_only || len == 0 {
             self.finish_response(cx, keep_alive);
         } else {
-            self.enter(State::File(Page { file: file.file, left: file.len, keep_alive }));
+            self.enter(State::File(Page { file, left: len, keep_alive }));
             self.timers.deadline = Some(cx.now + self.page_timeout());
         }
         true
@@ -496,35 +512,8 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
                 return true;
             }
         };
-        if !cx.pool.ensure(&mut self.to_client) {
-            self.refuse(cx, Refusal::Full);
-            return true;
-        }
-        let Some(out) = self.to_client.as_mut() else { return false };
-        let keep_alive = keep_alive && !self.timers.timeouts.keepalive.is_zero();
         let mime = "text/plain; version=0.0.4; charset=utf-8";
-        let Some(n) = static_files::write_ok(out.spare(), mime, len, keep_alive) else {
-            self.refuse(cx, Refusal::ResponseTooLarge);
-            return true;
-        };
-        out.commit(n);
-        if let Some(l) = cx.counters.site(self.site) {
-            super::super::counters::bump(&l.pages);
-        }
-        crate::conn_log!(
-            crate::logging::INFO,
-            "conn={} peer={} {} {path} 200 ({len} bytes)",
-            self.key,
-            self.peer,
-            if head_only { "HEAD" } else { "GET" },
-        );
-        if head_only || len == 0 {
-            self.finish_response(cx, keep_alive);
-        } else {
-            self.enter(State::File(Page { file, left: len, keep_alive }));
-            self.timers.deadline = Some(cx.now + self.page_timeout());
-        }
-        true
+        self.send_page(cx, file, len, mime, path, head_only, keep_alive)
     }
 
     /// How long a page may take between two writes.
