@@ -108,8 +108,14 @@ pub fn main(argv: &[String]) -> Option<u8> {
 fn ask(path: &std::path::Path, request: &str) -> std::io::Result<Vec<u8>> {
     let mut sock = UnixStream::connect(path)?;
     sock.set_read_timeout(Some(Duration::from_secs(30)))?;
-    sock.write_all(request.as_bytes())?;
+    // A gateway that is busy answers and closes without waiting for the request: the write
+    // may then fail, and the answer is still there to read.
+    let sent = sock.write_all(request.as_bytes());
     let mut answer = Vec::new();
-    sock.read_to_end(&mut answer)?;
+    let read = sock.read_to_end(&mut answer);
+    if answer.is_empty() {
+        sent?;
+        read?;
+    }
     Ok(answer)
 }

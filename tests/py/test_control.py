@@ -341,7 +341,10 @@ def test_a_status_of_800_connections_during_a_relay_load(echo_backend, gateway, 
     def ask_raw() -> socket.socket:
         c = socket.socket(socket.AF_UNIX)
         c.connect(str(sock))
-        c.sendall(b"status json\n")
+        try:
+            c.sendall(b"status json\n")
+        except BrokenPipeError:
+            pass  # a busy gateway answers without waiting for the request (read below)
         return c
 
     def read_all(c: socket.socket) -> bytes:
