@@ -33,8 +33,6 @@ pub struct Listener {
     pub refused: Cell<u64>,
     /// Connections ended.
     pub closed: Cell<u64>,
-    /// Connections in a slot now (those answering 503 included).
-    pub live: Cell<u64>,
     /// TLS handshakes done (of connections that have ended): new sessions, and resumed ones.
     pub tls_full: Cell<u64>,
     /// See `tls_full`.
@@ -89,6 +87,14 @@ pub struct Counters {
     pub dropped: Cell<u64>,
 }
 
+impl Listener {
+    /// Connections in a slot now (those answering 503 included): accepted and not yet ended.
+    #[must_use]
+    pub fn live(&self) -> u64 {
+        self.accepted.get().saturating_sub(self.closed.get())
+    }
+}
+
 impl Counters {
     /// Zeroed counters for listeners at these addresses, every table at its full size.
     #[must_use]
@@ -104,7 +110,6 @@ impl Counters {
                     pages: zero(0),
                     refused: zero(0),
                     closed: zero(0),
-                    live: zero(0),
                     tls_full: zero(0),
                     tls_resumed: zero(0),
                     bytes_in: zero(0),

@@ -100,7 +100,7 @@ fn render(
     )?;
     type Field = fn(&super::counters::Listener) -> u64;
     let listeners: [(&str, &str, &str, Field); 10] = [
-        ("wsgate_connections", "gauge", "Connections in a slot now.", |l| l.live.get()),
+        ("wsgate_connections", "gauge", "Connections in a slot now.", |l| l.live()),
         ("wsgate_accepted_total", "counter", "TCP connections accepted.", |l| l.accepted.get()),
         ("wsgate_upgraded_total", "counter", "Requests upgraded to WebSocket.", |l| {
             l.upgraded.get()

@@ -795,7 +795,6 @@ impl Server {
                     }
                     if let Some(l) = self.counters.site(site) {
                         counters::bump(&l.accepted);
-                        counters::bump(&l.live);
                     }
                     self.drive(key, now);
                 }
@@ -810,7 +809,6 @@ impl Server {
         let k = &self.counters;
         if let Some(l) = k.site(c.site) {
             counters::bump(&l.closed);
-            l.live.set(l.live.get().saturating_sub(1));
             l.bytes_in.set(l.bytes_in.get().saturating_add(c.stats.client_in));
             l.bytes_out.set(l.bytes_out.get().saturating_add(c.stats.client_out));
             match c.tls_resumed() {

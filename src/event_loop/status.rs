@@ -136,7 +136,7 @@ fn item(w: &mut Fill<'_>, at: Cursor, json: bool, v: &View<'_>) -> Cursor {
             };
             let scheme = if site.tls.is_some() { "wss" } else { "ws" };
             let (listen, max) = (site.listen, site.max_connections);
-            let (live, accepted, upgraded) = (l.live.get(), l.accepted.get(), l.upgraded.get());
+            let (live, accepted, upgraded) = (l.live(), l.accepted.get(), l.upgraded.get());
             let (pages, refused, closed) = (l.pages.get(), l.refused.get(), l.closed.get());
             let (bytes_in, bytes_out) = (l.bytes_in.get(), l.bytes_out.get());
             let (full, resumed) = (l.tls_full.get(), l.tls_resumed.get());
