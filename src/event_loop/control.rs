@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
-use mio::{Interest, Registry, Token};
+use mio::{Interest, Registry};
+
+use super::token::{control_client as client_token, CONTROL as LISTENER};
 
 use super::status::Cursor;
 
@@ -29,23 +31,6 @@ pub const BUF: usize = 4096;
 const LINE: usize = 64;
 /// How long a client may take to send its request, and to read the answer.
 pub const REQUEST_TIME: Duration = Duration::from_secs(10);
-
-/// The listening socket's token; client `i`'s is `CLIENT_BASE - i`.
-pub const LISTENER: Token = Token(usize::MAX - 3);
-const CLIENT_BASE: usize = usize::MAX - 4;
-
-/// The token of client `i`.
-#[must_use]
-pub fn client_token(i: usize) -> Token {
-    Token(CLIENT_BASE - i.min(MAX_CLIENTS - 1))
-}
-
-/// The client index of a token.
-#[must_use]
-pub fn client_index(t: Token) -> Option<usize> {
-    let i = CLIENT_BASE.checked_sub(t.0)?;
-    (i < MAX_CLIENTS).then_some(i)
-}
 
 /// What a client asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -388,17 +373,5 @@ mod tests {
         assert!(parse("status xml").is_err());
         assert!(parse("status json more").is_err());
         assert!(parse("").is_err());
-    }
-
-    #[test]
-    fn tokens_are_apart_from_every_other() {
-        for i in 0..MAX_CLIENTS {
-            assert_eq!(client_index(client_token(i)), Some(i));
-            assert_ne!(client_token(i), LISTENER);
-            assert!(super::super::token::decode(client_token(i)).is_none());
-            assert!(super::super::token::listener_index(client_token(i)).is_none());
-        }
-        assert_eq!(client_index(LISTENER), None);
-        assert!(super::super::token::decode(LISTENER).is_none());
     }
 }

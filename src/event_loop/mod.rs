@@ -495,7 +495,7 @@ impl Server {
                 match tok {
                     WAKER => {}
                     SIGNALS => self.on_signals(now),
-                    control::LISTENER => {
+                    token::CONTROL => {
                         if let Some(c) = self.control.as_mut() {
                             c.accept(self.poll.registry(), now);
                         }
@@ -503,7 +503,7 @@ impl Server {
                     t => {
                         if let Some(i) = token::listener_index(t) {
                             accept |= 1 << i;
-                        } else if let Some(i) = control::client_index(t) {
+                        } else if let Some(i) = token::control_client_index(t) {
                             if let Some(c) = self.control.as_mut().and_then(|c| c.client(i)) {
                                 if writable {
                                     c.on_writable();

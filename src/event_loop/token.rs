@@ -7,6 +7,9 @@
 //!  generation   slot index    side (0 client, 1 backend)
 //! ```
 //!
+//! Reserved tokens, from the top: signals, the waker, the control socket and its clients, the
+//! listeners, the programs' stderr pipes.
+//!
 //! Slot indexes stay below 2^15 (config `MAX_CONNECTIONS`), so bit 16 of a connection token is
 //! always 0; the reserved tokens at the top of the range have it set and can never collide.
 
@@ -16,6 +19,26 @@ use crate::slab::{Key, GEN_MASK};
 
 /// The signal descriptor.
 pub const SIGNALS: Token = Token(usize::MAX - 1);
+/// The control socket's listening socket; its client `i` is `CONTROL_CLIENT_BASE - i`.
+pub const CONTROL: Token = Token(usize::MAX - 3);
+const CONTROL_CLIENT_BASE: usize = usize::MAX - 4;
+/// Control clients served at once (`control::MAX_CLIENTS`), within the room below
+/// [`LISTENER_BASE`].
+const MAX_CONTROL_CLIENTS: usize = super::control::MAX_CLIENTS;
+
+/// The token of control client `i`.
+#[must_use]
+pub fn control_client(i: usize) -> Token {
+    Token(CONTROL_CLIENT_BASE - i.min(MAX_CONTROL_CLIENTS - 1))
+}
+
+/// The control client of a token.
+#[must_use]
+pub fn control_client_index(t: Token) -> Option<usize> {
+    let i = CONTROL_CLIENT_BASE.checked_sub(t.0)?;
+    (i < MAX_CONTROL_CLIENTS).then_some(i)
+}
+
 /// First listener token; listener `i` is `LISTENER_BASE - i`.
 const LISTENER_BASE: usize = usize::MAX - 16;
 /// Most listeners.
@@ -84,6 +107,20 @@ pub fn decode(t: Token) -> Option<(Key, Side)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_tokens_are_apart_from_every_other() {
+        for i in 0..MAX_CONTROL_CLIENTS {
+            let t = control_client(i);
+            assert_eq!(control_client_index(t), Some(i));
+            assert!(t != CONTROL && t != SIGNALS && decode(t).is_none());
+            assert!(listener_index(t).is_none() && child_log_index(t).is_none());
+        }
+        assert_eq!(control_client_index(CONTROL), None);
+        assert!(decode(CONTROL).is_none() && listener_index(CONTROL).is_none());
+        // Below the listeners' tokens, with the waker (MAX - 2) and signals (MAX - 1) above.
+        assert!(CONTROL_CLIENT_BASE - (MAX_CONTROL_CLIENTS - 1) > LISTENER_BASE);
+    }
 
     #[test]
     fn round_trip_and_reserved() {
