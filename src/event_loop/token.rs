@@ -26,6 +26,9 @@ const CONTROL_CLIENT_BASE: usize = usize::MAX - 4;
 /// [`LISTENER_BASE`].
 const MAX_CONTROL_CLIENTS: usize = super::control::MAX_CLIENTS;
 
+// The control clients sit above the listeners' tokens (the waker and signals above them).
+const _: () = assert!(CONTROL_CLIENT_BASE - (MAX_CONTROL_CLIENTS - 1) > LISTENER_BASE);
+
 /// The token of control client `i`.
 #[must_use]
 pub fn control_client(i: usize) -> Token {
@@ -118,8 +121,6 @@ mod tests {
         }
         assert_eq!(control_client_index(CONTROL), None);
         assert!(decode(CONTROL).is_none() && listener_index(CONTROL).is_none());
-        // Below the listeners' tokens, with the waker (MAX - 2) and signals (MAX - 1) above.
-        assert!(CONTROL_CLIENT_BASE - (MAX_CONTROL_CLIENTS - 1) > LISTENER_BASE);
     }
 
     #[test]
