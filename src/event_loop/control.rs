@@ -301,7 +301,7 @@ impl Client {
     pub fn answer(&mut self, text: core::fmt::Arguments<'_>) {
         self.out.clear();
         self.sent = 0;
-        let mut w = Cap(&mut self.out);
+        let mut w = super::status::Fill::new(&mut self.out);
         let _ = core::fmt::write(&mut w, text);
         self.job = Job::Answer;
     }
@@ -343,17 +343,6 @@ impl Client {
     /// Pushes its deadline on: it is reading the answer.
     pub fn progress(&mut self, now: Instant) {
         self.deadline = now + REQUEST_TIME;
-    }
-}
-
-/// Writes into a `Vec` up to its capacity, dropping the rest.
-struct Cap<'a>(&'a mut Vec<u8>);
-
-impl core::fmt::Write for Cap<'_> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let room = self.0.capacity() - self.0.len();
-        self.0.extend_from_slice(s.as_bytes().get(..s.len().min(room)).unwrap_or_default());
-        Ok(())
     }
 }
 

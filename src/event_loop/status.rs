@@ -58,10 +58,19 @@ pub struct View<'a> {
     pub now: Instant,
 }
 
-/// Writes into `out` up to its capacity, and remembers a write that did not fit.
-struct Fill<'a> {
+/// Writes into `out` up to its capacity (never growing it), and remembers a write that did not
+/// fit.
+#[derive(Debug)]
+pub struct Fill<'a> {
     out: &'a mut Vec<u8>,
     full: bool,
+}
+
+impl<'a> Fill<'a> {
+    /// A writer that appends to `out`.
+    pub fn new(out: &'a mut Vec<u8>) -> Self {
+        Self { out, full: false }
+    }
 }
 
 impl core::fmt::Write for Fill<'_> {
@@ -80,7 +89,7 @@ impl core::fmt::Write for Fill<'_> {
 pub fn fill(out: &mut Vec<u8>, cursor: &mut Cursor, json: bool, view: &View<'_>) {
     while !cursor.done() {
         let mark = out.len();
-        let mut w = Fill { out, full: false };
+        let mut w = Fill::new(out);
         let next = item(&mut w, *cursor, json, view);
         if w.full {
             out.truncate(mark);
