@@ -168,33 +168,28 @@ fn render(
             i += 1;
         }
     }
-    writeln!(
-        w,
-        "# HELP wsgate_refusals_total Requests refused, by HTTP status and reason.\n\
-         # TYPE wsgate_refusals_total counter"
-    )?;
-    let mut i = 0;
-    while let Some(k) = c.refusal(i) {
-        writeln!(
-            w,
-            "wsgate_refusals_total{{status=\"{}\",reason=\"{}\"}} {}",
-            k.code, k.reason, k.count
-        )?;
-        i += 1;
-    }
-    writeln!(
-        w,
-        "# HELP wsgate_closes_total Connections ended, by close code sent (0: none) and reason.\n\
-         # TYPE wsgate_closes_total counter"
-    )?;
-    let mut i = 0;
-    while let Some(k) = c.close(i) {
-        writeln!(
-            w,
-            "wsgate_closes_total{{code=\"{}\",reason=\"{}\"}} {}",
-            k.code, k.reason, k.count
-        )?;
-        i += 1;
+    type Row = fn(&Counters, usize) -> Option<super::counters::Kind>;
+    let kinds: [(&str, &str, &str, Row); 2] = [
+        (
+            "wsgate_refusals_total",
+            "status",
+            "Requests refused, by HTTP status and reason.",
+            |c, i| c.refusal(i),
+        ),
+        (
+            "wsgate_closes_total",
+            "code",
+            "Connections ended, by close code sent (0: none) and reason.",
+            |c, i| c.close(i),
+        ),
+    ];
+    for (name, code, help, row) in kinds {
+        writeln!(w, "# HELP {name} {help}\n# TYPE {name} counter")?;
+        let mut i = 0;
+        while let Some(k) = row(c, i) {
+            writeln!(w, "{name}{{{code}=\"{}\",reason=\"{}\"}} {}", k.code, k.reason, k.count)?;
+            i += 1;
+        }
     }
     Ok(())
 }
