@@ -921,7 +921,9 @@ impl Server {
         let site = self.conns.get(key).map(|c| c.site).ok_or("no such connection")?;
         let (mut cx, conns) = self.ctx(site, now).ok_or("no such connection")?;
         let c = conns.get_mut(key).ok_or("no such connection")?;
-        c.drop_with(&mut cx, code);
+        if !c.drop_with(&mut cx, code) {
+            return Err("that connection is closing already");
+        }
         conn_log!(INFO, "conn={key} peer={} dropped with {code} by the control socket", c.peer);
         counters::bump(&self.counters.dropped);
         self.drive(key, now);

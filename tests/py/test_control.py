@@ -102,6 +102,8 @@ def test_status_shows_connections_in_every_state(site, raw):
     assert (p["state"], p["path"]) == ("handshake", "index.html")
     c = conn_of(st, peer=peer % closing.sock.getsockname()[1])
     assert c["state"] == "closing"
+    again = ctl(sock, "drop", c["id"], check=False)
+    assert again.returncode == 1 and "closing already" in again.stderr
     assert st["slots"]["used"] == 4 and st["dropped"] == 1
     (lst,) = st["listeners"]
     assert lst["listen"] == f"127.0.0.1:{g.port}" and lst["scheme"] == "ws"

@@ -360,12 +360,14 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
 
     /// Ends it at an operator's request (`wsgate drop`): an open connection gets a close frame
     /// with `code` and the closing handshake; one that is not relaying yet is closed at once.
-    pub fn drop_with(&mut self, cx: &mut Ctx<'_, U>, code: u16) {
+    /// `false` when it is closing already (and is left to finish).
+    pub fn drop_with(&mut self, cx: &mut Ctx<'_, U>, code: u16) -> bool {
         match self.phase() {
             Phase::Open => self.start_close(cx, Reason::Dropped(code)),
-            Phase::Closing | Phase::Flushing | Phase::Linger | Phase::Draining => {}
+            Phase::Closing | Phase::Flushing | Phase::Linger | Phase::Draining => return false,
             _ => self.give_up(Reason::Dropped(code)),
         }
+        true
     }
 
     /// Fires the timers that are due. Returns `true` when the connection should be driven.

@@ -898,9 +898,9 @@ fn drop_closes_an_open_connection_with_its_code_and_a_handshake_at_once() {
     assert_eq!((out[0].0, close_code(&out[0].1)), (8, 4001));
     assert_eq!(rig.phase(), Phase::Closing);
     assert_eq!(rig.conn.reason(), Some(Reason::Dropped(4001)));
-    // A second drop while closing changes nothing.
+    // A second drop while closing changes nothing, and says so.
     let (mut cx, conn) = rig.cx();
-    conn.drop_with(&mut cx, 4002);
+    assert!(!conn.drop_with(&mut cx, 4002));
     rig.drive();
     assert!(rig.client.take_output().is_empty());
     assert_eq!(rig.conn.reason(), Some(Reason::Dropped(4001)));
