@@ -80,6 +80,8 @@ pub struct Counters {
     pub started: Instant,
     /// One per site, in listener order.
     pub listeners: Vec<Listener>,
+    /// Connection slots in all (the slab's size).
+    pub slots: usize,
     endpoints: RefCell<Vec<Endpoint>>,
     refusals: RefCell<Vec<Kind>>,
     closes: RefCell<Vec<Kind>>,
@@ -98,10 +100,15 @@ impl Listener {
 impl Counters {
     /// Zeroed counters for listeners at these addresses, every table at its full size.
     #[must_use]
-    pub fn new(listeners: impl Iterator<Item = std::net::SocketAddr>, now: Instant) -> Self {
+    pub fn new(
+        listeners: impl Iterator<Item = std::net::SocketAddr>,
+        slots: usize,
+        now: Instant,
+    ) -> Self {
         let zero = Cell::new;
         Self {
             started: now,
+            slots,
             listeners: listeners
                 .map(|listen| Listener {
                     listen,
@@ -127,6 +134,12 @@ impl Counters {
     #[must_use]
     pub fn site(&self, site: usize) -> Option<&Listener> {
         self.listeners.get(site)
+    }
+
+    /// Connection slots in use: every listener's live connections.
+    #[must_use]
+    pub fn slots_used(&self) -> u64 {
+        self.listeners.iter().map(Listener::live).sum()
     }
 
     /// A request of `site` refused with `status` for `reason`.

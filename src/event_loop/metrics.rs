@@ -47,11 +47,9 @@ impl core::fmt::Write for Out {
     }
 }
 
-/// The gauges that are not counters: slots and buffers in use, and in all.
+/// The gauges the counters do not hold: buffers in use, and in all.
 #[derive(Clone, Copy, Debug)]
 pub struct Gauges {
-    /// Connection slots in use, and in all.
-    pub slots: (usize, usize),
     /// Relay buffers in use, and in all.
     pub buffers: (usize, usize),
 }
@@ -85,8 +83,8 @@ fn render(
     let up = now.saturating_duration_since(c.started).as_secs();
     for (name, help, value) in [
         ("wsgate_uptime_seconds", "Seconds since the gateway started.", up),
-        ("wsgate_slots_used", "Connection slots in use.", g.slots.0 as u64),
-        ("wsgate_slots", "Connection slots in all.", g.slots.1 as u64),
+        ("wsgate_slots_used", "Connection slots in use.", c.slots_used()),
+        ("wsgate_slots", "Connection slots in all.", c.slots as u64),
         ("wsgate_buffers_used", "Relay buffers in use.", g.buffers.0 as u64),
         ("wsgate_buffers", "Relay buffers in all.", g.buffers.1 as u64),
     ] {

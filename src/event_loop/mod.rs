@@ -304,6 +304,7 @@ impl Server {
             children,
             counters: counters::Counters::new(
                 config.sites.iter().map(|s| s.listen),
+                slots as usize,
                 Instant::now(),
             ),
             control: None,
@@ -650,7 +651,6 @@ impl Server {
             #[cfg(feature = "deflate")]
             deflate: self.deflate.as_mut(),
             counters: &self.counters,
-            slots: (self.conns.len(), self.conns.capacity()),
         };
         Some((cx, &mut self.conns))
     }

@@ -348,7 +348,7 @@ mod tests {
     #[test]
     fn a_report_is_the_same_through_a_small_buffer_and_its_tables_stay_bounded() {
         let now = Instant::now();
-        let counters = Counters::new(["127.0.0.1:80".parse().unwrap()].into_iter(), now);
+        let counters = Counters::new(["127.0.0.1:80".parse().unwrap()].into_iter(), 4, now);
         for i in 0..40 {
             let row = counters.opened(&format!("endpoint{i}\"\\"));
             counters.ended(row, &crate::event_loop::conn::Stats::default());

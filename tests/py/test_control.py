@@ -233,6 +233,7 @@ def test_metrics_parse_with_prometheus_client(site, raw):
     assert m[("wsgate_refusals_total", (("reason", "backend"), ("status", "404")))] == 1
     assert m[("wsgate_closes_total", (("code", "1000"), ("reason", "client_close")))] == 1
     assert m[("wsgate_slots", ())] == status(sock)["slots"]["capacity"]
+    assert m[("wsgate_slots_used", ())] == 1
     assert m[("wsgate_pages_total", listener)] == 0
     assert samples(metrics(g.port)[1])[("wsgate_pages_total", listener)] == 1
 

@@ -118,8 +118,6 @@ pub struct Ctx<'a, U> {
     pub deflate: Option<&'a mut crate::relay::compress::Contexts>,
     /// The gateway's counters (and what the metrics page shows).
     pub counters: &'a super::counters::Counters,
-    /// Slots in use and the slab's size, for the metrics page.
-    pub slots: (usize, usize),
 }
 
 impl<U> core::fmt::Debug for Ctx<'_, U> {

@@ -501,7 +501,6 @@ impl<T: Transport, U: Upstream> Connection<T, U> {
             }
         }
         let gauges = crate::event_loop::metrics::Gauges {
-            slots: cx.slots,
             buffers: (cx.pool.count().saturating_sub(cx.pool.available()), cx.pool.count()),
         };
         let (file, len) = match crate::event_loop::metrics::page(cx.counters, gauges, cx.now) {

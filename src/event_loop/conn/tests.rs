@@ -264,7 +264,7 @@ impl Rig {
         let poll = Poll::new().unwrap();
         let now = Instant::now();
         let counters =
-            crate::event_loop::counters::Counters::new(std::iter::once(site.listen), now);
+            crate::event_loop::counters::Counters::new(std::iter::once(site.listen), 1, now);
         let conn = {
             let mut cx = Ctx {
                 pool: &mut pool,
@@ -277,7 +277,6 @@ impl Rig {
                 #[cfg(feature = "deflate")]
                 deflate: None,
                 counters: &counters,
-                slots: (1, 1),
             };
             Connection::accept(
                 KEY,
@@ -318,7 +317,6 @@ impl Rig {
                 #[cfg(feature = "deflate")]
                 deflate: self.deflate.as_mut(),
                 counters: &self.counters,
-                slots: (1, 1),
             },
             &mut self.conn,
         )
